@@ -1,0 +1,228 @@
+//! The sidecar catalog: an embedded, crash-safe redb database beside the ciphertext.
+//!
+//! Owns: RSA-wrapped batch keys, and per file its batch id, wrapped data key and plaintext
+//! length. Does not own: the file bytes, or anything the mount needs to read a file (each
+//! header carries a copy of its wrapped key), so a lost catalog is rebuilt by `fsck --repair`.
+//! Records are postcard-encoded and versioned by the table names (`*_v1`).
+
+mod writer;
+
+use std::path::Path;
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+pub use writer::{CatalogOp, CatalogWriter};
+
+const FILES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("files_v1");
+const BATCHES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("batches_v1");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta_v1");
+
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("catalog database error: {0}")]
+    Db(String),
+    #[error("catalog record is malformed")]
+    Record,
+    #[error("catalog belongs to another store")]
+    WrongStore,
+    #[error("catalog I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+macro_rules! db_err {
+    ($($t:ty),*) => {$(
+        impl From<$t> for CatalogError {
+            fn from(e: $t) -> Self { CatalogError::Db(e.to_string()) }
+        }
+    )*};
+}
+db_err!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRecord {
+    pub batch_id: [u8; 16],
+    pub wrapped_key: Vec<u8>,
+    pub plain_len: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchRecord {
+    /// RSA-OAEP(SHA-256) of the batch key under the store public key.
+    pub wrapped: Vec<u8>,
+    /// Unix seconds.
+    pub created: u64,
+}
+
+pub struct Catalog {
+    db: redb::Database,
+}
+
+impl Catalog {
+    /// Create a new, empty catalog file (mode 0600) for `store_id`.
+    pub fn create(path: &Path, store_id: &[u8; 16]) -> Result<Catalog, CatalogError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+        let db = redb::Database::create(path)?;
+        let tx = db.begin_write()?;
+        {
+            tx.open_table(FILES)?;
+            tx.open_table(BATCHES)?;
+            let mut meta = tx.open_table(META)?;
+            meta.insert("store_id", &store_id[..])?;
+        }
+        tx.commit()?;
+        Ok(Catalog { db })
+    }
+
+    /// Open an existing catalog and check it belongs to `store_id`.
+    pub fn open(path: &Path, store_id: &[u8; 16]) -> Result<Catalog, CatalogError> {
+        if !path.exists() {
+            return Err(CatalogError::Db("catalog file is missing".into()));
+        }
+        let db = redb::Database::open(path)?;
+        let c = Catalog { db };
+        let tx = c.db.begin_read()?;
+        let meta = tx.open_table(META)?;
+        let id = meta.get("store_id")?.ok_or(CatalogError::Record)?;
+        if id.value() != &store_id[..] {
+            return Err(CatalogError::WrongStore);
+        }
+        drop(meta);
+        tx.open_table(FILES)?;
+        tx.open_table(BATCHES)?;
+        Ok(c)
+    }
+
+    /// Record a batch key durably: files wrapped under it must never outlive its record.
+    pub fn put_batch(&self, id: &[u8; 16], rec: &BatchRecord) -> Result<(), CatalogError> {
+        let bytes = postcard::to_stdvec(rec).map_err(|_| CatalogError::Record)?;
+        let tx = self.db.begin_write()?;
+        tx.open_table(BATCHES)?.insert(&id[..], &bytes[..])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn batch(&self, id: &[u8; 16]) -> Result<Option<BatchRecord>, CatalogError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(BATCHES)?;
+        let v = t.get(&id[..])?;
+        v.map(|v| postcard::from_bytes(v.value()).map_err(|_| CatalogError::Record)).transpose()
+    }
+
+    pub fn batches(&self) -> Result<Vec<([u8; 16], BatchRecord)>, CatalogError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(BATCHES)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (k, v) = row?;
+            let id: [u8; 16] = k.value().try_into().map_err(|_| CatalogError::Record)?;
+            out.push((id, postcard::from_bytes(v.value()).map_err(|_| CatalogError::Record)?));
+        }
+        Ok(out)
+    }
+
+    pub fn file(&self, id: &[u8; 16]) -> Result<Option<FileRecord>, CatalogError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(FILES)?;
+        let v = t.get(&id[..])?;
+        v.map(|v| postcard::from_bytes(v.value()).map_err(|_| CatalogError::Record)).transpose()
+    }
+
+    pub fn files(&self) -> Result<Vec<([u8; 16], FileRecord)>, CatalogError> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(FILES)?;
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (k, v) = row?;
+            let id: [u8; 16] = k.value().try_into().map_err(|_| CatalogError::Record)?;
+            out.push((id, postcard::from_bytes(v.value()).map_err(|_| CatalogError::Record)?));
+        }
+        Ok(out)
+    }
+
+    /// Apply a group of file operations in one transaction.
+    pub fn apply(&self, ops: &[CatalogOp], durable: bool) -> Result<(), CatalogError> {
+        let mut tx = self.db.begin_write()?;
+        if !durable {
+            tx.set_durability(redb::Durability::None)?;
+        }
+        {
+            let mut t = tx.open_table(FILES)?;
+            for op in ops {
+                match op {
+                    CatalogOp::Put(id, rec) => {
+                        let bytes = postcard::to_stdvec(rec).map_err(|_| CatalogError::Record)?;
+                        t.insert(&id[..], &bytes[..])?;
+                    }
+                    CatalogOp::SetLen(id, len) => {
+                        let cur = t.get(&id[..])?.map(|v| postcard::from_bytes::<FileRecord>(v.value()));
+                        if let Some(Ok(mut rec)) = cur {
+                            rec.plain_len = *len;
+                            let bytes = postcard::to_stdvec(&rec).map_err(|_| CatalogError::Record)?;
+                            t.insert(&id[..], &bytes[..])?;
+                        }
+                    }
+                    CatalogOp::Remove(id) => {
+                        t.remove(&id[..])?;
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// redb's own structural check (page checksums and tree shape).
+    pub fn check_integrity(&mut self) -> Result<bool, CatalogError> {
+        Ok(self.db.check_integrity()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalog_round_trip_and_mode() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("catalog");
+        let store = [1u8; 16];
+        let c = Catalog::create(&p, &store).expect("create");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&p).expect("meta").permissions().mode() & 0o777, 0o600);
+        let b = BatchRecord { wrapped: vec![9; 384], created: 5 };
+        c.put_batch(&[2; 16], &b).expect("batch");
+        let rec = FileRecord { batch_id: [2; 16], wrapped_key: vec![1; 60], plain_len: 10 };
+        c.apply(&[CatalogOp::Put([3; 16], rec.clone()), CatalogOp::SetLen([3; 16], 99)], true)
+            .expect("apply");
+        drop(c);
+        let c = Catalog::open(&p, &store).expect("reopen");
+        assert_eq!(c.batch(&[2; 16]).expect("get"), Some(b));
+        assert_eq!(c.file(&[3; 16]).expect("get").map(|r| r.plain_len), Some(99));
+        c.apply(&[CatalogOp::Remove([3; 16])], true).expect("remove");
+        assert_eq!(c.file(&[3; 16]).expect("get"), None);
+        assert_eq!(c.files().expect("list").len(), 0);
+        drop(c);
+        assert!(matches!(Catalog::open(&p, &[9; 16]), Err(CatalogError::WrongStore)));
+    }
+
+    #[test]
+    fn corrupt_catalog_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("catalog");
+        drop(Catalog::create(&p, &[1; 16]).expect("create"));
+        std::fs::write(&p, b"garbage that is not a database at all").expect("write");
+        assert!(Catalog::open(&p, &[1; 16]).is_err());
+        std::fs::remove_file(&p).expect("rm");
+        assert!(Catalog::open(&p, &[1; 16]).is_err());
+    }
+}

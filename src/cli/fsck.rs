@@ -1,0 +1,64 @@
+//! `coffer fsck STORE`: check, and with --repair mend, a store that is not mounted.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+
+use super::unlock::unlock;
+use super::{CliResult, Failure, KeyOpts};
+use crate::fsck::{self, CatalogState, Options};
+use crate::store::{OpenStore, StoreLock};
+
+#[derive(Args)]
+pub struct FsckArgs {
+    /// The store directory
+    pub store: PathBuf,
+    #[command(flatten)]
+    pub keys: KeyOpts,
+    /// Rebuild a lost or damaged catalog, fix records, remove leftovers of interrupted
+    /// operations. File content is never rewritten.
+    #[arg(long)]
+    pub repair: bool,
+    /// Also print the plaintext path of each damaged file (reports are otherwise free of names)
+    #[arg(long)]
+    pub names: bool,
+}
+
+pub fn run(a: FsckArgs) -> CliResult {
+    let _lock = StoreLock::acquire(&a.store).map_err(|e| match e {
+        crate::store::StoreError::Io(..) => Failure::from(crate::store::StoreError::NotAStore(a.store.clone())),
+        e => Failure::from(e),
+    })?;
+    let (desc, private, names) = unlock(&a.store, &a.keys)?;
+    let sid = desc.store_id_bytes()?;
+    let mut _scratch = None;
+    let (catalog, bad) = match fsck::open_catalog(&a.store, &sid) {
+        CatalogState::Good(c) => (Arc::new(c), None),
+        CatalogState::Bad(why) if a.repair => (Arc::new(fsck::rebuild_catalog(&a.store, &sid)?), Some(why)),
+        CatalogState::Bad(why) => {
+            let (dir, c) = fsck::scratch_catalog(&sid)?;
+            _scratch = Some(dir);
+            (c, Some(why))
+        }
+    };
+    let store = OpenStore::with_catalog(&a.store, desc, Some(private), names, catalog)?;
+    let report = fsck::check(&store, &Options { repair: a.repair, show_names: a.names }, bad);
+    for p in &report.problems {
+        println!("problem: {p}");
+    }
+    for r in &report.repaired {
+        println!("repaired: {r}");
+    }
+    println!(
+        "{}: {} files ({} bytes), {} directories, {} symlinks checked; {} problems, {} repaired",
+        a.store.display(),
+        report.files,
+        report.plain_bytes,
+        report.dirs,
+        report.symlinks,
+        report.problems.len(),
+        report.repaired.len()
+    );
+    Ok(if report.unrepaired() > 0 { 1 } else { 0 })
+}

@@ -1,0 +1,116 @@
+//! The command line: one file per subcommand. Errors reach the user as one line on stderr.
+
+mod fsck;
+mod info;
+mod init;
+mod logging;
+mod mount;
+mod umount;
+mod unlock;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+pub use logging::init_logging;
+
+const EXAMPLES: &str = "\
+Examples:
+  coffer init /srv/backup/store --passphrase-file /root/pass
+  coffer mount /srv/backup/store /mnt/backup --passphrase-file /root/pass
+  rsync -a /home/ /mnt/backup/home/            # backup
+  rsync -a /mnt/backup/home/ /tmp/restore/     # restore
+  coffer umount /mnt/backup
+  coffer fsck /srv/backup/store --passphrase-file /root/pass
+  coffer info /srv/backup/store --json
+
+Exit codes: 0 success, 1 a check found problems, 2 a usage or operational error.";
+
+#[derive(Parser)]
+#[command(
+    name = "coffer",
+    version,
+    about = "An encrypted backup store that you mount with FUSE",
+    long_about = "coffer keeps backups encrypted at rest: every file under its own random key, \
+                  file keys wrapped by batch keys, batch keys by the store's RSA key, and that \
+                  by a master key held in a passphrase-protected keystore. The store directory \
+                  holds only ciphertext and can be copied anywhere with rsync.",
+    after_help = EXAMPLES
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Command,
+}
+
+/// Where the master key is kept on this host.
+#[derive(Args, Clone, Debug)]
+pub struct KeyOpts {
+    /// Keystore directory [default: /var/lib/coffer/keystore for root, else
+    /// ~/.local/share/coffer/keystore]. Created on first use by `init`.
+    #[arg(long, env = "COFFER_KEYSTORE", value_name = "DIR")]
+    pub keystore: Option<PathBuf>,
+    /// File holding the keystore passphrase (a trailing newline is ignored). Without it,
+    /// coffer prompts on a terminal, and refuses when there is none.
+    #[arg(long, env = "COFFER_PASSPHRASE_FILE", value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new store in an absent or empty directory, and its keys
+    #[command(after_help = "Example:\n  coffer init /srv/backup/store --passphrase-file /root/pass --policy daily --copy primary\n\nPrints the new store's id.")]
+    Init(init::InitArgs),
+    /// Mount a store; returns once the filesystem is serving
+    #[command(after_help = "Examples:\n  coffer mount /srv/backup/store /mnt/backup --passphrase-file /root/pass\n  coffer mount /srv/backup/store /mnt/backup --read-only --allow-other\n\nStop it with `coffer umount MOUNTPOINT` (or SIGTERM to the daemon).")]
+    Mount(mount::MountArgs),
+    /// Flush and unmount a mounted store, and wait for its daemon to exit
+    #[command(after_help = "Example:\n  coffer umount /mnt/backup")]
+    Umount(umount::UmountArgs),
+    /// Check every header, block, name and catalog record of a store
+    #[command(after_help = "Examples:\n  coffer fsck /srv/backup/store --passphrase-file /root/pass\n  coffer fsck /srv/backup/store --passphrase-file /root/pass --repair\n\nExit code 1 when problems remain. The store must not be mounted.")]
+    Fsck(fsck::FsckArgs),
+    /// Show a store's id, format, provider, key ids and sizes (never a secret)
+    #[command(after_help = "Example:\n  coffer info /srv/backup/store --json")]
+    Info(info::InfoArgs),
+}
+
+/// An error for the user: one line, and the exit code to leave with.
+pub struct Failure {
+    pub code: i32,
+    pub message: String,
+}
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure { code: 2, message: e.to_string() }
+    }
+}
+
+pub type CliResult = Result<i32, Failure>;
+
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    let result = match cli.cmd {
+        Command::Init(a) => init::run(a),
+        Command::Mount(a) => mount::run(a),
+        Command::Umount(a) => umount::run(a),
+        Command::Fsck(a) => fsck::run(a),
+        Command::Info(a) => info::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(f) => {
+            // One line: collapse anything multi-line that a lower layer produced.
+            let msg = f.message.replace('\n', " ");
+            eprintln!("coffer: {msg}");
+            f.code
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! `coffer mount STORE MOUNTPOINT`: unlock, check, then serve the filesystem from a daemon.
+//!
+//! Everything that can fail for a reason the user can fix (a wrong passphrase, a missing key,
+//! a damaged catalog, a busy mount point) fails here, before the fork, with exit 2. The
+//! daemon reports through a pipe once the kernel has accepted the mount, so `coffer mount`
+//! returns only when the filesystem is serving.
+
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::Args;
+
+use super::unlock::unlock;
+use super::{init_logging, CliResult, Failure, KeyOpts};
+use crate::fs::{CofferFs, MountConfig};
+use crate::store::{OpenStore, StoreLock};
+
+#[derive(Args)]
+pub struct MountArgs {
+    /// The store directory
+    pub store: PathBuf,
+    /// An existing, empty directory to mount on
+    pub mountpoint: PathBuf,
+    #[command(flatten)]
+    pub keys: KeyOpts,
+    /// Stay in the foreground (log to stderr unless --log is given)
+    #[arg(long)]
+    pub foreground: bool,
+    /// Mount read-only (for restores and checks)
+    #[arg(long)]
+    pub read_only: bool,
+    /// Log file [default: /var/log/coffer/STORE-ID.log for root, else
+    /// ~/.local/state/coffer/STORE-ID.log]. Logs name ciphertext paths only.
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// Let other users use the mount, with the kernel checking file permissions
+    /// (default_permissions), so a restore can run as the files' owners
+    #[arg(long)]
+    pub allow_other: bool,
+    /// FUSE worker threads
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub threads: u16,
+    /// Turn off the kernel's writeback cache (slower small writes; for diagnosis)
+    #[arg(long, hide = true)]
+    pub no_writeback_cache: bool,
+}
+
+fn default_log(store_id: &str) -> PathBuf {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from(format!("/var/log/coffer/{store_id}.log"));
+    }
+    let base = std::env::var_os("XDG_STATE_HOME").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into())).join(".local/state")
+    });
+    base.join(format!("coffer/{store_id}.log"))
+}
+
+/// Refuse mount points that cannot work, with the reason.
+fn check_mountpoint(mnt: &Path) -> Result<PathBuf, Failure> {
+    let meta = match std::fs::metadata(mnt) {
+        Ok(m) => m,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            return Err(Failure::from(format!(
+                "{} has a stale mount whose daemon is gone: run `coffer umount {}` first",
+                mnt.display(),
+                mnt.display()
+            )))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(Failure::from(format!("mount point {} does not exist", mnt.display())))
+        }
+        Err(e) => return Err(Failure::from(format!("mount point {}: {e}", mnt.display()))),
+    };
+    if !meta.is_dir() {
+        return Err(Failure::from(format!("mount point {} is not a directory", mnt.display())));
+    }
+    let abs = mnt.canonicalize()?;
+    if super::umount::find_mount(&abs).is_some() || is_mountpoint(&abs) {
+        return Err(Failure::from(format!("{} is already a mount point", abs.display())));
+    }
+    if !Path::new("/dev/fuse").exists() {
+        return Err(Failure::from("/dev/fuse is missing: load the fuse kernel module (modprobe fuse)"));
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 && which("fusermount3").is_none() {
+        return Err(Failure::from("fusermount3 is not installed (apt-get install fuse3)"));
+    }
+    Ok(abs)
+}
+
+fn is_mountpoint(p: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(a), Some(Ok(b))) = (std::fs::metadata(p), p.parent().map(std::fs::metadata)) else {
+        return false;
+    };
+    a.dev() != b.dev()
+}
+
+fn which(bin: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(bin)).find(|p| p.is_file())
+}
+
+pub fn run(a: MountArgs) -> CliResult {
+    let mnt = check_mountpoint(&a.mountpoint)?;
+    let root = a.store.canonicalize().map_err(|_| crate::store::StoreError::NotAStore(a.store.clone()))?;
+    let (desc, private, names) = unlock(&root, &a.keys)?;
+    let lock = StoreLock::acquire(&root)?;
+    let store = OpenStore::open(&root, desc, Some(private), names)?;
+    let log = a.log.clone().unwrap_or_else(|| default_log(&store.desc.store_id));
+    let cfg = MountConfig {
+        read_only: a.read_only,
+        allow_other: a.allow_other,
+        threads: a.threads as usize,
+        writeback_cache: !a.no_writeback_cache,
+    };
+    if a.foreground {
+        init_logging(a.log.as_deref(), "info")?;
+        lock.record(std::process::id(), &mnt.display().to_string());
+        return serve(store, &mnt, cfg, None).map(|_| 0);
+    }
+    // Logging for the daemon is set up after the fork, in the child.
+    let mut fds = [0; 2];
+    // SAFETY: fds is an array of two ints, as pipe2 requires.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(Failure::from(std::io::Error::last_os_error()));
+    }
+    // SAFETY: pipe2 returned two fresh descriptors that nothing else owns.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: no other thread exists yet in this process (the catalog writer, rayon and the
+    // FUSE workers all start in the child), so the child inherits a consistent state.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(Failure::from(std::io::Error::last_os_error()));
+    }
+    if pid > 0 {
+        drop(wr);
+        let mut msg = String::new();
+        let _ = std::fs::File::from(rd).read_to_string(&mut msg);
+        // The parent leaves without running destructors: the child owns the store now.
+        return match msg.strip_prefix("ok") {
+            Some(_) => Ok(0),
+            None if msg.is_empty() => Err(Failure::from(format!(
+                "the mount daemon exited before mounting; see {}",
+                log.display()
+            ))),
+            None => Err(Failure::from(msg.trim_start_matches("error: ").trim().to_string())),
+        };
+    }
+    drop(rd);
+    daemonize();
+    let mut report = std::fs::File::from(wr);
+    if let Err(e) = init_logging(Some(&log), "info") {
+        let _ = write!(report, "error: cannot open log {}: {e}", log.display());
+        // SAFETY: _exit ends the child without running the parent's destructors.
+        unsafe { libc::_exit(2) };
+    }
+    lock.record(std::process::id(), &mnt.display().to_string());
+    let code = match serve(store, &mnt, cfg, Some(report)) {
+        Ok(()) => 0,
+        Err(f) => {
+            tracing::error!("{}", f.message);
+            2
+        }
+    };
+    drop(lock);
+    std::process::exit(code);
+}
+
+/// Detach from the terminal: new session, standard streams to /dev/null, exact modes.
+fn daemonize() {
+    // SAFETY: setsid, umask, open and dup2 have no memory-safety preconditions here.
+    unsafe {
+        libc::setsid();
+        libc::umask(0);
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null >= 0 {
+            for fd in 0..3 {
+                libc::dup2(null, fd);
+            }
+            if null > 2 {
+                libc::close(null);
+            }
+        }
+    }
+}
+
+fn serve(store: OpenStore, mnt: &Path, cfg: MountConfig, mut ready: Option<std::fs::File>) -> Result<(), Failure> {
+    let fail = |ready: &mut Option<std::fs::File>, msg: String| {
+        if let Some(r) = ready.as_mut() {
+            let _ = write!(r, "error: {msg}");
+        }
+        Failure::from(msg)
+    };
+    if let Err(e) = store.start_catalog_writer() {
+        return Err(fail(&mut ready, format!("cannot start the catalog writer: {e}")));
+    }
+    raise_fd_limit();
+    let source = format!("coffer:{}", store.root.display());
+    let store = Arc::new(store);
+    let fs = match CofferFs::new(store.clone(), cfg.clone()) {
+        Ok(fs) => fs,
+        Err(e) => return Err(fail(&mut ready, format!("cannot open the store's data directory: {e:?}"))),
+    };
+    let mut options = vec![
+        fuser::MountOption::FSName(source),
+        fuser::MountOption::Subtype("coffer".into()),
+        fuser::MountOption::DefaultPermissions,
+        fuser::MountOption::NoDev,
+        fuser::MountOption::NoSuid,
+    ];
+    if cfg.read_only {
+        options.push(fuser::MountOption::RO);
+    }
+    let mut config = fuser::Config::default();
+    config.mount_options = options;
+    config.acl = if cfg.allow_other { fuser::SessionACL::All } else { fuser::SessionACL::Owner };
+    config.n_threads = Some(cfg.threads);
+    config.clone_fd = true;
+    let mut session = match fuser::Session::new(fs, mnt, &config) {
+        Ok(s) => s,
+        Err(e) => {
+            let hint = if e.kind() == std::io::ErrorKind::PermissionDenied && cfg.allow_other {
+                " (--allow-other needs user_allow_other in /etc/fuse.conf)"
+            } else {
+                ""
+            };
+            store.catalog_close();
+            return Err(fail(&mut ready, format!("cannot mount on {}: {e}{hint}", mnt.display())));
+        }
+    };
+    tracing::info!("serving {} on {}", store.root.display(), mnt.display());
+    if let Some(mut r) = ready.take() {
+        let _ = r.write_all(b"ok");
+    }
+    // SIGTERM, SIGINT and SIGHUP unmount cleanly: the session loop then ends and the
+    // filesystem's destroy() flushes the catalog.
+    let mut unmounter = session.unmount_callable();
+    let mnt_owned = mnt.to_path_buf();
+    match signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT, libc::SIGHUP]) {
+        Ok(mut signals) => {
+            let _ = std::thread::Builder::new().name("coffer-signals".into()).spawn(move || {
+                if let Some(sig) = signals.forever().next() {
+                    tracing::info!("signal {sig}: unmounting {}", mnt_owned.display());
+                    if let Err(e) = unmounter.unmount() {
+                        tracing::warn!("unmount failed ({e}); detaching lazily");
+                        lazy_unmount(&mnt_owned);
+                    }
+                }
+            });
+        }
+        Err(e) => tracing::warn!("cannot install signal handlers: {e}"),
+    }
+    let result = session.run();
+    drop(store);
+    result.map_err(|e| Failure::from(format!("FUSE session ended with an error: {e}")))
+}
+
+fn lazy_unmount(mnt: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    if let Ok(c) = std::ffi::CString::new(mnt.as_os_str().as_bytes()) {
+        // SAFETY: c is NUL-terminated.
+        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+            let _ = std::process::Command::new("fusermount3").arg("-uz").arg(mnt).status();
+        }
+    }
+}
+
+/// Every inode the kernel knows is held as an O_PATH descriptor: allow many.
+fn raise_fd_limit() {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: r is a valid rlimit to fill and then to pass back.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! `coffer umount MOUNTPOINT`: unmount (which ends the daemon's FUSE session and makes it
+//! flush the catalog), then wait until the daemon has exited.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+
+use super::{CliResult, Failure};
+use crate::store::StoreLock;
+
+#[derive(Args)]
+pub struct UmountArgs {
+    /// Where the store is mounted
+    pub mountpoint: PathBuf,
+    /// Seconds to wait for the daemon to finish flushing
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+}
+
+/// A mount of coffer's in /proc/self/mountinfo: (mount point, store path).
+pub fn find_mount(mnt: &Path) -> Option<(PathBuf, PathBuf)> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let sep = fields.iter().position(|f| *f == "-")?;
+        let (point, fstype, source) = (fields.get(4)?, fields.get(sep + 1)?, fields.get(sep + 2)?);
+        let point = PathBuf::from(unescape(point));
+        if point == mnt && fstype.starts_with("fuse") {
+            if let Some(store) = unescape(source).strip_prefix("coffer:") {
+                return Some((point, PathBuf::from(store)));
+            }
+        }
+    }
+    None
+}
+
+/// mountinfo escapes space, tab, newline and backslash as \ooo.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() + 0 && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn alive(pid: u32) -> bool {
+    // SAFETY: kill with signal 0 only checks for existence.
+    unsafe { libc::kill(pid as i32, 0) == 0 }
+}
+
+pub fn run(a: UmountArgs) -> CliResult {
+    // A stale mount (daemon killed) cannot be canonicalized: use the path as given.
+    let mnt = a.mountpoint.canonicalize().unwrap_or_else(|_| std::path::absolute(&a.mountpoint).unwrap_or(a.mountpoint.clone()));
+    let Some((_, store)) = find_mount(&mnt) else {
+        return Err(Failure::from(format!("{} is not a mounted coffer store", mnt.display())));
+    };
+    let daemon = StoreLock::holder(&store).map(|(pid, _)| pid).filter(|p| alive(*p) && *p != std::process::id());
+    unmount(&mnt)?;
+    if let Some(pid) = daemon {
+        let deadline = Instant::now() + Duration::from_secs(a.timeout);
+        while alive(pid) && !is_zombie(pid) {
+            if Instant::now() > deadline {
+                return Err(Failure::from(format!(
+                    "{} is unmounted, but its daemon (pid {pid}) has not exited after {} s",
+                    mnt.display(),
+                    a.timeout
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(0)
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().starts_with('Z')))
+        .unwrap_or(false)
+}
+
+fn unmount(mnt: &Path) -> Result<(), Failure> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(mnt.as_os_str().as_bytes())?;
+    // SAFETY: geteuid has no preconditions; c is NUL-terminated.
+    if unsafe { libc::geteuid() } == 0 {
+        if unsafe { libc::umount2(c.as_ptr(), 0) } == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        return Err(match e.raw_os_error() {
+            Some(libc::EBUSY) => Failure::from(format!(
+                "{} is busy: files or directories in it are still open (see `fuser -vm {}`)",
+                mnt.display(),
+                mnt.display()
+            )),
+            _ => Failure::from(format!("cannot unmount {}: {e}", mnt.display())),
+        });
+    }
+    let out = std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg(mnt)
+        .output()
+        .map_err(|e| Failure::from(format!("cannot run fusermount3 (apt-get install fuse3): {e}")))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    Err(Failure::from(format!("cannot unmount {}: {}", mnt.display(), err.trim())))
+}

@@ -1,0 +1,42 @@
+//! Resolving a store's keys from the command line's key options.
+
+use std::path::{Path, PathBuf};
+
+use super::{Failure, KeyOpts};
+use crate::crypto::{NameKey, StorePrivateKey};
+use crate::keys::{self, read_passphrase, Keystore};
+use crate::store::{self, Descriptor};
+
+pub fn keystore_dir(opts: &KeyOpts) -> PathBuf {
+    opts.keystore.clone().unwrap_or_else(Keystore::default_dir)
+}
+
+/// Open this host's keystore; with `create`, make it on first use (asking twice at a prompt).
+pub fn open_keystore(opts: &KeyOpts, create: bool) -> Result<Keystore, Failure> {
+    let dir = keystore_dir(opts);
+    let exists = Keystore::exists(&dir);
+    if !exists && !create {
+        return Err(Failure::from(format!(
+            "no keystore at {}: this host holds no coffer keys (give --keystore, or import the store's keys)",
+            dir.display()
+        )));
+    }
+    let pass = read_passphrase(opts.passphrase_file.as_ref(), "Keystore passphrase", !exists)?;
+    Ok(Keystore::open_or_create(&dir, &pass)?)
+}
+
+/// Load the descriptor and unlock the store's private key and name key.
+pub fn unlock(root: &Path, opts: &KeyOpts) -> Result<(Descriptor, StorePrivateKey, NameKey), Failure> {
+    let desc = Descriptor::load(root)?;
+    if desc.provider != "local" {
+        return Err(Failure::from(format!(
+            "store {} uses key provider '{}', which this build of coffer cannot use",
+            desc.store_id, desc.provider
+        )));
+    }
+    let ks = open_keystore(opts, false)?;
+    let current = desc.current_master();
+    let master = keys::resolve(&[&ks], &current.key_id, &desc.store_id)?;
+    let (private, names) = store::unlock_keys(&desc, &master)?;
+    Ok((desc, private, names))
+}

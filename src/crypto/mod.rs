@@ -1,0 +1,65 @@
+//! Key types and primitives: the only module that touches cipher crates directly.
+//!
+//! Owns: zeroizing key newtypes, AEAD sealing of keys and blocks, RSA-OAEP wrapping of batch
+//! keys, the Argon2id passphrase KDF and BLAKE3 derivations. Does not own: where any of these
+//! bytes are stored (format, catalog, keys) or policy (when to rotate, what to cache).
+
+mod aead;
+mod kdf;
+mod rsa_wrap;
+mod secret;
+
+pub use aead::{open_key, open_vec, seal_key, seal_vec, BlockCipher, WRAPPED_KEY_LEN};
+pub use kdf::{derive_passphrase_key, KdfParams};
+pub use rsa_wrap::{StorePrivateKey, StorePublicKey};
+pub use secret::{BatchKey, FileKey, KeystoreKey, MasterKey, NameKey, Secret32};
+
+/// Crypto failures. Deliberately coarse: which check failed is logged by the caller where it
+/// helps an operator, never returned in a form that could serve as a decryption oracle.
+#[derive(Debug, thiserror::Error)]
+pub enum CryptoError {
+    #[error("authentication failed")]
+    Auth,
+    #[error("malformed key material")]
+    Malformed,
+    #[error("RSA operation failed: {0}")]
+    Rsa(String),
+    #[error("key derivation failed: {0}")]
+    Kdf(String),
+}
+
+/// Fill `buf` from the operating system's CSPRNG.
+pub fn random_bytes(buf: &mut [u8]) {
+    use rand_core::RngCore;
+    rand_core::OsRng.fill_bytes(buf);
+}
+
+pub fn random_id() -> [u8; 16] {
+    let mut id = [0u8; 16];
+    random_bytes(&mut id);
+    id
+}
+
+/// A key id names a master key without revealing it: a BLAKE3 derivation, one-way.
+pub fn master_key_id(key: &MasterKey) -> String {
+    let d = blake3::derive_key("coffer 2026-11 master key id", key.expose());
+    hex::encode(&d[..16])
+}
+
+/// Derive a purpose-specific sub-key so one master key never encrypts two kinds of thing.
+pub fn derive_subkey(context: &'static str, key: &Secret32) -> Secret32 {
+    Secret32::from_array(blake3::derive_key(context, key.expose()))
+}
+
+/// Constant-time equality for MACs and commitments.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut acc = 0u8;
+    for (x, y) in a.iter().zip(b) {
+        acc |= x ^ y;
+    }
+    // black_box keeps the optimiser from turning the fold into an early exit.
+    std::hint::black_box(acc) == 0
+}

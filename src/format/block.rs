@@ -1,0 +1,218 @@
+//! Block codec and offset arithmetic.
+//!
+//! A file's body is a sequence of blocks, each `nonce[12] | ciphertext | tag[16]`. Every block
+//! but the last holds exactly `block_size` plaintext bytes; the last holds 0..=block_size and
+//! is sealed with the final flag set. An empty file is one empty final block, so a file cut
+//! at any block boundary, even down to its header, lacks its final block and fails to open.
+//!
+//! Offsets come in two kinds that must never be mixed: plaintext offsets (what the user sees)
+//! and ciphertext offsets (bytes in the backing file). Functions here take and return `u64`
+//! but name which kind in their names.
+
+use super::{FormatError, HEADER_LEN};
+use crate::crypto::BlockCipher;
+
+/// nonce + tag.
+pub const BLOCK_OVERHEAD: usize = 12 + 16;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockGeometry {
+    pub shift: u8,
+}
+
+impl BlockGeometry {
+    pub fn new(shift: u8) -> Self {
+        BlockGeometry { shift }
+    }
+    pub fn block_size(self) -> u64 {
+        1u64 << self.shift
+    }
+    /// Plaintext offset to the index of the block that holds it.
+    pub fn plain_off_to_block(self, plain_off: u64) -> u64 {
+        plain_off >> self.shift
+    }
+    /// Ciphertext offset at which block `idx` starts.
+    pub fn block_to_cipher_off(self, idx: u64) -> u64 {
+        HEADER_LEN as u64 + idx * (self.block_size() + BLOCK_OVERHEAD as u64)
+    }
+    /// Plaintext offset at which block `idx` starts.
+    pub fn block_to_plain_off(self, idx: u64) -> u64 {
+        idx << self.shift
+    }
+}
+
+/// Number of blocks a file of `plain_len` bytes has (at least one: the final block).
+pub fn blocks_for(g: BlockGeometry, plain_len: u64) -> u64 {
+    if plain_len == 0 {
+        1
+    } else {
+        plain_len.div_ceil(g.block_size())
+    }
+}
+
+/// Exact ciphertext file length for a plaintext length.
+pub fn cipher_len_for(g: BlockGeometry, plain_len: u64) -> u64 {
+    let n = blocks_for(g, plain_len);
+    let last = plain_len - (n - 1) * g.block_size();
+    g.block_to_cipher_off(n - 1) + last + BLOCK_OVERHEAD as u64
+}
+
+/// Plaintext length from a ciphertext file length, or an error if no valid file has that
+/// length (a cut inside the overhead of a block, or a header without blocks).
+pub fn plain_len_from_cipher(g: BlockGeometry, cipher_len: u64) -> Result<u64, FormatError> {
+    let bad = FormatError::Length(cipher_len);
+    let body = cipher_len.checked_sub(HEADER_LEN as u64).ok_or_else(|| bad.clone())?;
+    let full = g.block_size() + BLOCK_OVERHEAD as u64;
+    if body < BLOCK_OVERHEAD as u64 {
+        return Err(bad);
+    }
+    let n = body.div_ceil(full);
+    let last = body - (n - 1) * full;
+    if last < BLOCK_OVERHEAD as u64 || (n > 1 && last == BLOCK_OVERHEAD as u64) {
+        return Err(bad);
+    }
+    Ok((n - 1) * g.block_size() + last - BLOCK_OVERHEAD as u64)
+}
+
+fn aad(file_id: &[u8; 16], idx: u64, last: bool) -> [u8; 25] {
+    let mut a = [0u8; 25];
+    a[..16].copy_from_slice(file_id);
+    a[16..24].copy_from_slice(&idx.to_le_bytes());
+    a[24] = last as u8;
+    a
+}
+
+/// Seal `plain` as block `idx` into `out`, which must be `plain.len() + BLOCK_OVERHEAD` long.
+pub fn seal_block(
+    cipher: &BlockCipher,
+    file_id: &[u8; 16],
+    idx: u64,
+    last: bool,
+    plain: &[u8],
+    out: &mut [u8],
+) {
+    debug_assert_eq!(out.len(), plain.len() + BLOCK_OVERHEAD);
+    let (nonce_out, rest) = out.split_at_mut(12);
+    let (body, tag_out) = rest.split_at_mut(plain.len());
+    body.copy_from_slice(plain);
+    let (nonce, tag) = cipher.seal_in_place(&aad(file_id, idx, last), body);
+    nonce_out.copy_from_slice(&nonce);
+    tag_out.copy_from_slice(&tag);
+}
+
+/// Open sealed block `idx` in place; returns the plaintext sub-slice.
+pub fn open_block<'a>(
+    cipher: &BlockCipher,
+    file_id: &[u8; 16],
+    idx: u64,
+    last: bool,
+    sealed: &'a mut [u8],
+) -> Result<&'a mut [u8], FormatError> {
+    if sealed.len() < BLOCK_OVERHEAD {
+        return Err(FormatError::BlockShape(idx));
+    }
+    let (nonce, rest) = sealed.split_at_mut(12);
+    let body_len = rest.len() - 16;
+    let (body, tag) = rest.split_at_mut(body_len);
+    cipher
+        .open_in_place(nonce, &aad(file_id, idx, last), body, tag)
+        .map_err(|_| FormatError::BlockAuth(idx))?;
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::Secret32;
+    use proptest::prelude::*;
+
+    const G: BlockGeometry = BlockGeometry { shift: 12 };
+
+    proptest! {
+        #[test]
+        fn cipher_len_inverts(plain_len in 0u64..(1u64 << 40)) {
+            for shift in [12u8, 16, 20] {
+                let g = BlockGeometry::new(shift);
+                let c = cipher_len_for(g, plain_len);
+                prop_assert_eq!(plain_len_from_cipher(g, c), Ok(plain_len));
+                // One byte less is never the same plaintext length (a cut is visible).
+                prop_assert_ne!(plain_len_from_cipher(g, c - 1), Ok(plain_len));
+            }
+        }
+
+        #[test]
+        fn offsets_are_consistent(off in 0u64..(1u64 << 40)) {
+            let g = BlockGeometry::new(16);
+            let b = g.plain_off_to_block(off);
+            prop_assert!(g.block_to_plain_off(b) <= off);
+            prop_assert!(off < g.block_to_plain_off(b + 1));
+            prop_assert_eq!(g.block_to_cipher_off(b + 1) - g.block_to_cipher_off(b),
+                g.block_size() + BLOCK_OVERHEAD as u64);
+        }
+
+        #[test]
+        fn block_round_trip_any_content(data in proptest::collection::vec(any::<u8>(), 0..5000),
+                                        idx in 0u64..1000, last in any::<bool>()) {
+            let c = BlockCipher::new(&Secret32::random());
+            let id = [3u8; 16];
+            let mut out = vec![0u8; data.len() + BLOCK_OVERHEAD];
+            seal_block(&c, &id, idx, last, &data, &mut out);
+            let mut copy = out.clone();
+            prop_assert_eq!(open_block(&c, &id, idx, last, &mut copy).map(|p| p.to_vec()), Ok(data.clone()));
+            // Another position, another finality, another file: refused.
+            let mut copy = out.clone();
+            prop_assert!(open_block(&c, &id, idx + 1, last, &mut copy).is_err());
+            let mut copy = out.clone();
+            prop_assert!(open_block(&c, &id, idx, !last, &mut copy).is_err());
+            let mut copy = out.clone();
+            prop_assert!(open_block(&c, &[4u8; 16], idx, last, &mut copy).is_err());
+        }
+    }
+
+    #[test]
+    fn edge_lengths() {
+        let b = G.block_size();
+        let h = HEADER_LEN as u64;
+        let o = BLOCK_OVERHEAD as u64;
+        for (plain, cipher) in [
+            (0, h + o),
+            (1, h + 1 + o),
+            (b - 1, h + b - 1 + o),
+            (b, h + b + o),
+            (b + 1, h + b + o + 1 + o),
+            (5 << 20, h + (5 << 20) / b * (b + o)),
+        ] {
+            assert_eq!(cipher_len_for(G, plain), cipher, "plain {plain}");
+            assert_eq!(plain_len_from_cipher(G, cipher), Ok(plain));
+        }
+        // A header alone, or a cut inside a block's overhead, is no valid file.
+        assert!(plain_len_from_cipher(G, h).is_err());
+        assert!(plain_len_from_cipher(G, h + 5).is_err());
+        assert!(plain_len_from_cipher(G, h + b + o + 3).is_err());
+        assert!(plain_len_from_cipher(G, 3).is_err());
+    }
+
+    #[test]
+    fn several_mib_round_trip_through_blocks() {
+        // Seal a multi-block buffer block by block and open it again, as the fs layer does.
+        let c = BlockCipher::new(&Secret32::random());
+        let id = [9u8; 16];
+        let data: Vec<u8> = (0..(3u32 << 20) + 77).map(|i| (i * 31 % 251) as u8).collect();
+        let bs = G.block_size() as usize;
+        let n = blocks_for(G, data.len() as u64) as usize;
+        let mut sealed = Vec::new();
+        for (i, chunk) in data.chunks(bs).enumerate() {
+            let mut out = vec![0u8; chunk.len() + BLOCK_OVERHEAD];
+            seal_block(&c, &id, i as u64, i + 1 == n, chunk, &mut out);
+            sealed.push(out);
+        }
+        let mut back = Vec::new();
+        for (i, s) in sealed.iter_mut().enumerate() {
+            back.extend_from_slice(open_block(&c, &id, i as u64, i + 1 == n, s).expect("opens"));
+        }
+        assert_eq!(back, data);
+        // Swapping two blocks is detected.
+        sealed.swap(0, 1);
+        assert!(open_block(&c, &id, 0, false, &mut sealed[0]).is_err());
+    }
+}

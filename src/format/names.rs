@@ -1,0 +1,186 @@
+//! Encrypted file names and symlink targets.
+//!
+//! Names are encrypted deterministically per directory: AES-256-GCM-SIV under a sub-key of
+//! the store's name key, with the directory's random 16-byte IV (kept in `.diriv` inside each
+//! ciphertext directory) as nonce and associated data. Lookups then need no decryption: the
+//! name is encrypted and looked up directly. Plaintext is padded with NUL bytes to a multiple
+//! of 16 (names cannot contain NUL) and encoded base64url without padding.
+//!
+//! An encoded name longer than 255 bytes is stored as `.L<hash>`, with its full encoding in a
+//! sidecar file `.N<hash>` beside it. Encodings never start with '.', so these cannot collide.
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use base64::Engine;
+
+use crate::crypto::{self, BlockCipher, NameKey, Secret32};
+
+pub const DIRIV_NAME: &str = ".diriv";
+pub const DIRIV_LEN: usize = 16;
+pub const LONG_PREFIX: &str = ".L";
+pub const LONG_SIDECAR_PREFIX: &str = ".N";
+const NAME_MAX: usize = 255;
+/// Longest plaintext name accepted: Linux's NAME_MAX.
+const PLAIN_NAME_MAX: usize = 255;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NameError {
+    #[error("name too long")]
+    TooLong,
+    #[error("name is not valid for a file")]
+    Invalid,
+    #[error("encrypted name failed to decode or authenticate")]
+    Undecryptable,
+}
+
+/// How an encrypted name is stored in the ciphertext directory.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StoredName {
+    /// The encoding itself is the entry name.
+    Short(String),
+    /// The entry is `entry`; `sidecar` holds `encoded`.
+    Long { entry: String, sidecar: String, encoded: String },
+}
+
+impl StoredName {
+    pub fn entry(&self) -> &str {
+        match self {
+            StoredName::Short(s) => s,
+            StoredName::Long { entry, .. } => entry,
+        }
+    }
+}
+
+pub struct NameCodec {
+    names: BlockCipher,
+    links: Secret32,
+}
+
+impl NameCodec {
+    pub fn new(key: &NameKey) -> Self {
+        let names = crypto::derive_subkey("coffer 2026-11 file names", key.secret());
+        let links = crypto::derive_subkey("coffer 2026-11 symlink targets", key.secret());
+        NameCodec { names: BlockCipher::new(&names), links }
+    }
+
+    pub fn encrypt(&self, dir_iv: &[u8; DIRIV_LEN], name: &OsStr) -> Result<StoredName, NameError> {
+        let plain = name.as_bytes();
+        if plain.is_empty() || plain == b"." || plain == b".." || plain.contains(&0) || plain.contains(&b'/') {
+            return Err(NameError::Invalid);
+        }
+        if plain.len() > PLAIN_NAME_MAX {
+            return Err(NameError::TooLong);
+        }
+        let padded_len = plain.len().div_ceil(16) * 16;
+        let mut buf = vec![0u8; padded_len];
+        buf[..plain.len()].copy_from_slice(plain);
+        let tag = self.names.seal_with_nonce(&dir_iv[..12], dir_iv, &mut buf);
+        buf.extend_from_slice(&tag);
+        let encoded = B64.encode(&buf);
+        if encoded.len() <= NAME_MAX {
+            return Ok(StoredName::Short(encoded));
+        }
+        let hash = B64.encode(blake3::hash(encoded.as_bytes()).as_bytes());
+        Ok(StoredName::Long {
+            entry: format!("{LONG_PREFIX}{hash}"),
+            sidecar: format!("{LONG_SIDECAR_PREFIX}{hash}"),
+            encoded,
+        })
+    }
+
+    /// Decrypt an encoded name (the entry itself, or a long name's sidecar content).
+    pub fn decrypt(&self, dir_iv: &[u8; DIRIV_LEN], encoded: &str) -> Result<OsString, NameError> {
+        let mut buf = B64.decode(encoded.as_bytes()).map_err(|_| NameError::Undecryptable)?;
+        if buf.len() < 32 || (buf.len() - 16) % 16 != 0 {
+            return Err(NameError::Undecryptable);
+        }
+        let tag = buf.split_off(buf.len() - 16);
+        self.names
+            .open_in_place(&dir_iv[..12], dir_iv, &mut buf, &tag)
+            .map_err(|_| NameError::Undecryptable)?;
+        while buf.last() == Some(&0) {
+            buf.pop();
+        }
+        if buf.is_empty() {
+            return Err(NameError::Undecryptable);
+        }
+        Ok(OsString::from_vec(buf))
+    }
+
+    pub fn link_key(&self) -> &Secret32 {
+        &self.links
+    }
+}
+
+/// Symlink targets are sealed with a random nonce and stored base64url: the stored target's
+/// length gives the plaintext length exactly (for `stat`).
+pub fn encode_symlink(codec: &NameCodec, target: &[u8]) -> Result<String, NameError> {
+    // PATH_MAX is 4096 including the NUL; base64 expands by 4/3.
+    if target.is_empty() || target.len() > 3000 {
+        return Err(NameError::TooLong);
+    }
+    Ok(B64.encode(crypto::seal_vec(codec.link_key(), b"coffer/v1/symlink", target)))
+}
+
+pub fn decode_symlink(codec: &NameCodec, stored: &[u8]) -> Result<Vec<u8>, NameError> {
+    let sealed = B64.decode(stored).map_err(|_| NameError::Undecryptable)?;
+    crypto::open_vec(codec.link_key(), b"coffer/v1/symlink", &sealed).map_err(|_| NameError::Undecryptable)
+}
+
+/// Plaintext length of a symlink target from the stored target's length.
+pub fn symlink_plain_len(stored_len: u64) -> u64 {
+    (stored_len * 3 / 4).saturating_sub(28)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn codec() -> NameCodec {
+        NameCodec::new(&NameKey::random())
+    }
+
+    #[test]
+    fn names_round_trip_and_are_deterministic_per_dir() {
+        let c = codec();
+        let iv = [5u8; 16];
+        let a = c.encrypt(&iv, OsStr::new("report.pdf")).expect("enc");
+        assert_eq!(a, c.encrypt(&iv, OsStr::new("report.pdf")).expect("enc"));
+        assert_ne!(a, c.encrypt(&[6u8; 16], OsStr::new("report.pdf")).expect("enc"));
+        let StoredName::Short(s) = &a else { panic!("short name expected") };
+        assert!(!s.contains("report"));
+        assert!(!s.starts_with('.'));
+        assert_eq!(c.decrypt(&iv, s).expect("dec"), OsString::from("report.pdf"));
+        assert_eq!(c.decrypt(&[6u8; 16], s), Err(NameError::Undecryptable));
+    }
+
+    #[test]
+    fn long_names_use_a_sidecar() {
+        let c = codec();
+        let iv = [1u8; 16];
+        let name = "n".repeat(255);
+        let s = c.encrypt(&iv, OsStr::new(&name)).expect("enc");
+        let StoredName::Long { entry, sidecar, encoded } = s else { panic!("long name expected") };
+        assert!(entry.len() <= 255 && entry.starts_with(LONG_PREFIX));
+        assert!(sidecar.starts_with(LONG_SIDECAR_PREFIX));
+        assert_eq!(c.decrypt(&iv, &encoded).expect("dec"), OsString::from(name));
+        assert_eq!(c.encrypt(&iv, OsStr::new(&"n".repeat(256))), Err(NameError::TooLong));
+    }
+
+    #[test]
+    fn invalid_names_and_symlinks() {
+        let c = codec();
+        for bad in ["", ".", ".."] {
+            assert_eq!(c.encrypt(&[0; 16], OsStr::new(bad)), Err(NameError::Invalid));
+        }
+        let t = encode_symlink(&c, b"../some/target").expect("enc");
+        assert!(!t.contains("target"));
+        assert_eq!(symlink_plain_len(t.len() as u64), 14);
+        assert_eq!(decode_symlink(&c, t.as_bytes()).expect("dec"), b"../some/target");
+        let mut bad = t.into_bytes();
+        bad[3] = if bad[3] == b'A' { b'B' } else { b'A' };
+        assert!(decode_symlink(&c, &bad).is_err());
+    }
+}

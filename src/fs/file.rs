@@ -1,0 +1,323 @@
+//! An open regular file: plaintext reads, writes and truncation over its ciphertext.
+//!
+//! One `OpenFile` is shared by every handle of an inode, so all of them agree on the size and
+//! the key. Writes re-encrypt only the blocks they touch (plus, when a file grows past a full
+//! final block, that block again with its final flag cleared). Large writes seal their blocks
+//! in parallel with rayon. Reads use pread, never a memory map: a concurrent truncate of the
+//! backing file would raise SIGBUS on a mapped page.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::RwLock;
+
+use fuser::Errno;
+use rayon::prelude::*;
+
+use crate::catalog::{CatalogOp, FileRecord};
+use crate::crypto::BlockCipher;
+use crate::format::{
+    blocks_for, cipher_len_for, open_block, plain_len_from_cipher, seal_block, BlockGeometry,
+    Header, BLOCK_OVERHEAD, HEADER_LEN,
+};
+use crate::store::OpenStore;
+
+/// Blocks per write at which sealing moves to rayon's pool.
+const PARALLEL_BLOCKS: usize = 4;
+/// Largest zero run written at once when a file is extended.
+const ZERO_CHUNK: u64 = 8 << 20;
+
+pub struct OpenFile {
+    file: File,
+    /// Backing path relative to the store, for log lines (never a plaintext name).
+    label: String,
+    st: RwLock<FileState>,
+}
+
+struct FileState {
+    header: Header,
+    cipher: BlockCipher,
+    size: u64,
+    len_dirty: bool,
+}
+
+fn eio() -> Errno {
+    Errno::EIO
+}
+
+impl OpenFile {
+    /// Open an existing ciphertext file: read and check its header, unwrap its key.
+    pub fn open(store: &OpenStore, file: File, label: String) -> Result<OpenFile, Errno> {
+        let mut hb = [0u8; HEADER_LEN];
+        if let Err(e) = file.read_exact_at(&mut hb, 0) {
+            tracing::warn!("{label}: cannot read header: {e}");
+            return Err(eio());
+        }
+        let header = Header::decode(&hb).map_err(|e| {
+            tracing::warn!("{label}: bad header: {e}");
+            eio()
+        })?;
+        if header.block_shift != store.block_shift() {
+            tracing::warn!("{label}: header block size differs from the store's");
+            return Err(eio());
+        }
+        let key = store.file_key(&header).map_err(|e| {
+            tracing::warn!("{label}: cannot unwrap file key: {e}");
+            match e {
+                crate::store::StoreError::NoPrivateKey => Errno::EACCES,
+                _ => eio(),
+            }
+        })?;
+        let clen = file.metadata().map_err(Errno::from)?.len();
+        let g = BlockGeometry::new(header.block_shift);
+        let size = plain_len_from_cipher(g, clen).map_err(|e| {
+            tracing::warn!("{label}: {e}");
+            eio()
+        })?;
+        let cipher = BlockCipher::new(key.secret());
+        Ok(OpenFile { file, label, st: RwLock::new(FileState { header, cipher, size, len_dirty: false }) })
+    }
+
+    /// Write a new, empty ciphertext file into `file` (header + empty final block).
+    pub fn create(store: &OpenStore, file: File, label: String) -> Result<OpenFile, Errno> {
+        let st = fresh_state(store, &label)?;
+        let of = OpenFile { file, label, st: RwLock::new(st) };
+        {
+            let st = of.read_state()?;
+            of.write_empty(&st)?;
+            store_catalog_put(store, &st);
+        }
+        Ok(of)
+    }
+
+    pub fn size(&self) -> Result<u64, Errno> {
+        Ok(self.read_state()?.size)
+    }
+
+    pub fn file_id(&self) -> Result<[u8; 16], Errno> {
+        Ok(self.read_state()?.header.file_id)
+    }
+
+    fn read_state(&self) -> Result<std::sync::RwLockReadGuard<'_, FileState>, Errno> {
+        self.st.read().map_err(|_| eio())
+    }
+
+    fn write_state(&self) -> Result<std::sync::RwLockWriteGuard<'_, FileState>, Errno> {
+        self.st.write().map_err(|_| eio())
+    }
+
+    fn write_empty(&self, st: &FileState) -> Result<(), Errno> {
+        let mut buf = vec![0u8; HEADER_LEN + BLOCK_OVERHEAD];
+        buf[..HEADER_LEN].copy_from_slice(&st.header.encode());
+        seal_block(&st.cipher, &st.header.file_id, 0, true, &[], &mut buf[HEADER_LEN..]);
+        self.file.write_all_at(&buf, 0).map_err(Errno::from)?;
+        self.file.set_len(buf.len() as u64).map_err(Errno::from)
+    }
+
+    /// Read up to `len` plaintext bytes at `off`.
+    pub fn read(&self, off: u64, len: u32) -> Result<Vec<u8>, Errno> {
+        let st = self.read_state()?;
+        if off >= st.size || len == 0 {
+            return Ok(Vec::new());
+        }
+        let end = st.size.min(off + len as u64);
+        let g = BlockGeometry::new(st.header.block_shift);
+        let first = g.plain_off_to_block(off);
+        let last = g.plain_off_to_block(end - 1);
+        let mut blocks = self.read_blocks(&st, g, first, last)?;
+        // Blocks are now plaintext in place at stride block+overhead; gather the range.
+        let stride = g.block_size() as usize + BLOCK_OVERHEAD;
+        let mut out = Vec::with_capacity((end - off) as usize);
+        for (i, chunk) in blocks.chunks_mut(stride).enumerate() {
+            let idx = first + i as u64;
+            let bstart = g.block_to_plain_off(idx);
+            let plain = &chunk[12..chunk.len() - 16];
+            let from = (off.max(bstart) - bstart) as usize;
+            let to = ((end - bstart) as usize).min(plain.len());
+            out.extend_from_slice(&plain[from..to]);
+        }
+        Ok(out)
+    }
+
+    /// Read and decrypt blocks first..=last in place; returns the buffer at block stride.
+    fn read_blocks(&self, st: &FileState, g: BlockGeometry, first: u64, last: u64) -> Result<Vec<u8>, Errno> {
+        let final_idx = blocks_for(g, st.size) - 1;
+        let c0 = g.block_to_cipher_off(first);
+        let c1 = if last == final_idx { cipher_len_for(g, st.size) } else { g.block_to_cipher_off(last + 1) };
+        let mut buf = vec![0u8; (c1 - c0) as usize];
+        if let Err(e) = self.file.read_exact_at(&mut buf, c0) {
+            tracing::warn!("{}: short ciphertext at blocks {first}..={last}: {e}", self.label);
+            return Err(eio());
+        }
+        let stride = g.block_size() as usize + BLOCK_OVERHEAD;
+        let id = st.header.file_id;
+        let open = |(i, chunk): (usize, &mut [u8])| {
+            let idx = first + i as u64;
+            open_block(&st.cipher, &id, idx, idx == final_idx, chunk).map(|_| ())
+        };
+        let result = if (last - first) as usize + 1 >= PARALLEL_BLOCKS {
+            buf.par_chunks_mut(stride).enumerate().try_for_each(open)
+        } else {
+            buf.chunks_mut(stride).enumerate().try_for_each(open)
+        };
+        if let Err(e) = result {
+            tracing::warn!("{}: {e} (tampered or damaged ciphertext)", self.label);
+            return Err(eio());
+        }
+        Ok(buf)
+    }
+
+    /// Decrypt one block and return its plaintext.
+    fn block_plain(&self, st: &FileState, g: BlockGeometry, idx: u64) -> Result<Vec<u8>, Errno> {
+        let mut b = self.read_blocks(st, g, idx, idx)?;
+        b.truncate(b.len() - 16);
+        b.drain(..12);
+        Ok(b)
+    }
+
+    /// Write `data` at plaintext offset `off`; a gap past the end reads as zeros.
+    pub fn write(&self, off: u64, data: &[u8]) -> Result<usize, Errno> {
+        let mut st = self.write_state()?;
+        if off > st.size {
+            self.extend_locked(&mut st, off)?;
+        }
+        self.write_locked(&mut st, off, data)?;
+        Ok(data.len())
+    }
+
+    fn extend_locked(&self, st: &mut FileState, to: u64) -> Result<(), Errno> {
+        while st.size < to {
+            let n = (to - st.size).min(ZERO_CHUNK);
+            let zeros = vec![0u8; n as usize];
+            let at = st.size;
+            self.write_locked(st, at, &zeros)?;
+        }
+        Ok(())
+    }
+
+    fn write_locked(&self, st: &mut FileState, off: u64, data: &[u8]) -> Result<(), Errno> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        debug_assert!(off <= st.size);
+        let g = BlockGeometry::new(st.header.block_shift);
+        let bs = g.block_size();
+        let old_size = st.size;
+        let end = off + data.len() as u64;
+        let new_size = old_size.max(end);
+        let old_n = blocks_for(g, old_size);
+        let new_n = blocks_for(g, new_size);
+        let first = g.plain_off_to_block(off);
+        let last = g.plain_off_to_block(end - 1);
+        // A full final block that the write does not touch loses its final flag.
+        let start = if new_n > old_n && old_n - 1 < first { old_n - 1 } else { first };
+
+        // Old plaintext of blocks that the write covers only in part.
+        let mut old: HashMap<u64, Vec<u8>> = HashMap::new();
+        for idx in start..=last {
+            let b0 = g.block_to_plain_off(idx);
+            let b1 = (b0 + bs).min(new_size);
+            let covered = off <= b0 && end >= b1;
+            if !covered && b0 < old_size {
+                old.insert(idx, self.block_plain(st, g, idx)?);
+            }
+        }
+
+        let stride = bs as usize + BLOCK_OVERHEAD;
+        let c0 = g.block_to_cipher_off(start);
+        let c1 = cipher_len_for(g, new_size).min(g.block_to_cipher_off(last + 1));
+        let mut out = vec![0u8; (c1 - c0) as usize];
+        let id = st.header.file_id;
+        let cipher = &st.cipher;
+        let seal = |(i, chunk): (usize, &mut [u8])| {
+            let idx = start + i as u64;
+            let b0 = g.block_to_plain_off(idx);
+            let plen = chunk.len() - BLOCK_OVERHEAD;
+            let mut plain = vec![0u8; plen];
+            if let Some(o) = old.get(&idx) {
+                let n = o.len().min(plen);
+                plain[..n].copy_from_slice(&o[..n]);
+            }
+            // Overlay the part of `data` that falls in this block.
+            let s = off.max(b0);
+            let e = end.min(b0 + plen as u64);
+            if s < e {
+                plain[(s - b0) as usize..(e - b0) as usize]
+                    .copy_from_slice(&data[(s - off) as usize..(e - off) as usize]);
+            }
+            seal_block(cipher, &id, idx, idx == new_n - 1, &plain, chunk);
+        };
+        if (last - start) as usize + 1 >= PARALLEL_BLOCKS {
+            out.par_chunks_mut(stride).enumerate().for_each(seal);
+        } else {
+            out.chunks_mut(stride).enumerate().for_each(seal);
+        }
+        self.file.write_all_at(&out, c0).map_err(|e| {
+            tracing::warn!("{}: write failed: {e}", self.label);
+            Errno::from(e)
+        })?;
+        st.size = new_size;
+        st.len_dirty = true;
+        Ok(())
+    }
+
+    /// Set the plaintext size. Truncation to zero starts the file afresh with a new key.
+    pub fn truncate(&self, store: &OpenStore, new_size: u64) -> Result<(), Errno> {
+        let mut st = self.write_state()?;
+        if new_size == st.size {
+            return Ok(());
+        }
+        if new_size > st.size {
+            return self.extend_locked(&mut st, new_size);
+        }
+        if new_size == 0 {
+            let fresh = fresh_state(store, &self.label)?;
+            let old_id = st.header.file_id;
+            self.write_empty(&fresh)?;
+            *st = fresh;
+            store.catalog_op(CatalogOp::Remove(old_id));
+            store_catalog_put(store, &st);
+            return Ok(());
+        }
+        let g = BlockGeometry::new(st.header.block_shift);
+        let k = g.plain_off_to_block(new_size - 1);
+        let mut plain = self.block_plain(&st, g, k)?;
+        plain.truncate((new_size - g.block_to_plain_off(k)) as usize);
+        let mut out = vec![0u8; plain.len() + BLOCK_OVERHEAD];
+        seal_block(&st.cipher, &st.header.file_id, k, true, &plain, &mut out);
+        self.file.write_all_at(&out, g.block_to_cipher_off(k)).map_err(Errno::from)?;
+        self.file.set_len(cipher_len_for(g, new_size)).map_err(Errno::from)?;
+        st.size = new_size;
+        st.len_dirty = true;
+        Ok(())
+    }
+
+    pub fn fsync(&self, datasync: bool) -> Result<(), Errno> {
+        if datasync { self.file.sync_data() } else { self.file.sync_all() }.map_err(Errno::from)
+    }
+
+    /// Send the catalog its new length if it changed since the last call.
+    pub fn publish_len(&self, store: &OpenStore) {
+        if let Ok(mut st) = self.st.write() {
+            if st.len_dirty {
+                st.len_dirty = false;
+                store.catalog_op(CatalogOp::SetLen(st.header.file_id, st.size));
+            }
+        }
+    }
+}
+
+fn fresh_state(store: &OpenStore, label: &str) -> Result<FileState, Errno> {
+    let (header, key) = store.new_file().map_err(|e| {
+        tracing::error!("{label}: cannot make a file key: {e}");
+        eio()
+    })?;
+    Ok(FileState { cipher: BlockCipher::new(key.secret()), header, size: 0, len_dirty: false })
+}
+
+fn store_catalog_put(store: &OpenStore, st: &FileState) {
+    store.catalog_op(CatalogOp::Put(
+        st.header.file_id,
+        FileRecord { batch_id: st.header.batch_id, wrapped_key: st.header.wrapped_key.to_vec(), plain_len: st.size },
+    ));
+}

@@ -1,0 +1,320 @@
+//! The FUSE filesystem over an unlocked store.
+//!
+//! Owns: the inode table (each inode held as an O_PATH descriptor of its backing file, its
+//! number the backing file's, so numbers survive remounts and hard links share one), name
+//! encryption on the way in and out, and the shared open-file state. `adapter.rs` is the thin
+//! fuser front; everything here returns `Result<_, Errno>`.
+
+mod adapter;
+mod file;
+mod ops;
+mod sys;
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{Errno, FileAttr, FileType, INodeNo};
+
+pub use file::OpenFile;
+
+use crate::format::{
+    plain_len_from_cipher, symlink_plain_len, BlockGeometry, StoredName, DIRIV_LEN, DIRIV_NAME,
+};
+use crate::store::OpenStore;
+
+/// Mount behaviour chosen on the command line.
+#[derive(Clone, Debug)]
+pub struct MountConfig {
+    pub read_only: bool,
+    pub allow_other: bool,
+    pub threads: usize,
+    pub writeback_cache: bool,
+}
+
+impl Default for MountConfig {
+    fn default() -> Self {
+        MountConfig { read_only: false, allow_other: false, threads: 4, writeback_cache: true }
+    }
+}
+
+struct Inode {
+    fd: Arc<OwnedFd>,
+    nlookup: u64,
+    kind: FileType,
+    diriv: Option<[u8; DIRIV_LEN]>,
+    open: Weak<OpenFile>,
+    /// Last parent and entry name it was seen under: for symlink times and log labels.
+    parent: u64,
+    entry: OsString,
+}
+
+enum Handle {
+    File(Arc<OpenFile>),
+    Dir(Arc<Vec<(u64, FileType, OsString)>>),
+}
+
+pub struct CofferFs {
+    store: Arc<OpenStore>,
+    cfg: MountConfig,
+    root_backing: u64,
+    inodes: Mutex<HashMap<u64, Inode>>,
+    handles: Mutex<HashMap<u64, Handle>>,
+    next_fh: AtomicU64,
+    as_root: bool,
+    ttl: Duration,
+}
+
+fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, Errno> {
+    m.lock().map_err(|_| Errno::EIO)
+}
+
+fn kind_of(mode: u32) -> FileType {
+    match mode & libc::S_IFMT {
+        libc::S_IFDIR => FileType::Directory,
+        libc::S_IFLNK => FileType::Symlink,
+        libc::S_IFIFO => FileType::NamedPipe,
+        libc::S_IFSOCK => FileType::Socket,
+        libc::S_IFCHR => FileType::CharDevice,
+        libc::S_IFBLK => FileType::BlockDevice,
+        _ => FileType::RegularFile,
+    }
+}
+
+fn time(sec: i64, nsec: i64) -> SystemTime {
+    if sec >= 0 {
+        UNIX_EPOCH + Duration::new(sec as u64, nsec as u32)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(sec.unsigned_abs()) + Duration::from_nanos(nsec as u64)
+    }
+}
+
+impl CofferFs {
+    pub fn new(store: Arc<OpenStore>, cfg: MountConfig) -> Result<CofferFs, Errno> {
+        let root_fd = sys::open_dir_path(&store.data_dir())?;
+        let st = sys::stat_fd(&root_fd)?;
+        let mut inodes = HashMap::new();
+        inodes.insert(
+            1,
+            Inode {
+                fd: Arc::new(root_fd),
+                nlookup: u64::MAX / 2,
+                kind: FileType::Directory,
+                diriv: None,
+                open: Weak::new(),
+                parent: 1,
+                entry: OsString::new(),
+            },
+        );
+        Ok(CofferFs {
+            store,
+            cfg,
+            root_backing: st.st_ino,
+            inodes: Mutex::new(inodes),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            as_root: unsafe { libc::geteuid() } == 0,
+            ttl: Duration::from_secs(5),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<OpenStore> {
+        &self.store
+    }
+
+    /// Backing inode number to FUSE inode number: the store root is 1, and whatever backing
+    /// inode is numbered 1 takes the root's number, so the map stays one to one.
+    fn to_fuse(&self, backing: u64) -> u64 {
+        if backing == self.root_backing {
+            1
+        } else if backing == 1 {
+            self.root_backing
+        } else {
+            backing
+        }
+    }
+
+    fn node(&self, ino: INodeNo) -> Result<(Arc<OwnedFd>, FileType), Errno> {
+        let t = lock(&self.inodes)?;
+        let n = t.get(&ino.0).ok_or(Errno::ESTALE)?;
+        Ok((n.fd.clone(), n.kind))
+    }
+
+    fn label(&self, ino: u64) -> String {
+        let fd = self.inodes.lock().ok().and_then(|t| t.get(&ino).map(|n| n.fd.clone()));
+        match fd.and_then(|fd| std::fs::read_link(sys::proc_path(&fd).to_str().unwrap_or("")).ok()) {
+            Some(p) => p.strip_prefix(&self.store.root).map(|p| p.display().to_string()).unwrap_or_default(),
+            None => format!("inode {ino}"),
+        }
+    }
+
+    fn diriv(&self, dir: INodeNo) -> Result<[u8; DIRIV_LEN], Errno> {
+        let fd = {
+            let t = lock(&self.inodes)?;
+            let n = t.get(&dir.0).ok_or(Errno::ESTALE)?;
+            if n.kind != FileType::Directory {
+                return Err(Errno::ENOTDIR);
+            }
+            if let Some(iv) = n.diriv {
+                return Ok(iv);
+            }
+            n.fd.clone()
+        };
+        let bytes = sys::read_small_at(&fd, OsStr::new(DIRIV_NAME), DIRIV_LEN).map_err(|e| {
+            tracing::warn!("{}: directory IV unreadable: {e:?}", self.label(dir.0));
+            Errno::EIO
+        })?;
+        let iv: [u8; DIRIV_LEN] = bytes.as_slice().try_into().map_err(|_| {
+            tracing::warn!("{}: directory IV has the wrong length", self.label(dir.0));
+            Errno::EIO
+        })?;
+        if let Some(n) = lock(&self.inodes)?.get_mut(&dir.0) {
+            n.diriv = Some(iv);
+        }
+        Ok(iv)
+    }
+
+    fn stored_name(&self, parent: INodeNo, name: &OsStr) -> Result<StoredName, Errno> {
+        let iv = self.diriv(parent)?;
+        self.store.names.encrypt(&iv, name).map_err(|e| match e {
+            crate::format::NameError::TooLong => Errno::ENAMETOOLONG,
+            _ => Errno::EINVAL,
+        })
+    }
+
+    fn attr(&self, ino: u64, st: &libc::stat, open: Option<&OpenFile>) -> FileAttr {
+        let kind = kind_of(st.st_mode);
+        let size = match kind {
+            FileType::RegularFile => match open.map(|f| f.size()) {
+                Some(Ok(s)) => s,
+                _ => plain_len_from_cipher(BlockGeometry::new(self.store.block_shift()), st.st_size as u64)
+                    .unwrap_or(0),
+            },
+            FileType::Symlink => symlink_plain_len(st.st_size as u64),
+            _ => st.st_size as u64,
+        };
+        FileAttr {
+            ino: INodeNo(ino),
+            size,
+            blocks: st.st_blocks as u64,
+            atime: time(st.st_atime, st.st_atime_nsec),
+            mtime: time(st.st_mtime, st.st_mtime_nsec),
+            ctime: time(st.st_ctime, st.st_ctime_nsec),
+            crtime: UNIX_EPOCH,
+            kind,
+            perm: (st.st_mode & 0o7777) as u16,
+            nlink: st.st_nlink as u32,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            rdev: st.st_rdev as u32,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+
+    /// Record one more kernel reference to `entry` in `parent` and return its attributes.
+    fn remember(&self, parent: INodeNo, entry: &OsStr) -> Result<FileAttr, Errno> {
+        let (pfd, _) = self.node(parent)?;
+        let st = sys::stat_at(&pfd, entry)?;
+        let ino = self.to_fuse(st.st_ino);
+        let open = {
+            let mut t = lock(&self.inodes)?;
+            if let Some(n) = t.get_mut(&ino) {
+                n.nlookup += 1;
+                n.parent = parent.0;
+                n.entry = entry.to_os_string();
+                n.open.upgrade()
+            } else {
+                drop(t);
+                let fd = sys::open_path(&pfd, entry)?;
+                // The entry may have been replaced between the stat and the open.
+                let st2 = sys::stat_fd(&fd)?;
+                if st2.st_ino != st.st_ino {
+                    return Err(Errno::EAGAIN);
+                }
+                let mut t = lock(&self.inodes)?;
+                let n = t.entry(ino).or_insert_with(|| Inode {
+                    fd: Arc::new(fd),
+                    nlookup: 0,
+                    kind: kind_of(st.st_mode),
+                    diriv: None,
+                    open: Weak::new(),
+                    parent: parent.0,
+                    entry: entry.to_os_string(),
+                });
+                n.nlookup += 1;
+                n.open.upgrade()
+            }
+        };
+        Ok(self.attr(ino, &st, open.as_deref()))
+    }
+
+    fn forget(&self, ino: u64, n: u64) {
+        if let Ok(mut t) = self.inodes.lock() {
+            if let Some(node) = t.get_mut(&ino) {
+                node.nlookup = node.nlookup.saturating_sub(n);
+                if node.nlookup == 0 && ino != 1 {
+                    t.remove(&ino);
+                }
+            }
+        }
+    }
+
+    fn new_handle(&self, h: Handle) -> Result<u64, Errno> {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.handles)?.insert(fh, h);
+        Ok(fh)
+    }
+
+    fn file_handle(&self, fh: u64) -> Result<Arc<OpenFile>, Errno> {
+        match lock(&self.handles)?.get(&fh) {
+            Some(Handle::File(f)) => Ok(f.clone()),
+            _ => Err(Errno::EBADF),
+        }
+    }
+
+    /// The shared open state of a regular file, opening it if no handle has it yet.
+    fn open_file(&self, ino: INodeNo) -> Result<Arc<OpenFile>, Errno> {
+        let fd = {
+            let t = lock(&self.inodes)?;
+            let n = t.get(&ino.0).ok_or(Errno::ESTALE)?;
+            if n.kind != FileType::RegularFile {
+                return Err(Errno::EINVAL);
+            }
+            if let Some(f) = n.open.upgrade() {
+                return Ok(f);
+            }
+            n.fd.clone()
+        };
+        let mode = if self.cfg.read_only { libc::O_RDONLY } else { libc::O_RDWR };
+        let file = sys::reopen(&fd, mode)?;
+        let of = Arc::new(OpenFile::open(&self.store, file, self.label(ino.0))?);
+        let mut t = lock(&self.inodes)?;
+        let n = t.get_mut(&ino.0).ok_or(Errno::ESTALE)?;
+        // Another thread may have opened it meanwhile: keep one shared state.
+        if let Some(f) = n.open.upgrade() {
+            return Ok(f);
+        }
+        n.open = Arc::downgrade(&of);
+        Ok(of)
+    }
+
+    /// Flush the catalog (on unmount).
+    pub fn shutdown(&self) {
+        if let Ok(h) = self.handles.lock() {
+            for f in h.values() {
+                if let Handle::File(f) = f {
+                    f.publish_len(&self.store);
+                }
+            }
+        }
+        if !self.store.catalog_close() {
+            tracing::error!("catalog could not be flushed; run coffer fsck --repair");
+        }
+        tracing::info!("unmounted; catalog flushed");
+    }
+}

@@ -1,0 +1,491 @@
+//! Filesystem operations, one method each, returning `Result<_, Errno>`.
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirEntryExt, FileExt};
+use std::sync::Arc;
+
+use fuser::{Errno, FileAttr, FileType, INodeNo, TimeOrNow};
+
+use super::{lock, sys, CofferFs, Handle, OpenFile};
+use crate::catalog::CatalogOp;
+use crate::format::{decode_symlink, encode_symlink, StoredName, DIRIV_NAME, LONG_PREFIX, LONG_SIDECAR_PREFIX};
+
+/// Names in a ciphertext directory that are not entries of the plaintext directory.
+fn is_internal(name: &[u8]) -> bool {
+    name == DIRIV_NAME.as_bytes() || name.starts_with(LONG_SIDECAR_PREFIX.as_bytes()) || name.starts_with(b".tmp-")
+}
+
+fn sidecar_of(stored: &StoredName) -> Option<(&OsStr, &[u8])> {
+    match stored {
+        StoredName::Long { sidecar, encoded, .. } => Some((OsStr::new(sidecar), encoded.as_bytes())),
+        StoredName::Short(_) => None,
+    }
+}
+
+fn timespec(t: Option<TimeOrNow>) -> libc::timespec {
+    match t {
+        None => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
+        Some(TimeOrNow::Now) => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_NOW },
+        Some(TimeOrNow::SpecificTime(t)) => match t.duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => libc::timespec { tv_sec: d.as_secs() as i64, tv_nsec: d.subsec_nanos() as i64 },
+            Err(e) => {
+                let d = e.duration();
+                let (mut s, mut ns) = (-(d.as_secs() as i64), -(d.subsec_nanos() as i64));
+                if ns < 0 {
+                    s -= 1;
+                    ns += 1_000_000_000;
+                }
+                libc::timespec { tv_sec: s, tv_nsec: ns }
+            }
+        },
+    }
+}
+
+impl CofferFs {
+    fn writable(&self) -> Result<(), Errno> {
+        if self.cfg.read_only {
+            Err(Errno::EROFS)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn chown_new(&self, fd: &OwnedFd, uid: u32, gid: u32) {
+        if self.as_root {
+            if let Err(e) = sys::chown_fd(fd, Some(uid), Some(gid)) {
+                tracing::warn!("cannot set owner of a new entry: {e:?}");
+            }
+        }
+    }
+
+    /// Write the long-name sidecar (if any) before the entry it names.
+    fn put_sidecar(&self, pfd: &OwnedFd, stored: &StoredName) -> Result<(), Errno> {
+        if let Some((sidecar, encoded)) = sidecar_of(stored) {
+            sys::write_small_at(pfd, sidecar, encoded)?;
+        }
+        Ok(())
+    }
+
+    fn drop_sidecar(&self, pfd: &OwnedFd, stored: &StoredName) {
+        if let Some((sidecar, _)) = sidecar_of(stored) {
+            let _ = sys::unlink_at(pfd, sidecar, 0);
+        }
+    }
+
+    /// The file id of a regular file that is about to lose its last name, for the catalog.
+    fn dying_file_id(&self, pfd: &OwnedFd, entry: &OsStr) -> Option<[u8; 16]> {
+        let st = sys::stat_at(pfd, entry).ok()?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_nlink != 1 {
+            return None;
+        }
+        let f = sys::reopen(&sys::open_path(pfd, entry).ok()?, libc::O_RDONLY).ok()?;
+        let mut id = [0u8; 16];
+        f.read_exact_at(&mut id, 8).ok()?;
+        Some(id)
+    }
+
+    pub(super) fn lookup(&self, parent: INodeNo, name: &OsStr) -> Result<FileAttr, Errno> {
+        let stored = self.stored_name(parent, name)?;
+        self.remember(parent, OsStr::new(stored.entry()))
+    }
+
+    pub(super) fn getattr(&self, ino: INodeNo, fh: Option<u64>) -> Result<FileAttr, Errno> {
+        let open = match fh.map(|fh| self.file_handle(fh)) {
+            Some(Ok(f)) => Some(f),
+            _ => lock(&self.inodes)?.get(&ino.0).and_then(|n| n.open.upgrade()),
+        };
+        let (fd, _) = self.node(ino)?;
+        let st = sys::stat_fd(&fd)?;
+        Ok(self.attr(ino.0, &st, open.as_deref()))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn setattr(
+        &self,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        fh: Option<u64>,
+    ) -> Result<FileAttr, Errno> {
+        self.writable()?;
+        let (fd, kind) = self.node(ino)?;
+        if let Some(size) = size {
+            if kind != FileType::RegularFile {
+                return Err(Errno::EINVAL);
+            }
+            let of = match fh.map(|fh| self.file_handle(fh)) {
+                Some(Ok(f)) => f,
+                _ => self.open_file(ino)?,
+            };
+            of.truncate(&self.store, size)?;
+            of.publish_len(&self.store);
+        }
+        if let Some(mode) = mode {
+            if kind != FileType::Symlink {
+                sys::chmod_fd(&fd, mode & 0o7777)?;
+            }
+        }
+        if uid.is_some() || gid.is_some() {
+            sys::chown_fd(&fd, uid, gid)?;
+        }
+        if atime.is_some() || mtime.is_some() {
+            let times = [timespec(atime), timespec(mtime)];
+            if kind == FileType::Symlink {
+                // Symlink times need the parent and the name: /proc links would follow.
+                let (parent, entry) = {
+                    let t = lock(&self.inodes)?;
+                    let n = t.get(&ino.0).ok_or(Errno::ESTALE)?;
+                    (n.parent, n.entry.clone())
+                };
+                let (pfd, _) = self.node(INodeNo(parent))?;
+                sys::utimens(pfd.as_raw_fd(), &sys::name_cstr(&entry)?, &times, libc::AT_SYMLINK_NOFOLLOW)?;
+            } else {
+                sys::utimens(libc::AT_FDCWD, &sys::proc_path(&fd), &times, 0)?;
+            }
+        }
+        self.getattr(ino, fh)
+    }
+
+    pub(super) fn readlink(&self, ino: INodeNo) -> Result<Vec<u8>, Errno> {
+        let (fd, _) = self.node(ino)?;
+        let stored = sys::readlink_fd(&fd)?;
+        decode_symlink(&self.store.names, &stored).map_err(|_| {
+            tracing::warn!("{}: symlink target failed authentication", self.label(ino.0));
+            Errno::EIO
+        })
+    }
+
+    pub(super) fn create(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<(FileAttr, u64), Errno> {
+        self.writable()?;
+        let stored = self.stored_name(parent, name)?;
+        let (pfd, _) = self.node(parent)?;
+        let entry = OsStr::new(stored.entry());
+        self.put_sidecar(&pfd, &stored)?;
+        let file = sys::create_at(&pfd, entry, mode & 0o7777)?;
+        let label = format!("{}/{}", self.label(parent.0), stored.entry());
+        let of = match OpenFile::create(&self.store, file, label) {
+            Ok(of) => Arc::new(of),
+            Err(e) => {
+                let _ = sys::unlink_at(&pfd, entry, 0);
+                self.drop_sidecar(&pfd, &stored);
+                return Err(e);
+            }
+        };
+        let attr = self.remember(parent, entry)?;
+        {
+            let mut t = lock(&self.inodes)?;
+            if let Some(n) = t.get_mut(&attr.ino.0) {
+                self.chown_new(&n.fd, uid, gid);
+                n.open = Arc::downgrade(&of);
+            }
+        }
+        let attr = if self.as_root { FileAttr { uid, gid, ..attr } } else { attr };
+        let fh = self.new_handle(Handle::File(of))?;
+        Ok((attr, fh))
+    }
+
+    pub(super) fn mknod(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        rdev: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<FileAttr, Errno> {
+        self.writable()?;
+        if mode & libc::S_IFMT == libc::S_IFREG || mode & libc::S_IFMT == 0 {
+            let (attr, fh) = self.create(parent, name, mode, uid, gid)?;
+            self.release(fh);
+            return Ok(attr);
+        }
+        let stored = self.stored_name(parent, name)?;
+        let (pfd, _) = self.node(parent)?;
+        let entry = OsStr::new(stored.entry());
+        self.put_sidecar(&pfd, &stored)?;
+        sys::mknod_at(&pfd, entry, mode, rdev)?;
+        self.chown_new(&sys::open_path(&pfd, entry)?, uid, gid);
+        self.remember(parent, entry)
+    }
+
+    pub(super) fn mkdir(&self, parent: INodeNo, name: &OsStr, mode: u32, uid: u32, gid: u32) -> Result<FileAttr, Errno> {
+        self.writable()?;
+        let stored = self.stored_name(parent, name)?;
+        let (pfd, _) = self.node(parent)?;
+        let entry = OsStr::new(stored.entry());
+        // Build the directory, IV included, under a temporary name and rename it into place,
+        // so that a crash never leaves a directory without its IV.
+        let tmp = OsString::from(format!(".tmp-mkdir-{}", hex::encode(crate::crypto::random_id())));
+        sys::mkdir_at(&pfd, &tmp, 0o700)?;
+        let built = (|| {
+            let dfd = sys::open_path(&pfd, &tmp)?;
+            let mut iv = [0u8; crate::format::DIRIV_LEN];
+            crate::crypto::random_bytes(&mut iv);
+            sys::write_small_at(&dfd, OsStr::new(DIRIV_NAME), &iv)?;
+            sys::chmod_fd(&dfd, mode & 0o7777)?;
+            self.chown_new(&dfd, uid, gid);
+            self.put_sidecar(&pfd, &stored)?;
+            sys::rename_at(&pfd, &tmp, &pfd, entry, libc::RENAME_NOREPLACE)
+        })();
+        if let Err(e) = built {
+            let _ = sys::unlink_at(&sys::open_path(&pfd, &tmp)?, OsStr::new(DIRIV_NAME), 0);
+            let _ = sys::unlink_at(&pfd, &tmp, libc::AT_REMOVEDIR);
+            return Err(e);
+        }
+        self.remember(parent, entry)
+    }
+
+    pub(super) fn unlink(&self, parent: INodeNo, name: &OsStr) -> Result<(), Errno> {
+        self.writable()?;
+        let stored = self.stored_name(parent, name)?;
+        let (pfd, _) = self.node(parent)?;
+        let entry = OsStr::new(stored.entry());
+        let dying = self.dying_file_id(&pfd, entry);
+        sys::unlink_at(&pfd, entry, 0)?;
+        self.drop_sidecar(&pfd, &stored);
+        if let Some(id) = dying {
+            self.store.catalog_op(CatalogOp::Remove(id));
+        }
+        Ok(())
+    }
+
+    /// Remove an empty ciphertext directory (its IV is its only entry).
+    fn remove_empty_dir(&self, pfd: &OwnedFd, entry: &OsStr) -> Result<(), Errno> {
+        let dfd = sys::open_path(pfd, entry)?;
+        let listing = std::fs::read_dir(sys::proc_path(&dfd).to_str().unwrap_or("")).map_err(Errno::from)?;
+        for e in listing {
+            if e.map_err(Errno::from)?.file_name() != DIRIV_NAME {
+                return Err(Errno::ENOTEMPTY);
+            }
+        }
+        let iv = sys::read_small_at(&dfd, OsStr::new(DIRIV_NAME), crate::format::DIRIV_LEN).ok();
+        let _ = sys::unlink_at(&dfd, OsStr::new(DIRIV_NAME), 0);
+        if let Err(e) = sys::unlink_at(pfd, entry, libc::AT_REMOVEDIR) {
+            if let Some(iv) = iv {
+                let _ = sys::write_small_at(&dfd, OsStr::new(DIRIV_NAME), &iv);
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    pub(super) fn rmdir(&self, parent: INodeNo, name: &OsStr) -> Result<(), Errno> {
+        self.writable()?;
+        let stored = self.stored_name(parent, name)?;
+        let (pfd, _) = self.node(parent)?;
+        let entry = OsStr::new(stored.entry());
+        let st = sys::stat_at(&pfd, entry)?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+            return Err(Errno::ENOTDIR);
+        }
+        self.remove_empty_dir(&pfd, entry)?;
+        self.drop_sidecar(&pfd, &stored);
+        Ok(())
+    }
+
+    pub(super) fn symlink(&self, parent: INodeNo, name: &OsStr, target: &[u8], uid: u32, gid: u32) -> Result<FileAttr, Errno> {
+        self.writable()?;
+        let stored = self.stored_name(parent, name)?;
+        let enc = encode_symlink(&self.store.names, target).map_err(|_| Errno::ENAMETOOLONG)?;
+        let (pfd, _) = self.node(parent)?;
+        let entry = OsStr::new(stored.entry());
+        self.put_sidecar(&pfd, &stored)?;
+        sys::symlink_at(enc.as_bytes(), &pfd, entry)?;
+        self.chown_new(&sys::open_path(&pfd, entry)?, uid, gid);
+        self.remember(parent, entry)
+    }
+
+    pub(super) fn rename(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: u32,
+    ) -> Result<(), Errno> {
+        self.writable()?;
+        let old = self.stored_name(parent, name)?;
+        let new = self.stored_name(newparent, newname)?;
+        let (pfd, _) = self.node(parent)?;
+        let (npfd, _) = self.node(newparent)?;
+        let (oe, ne) = (OsStr::new(old.entry()), OsStr::new(new.entry()));
+        if parent == newparent && oe == ne {
+            return Ok(());
+        }
+        if flags & libc::RENAME_EXCHANGE != 0 {
+            // Names stay where they are, so the sidecars do too.
+            return sys::rename_at(&pfd, oe, &npfd, ne, flags);
+        }
+        let target = sys::stat_at(&npfd, ne).ok();
+        let mut dying = None;
+        if let Some(t) = &target {
+            if flags & libc::RENAME_NOREPLACE != 0 {
+                return Err(Errno::EEXIST);
+            }
+            if t.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                let src = sys::stat_at(&pfd, oe)?;
+                if src.st_mode & libc::S_IFMT != libc::S_IFDIR {
+                    return Err(Errno::EISDIR);
+                }
+                // An empty plaintext directory still holds its IV; remove it first.
+                self.remove_empty_dir(&npfd, ne)?;
+            } else {
+                dying = self.dying_file_id(&npfd, ne);
+            }
+        }
+        self.put_sidecar(&npfd, &new)?;
+        if let Err(e) = sys::rename_at(&pfd, oe, &npfd, ne, flags) {
+            if target.is_none() {
+                self.drop_sidecar(&npfd, &new);
+            }
+            return Err(e);
+        }
+        self.drop_sidecar(&pfd, &old);
+        if let Some(id) = dying {
+            self.store.catalog_op(CatalogOp::Remove(id));
+        }
+        // Keep the moved inode's parent hint current.
+        if let Ok(st) = sys::stat_at(&npfd, ne) {
+            let ino = self.to_fuse(st.st_ino);
+            if let Some(n) = lock(&self.inodes)?.get_mut(&ino) {
+                n.parent = newparent.0;
+                n.entry = ne.to_os_string();
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn link(&self, ino: INodeNo, newparent: INodeNo, newname: &OsStr) -> Result<FileAttr, Errno> {
+        self.writable()?;
+        let stored = self.stored_name(newparent, newname)?;
+        let (fd, _) = self.node(ino)?;
+        let (npfd, _) = self.node(newparent)?;
+        let entry = OsStr::new(stored.entry());
+        self.put_sidecar(&npfd, &stored)?;
+        if let Err(e) = sys::link_at(&fd, &npfd, entry) {
+            if sys::stat_at(&npfd, entry).is_err() {
+                self.drop_sidecar(&npfd, &stored);
+            }
+            return Err(e);
+        }
+        self.remember(newparent, entry)
+    }
+
+    pub(super) fn open(&self, ino: INodeNo, flags: i32) -> Result<u64, Errno> {
+        if flags & libc::O_ACCMODE != libc::O_RDONLY {
+            self.writable()?;
+        }
+        let of = self.open_file(ino)?;
+        self.new_handle(Handle::File(of))
+    }
+
+    pub(super) fn read(&self, fh: u64, off: u64, size: u32) -> Result<Vec<u8>, Errno> {
+        self.file_handle(fh)?.read(off, size)
+    }
+
+    pub(super) fn write(&self, fh: u64, off: u64, data: &[u8]) -> Result<u32, Errno> {
+        self.writable()?;
+        self.file_handle(fh)?.write(off, data).map(|n| n as u32)
+    }
+
+    pub(super) fn release(&self, fh: u64) {
+        let h = self.handles.lock().ok().and_then(|mut h| h.remove(&fh));
+        if let Some(Handle::File(f)) = h {
+            f.publish_len(&self.store);
+        }
+    }
+
+    pub(super) fn fsync(&self, fh: u64, datasync: bool) -> Result<(), Errno> {
+        let f = self.file_handle(fh)?;
+        f.fsync(datasync)?;
+        f.publish_len(&self.store);
+        if !self.store.catalog_sync() {
+            return Err(Errno::EIO);
+        }
+        Ok(())
+    }
+
+    pub(super) fn opendir(&self, ino: INodeNo) -> Result<u64, Errno> {
+        let (fd, kind) = self.node(ino)?;
+        if kind != FileType::Directory {
+            return Err(Errno::ENOTDIR);
+        }
+        let iv = self.diriv(ino)?;
+        let mut entries = vec![(ino.0, FileType::Directory, OsString::from(".")), (ino.0, FileType::Directory, OsString::from(".."))];
+        let listing = std::fs::read_dir(sys::proc_path(&fd).to_str().unwrap_or("")).map_err(Errno::from)?;
+        for e in listing {
+            let e = e.map_err(Errno::from)?;
+            let cname = e.file_name();
+            let bytes = cname.as_bytes();
+            if is_internal(bytes) {
+                continue;
+            }
+            let encoded = if let Some(rest) = bytes.strip_prefix(LONG_PREFIX.as_bytes()) {
+                let mut side = LONG_SIDECAR_PREFIX.as_bytes().to_vec();
+                side.extend_from_slice(rest);
+                match sys::read_small_at(&fd, OsStr::from_bytes(&side), 4096) {
+                    Ok(v) => String::from_utf8(v).unwrap_or_default(),
+                    Err(_) => String::new(),
+                }
+            } else {
+                String::from_utf8_lossy(bytes).into_owned()
+            };
+            match self.store.names.decrypt(&iv, &encoded) {
+                Ok(plain) => {
+                    let kind = e.file_type().map(|t| super::kind_of(file_type_mode(&t))).unwrap_or(FileType::RegularFile);
+                    entries.push((self.to_fuse(e.ino()), kind, plain));
+                }
+                Err(_) => tracing::warn!(
+                    "{}: entry {:?} has a name that fails authentication; skipped",
+                    self.label(ino.0),
+                    cname
+                ),
+            }
+        }
+        self.new_handle(Handle::Dir(Arc::new(entries)))
+    }
+
+    pub(super) fn dir_entries(&self, fh: u64) -> Result<Arc<Vec<(u64, FileType, OsString)>>, Errno> {
+        match lock(&self.handles)?.get(&fh) {
+            Some(Handle::Dir(d)) => Ok(d.clone()),
+            _ => Err(Errno::EBADF),
+        }
+    }
+
+    pub(super) fn statfs(&self) -> Result<libc::statvfs, Errno> {
+        let (fd, _) = self.node(INodeNo(1))?;
+        sys::statvfs_fd(&fd)
+    }
+}
+
+fn file_type_mode(t: &std::fs::FileType) -> u32 {
+    use std::os::unix::fs::FileTypeExt;
+    if t.is_dir() {
+        libc::S_IFDIR
+    } else if t.is_symlink() {
+        libc::S_IFLNK
+    } else if t.is_fifo() {
+        libc::S_IFIFO
+    } else if t.is_socket() {
+        libc::S_IFSOCK
+    } else if t.is_char_device() {
+        libc::S_IFCHR
+    } else if t.is_block_device() {
+        libc::S_IFBLK
+    } else {
+        libc::S_IFREG
+    }
+}

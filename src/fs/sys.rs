@@ -1,0 +1,244 @@
+//! Thin, safe wrappers over the *at() system calls the filesystem needs. Every inode is held
+//! as an O_PATH descriptor, so operations never depend on a path that a rename may change.
+
+use std::ffi::{CString, OsStr};
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+
+use fuser::Errno;
+
+fn cstr(name: &OsStr) -> Result<CString, Errno> {
+    CString::new(name.as_bytes()).map_err(|_| Errno::EINVAL)
+}
+
+fn last() -> Errno {
+    Errno::from(std::io::Error::last_os_error())
+}
+
+/// "/proc/self/fd/N": reopens an O_PATH descriptor with real access modes.
+pub fn proc_path(fd: &OwnedFd) -> CString {
+    // A formatted integer never contains NUL.
+    CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap_or_default()
+}
+
+pub fn stat_fd(fd: &OwnedFd) -> Result<libc::stat, Errno> {
+    stat_at_raw(fd.as_raw_fd(), c"", libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW)
+}
+
+pub fn stat_at(dir: &OwnedFd, name: &OsStr) -> Result<libc::stat, Errno> {
+    stat_at_raw(dir.as_raw_fd(), &cstr(name)?, libc::AT_SYMLINK_NOFOLLOW)
+}
+
+fn stat_at_raw(dir: RawFd, name: &std::ffi::CStr, flags: i32) -> Result<libc::stat, Errno> {
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: name is NUL-terminated; st points to writable memory of the right size.
+    let r = unsafe { libc::fstatat(dir, name.as_ptr(), st.as_mut_ptr(), flags) };
+    if r != 0 {
+        return Err(last());
+    }
+    // SAFETY: fstatat returned 0, so it filled st.
+    Ok(unsafe { st.assume_init() })
+}
+
+/// O_PATH descriptor of `name` in `dir`, not following a final symlink.
+pub fn open_path(dir: &OwnedFd, name: &OsStr) -> Result<OwnedFd, Errno> {
+    let n = cstr(name)?;
+    // SAFETY: n is NUL-terminated; the returned fd is checked and then owned.
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), n.as_ptr(), libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(last());
+    }
+    // SAFETY: fd is a fresh descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+pub fn open_dir_path(path: &std::path::Path) -> Result<OwnedFd, Errno> {
+    let p = CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
+    // SAFETY: p is NUL-terminated; the returned fd is checked and then owned.
+    let fd = unsafe { libc::open(p.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(last());
+    }
+    // SAFETY: fd is a fresh descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Reopen an inode for I/O.
+pub fn reopen(fd: &OwnedFd, flags: i32) -> Result<File, Errno> {
+    let p = proc_path(fd);
+    // SAFETY: p is NUL-terminated; the returned fd is checked and then owned.
+    let r = unsafe { libc::open(p.as_ptr(), flags | libc::O_CLOEXEC) };
+    if r < 0 {
+        return Err(last());
+    }
+    // SAFETY: r is a fresh descriptor owned by nobody else.
+    Ok(unsafe { File::from_raw_fd(r) })
+}
+
+/// Create a new file exclusively in `dir`.
+pub fn create_at(dir: &OwnedFd, name: &OsStr, mode: u32) -> Result<File, Errno> {
+    let n = cstr(name)?;
+    let flags = libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: n is NUL-terminated; the returned fd is checked and then owned.
+    let r = unsafe { libc::openat(dir.as_raw_fd(), n.as_ptr(), flags, mode as libc::c_uint) };
+    if r < 0 {
+        return Err(last());
+    }
+    // SAFETY: r is a fresh descriptor owned by nobody else.
+    Ok(unsafe { File::from_raw_fd(r) })
+}
+
+/// Write a small file in `dir` (long-name sidecars), replacing any old one.
+pub fn write_small_at(dir: &OwnedFd, name: &OsStr, bytes: &[u8]) -> Result<(), Errno> {
+    use std::io::Write;
+    let n = cstr(name)?;
+    let flags = libc::O_CREAT | libc::O_TRUNC | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: n is NUL-terminated; the returned fd is checked and then owned.
+    let r = unsafe { libc::openat(dir.as_raw_fd(), n.as_ptr(), flags, 0o600 as libc::c_uint) };
+    if r < 0 {
+        return Err(last());
+    }
+    // SAFETY: r is a fresh descriptor owned by nobody else.
+    let mut f = unsafe { File::from_raw_fd(r) };
+    f.write_all(bytes).map_err(Errno::from)
+}
+
+pub fn read_small_at(dir: &OwnedFd, name: &OsStr, max: usize) -> Result<Vec<u8>, Errno> {
+    use std::io::Read;
+    let n = cstr(name)?;
+    // SAFETY: n is NUL-terminated; the returned fd is checked and then owned.
+    let r = unsafe { libc::openat(dir.as_raw_fd(), n.as_ptr(), libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
+    if r < 0 {
+        return Err(last());
+    }
+    // SAFETY: r is a fresh descriptor owned by nobody else.
+    let f = unsafe { File::from_raw_fd(r) };
+    let mut out = Vec::new();
+    f.take(max as u64 + 1).read_to_end(&mut out).map_err(Errno::from)?;
+    if out.len() > max {
+        return Err(Errno::EIO);
+    }
+    Ok(out)
+}
+
+pub fn mkdir_at(dir: &OwnedFd, name: &OsStr, mode: u32) -> Result<(), Errno> {
+    let n = cstr(name)?;
+    // SAFETY: n is NUL-terminated.
+    if unsafe { libc::mkdirat(dir.as_raw_fd(), n.as_ptr(), mode as libc::mode_t) } != 0 {
+        return Err(last());
+    }
+    Ok(())
+}
+
+pub fn mknod_at(dir: &OwnedFd, name: &OsStr, mode: u32, rdev: u32) -> Result<(), Errno> {
+    let n = cstr(name)?;
+    // SAFETY: n is NUL-terminated.
+    if unsafe { libc::mknodat(dir.as_raw_fd(), n.as_ptr(), mode as libc::mode_t, rdev as libc::dev_t) } != 0 {
+        return Err(last());
+    }
+    Ok(())
+}
+
+pub fn unlink_at(dir: &OwnedFd, name: &OsStr, flags: i32) -> Result<(), Errno> {
+    let n = cstr(name)?;
+    // SAFETY: n is NUL-terminated.
+    if unsafe { libc::unlinkat(dir.as_raw_fd(), n.as_ptr(), flags) } != 0 {
+        return Err(last());
+    }
+    Ok(())
+}
+
+pub fn rename_at(
+    dir: &OwnedFd,
+    name: &OsStr,
+    newdir: &OwnedFd,
+    newname: &OsStr,
+    flags: u32,
+) -> Result<(), Errno> {
+    let (a, b) = (cstr(name)?, cstr(newname)?);
+    // SAFETY: both names are NUL-terminated.
+    let r = unsafe { libc::renameat2(dir.as_raw_fd(), a.as_ptr(), newdir.as_raw_fd(), b.as_ptr(), flags) };
+    if r != 0 {
+        return Err(last());
+    }
+    Ok(())
+}
+
+/// Hard link an inode (held as O_PATH) under a new name.
+pub fn link_at(fd: &OwnedFd, newdir: &OwnedFd, newname: &OsStr) -> Result<(), Errno> {
+    let (p, n) = (proc_path(fd), cstr(newname)?);
+    // SAFETY: both paths are NUL-terminated. AT_SYMLINK_FOLLOW resolves the /proc magic link
+    // to the inode itself (no CAP_DAC_READ_SEARCH needed, unlike AT_EMPTY_PATH).
+    let r = unsafe { libc::linkat(libc::AT_FDCWD, p.as_ptr(), newdir.as_raw_fd(), n.as_ptr(), libc::AT_SYMLINK_FOLLOW) };
+    if r != 0 {
+        return Err(last());
+    }
+    Ok(())
+}
+
+pub fn symlink_at(target: &[u8], dir: &OwnedFd, name: &OsStr) -> Result<(), Errno> {
+    let t = CString::new(target).map_err(|_| Errno::EINVAL)?;
+    let n = cstr(name)?;
+    // SAFETY: both strings are NUL-terminated.
+    if unsafe { libc::symlinkat(t.as_ptr(), dir.as_raw_fd(), n.as_ptr()) } != 0 {
+        return Err(last());
+    }
+    Ok(())
+}
+
+pub fn readlink_fd(fd: &OwnedFd) -> Result<Vec<u8>, Errno> {
+    let mut buf = vec![0u8; 8192];
+    // SAFETY: buf is writable for buf.len() bytes; an empty path reads the O_PATH fd's link.
+    let r = unsafe { libc::readlinkat(fd.as_raw_fd(), c"".as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if r < 0 {
+        return Err(last());
+    }
+    buf.truncate(r as usize);
+    Ok(buf)
+}
+
+pub fn chmod_fd(fd: &OwnedFd, mode: u32) -> Result<(), Errno> {
+    let p = proc_path(fd);
+    // SAFETY: p is NUL-terminated.
+    if unsafe { libc::chmod(p.as_ptr(), mode as libc::mode_t) } != 0 {
+        return Err(last());
+    }
+    Ok(())
+}
+
+pub fn chown_fd(fd: &OwnedFd, uid: Option<u32>, gid: Option<u32>) -> Result<(), Errno> {
+    let u = uid.unwrap_or(u32::MAX);
+    let g = gid.unwrap_or(u32::MAX);
+    // SAFETY: an empty path with AT_EMPTY_PATH acts on the fd itself (symlinks included).
+    let r = unsafe {
+        libc::fchownat(fd.as_raw_fd(), c"".as_ptr(), u, g, libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW)
+    };
+    if r != 0 {
+        return Err(last());
+    }
+    Ok(())
+}
+
+pub fn utimens(dir: RawFd, path: &std::ffi::CStr, times: &[libc::timespec; 2], flags: i32) -> Result<(), Errno> {
+    // SAFETY: path is NUL-terminated and times points to two timespecs.
+    if unsafe { libc::utimensat(dir, path.as_ptr(), times.as_ptr(), flags) } != 0 {
+        return Err(last());
+    }
+    Ok(())
+}
+
+pub fn statvfs_fd(fd: &OwnedFd) -> Result<libc::statvfs, Errno> {
+    let p = proc_path(fd);
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: p is NUL-terminated; st is writable memory of the right size.
+    if unsafe { libc::statvfs(p.as_ptr(), st.as_mut_ptr()) } != 0 {
+        return Err(last());
+    }
+    // SAFETY: statvfs returned 0, so it filled st.
+    Ok(unsafe { st.assume_init() })
+}
+
+pub fn name_cstr(name: &OsStr) -> Result<CString, Errno> {
+    cstr(name)
+}

@@ -1,0 +1,357 @@
+//! The local keystore: a directory (mode 0700) holding `keystore.json` (0600), its lock file
+//! and the audit log. Master keys are sealed (AES-256-GCM-SIV) under a key derived from the
+//! passphrase with Argon2id; nothing in the file is a usable secret without the passphrase.
+//!
+//! Writers take an exclusive flock on `keystore.lock`, re-read the file, change it, and
+//! replace it atomically (write to a temporary file, fsync, rename, fsync the directory), so
+//! a CLI command and a key server can share one keystore.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use super::{AuditLog, KeyError, KeyProvider, Lookup};
+use crate::crypto::{self, KdfParams, KeystoreKey, MasterKey};
+
+const FILE: &str = "keystore.json";
+const LOCK: &str = "keystore.lock";
+const AUDIT: &str = "audit.log";
+const FORMAT: &str = "coffer-keystore";
+const VERSION: u32 = 1;
+const VERIFIER_AAD: &[u8] = b"coffer/v1/keystore-verifier";
+const VERIFIER_PLAIN: &[u8] = b"coffer keystore passphrase check";
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeystoreError {
+    #[error("wrong passphrase for keystore {0}")]
+    WrongPassphrase(PathBuf),
+    #[error("{0}")]
+    Passphrase(String),
+    #[error("keystore {path}: {message}")]
+    Damaged { path: PathBuf, message: String },
+    #[error("keystore {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("keystore already holds a different key under id {0}")]
+    Conflict(String),
+}
+
+#[derive(Serialize, Deserialize)]
+struct KdfRecord {
+    alg: String,
+    #[serde(flatten)]
+    params: KdfParams,
+    salt: String,
+}
+
+/// What the keystore knows about one master key, without the key.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeyEntry {
+    pub key_id: String,
+    pub store_id: String,
+    pub version: u32,
+    #[serde(default)]
+    pub policy: Option<String>,
+    #[serde(default)]
+    pub copy: Option<String>,
+    /// "created" here, or how it arrived ("import", ...).
+    pub origin: String,
+    pub created: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredKey {
+    #[serde(flatten)]
+    entry: KeyEntry,
+    wrapped: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct KeystoreFile {
+    format: String,
+    version: u32,
+    kdf: KdfRecord,
+    verifier: String,
+    keys: Vec<StoredKey>,
+}
+
+pub struct Keystore {
+    dir: PathBuf,
+    key: KeystoreKey,
+    audit: AuditLog,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeystoreError + '_ {
+    move |source| KeystoreError::Io { path: path.to_path_buf(), source }
+}
+
+impl Keystore {
+    /// The default keystore directory: /var/lib/coffer/keystore for root, else under the
+    /// user's XDG data directory.
+    pub fn default_dir() -> PathBuf {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } == 0 {
+            return PathBuf::from("/var/lib/coffer/keystore");
+        }
+        if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
+            return PathBuf::from(d).join("coffer/keystore");
+        }
+        let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
+        PathBuf::from(home).join(".local/share/coffer/keystore")
+    }
+
+    pub fn exists(dir: &Path) -> bool {
+        dir.join(FILE).is_file()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// Create a new, empty keystore in `dir` (created 0700 if missing).
+    pub fn create(dir: &Path, passphrase: &[u8], params: KdfParams) -> Result<Keystore, KeystoreError> {
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io_err(dir))?;
+        let _lock = lock(dir)?;
+        if Self::exists(dir) {
+            return Err(KeystoreError::Damaged {
+                path: dir.to_path_buf(),
+                message: "a keystore already exists here".into(),
+            });
+        }
+        let mut salt = [0u8; 16];
+        crypto::random_bytes(&mut salt);
+        let key = crypto::derive_passphrase_key(passphrase, &salt, &params)
+            .map_err(|e| KeystoreError::Passphrase(e.to_string()))?;
+        let file = KeystoreFile {
+            format: FORMAT.into(),
+            version: VERSION,
+            kdf: KdfRecord { alg: "argon2id".into(), params, salt: B64.encode(salt) },
+            verifier: B64.encode(crypto::seal_vec(key.secret(), VERIFIER_AAD, VERIFIER_PLAIN)),
+            keys: Vec::new(),
+        };
+        write_file(dir, &file)?;
+        let ks = Keystore { dir: dir.to_path_buf(), key, audit: AuditLog::new(&dir.join(AUDIT)) };
+        let _ = ks.audit.record("keystore-create", None, None, "ok", None);
+        Ok(ks)
+    }
+
+    /// Open an existing keystore; a wrong passphrase is refused here, before anything else.
+    pub fn open(dir: &Path, passphrase: &[u8]) -> Result<Keystore, KeystoreError> {
+        let file = read_file(dir)?;
+        let damaged = |m: &str| KeystoreError::Damaged { path: dir.join(FILE), message: m.into() };
+        if file.kdf.alg != "argon2id" {
+            return Err(damaged("unknown KDF"));
+        }
+        let salt = B64.decode(&file.kdf.salt).map_err(|_| damaged("bad salt"))?;
+        let key = crypto::derive_passphrase_key(passphrase, &salt, &file.kdf.params)
+            .map_err(|e| damaged(&e.to_string()))?;
+        let verifier = B64.decode(&file.verifier).map_err(|_| damaged("bad verifier"))?;
+        let audit = AuditLog::new(&dir.join(AUDIT));
+        match crypto::open_vec(key.secret(), VERIFIER_AAD, &verifier) {
+            Ok(v) if v == VERIFIER_PLAIN => {}
+            _ => {
+                let _ = audit.record("keystore-open", None, None, "refused", Some("wrong passphrase"));
+                return Err(KeystoreError::WrongPassphrase(dir.to_path_buf()));
+            }
+        }
+        Ok(Keystore { dir: dir.to_path_buf(), key, audit })
+    }
+
+    /// Open the keystore, creating it on first use.
+    pub fn open_or_create(dir: &Path, passphrase: &[u8]) -> Result<Keystore, KeystoreError> {
+        if Self::exists(dir) {
+            Self::open(dir, passphrase)
+        } else {
+            Self::create(dir, passphrase, KdfParams::default())
+        }
+    }
+
+    pub fn entries(&self) -> Result<Vec<KeyEntry>, KeystoreError> {
+        Ok(read_file(&self.dir)?.keys.into_iter().map(|k| k.entry).collect())
+    }
+
+    /// Add a master key. The same key under the same id is a no-op (returns false); a
+    /// different key under an id already present is refused.
+    pub fn add(&self, entry: KeyEntry, key: &MasterKey) -> Result<bool, KeystoreError> {
+        let _lock = lock(&self.dir)?;
+        let mut file = read_file(&self.dir)?;
+        if let Some(existing) = file.keys.iter().find(|k| k.entry.key_id == entry.key_id) {
+            let same = self.unseal(existing).map(|k| crypto::ct_eq(k.expose(), key.expose()));
+            return match same {
+                Ok(true) => Ok(false),
+                _ => Err(KeystoreError::Conflict(entry.key_id)),
+            };
+        }
+        let wrapped = crypto::seal_key(self.key.secret(), entry.key_id.as_bytes(), key.secret());
+        let (kid, sid) = (entry.key_id.clone(), entry.store_id.clone());
+        file.keys.push(StoredKey { entry, wrapped: B64.encode(wrapped) });
+        write_file(&self.dir, &file)?;
+        self.audit
+            .record("key-add", Some(&kid), Some(&sid), "ok", None)
+            .map_err(io_err(self.audit.path()))?;
+        Ok(true)
+    }
+
+    /// Fetch a master key by id (audited).
+    pub fn get(&self, key_id: &str) -> Result<Option<MasterKey>, KeystoreError> {
+        let file = read_file(&self.dir)?;
+        let Some(stored) = file.keys.iter().find(|k| k.entry.key_id == key_id) else {
+            let _ = self.audit.record("key-get", Some(key_id), None, "not-found", None);
+            return Ok(None);
+        };
+        let key = self.unseal(stored);
+        let outcome = if key.is_ok() { "ok" } else { "damaged" };
+        self.audit
+            .record("key-get", Some(key_id), Some(&stored.entry.store_id), outcome, None)
+            .map_err(io_err(self.audit.path()))?;
+        key.map(Some)
+    }
+
+    fn unseal(&self, stored: &StoredKey) -> Result<MasterKey, KeystoreError> {
+        let damaged = || KeystoreError::Damaged {
+            path: self.dir.join(FILE),
+            message: format!("entry {} is damaged", stored.entry.key_id),
+        };
+        let w = B64.decode(&stored.wrapped).map_err(|_| damaged())?;
+        crypto::open_key(self.key.secret(), stored.entry.key_id.as_bytes(), &w)
+            .map(MasterKey::from_secret)
+            .map_err(|_| damaged())
+    }
+}
+
+impl KeyProvider for Keystore {
+    fn describe(&self) -> String {
+        format!("keystore {}", self.dir.display())
+    }
+    fn lookup(&self, key_id: &str) -> Result<Lookup, KeyError> {
+        Ok(match self.get(key_id)? {
+            Some(k) => Lookup::Found(k),
+            None => Lookup::NotHere,
+        })
+    }
+}
+
+struct LockGuard(File);
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        // SAFETY: the fd is owned by self.0 and open.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
+fn lock(dir: &Path) -> Result<LockGuard, KeystoreError> {
+    let p = dir.join(LOCK);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&p)
+        .map_err(io_err(&p))?;
+    // SAFETY: the fd is owned by f and open; flock blocks until the lock is ours.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(io_err(&p)(std::io::Error::last_os_error()));
+    }
+    Ok(LockGuard(f))
+}
+
+fn read_file(dir: &Path) -> Result<KeystoreFile, KeystoreError> {
+    let p = dir.join(FILE);
+    let bytes = std::fs::read(&p).map_err(io_err(&p))?;
+    let file: KeystoreFile = serde_json::from_slice(&bytes).map_err(|e| KeystoreError::Damaged {
+        path: p.clone(),
+        message: format!("not a valid keystore file ({})", e.classify_name()),
+    })?;
+    if file.format != FORMAT || file.version != VERSION {
+        return Err(KeystoreError::Damaged { path: p, message: "unsupported keystore format".into() });
+    }
+    Ok(file)
+}
+
+trait ClassifyName {
+    fn classify_name(&self) -> &'static str;
+}
+impl ClassifyName for serde_json::Error {
+    fn classify_name(&self) -> &'static str {
+        match self.classify() {
+            serde_json::error::Category::Io => "I/O",
+            serde_json::error::Category::Syntax => "syntax error",
+            serde_json::error::Category::Data => "unexpected data",
+            serde_json::error::Category::Eof => "truncated",
+        }
+    }
+}
+
+fn write_file(dir: &Path, file: &KeystoreFile) -> Result<(), KeystoreError> {
+    let bytes = serde_json::to_vec_pretty(file).map_err(|e| KeystoreError::Damaged {
+        path: dir.join(FILE),
+        message: e.to_string(),
+    })?;
+    crate::atomic_write(&dir.join(FILE), &bytes, 0o600).map_err(io_err(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fast() -> KdfParams {
+        KdfParams { m_cost: 8 * 1024, t_cost: 1, p_cost: 1 }
+    }
+
+    #[test]
+    fn keystore_round_trip_wrong_passphrase_and_conflict() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let dir = d.path().join("ks");
+        let ks = Keystore::create(&dir, b"right", fast()).expect("create");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join(FILE)), 0o600);
+        let mk = MasterKey::random();
+        let entry = KeyEntry {
+            key_id: crypto::master_key_id(&mk),
+            store_id: "s1".into(),
+            version: 1,
+            policy: Some("daily".into()),
+            copy: None,
+            origin: "created".into(),
+            created: 1,
+        };
+        assert!(ks.add(entry.clone(), &mk).expect("add"));
+        assert!(!ks.add(entry.clone(), &mk).expect("re-add is a no-op"));
+        assert!(matches!(ks.add(entry.clone(), &MasterKey::random()), Err(KeystoreError::Conflict(_))));
+        let ks2 = Keystore::open(&dir, b"right").expect("open");
+        let got = ks2.get(&entry.key_id).expect("get").expect("present");
+        assert_eq!(got.expose(), mk.expose());
+        assert!(ks2.get("nope").expect("get").is_none());
+        assert!(matches!(Keystore::open(&dir, b"wrong"), Err(KeystoreError::WrongPassphrase(_))));
+        // The key's bytes are nowhere in the keystore directory.
+        for f in std::fs::read_dir(&dir).expect("ls") {
+            let bytes = std::fs::read(f.expect("entry").path()).expect("read");
+            assert!(!bytes.windows(32).any(|w| w == mk.expose()));
+            assert!(!String::from_utf8_lossy(&bytes).contains(&hex::encode(mk.expose())));
+        }
+        assert_eq!(mode(&dir.join(AUDIT)), 0o600);
+    }
+
+    #[test]
+    fn damaged_keystore_is_a_clear_error() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let dir = d.path().join("ks");
+        Keystore::create(&dir, b"pw", fast()).expect("create");
+        let p = dir.join(FILE);
+        let bytes = std::fs::read(&p).expect("read");
+        std::fs::write(&p, &bytes[..bytes.len() / 2]).expect("truncate");
+        let e = Keystore::open(&dir, b"pw").err().expect("refused").to_string();
+        assert!(e.contains("not a valid keystore file (truncated)"), "{e}");
+    }
+}

@@ -1,0 +1,56 @@
+//! coffer: an encrypted backup store mounted with FUSE.
+//!
+//! Files copied into the mount are encrypted, block by block, each under its own random
+//! AES-256-GCM-SIV key, into a plain directory (the store) that can be copied anywhere with
+//! rsync. File keys are wrapped by batch keys, batch keys by the store's RSA public key, and
+//! the RSA private key by a master key that a key provider holds and the store never does.
+//!
+//! Threat model in one paragraph: whoever holds the store's bytes (a stolen disk, an
+//! auxiliary copy, a curious storage admin) learns neither contents nor names, and cannot
+//! change, swap, cut or graft blocks or files without the reader seeing EIO. They do learn
+//! the shape of the tree, approximate sizes and times, and can roll a whole file back to an
+//! older version of itself. Whoever holds the master key (through a provider) reads
+//! everything. See docs/threat-model.md.
+
+pub mod catalog;
+pub mod cli;
+pub mod crypto;
+pub mod format;
+pub mod fs;
+pub mod fsck;
+pub mod keys;
+pub mod store;
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Replace `path` with `bytes` atomically and durably: write a temporary file beside it with
+/// `mode`, fsync it, rename it into place, fsync the directory.
+pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().ok_or_else(|| std::io::Error::other("no file name"))?;
+    let mut tmp_name = std::ffi::OsString::from(".tmp-");
+    tmp_name.push(name);
+    tmp_name.push(format!("-{}", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
