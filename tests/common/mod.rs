@@ -1,0 +1,212 @@
+//! Shared harness for the integration suites: a temporary store, keystore, passphrase and
+//! mount point per test, driven through the real `coffer` binary, and a guard that always
+//! unmounts (a failed test must not leave a stale mount behind for the next run).
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const PASS: &str = "correct horse battery staple";
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_coffer")
+}
+
+/// Mount tests need root, /dev/fuse and fusermount3. Say exactly why when they cannot run;
+/// COFFER_SKIP_FUSE_TESTS=1 turns that into a skip instead of a failure.
+pub fn require_fuse() -> bool {
+    let mut missing = Vec::new();
+    if !Path::new("/dev/fuse").exists() {
+        missing.push("/dev/fuse does not exist");
+    }
+    if !Command::new("sh").args(["-c", "command -v fusermount3"]).output().map(|o| o.status.success()).unwrap_or(false) {
+        missing.push("fusermount3 is not installed (apt-get install fuse3)");
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let why = missing.join("; ");
+    if std::env::var("COFFER_SKIP_FUSE_TESTS").as_deref() == Ok("1") {
+        eprintln!("SKIPPED (COFFER_SKIP_FUSE_TESTS=1): this test mounts a FUSE filesystem, but {why}");
+        return false;
+    }
+    panic!("this test mounts a FUSE filesystem, but {why}; run tools/test.sh, which installs what is needed");
+}
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub store: PathBuf,
+    pub mnt: PathBuf,
+    pub keystore: PathBuf,
+    pub pass: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::Builder::new().prefix("coffer-test-").tempdir().expect("tempdir");
+        let d = dir.path().to_path_buf();
+        std::fs::create_dir(d.join("mnt")).expect("mkdir mnt");
+        std::fs::write(d.join("pass"), format!("{PASS}\n")).expect("write pass");
+        Env {
+            store: d.join("store"),
+            mnt: d.join("mnt"),
+            keystore: d.join("keystore"),
+            pass: d.join("pass"),
+            log: d.join("mount.log"),
+            dir,
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Run coffer with this env's keystore options appended.
+    pub fn coffer(&self, args: &[&str]) -> Output {
+        Command::new(bin())
+            .args(args)
+            .env("COFFER_KEYSTORE", &self.keystore)
+            .env("COFFER_PASSPHRASE_FILE", &self.pass)
+            .env_remove("COFFER_LOG")
+            .output()
+            .expect("run coffer")
+    }
+
+    pub fn coffer_ok(&self, args: &[&str]) -> String {
+        let o = self.coffer(args);
+        assert!(o.status.success(), "coffer {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    pub fn init(&self) -> String {
+        let s = self.store.to_str().expect("utf8");
+        self.coffer_ok(&["init", s, "--rsa-bits", "2048"]).trim().to_string()
+    }
+
+    pub fn mount(&self) -> Mounted<'_> {
+        self.mount_with(&[])
+    }
+
+    pub fn mount_with(&self, extra: &[&str]) -> Mounted<'_> {
+        let (s, m, l) = (self.store.to_str().expect("utf8"), self.mnt.to_str().expect("utf8"), self.log.to_str().expect("utf8"));
+        let mut args = vec!["mount", s, m, "--log", l];
+        args.extend_from_slice(extra);
+        self.coffer_ok(&args);
+        Mounted { env: self, active: true }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Every byte under a directory, for "no plaintext here" checks.
+    pub fn all_bytes(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).expect("ls").flatten() {
+                let p = e.path();
+                let ft = e.file_type().expect("type");
+                if ft.is_dir() {
+                    stack.push(p.clone());
+                }
+                let mut bytes = p.file_name().map(|n| n.as_encoded_bytes().to_vec()).unwrap_or_default();
+                if ft.is_file() {
+                    bytes.extend(std::fs::read(&p).expect("read"));
+                } else if ft.is_symlink() {
+                    bytes.extend(std::fs::read_link(&p).expect("readlink").into_os_string().into_encoded_bytes());
+                }
+                out.push((p, bytes));
+            }
+        }
+        out
+    }
+}
+
+/// A live mount; unmounts on drop, even when the test panics.
+pub struct Mounted<'a> {
+    pub env: &'a Env,
+    active: bool,
+}
+
+impl Mounted<'_> {
+    pub fn p(&self, rel: &str) -> PathBuf {
+        self.env.mnt.join(rel)
+    }
+
+    pub fn umount(mut self) {
+        self.active = false;
+        let m = self.env.mnt.to_str().expect("utf8");
+        let o = self.env.coffer(&["umount", m]);
+        assert!(o.status.success(), "umount failed: {}", String::from_utf8_lossy(&o.stderr));
+    }
+
+    /// The daemon's pid, from the store's lock file.
+    pub fn daemon_pid(&self) -> u32 {
+        let s = std::fs::read_to_string(self.env.store.join("lock")).expect("lock file");
+        s.lines().next().expect("pid line").trim().parse().expect("pid")
+    }
+
+    /// SIGKILL the daemon (a crash), then clear the stale mount.
+    pub fn kill(mut self) {
+        self.active = false;
+        let pid = self.daemon_pid();
+        Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill");
+        for _ in 0..200 {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let m = self.env.mnt.to_str().expect("utf8");
+        let o = self.env.coffer(&["umount", m]);
+        if !o.status.success() {
+            Command::new("fusermount3").args(["-uz", m]).status().ok();
+        }
+    }
+}
+
+impl Drop for Mounted<'_> {
+    fn drop(&mut self) {
+        if !self.active {
+            return;
+        }
+        let m = self.env.mnt.to_str().unwrap_or_default().to_string();
+        let ok = Command::new(bin()).args(["umount", &m, "--timeout", "20"]).output().map(|o| o.status.success()).unwrap_or(false);
+        if !ok {
+            Command::new("fusermount3").args(["-uz", &m]).status().ok();
+            Command::new("umount").args(["-l", &m]).status().ok();
+        }
+    }
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+pub fn sh(cmd: &str) -> Output {
+    Command::new("sh").args(["-c", cmd]).output().expect("sh")
+}
+
+pub fn sh_ok(cmd: &str) -> String {
+    let o = sh(cmd);
+    assert!(o.status.success(), "`{cmd}` failed: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Drop the kernel's page cache, so the next reads go through the filesystem's decrypt path
+/// instead of being served from memory.
+pub fn drop_caches() {
+    let _ = sh("sync; echo 3 > /proc/sys/vm/drop_caches");
+}
