@@ -78,18 +78,30 @@ pub fn rebuild_catalog(root: &Path, store_id: &[u8; 16]) -> Result<Catalog, Stri
     let p = root.join(CATALOG);
     if p.exists() {
         let aside = root.join(format!("catalog.damaged-{}", crate::unix_now()));
-        std::fs::rename(&p, &aside).map_err(|e| format!("cannot move the damaged catalog aside: {e}"))?;
+        std::fs::rename(&p, &aside)
+            .map_err(|e| format!("cannot move the damaged catalog aside: {e}"))?;
     }
-    let c = Catalog::create(&p, store_id).map_err(|e| format!("cannot create a new catalog: {e}"))?;
+    let c =
+        Catalog::create(&p, store_id).map_err(|e| format!("cannot create a new catalog: {e}"))?;
     let dir = root.join(BATCHES);
     let listing = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     for e in listing.flatten() {
         let name = e.file_name();
-        let Some(id) = hex::decode(name.as_bytes()).ok().and_then(|v| <[u8; 16]>::try_from(v).ok()) else {
+        let Some(id) = hex::decode(name.as_bytes())
+            .ok()
+            .and_then(|v| <[u8; 16]>::try_from(v).ok())
+        else {
             continue;
         };
         let wrapped = std::fs::read(e.path()).map_err(|e| format!("batch file: {e}"))?;
-        c.put_batch(&id, &BatchRecord { wrapped, created: crate::unix_now() }).map_err(|e| e.to_string())?;
+        c.put_batch(
+            &id,
+            &BatchRecord {
+                wrapped,
+                created: crate::unix_now(),
+            },
+        )
+        .map_err(|e| e.to_string())?;
     }
     Ok(c)
 }
@@ -97,34 +109,55 @@ pub fn rebuild_catalog(root: &Path, store_id: &[u8; 16]) -> Result<Catalog, Stri
 /// Check (and with `repair`, mend) the store. `catalog_bad` says the caller found the
 /// catalog damaged (and, with repair, already rebuilt it).
 pub fn check(store: &OpenStore, opts: &Options, catalog_bad: Option<String>) -> Report {
-    let mut w = Walk { store, opts, report: Report::default(), seen_inodes: HashSet::new(), files: HashMap::new() };
+    let mut w = Walk {
+        store,
+        opts,
+        report: Report::default(),
+        seen_inodes: HashSet::new(),
+        files: HashMap::new(),
+    };
     if let Some(why) = &catalog_bad {
         if opts.repair {
-            w.report.repaired.push(format!("catalog: {why}; rebuilt from the file headers"));
+            w.report
+                .repaired
+                .push(format!("catalog: {why}; rebuilt from the file headers"));
         } else {
-            w.report.problems.push(format!("catalog: {why} (fsck --repair rebuilds it)"));
+            w.report
+                .problems
+                .push(format!("catalog: {why} (fsck --repair rebuilds it)"));
         }
     }
     let data = store.root.join(DATA);
     w.dir(&data, Path::new(DATA), "");
+    w.report.dirs -= 1; // the store's root is not one of the user's directories
     if catalog_bad.is_none() || opts.repair {
         w.cross_check();
     }
     w.leftovers();
     if opts.repair && !store.catalog_sync() {
-        w.report.problems.push("catalog: final commit failed".into());
+        w.report
+            .problems
+            .push("catalog: final commit failed".into());
     }
     w.report
 }
 
 impl Walk<'_> {
     fn problem(&mut self, rel: &Path, plain: &str, what: impl std::fmt::Display) {
-        let name = if self.opts.show_names && !plain.is_empty() { format!(" ({plain})") } else { String::new() };
-        self.report.problems.push(format!("{}{name}: {what}", rel.display()));
+        let name = if self.opts.show_names && !plain.is_empty() {
+            format!(" ({plain})")
+        } else {
+            String::new()
+        };
+        self.report
+            .problems
+            .push(format!("{}{name}: {what}", rel.display()));
     }
 
     fn fixed(&mut self, rel: &Path, what: impl std::fmt::Display) {
-        self.report.repaired.push(format!("{}: {what}", rel.display()));
+        self.report
+            .repaired
+            .push(format!("{}: {what}", rel.display()));
     }
 
     fn dir(&mut self, path: &Path, rel: &Path, plain: &str) {
@@ -149,7 +182,11 @@ impl Walk<'_> {
                     Err(e) => self.problem(rel, plain, format!("cannot write a directory IV: {e}")),
                 }
             } else {
-                self.problem(rel, plain, "directory IV is missing or damaged: the names in it cannot be read");
+                self.problem(
+                    rel,
+                    plain,
+                    "directory IV is missing or damaged: the names in it cannot be read",
+                );
             }
             return;
         };
@@ -178,7 +215,11 @@ impl Walk<'_> {
                 match std::fs::read(path.join(OsStr::from_bytes(&side))) {
                     Ok(v) => String::from_utf8_lossy(&v).into_owned(),
                     Err(_) => {
-                        self.problem(&crel, "", "long name has lost its sidecar: the name cannot be read");
+                        self.problem(
+                            &crel,
+                            "",
+                            "long name has lost its sidecar: the name cannot be read",
+                        );
                         continue;
                     }
                 }
@@ -188,18 +229,25 @@ impl Walk<'_> {
             let child_plain = match self.store.names.decrypt(&iv, &encoded) {
                 Ok(n) => format!("{plain}/{}", n.to_string_lossy()),
                 Err(_) => {
-                    self.problem(&crel, "", "name fails authentication (tampered, or not made by this store)");
+                    self.problem(
+                        &crel,
+                        "",
+                        "name fails authentication (tampered, or not made by this store)",
+                    );
                     String::new()
                 }
             };
-            let Ok(meta) = std::fs::symlink_metadata(e.path()) else { continue };
+            let Ok(meta) = std::fs::symlink_metadata(e.path()) else {
+                continue;
+            };
             let ft = meta.file_type();
             if ft.is_dir() {
                 self.dir(&e.path(), &crel, &child_plain);
             } else if ft.is_symlink() {
                 self.report.symlinks += 1;
                 match std::fs::read_link(e.path()) {
-                    Ok(t) if decode_symlink(&self.store.names, t.as_os_str().as_bytes()).is_ok() => {}
+                    Ok(t)
+                        if decode_symlink(&self.store.names, t.as_os_str().as_bytes()).is_ok() => {}
                     _ => self.problem(&crel, &child_plain, "symlink target fails authentication"),
                 }
             } else if ft.is_file() {
@@ -212,7 +260,11 @@ impl Walk<'_> {
                         self.report.plain_bytes += len;
                         self.files.insert(
                             h.file_id,
-                            FileRecord { batch_id: h.batch_id, wrapped_key: h.wrapped_key.to_vec(), plain_len: len },
+                            FileRecord {
+                                batch_id: h.batch_id,
+                                wrapped_key: h.wrapped_key.to_vec(),
+                                plain_len: len,
+                            },
                         );
                     }
                     Err(why) => self.problem(&crel, &child_plain, why),
@@ -226,7 +278,9 @@ impl Walk<'_> {
         let records: HashMap<[u8; 16], FileRecord> = match catalog.files() {
             Ok(v) => v.into_iter().collect(),
             Err(e) => {
-                self.report.problems.push(format!("catalog: cannot list files: {e}"));
+                self.report
+                    .problems
+                    .push(format!("catalog: cannot list files: {e}"));
                 return;
             }
         };
@@ -265,20 +319,42 @@ impl Walk<'_> {
                 (true, true) => {}
                 (false, true) if self.opts.repair => {
                     let ok = std::fs::read(&file).ok().is_some_and(|wrapped| {
-                        catalog.put_batch(&b, &BatchRecord { wrapped, created: crate::unix_now() }).is_ok()
+                        catalog
+                            .put_batch(
+                                &b,
+                                &BatchRecord {
+                                    wrapped,
+                                    created: crate::unix_now(),
+                                },
+                            )
+                            .is_ok()
                     });
                     if ok {
-                        self.fixed(cat, format!("batch {} restored from batches/", hex::encode(b)));
+                        self.fixed(
+                            cat,
+                            format!("batch {} restored from batches/", hex::encode(b)),
+                        );
                     }
                 }
                 (true, false) if self.opts.repair => {
                     let ok = matches!(catalog.batch(&b), Ok(Some(r)) if crate::atomic_write(&file, &r.wrapped, 0o600).is_ok());
                     if ok {
-                        self.fixed(Path::new(BATCHES), format!("batch {} restored from the catalog", hex::encode(b)));
+                        self.fixed(
+                            Path::new(BATCHES),
+                            format!("batch {} restored from the catalog", hex::encode(b)),
+                        );
                     }
                 }
-                (false, false) => self.problem(cat, "", format!("batch {} is lost: its files cannot be read", hex::encode(b))),
-                _ => self.problem(cat, "", format!("batch {} is recorded in one place only", hex::encode(b))),
+                (false, false) => self.problem(
+                    cat,
+                    "",
+                    format!("batch {} is lost: its files cannot be read", hex::encode(b)),
+                ),
+                _ => self.problem(
+                    cat,
+                    "",
+                    format!("batch {} is recorded in one place only", hex::encode(b)),
+                ),
             }
         }
     }
@@ -287,14 +363,24 @@ impl Walk<'_> {
     fn leftovers(&mut self) {
         let mut stack = vec![self.store.root.join(DATA)];
         while let Some(d) = stack.pop() {
-            let Ok(it) = std::fs::read_dir(&d) else { continue };
+            let Ok(it) = std::fs::read_dir(&d) else {
+                continue;
+            };
             for e in it.flatten() {
                 let name = e.file_name();
                 let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
                 if name.as_bytes().starts_with(b".tmp-") {
-                    let rel = e.path().strip_prefix(&self.store.root).map(Path::to_path_buf).unwrap_or_default();
+                    let rel = e
+                        .path()
+                        .strip_prefix(&self.store.root)
+                        .map(Path::to_path_buf)
+                        .unwrap_or_default();
                     if self.opts.repair {
-                        let r = if is_dir { std::fs::remove_dir_all(e.path()) } else { std::fs::remove_file(e.path()) };
+                        let r = if is_dir {
+                            std::fs::remove_dir_all(e.path())
+                        } else {
+                            std::fs::remove_file(e.path())
+                        };
                         if r.is_ok() {
                             self.fixed(&rel, "removed a leftover of an interrupted operation");
                         }
@@ -313,12 +399,15 @@ impl Walk<'_> {
 pub fn verify_file(store: &OpenStore, path: &Path) -> Result<(Header, u64), String> {
     let f = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
     let mut hb = [0u8; HEADER_LEN];
-    f.read_exact_at(&mut hb, 0).map_err(|_| "header is truncated".to_string())?;
+    f.read_exact_at(&mut hb, 0)
+        .map_err(|_| "header is truncated".to_string())?;
     let header = Header::decode(&hb).map_err(|e| e.to_string())?;
     if header.block_shift != store.block_shift() {
         return Err("header block size differs from the store's".into());
     }
-    let key = store.file_key(&header).map_err(|e| format!("file key does not unwrap ({e})"))?;
+    let key = store
+        .file_key(&header)
+        .map_err(|e| format!("file key does not unwrap ({e})"))?;
     let cipher = BlockCipher::new(key.secret());
     let g = BlockGeometry::new(header.block_shift);
     let clen = f.metadata().map_err(|e| e.to_string())?.len();
@@ -331,14 +420,22 @@ pub fn verify_file(store: &OpenStore, path: &Path) -> Result<(Header, u64), Stri
     while idx < n {
         let end = (idx + run).min(n);
         let c0 = g.block_to_cipher_off(idx);
-        let c1 = if end == n { clen } else { g.block_to_cipher_off(end) };
+        let c1 = if end == n {
+            clen
+        } else {
+            g.block_to_cipher_off(end)
+        };
         let mut buf = vec![0u8; (c1 - c0) as usize];
-        f.read_exact_at(&mut buf, c0).map_err(|e| format!("read failed: {e}"))?;
+        f.read_exact_at(&mut buf, c0)
+            .map_err(|e| format!("read failed: {e}"))?;
         use rayon::prelude::*;
-        buf.par_chunks_mut(stride).enumerate().try_for_each(|(i, chunk)| {
-            let b = idx + i as u64;
-            open_block(&cipher, &header.file_id, b, b == n - 1, chunk).map(|_| ())
-        }).map_err(|e| format!("{e}: the file is damaged or was tampered with"))?;
+        buf.par_chunks_mut(stride)
+            .enumerate()
+            .try_for_each(|(i, chunk)| {
+                let b = idx + i as u64;
+                open_block(&cipher, &header.file_id, b, b == n - 1, chunk).map(|_| ())
+            })
+            .map_err(|e| format!("{e}: the file is damaged or was tampered with"))?;
         idx = end;
     }
     Ok((header, len))
@@ -352,5 +449,7 @@ pub fn scratch_catalog(store_id: &[u8; 16]) -> Result<(tempfile::TempDir, Arc<Ca
 }
 
 pub fn relative(root: &Path, p: &Path) -> PathBuf {
-    p.strip_prefix(root).map(Path::to_path_buf).unwrap_or_else(|_| p.to_path_buf())
+    p.strip_prefix(root)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|_| p.to_path_buf())
 }

@@ -24,18 +24,34 @@ fn fill(env: &Env) -> Vec<(String, Vec<u8>)> {
 fn damage_and_repair(env: &Env, damage: impl Fn(&std::path::Path)) {
     let files = fill(env);
     let s = env.store.to_str().expect("utf8");
-    assert_eq!(env.coffer(&["fsck", s]).status.code(), Some(0), "clean before");
+    assert_eq!(
+        env.coffer(&["fsck", s]).status.code(),
+        Some(0),
+        "clean before"
+    );
     damage(&env.store.join("catalog"));
     let o = env.coffer(&["mount", s, env.mnt.to_str().expect("utf8")]);
     assert_eq!(o.status.code(), Some(2));
     let e = String::from_utf8_lossy(&o.stderr);
-    assert!(e.contains("catalog") && e.contains("coffer fsck --repair"), "{e}");
+    assert!(
+        e.contains("catalog") && e.contains("coffer fsck --repair"),
+        "{e}"
+    );
     let o = env.coffer(&["fsck", s]);
     assert_eq!(o.status.code(), Some(1), "fsck reports the catalog");
     assert!(String::from_utf8_lossy(&o.stdout).contains("problem: catalog"));
     let o = env.coffer(&["fsck", s, "--repair"]);
-    assert_eq!(o.status.code(), Some(0), "repair: {}", String::from_utf8_lossy(&o.stdout));
-    assert_eq!(env.coffer(&["fsck", s]).status.code(), Some(0), "clean after repair");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "repair: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert_eq!(
+        env.coffer(&["fsck", s]).status.code(),
+        Some(0),
+        "clean after repair"
+    );
     let m = env.mount();
     for (name, data) in &files {
         assert_eq!(&fs::read(m.p(name)).expect("read"), data, "{name}");
@@ -79,5 +95,12 @@ fn truncated_catalog_is_rebuilt() {
     }
     let env = Env::new();
     env.init();
-    damage_and_repair(&env, |p| fs::OpenOptions::new().write(true).open(p).expect("open").set_len(1000).expect("truncate"));
+    damage_and_repair(&env, |p| {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(p)
+            .expect("open")
+            .set_len(1000)
+            .expect("truncate")
+    });
 }

@@ -18,7 +18,9 @@ fn assert_one_line_exit2(o: &std::process::Output, needle: &str) {
 }
 
 fn is_mounted(env: &Env) -> bool {
-    fs::read_to_string("/proc/self/mountinfo").expect("mountinfo").contains(env.mnt.to_str().expect("utf8"))
+    fs::read_to_string("/proc/self/mountinfo")
+        .expect("mountinfo")
+        .contains(env.mnt.to_str().expect("utf8"))
 }
 
 #[test]
@@ -39,11 +41,18 @@ fn wrong_passphrase_fails_before_mounting_and_changes_nothing() {
     // Nothing in the store or keystore changed (the audit log may record the refusal).
     let after: Vec<_> = Env::all_bytes(env.dir.path());
     let strip = |v: Vec<(std::path::PathBuf, Vec<u8>)>| -> Vec<_> {
-        v.into_iter().filter(|(p, _)| !p.ends_with("audit.log") && !p.ends_with("pass") && !p.ends_with("lock")).collect()
+        v.into_iter()
+            .filter(|(p, _)| {
+                !p.ends_with("audit.log") && !p.ends_with("pass") && !p.ends_with("lock")
+            })
+            .collect()
     };
     assert_eq!(strip(before), strip(after));
     let audit = fs::read_to_string(env.keystore.join("audit.log")).expect("audit log");
-    assert!(audit.contains("\"outcome\":\"refused\""), "refusal audited: {audit}");
+    assert!(
+        audit.contains("\"outcome\":\"refused\""),
+        "refusal audited: {audit}"
+    );
 }
 
 #[test]
@@ -61,18 +70,30 @@ fn bad_stores_mount_points_and_keys_say_so() {
     // init refuses a non-empty directory and leaves it alone.
     fs::write(env.store.join("precious"), b"keep me").expect("write");
     assert_one_line_exit2(&env.coffer(&["init", s]), "is not empty");
-    assert_eq!(fs::read(env.store.join("precious")).expect("kept"), b"keep me");
+    assert_eq!(
+        fs::read(env.store.join("precious")).expect("kept"),
+        b"keep me"
+    );
     fs::remove_file(env.store.join("precious")).expect("rm");
     env.init();
     // Missing and non-directory mount points.
     let missing = env.path("nowhere");
-    assert_one_line_exit2(&env.coffer(&["mount", s, missing.to_str().expect("utf8")]), "does not exist");
+    assert_one_line_exit2(
+        &env.coffer(&["mount", s, missing.to_str().expect("utf8")]),
+        "does not exist",
+    );
     fs::write(env.path("afile"), b"").expect("write");
-    assert_one_line_exit2(&env.coffer(&["mount", s, env.path("afile").to_str().expect("utf8")]), "is not a directory");
+    assert_one_line_exit2(
+        &env.coffer(&["mount", s, env.path("afile").to_str().expect("utf8")]),
+        "is not a directory",
+    );
     // A second mount of the same store, or on a busy mount point, is refused.
     let mounted = env.mount();
     fs::create_dir(env.path("mnt2")).expect("mkdir");
-    assert_one_line_exit2(&env.coffer(&["mount", s, env.path("mnt2").to_str().expect("utf8")]), "is in use");
+    assert_one_line_exit2(
+        &env.coffer(&["mount", s, env.path("mnt2").to_str().expect("utf8")]),
+        "is in use",
+    );
     assert_one_line_exit2(&env.coffer(&["mount", s, m]), "already a mount point");
     assert_one_line_exit2(&env.coffer(&["fsck", s]), "is in use");
     // umount of a busy mount says so and leaves it mounted.
@@ -88,7 +109,12 @@ fn bad_stores_mount_points_and_keys_say_so() {
     // A keystore that lacks the store's key names the key id and the way to get it.
     let other = Env::new();
     let o = std::process::Command::new(common::bin())
-        .args(["init", other.store.to_str().expect("utf8"), "--rsa-bits", "2048"])
+        .args([
+            "init",
+            other.store.to_str().expect("utf8"),
+            "--rsa-bits",
+            "2048",
+        ])
         .env("COFFER_KEYSTORE", &other.keystore)
         .env("COFFER_PASSPHRASE_FILE", &other.pass)
         .output()
@@ -102,7 +128,10 @@ fn bad_stores_mount_points_and_keys_say_so() {
         .expect("mount");
     let info = env.coffer_ok(&["info", s, "--json"]);
     let v: serde_json::Value = serde_json::from_str(&info).expect("json");
-    let key_id = v["master_keys"][0]["key_id"].as_str().expect("key id").to_string();
+    let key_id = v["master_keys"][0]["key_id"]
+        .as_str()
+        .expect("key id")
+        .to_string();
     assert_one_line_exit2(&o, &key_id);
     assert!(stderr(&o).contains("coffer keys import"));
     // No passphrase source and no terminal: refuse instead of hanging.
@@ -120,10 +149,18 @@ fn bad_stores_mount_points_and_keys_say_so() {
 #[test]
 fn help_has_examples_and_info_has_no_secrets() {
     let env = Env::new();
-    for cmd in [vec!["--help"], vec!["init", "--help"], vec!["mount", "--help"], vec!["fsck", "--help"]] {
+    for cmd in [
+        vec!["--help"],
+        vec!["init", "--help"],
+        vec!["mount", "--help"],
+        vec!["fsck", "--help"],
+    ] {
         let o = env.coffer(&cmd);
         assert!(o.status.success());
-        assert!(String::from_utf8_lossy(&o.stdout).contains("coffer "), "{cmd:?} shows examples");
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("coffer "),
+            "{cmd:?} shows examples"
+        );
     }
     let o = env.coffer(&["frobnicate"]);
     assert_eq!(o.status.code(), Some(2), "usage error exits 2");
@@ -133,5 +170,8 @@ fn help_has_examples_and_info_has_no_secrets() {
     assert_eq!(v["format_version"], 1);
     assert_eq!(v["provider"], "local");
     assert_eq!(v["files"], 0);
-    assert!(!info.contains("private_key") && !info.contains("name_key"), "{info}");
+    assert!(
+        !info.contains("private_key") && !info.contains("name_key"),
+        "{info}"
+    );
 }

@@ -23,14 +23,30 @@ fn store_keystore_and_log_hold_no_plaintext() {
     fs::write(m.p(&format!("{dir}/{name}")), &content).expect("write");
     fs::write(m.p(&"MARKERLONG".repeat(25)), b"MARKERSMALL").expect("long name");
     std::os::unix::fs::symlink(link_target, m.p("ln")).expect("symlink");
-    fs::rename(m.p(&format!("{dir}/{name}")), m.p(&format!("{dir}/{name}-renamed"))).expect("rename");
+    fs::rename(
+        m.p(&format!("{dir}/{name}")),
+        m.p(&format!("{dir}/{name}-renamed")),
+    )
+    .expect("rename");
     m.umount();
     let mut checked = 0;
     for root in [&env.store, &env.keystore] {
         for (path, bytes) in Env::all_bytes(root) {
             let text = String::from_utf8_lossy(&bytes);
-            for marker in ["MARKERNAME", "MARKERDIR", "MARKERLINK", "MARKERCONTENT", "MARKERLONG", "MARKERSMALL", PASS] {
-                assert!(!text.contains(marker), "{marker} found in {}", path.display());
+            for marker in [
+                "MARKERNAME",
+                "MARKERDIR",
+                "MARKERLINK",
+                "MARKERCONTENT",
+                "MARKERLONG",
+                "MARKERSMALL",
+                PASS,
+            ] {
+                assert!(
+                    !text.contains(marker),
+                    "{marker} found in {}",
+                    path.display()
+                );
             }
             checked += 1;
         }

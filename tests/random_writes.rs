@@ -36,7 +36,10 @@ fn random_writes_match_a_model() {
     }
     let env = Env::new();
     env.init();
-    let seed = std::env::var("COFFER_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5EED_C0FF_EE);
+    let seed = std::env::var("COFFER_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5EED_C0FF_EE);
     eprintln!("seed {seed} (set COFFER_TEST_SEED to replay)");
     let mut rng = Rng(seed | 1);
     let mut models: Vec<Vec<u8>> = vec![Vec::new(); 3];
@@ -53,7 +56,12 @@ fn random_writes_match_a_model() {
                 let off = (base + rng.below(3000)).saturating_sub(1500);
                 let len = [1u64, 100, 4096, 65535, 65537, 300_000][rng.below(6) as usize];
                 let data = pattern(rng.next(), len as usize);
-                let f = OpenOptions::new().write(true).create(true).truncate(false).open(&path).expect("open");
+                let f = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&path)
+                    .expect("open");
                 f.write_all_at(&data, off).expect("pwrite");
                 let end = off as usize + data.len();
                 if model.len() < end {
@@ -63,7 +71,12 @@ fn random_writes_match_a_model() {
             }
             7 => {
                 let len = rng.below(400_000);
-                let f = OpenOptions::new().write(true).create(true).truncate(false).open(&path).expect("open");
+                let f = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&path)
+                    .expect("open");
                 f.set_len(len).expect("truncate");
                 model.resize(len as usize, 0);
             }
@@ -74,7 +87,11 @@ fn random_writes_match_a_model() {
                     let f = OpenOptions::new().read(true).open(&path).expect("open");
                     let mut buf = vec![0u8; len as usize];
                     f.read_exact_at(&mut buf, off).expect("pread");
-                    assert_eq!(&buf[..], &model[off as usize..(off + len) as usize], "pread at step {step}");
+                    assert_eq!(
+                        &buf[..],
+                        &model[off as usize..(off + len) as usize],
+                        "pread at step {step}"
+                    );
                 }
             }
             _ => {
@@ -97,5 +114,9 @@ fn random_writes_match_a_model() {
     }
     m.umount();
     let o = env.coffer(&["fsck", env.store.to_str().expect("utf8")]);
-    assert!(o.status.success(), "fsck after random writes: {}", String::from_utf8_lossy(&o.stdout));
+    assert!(
+        o.status.success(),
+        "fsck after random writes: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
 }

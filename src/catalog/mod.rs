@@ -70,7 +70,11 @@ impl Catalog {
     /// Create a new, empty catalog file (mode 0600) for `store_id`.
     pub fn create(path: &Path, store_id: &[u8; 16]) -> Result<Catalog, CatalogError> {
         use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
         let db = redb::Database::create(path)?;
         let tx = db.begin_write()?;
         {
@@ -115,7 +119,8 @@ impl Catalog {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(BATCHES)?;
         let v = t.get(&id[..])?;
-        v.map(|v| postcard::from_bytes(v.value()).map_err(|_| CatalogError::Record)).transpose()
+        v.map(|v| postcard::from_bytes(v.value()).map_err(|_| CatalogError::Record))
+            .transpose()
     }
 
     pub fn batches(&self) -> Result<Vec<([u8; 16], BatchRecord)>, CatalogError> {
@@ -125,7 +130,10 @@ impl Catalog {
         for row in t.iter()? {
             let (k, v) = row?;
             let id: [u8; 16] = k.value().try_into().map_err(|_| CatalogError::Record)?;
-            out.push((id, postcard::from_bytes(v.value()).map_err(|_| CatalogError::Record)?));
+            out.push((
+                id,
+                postcard::from_bytes(v.value()).map_err(|_| CatalogError::Record)?,
+            ));
         }
         Ok(out)
     }
@@ -134,7 +142,8 @@ impl Catalog {
         let tx = self.db.begin_read()?;
         let t = tx.open_table(FILES)?;
         let v = t.get(&id[..])?;
-        v.map(|v| postcard::from_bytes(v.value()).map_err(|_| CatalogError::Record)).transpose()
+        v.map(|v| postcard::from_bytes(v.value()).map_err(|_| CatalogError::Record))
+            .transpose()
     }
 
     pub fn files(&self) -> Result<Vec<([u8; 16], FileRecord)>, CatalogError> {
@@ -144,7 +153,10 @@ impl Catalog {
         for row in t.iter()? {
             let (k, v) = row?;
             let id: [u8; 16] = k.value().try_into().map_err(|_| CatalogError::Record)?;
-            out.push((id, postcard::from_bytes(v.value()).map_err(|_| CatalogError::Record)?));
+            out.push((
+                id,
+                postcard::from_bytes(v.value()).map_err(|_| CatalogError::Record)?,
+            ));
         }
         Ok(out)
     }
@@ -164,10 +176,13 @@ impl Catalog {
                         t.insert(&id[..], &bytes[..])?;
                     }
                     CatalogOp::SetLen(id, len) => {
-                        let cur = t.get(&id[..])?.map(|v| postcard::from_bytes::<FileRecord>(v.value()));
+                        let cur = t
+                            .get(&id[..])?
+                            .map(|v| postcard::from_bytes::<FileRecord>(v.value()));
                         if let Some(Ok(mut rec)) = cur {
                             rec.plain_len = *len;
-                            let bytes = postcard::to_stdvec(&rec).map_err(|_| CatalogError::Record)?;
+                            let bytes =
+                                postcard::to_stdvec(&rec).map_err(|_| CatalogError::Record)?;
                             t.insert(&id[..], &bytes[..])?;
                         }
                     }
@@ -198,21 +213,44 @@ mod tests {
         let store = [1u8; 16];
         let c = Catalog::create(&p, &store).expect("create");
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&p).expect("meta").permissions().mode() & 0o777, 0o600);
-        let b = BatchRecord { wrapped: vec![9; 384], created: 5 };
+        assert_eq!(
+            std::fs::metadata(&p).expect("meta").permissions().mode() & 0o777,
+            0o600
+        );
+        let b = BatchRecord {
+            wrapped: vec![9; 384],
+            created: 5,
+        };
         c.put_batch(&[2; 16], &b).expect("batch");
-        let rec = FileRecord { batch_id: [2; 16], wrapped_key: vec![1; 60], plain_len: 10 };
-        c.apply(&[CatalogOp::Put([3; 16], rec.clone()), CatalogOp::SetLen([3; 16], 99)], true)
-            .expect("apply");
+        let rec = FileRecord {
+            batch_id: [2; 16],
+            wrapped_key: vec![1; 60],
+            plain_len: 10,
+        };
+        c.apply(
+            &[
+                CatalogOp::Put([3; 16], rec.clone()),
+                CatalogOp::SetLen([3; 16], 99),
+            ],
+            true,
+        )
+        .expect("apply");
         drop(c);
         let c = Catalog::open(&p, &store).expect("reopen");
         assert_eq!(c.batch(&[2; 16]).expect("get"), Some(b));
-        assert_eq!(c.file(&[3; 16]).expect("get").map(|r| r.plain_len), Some(99));
-        c.apply(&[CatalogOp::Remove([3; 16])], true).expect("remove");
+        assert_eq!(
+            c.file(&[3; 16]).expect("get").map(|r| r.plain_len),
+            Some(99)
+        );
+        c.apply(&[CatalogOp::Remove([3; 16])], true)
+            .expect("remove");
         assert_eq!(c.file(&[3; 16]).expect("get"), None);
         assert_eq!(c.files().expect("list").len(), 0);
         drop(c);
-        assert!(matches!(Catalog::open(&p, &[9; 16]), Err(CatalogError::WrongStore)));
+        assert!(matches!(
+            Catalog::open(&p, &[9; 16]),
+            Err(CatalogError::WrongStore)
+        ));
     }
 
     #[test]

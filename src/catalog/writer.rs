@@ -31,7 +31,10 @@ impl CatalogWriter {
         let thread = std::thread::Builder::new()
             .name("coffer-catalog".into())
             .spawn(move || run(catalog, rx))?;
-        Ok(CatalogWriter { tx: std::sync::Mutex::new(Some(tx)), thread: std::sync::Mutex::new(Some(thread)) })
+        Ok(CatalogWriter {
+            tx: std::sync::Mutex::new(Some(tx)),
+            thread: std::sync::Mutex::new(Some(thread)),
+        })
     }
 
     pub fn send(&self, op: CatalogOp) {
@@ -46,7 +49,10 @@ impl CatalogWriter {
     pub fn sync(&self) -> bool {
         let (ack_tx, ack_rx) = channel();
         let sent = match self.tx.lock() {
-            Ok(g) => g.as_ref().map(|tx| tx.send(Msg::Sync(ack_tx)).is_ok()).unwrap_or(false),
+            Ok(g) => g
+                .as_ref()
+                .map(|tx| tx.send(Msg::Sync(ack_tx)).is_ok())
+                .unwrap_or(false),
             Err(_) => false,
         };
         sent && ack_rx.recv().unwrap_or(false)

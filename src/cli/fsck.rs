@@ -27,7 +27,9 @@ pub struct FsckArgs {
 
 pub fn run(a: FsckArgs) -> CliResult {
     let _lock = StoreLock::acquire(&a.store).map_err(|e| match e {
-        crate::store::StoreError::Io(..) => Failure::from(crate::store::StoreError::NotAStore(a.store.clone())),
+        crate::store::StoreError::Io(..) => {
+            Failure::from(crate::store::StoreError::NotAStore(a.store.clone()))
+        }
         e => Failure::from(e),
     })?;
     let (desc, private, names) = unlock(&a.store, &a.keys)?;
@@ -35,7 +37,9 @@ pub fn run(a: FsckArgs) -> CliResult {
     let mut _scratch = None;
     let (catalog, bad) = match fsck::open_catalog(&a.store, &sid) {
         CatalogState::Good(c) => (Arc::new(c), None),
-        CatalogState::Bad(why) if a.repair => (Arc::new(fsck::rebuild_catalog(&a.store, &sid)?), Some(why)),
+        CatalogState::Bad(why) if a.repair => {
+            (Arc::new(fsck::rebuild_catalog(&a.store, &sid)?), Some(why))
+        }
         CatalogState::Bad(why) => {
             let (dir, c) = fsck::scratch_catalog(&sid)?;
             _scratch = Some(dir);
@@ -43,7 +47,14 @@ pub fn run(a: FsckArgs) -> CliResult {
         }
     };
     let store = OpenStore::with_catalog(&a.store, desc, Some(private), names, catalog)?;
-    let report = fsck::check(&store, &Options { repair: a.repair, show_names: a.names }, bad);
+    let report = fsck::check(
+        &store,
+        &Options {
+            repair: a.repair,
+            show_names: a.names,
+        },
+        bad,
+    );
     for p in &report.problems {
         println!("problem: {p}");
     }

@@ -57,13 +57,18 @@ struct Counts {
 
 fn walk(dir: &Path, g: BlockGeometry, c: &mut Counts, seen: &mut std::collections::HashSet<u64>) {
     use std::os::unix::fs::MetadataExt;
-    let Ok(it) = std::fs::read_dir(dir) else { return };
+    let Ok(it) = std::fs::read_dir(dir) else {
+        return;
+    };
     for e in it.flatten() {
         let n = e.file_name();
         let b = n.as_bytes();
         let Ok(m) = e.metadata() else { continue };
         c.cipher += m.len();
-        if b == DIRIV_NAME.as_bytes() || b.starts_with(LONG_SIDECAR_PREFIX.as_bytes()) || b.starts_with(b".tmp-") {
+        if b == DIRIV_NAME.as_bytes()
+            || b.starts_with(LONG_SIDECAR_PREFIX.as_bytes())
+            || b.starts_with(b".tmp-")
+        {
             continue;
         }
         if m.is_dir() {
@@ -81,7 +86,12 @@ fn walk(dir: &Path, g: BlockGeometry, c: &mut Counts, seen: &mut std::collection
 pub fn run(a: InfoArgs) -> CliResult {
     let desc = Descriptor::load(&a.store)?;
     let mut c = Counts::default();
-    walk(&a.store.join(DATA), BlockGeometry::new(desc.block_shift), &mut c, &mut Default::default());
+    walk(
+        &a.store.join(DATA),
+        BlockGeometry::new(desc.block_shift),
+        &mut c,
+        &mut Default::default(),
+    );
     // The catalog is open (and locked) while a mount runs; then its count is not available.
     let mounted = match StoreLock::acquire(&a.store) {
         Ok(_) => None,
@@ -105,7 +115,14 @@ pub fn run(a: InfoArgs) -> CliResult {
         copy: desc.copy.clone(),
         rsa_bits: desc.rsa_bits,
         block_size: 1 << desc.block_shift,
-        master_keys: desc.master_keys.iter().map(|m| KeyInfo { version: m.version, key_id: m.key_id.clone() }).collect(),
+        master_keys: desc
+            .master_keys
+            .iter()
+            .map(|m| KeyInfo {
+                version: m.version,
+                key_id: m.key_id.clone(),
+            })
+            .collect(),
         files: c.files,
         directories: c.dirs,
         symlinks: c.links,
@@ -133,7 +150,10 @@ pub fn run(a: InfoArgs) -> CliResult {
     for k in &info.master_keys {
         println!("master key:     version {} id {}", k.version, k.key_id);
     }
-    println!("files:          {} ({} bytes plaintext, {} bytes on disk)", info.files, info.plaintext_bytes, info.ciphertext_bytes);
+    println!(
+        "files:          {} ({} bytes plaintext, {} bytes on disk)",
+        info.files, info.plaintext_bytes, info.ciphertext_bytes
+    );
     println!("directories:    {}", info.directories);
     println!("symlinks:       {}", info.symlinks);
     match info.catalog_records {

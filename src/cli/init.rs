@@ -48,7 +48,10 @@ fn parse_block_size(s: &str) -> Result<u8, String> {
     } else {
         (t.as_str(), 1)
     };
-    let v: u64 = num.parse::<u64>().map_err(|_| format!("'{s}' is not a size"))? * mult;
+    let v: u64 = num
+        .parse::<u64>()
+        .map_err(|_| format!("'{s}' is not a size"))?
+        * mult;
     if !v.is_power_of_two() || !(4096..=1 << 20).contains(&v) {
         return Err("block size must be a power of two from 4K to 1M".into());
     }

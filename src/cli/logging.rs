@@ -8,15 +8,27 @@ pub fn init_logging(file: Option<&Path>, default_level: &str) -> std::io::Result
     let filter = tracing_subscriber::EnvFilter::try_from_env("COFFER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let _ = tracing_log::LogTracer::init();
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     match file {
         Some(p) => {
             if let Some(dir) = p.parent() {
                 use std::os::unix::fs::DirBuilderExt;
-                let _ = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir);
+                let _ = std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir);
             }
-            let f = std::fs::OpenOptions::new().append(true).create(true).mode(0o600).open(p)?;
-            let _ = builder.with_ansi(false).with_writer(std::sync::Mutex::new(f)).try_init();
+            let f = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o600)
+                .open(p)?;
+            let _ = builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(f))
+                .try_init();
         }
         None => {
             let _ = builder.with_writer(std::io::stderr).try_init();

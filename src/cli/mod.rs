@@ -58,16 +58,22 @@ pub struct KeyOpts {
 #[derive(Subcommand)]
 enum Command {
     /// Create a new store in an absent or empty directory, and its keys
-    #[command(after_help = "Example:\n  coffer init /srv/backup/store --passphrase-file /root/pass --policy daily --copy primary\n\nPrints the new store's id.")]
+    #[command(
+        after_help = "Example:\n  coffer init /srv/backup/store --passphrase-file /root/pass --policy daily --copy primary\n\nPrints the new store's id."
+    )]
     Init(init::InitArgs),
     /// Mount a store; returns once the filesystem is serving
-    #[command(after_help = "Examples:\n  coffer mount /srv/backup/store /mnt/backup --passphrase-file /root/pass\n  coffer mount /srv/backup/store /mnt/backup --read-only --allow-other\n\nStop it with `coffer umount MOUNTPOINT` (or SIGTERM to the daemon).")]
+    #[command(
+        after_help = "Examples:\n  coffer mount /srv/backup/store /mnt/backup --passphrase-file /root/pass\n  coffer mount /srv/backup/store /mnt/backup --read-only --allow-other\n\nStop it with `coffer umount MOUNTPOINT` (or SIGTERM to the daemon)."
+    )]
     Mount(mount::MountArgs),
     /// Flush and unmount a mounted store, and wait for its daemon to exit
     #[command(after_help = "Example:\n  coffer umount /mnt/backup")]
     Umount(umount::UmountArgs),
     /// Check every header, block, name and catalog record of a store
-    #[command(after_help = "Examples:\n  coffer fsck /srv/backup/store --passphrase-file /root/pass\n  coffer fsck /srv/backup/store --passphrase-file /root/pass --repair\n\nExit code 1 when problems remain. The store must not be mounted.")]
+    #[command(
+        after_help = "Examples:\n  coffer fsck /srv/backup/store --passphrase-file /root/pass\n  coffer fsck /srv/backup/store --passphrase-file /root/pass --repair\n\nExit code 1 when problems remain. The store must not be mounted."
+    )]
     Fsck(fsck::FsckArgs),
     /// Show a store's id, format, provider, key ids and sizes (never a secret)
     #[command(after_help = "Example:\n  coffer info /srv/backup/store --json")]
@@ -82,7 +88,10 @@ pub struct Failure {
 
 impl<E: std::fmt::Display> From<E> for Failure {
     fn from(e: E) -> Self {
-        Failure { code: 2, message: e.to_string() }
+        Failure {
+            code: 2,
+            message: e.to_string(),
+        }
     }
 }
 

@@ -52,9 +52,12 @@ fn default_log(store_id: &str) -> PathBuf {
     if unsafe { libc::geteuid() } == 0 {
         return PathBuf::from(format!("/var/log/coffer/{store_id}.log"));
     }
-    let base = std::env::var_os("XDG_STATE_HOME").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into())).join(".local/state")
-    });
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| ".".into()))
+                .join(".local/state")
+        });
     base.join(format!("coffer/{store_id}.log"))
 }
 
@@ -70,23 +73,36 @@ fn check_mountpoint(mnt: &Path) -> Result<PathBuf, Failure> {
             )))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Failure::from(format!("mount point {} does not exist", mnt.display())))
+            return Err(Failure::from(format!(
+                "mount point {} does not exist",
+                mnt.display()
+            )))
         }
         Err(e) => return Err(Failure::from(format!("mount point {}: {e}", mnt.display()))),
     };
     if !meta.is_dir() {
-        return Err(Failure::from(format!("mount point {} is not a directory", mnt.display())));
+        return Err(Failure::from(format!(
+            "mount point {} is not a directory",
+            mnt.display()
+        )));
     }
     let abs = mnt.canonicalize()?;
     if super::umount::find_mount(&abs).is_some() || is_mountpoint(&abs) {
-        return Err(Failure::from(format!("{} is already a mount point", abs.display())));
+        return Err(Failure::from(format!(
+            "{} is already a mount point",
+            abs.display()
+        )));
     }
     if !Path::new("/dev/fuse").exists() {
-        return Err(Failure::from("/dev/fuse is missing: load the fuse kernel module (modprobe fuse)"));
+        return Err(Failure::from(
+            "/dev/fuse is missing: load the fuse kernel module (modprobe fuse)",
+        ));
     }
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 && which("fusermount3").is_none() {
-        return Err(Failure::from("fusermount3 is not installed (apt-get install fuse3)"));
+        return Err(Failure::from(
+            "fusermount3 is not installed (apt-get install fuse3)",
+        ));
     }
     Ok(abs)
 }
@@ -100,16 +116,26 @@ fn is_mountpoint(p: &Path) -> bool {
 }
 
 fn which(bin: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(bin)).find(|p| p.is_file())
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(bin))
+        .find(|p| p.is_file())
 }
 
 pub fn run(a: MountArgs) -> CliResult {
     let mnt = check_mountpoint(&a.mountpoint)?;
-    let root = a.store.canonicalize().map_err(|_| crate::store::StoreError::NotAStore(a.store.clone()))?;
+    let root = a
+        .store
+        .canonicalize()
+        .map_err(|_| crate::store::StoreError::NotAStore(a.store.clone()))?;
     let (desc, private, names) = unlock(&root, &a.keys)?;
     let lock = StoreLock::acquire(&root)?;
     let store = OpenStore::open(&root, desc, Some(private), names)?;
-    let log = a.log.clone().unwrap_or_else(|| default_log(&store.desc.store_id));
+    let log = a
+        .log
+        .clone()
+        .unwrap_or_else(|| default_log(&store.desc.store_id));
     let cfg = MountConfig {
         read_only: a.read_only,
         allow_other: a.allow_other,
@@ -146,7 +172,9 @@ pub fn run(a: MountArgs) -> CliResult {
                 "the mount daemon exited before mounting; see {}",
                 log.display()
             ))),
-            None => Err(Failure::from(msg.trim_start_matches("error: ").trim().to_string())),
+            None => Err(Failure::from(
+                msg.trim_start_matches("error: ").trim().to_string(),
+            )),
         };
     }
     drop(rd);
@@ -187,7 +215,12 @@ fn daemonize() {
     }
 }
 
-fn serve(store: OpenStore, mnt: &Path, cfg: MountConfig, mut ready: Option<std::fs::File>) -> Result<(), Failure> {
+fn serve(
+    store: OpenStore,
+    mnt: &Path,
+    cfg: MountConfig,
+    mut ready: Option<std::fs::File>,
+) -> Result<(), Failure> {
     let fail = |ready: &mut Option<std::fs::File>, msg: String| {
         if let Some(r) = ready.as_mut() {
             let _ = write!(r, "error: {msg}");
@@ -195,14 +228,22 @@ fn serve(store: OpenStore, mnt: &Path, cfg: MountConfig, mut ready: Option<std::
         Failure::from(msg)
     };
     if let Err(e) = store.start_catalog_writer() {
-        return Err(fail(&mut ready, format!("cannot start the catalog writer: {e}")));
+        return Err(fail(
+            &mut ready,
+            format!("cannot start the catalog writer: {e}"),
+        ));
     }
     raise_fd_limit();
     let source = format!("coffer:{}", store.root.display());
     let store = Arc::new(store);
     let fs = match CofferFs::new(store.clone(), cfg.clone()) {
         Ok(fs) => fs,
-        Err(e) => return Err(fail(&mut ready, format!("cannot open the store's data directory: {e:?}"))),
+        Err(e) => {
+            return Err(fail(
+                &mut ready,
+                format!("cannot open the store's data directory: {e:?}"),
+            ))
+        }
     };
     let mut options = vec![
         fuser::MountOption::FSName(source),
@@ -216,7 +257,11 @@ fn serve(store: OpenStore, mnt: &Path, cfg: MountConfig, mut ready: Option<std::
     }
     let mut config = fuser::Config::default();
     config.mount_options = options;
-    config.acl = if cfg.allow_other { fuser::SessionACL::All } else { fuser::SessionACL::Owner };
+    config.acl = if cfg.allow_other {
+        fuser::SessionACL::All
+    } else {
+        fuser::SessionACL::Owner
+    };
     config.n_threads = Some(cfg.threads);
     config.clone_fd = true;
     let mut session = match fuser::Session::new(fs, mnt, &config) {
@@ -228,7 +273,10 @@ fn serve(store: OpenStore, mnt: &Path, cfg: MountConfig, mut ready: Option<std::
                 ""
             };
             store.catalog_close();
-            return Err(fail(&mut ready, format!("cannot mount on {}: {e}{hint}", mnt.display())));
+            return Err(fail(
+                &mut ready,
+                format!("cannot mount on {}: {e}{hint}", mnt.display()),
+            ));
         }
     };
     tracing::info!("serving {} on {}", store.root.display(), mnt.display());
@@ -241,15 +289,17 @@ fn serve(store: OpenStore, mnt: &Path, cfg: MountConfig, mut ready: Option<std::
     let mnt_owned = mnt.to_path_buf();
     match signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT, libc::SIGHUP]) {
         Ok(mut signals) => {
-            let _ = std::thread::Builder::new().name("coffer-signals".into()).spawn(move || {
-                if let Some(sig) = signals.forever().next() {
-                    tracing::info!("signal {sig}: unmounting {}", mnt_owned.display());
-                    if let Err(e) = unmounter.unmount() {
-                        tracing::warn!("unmount failed ({e}); detaching lazily");
-                        lazy_unmount(&mnt_owned);
+            let _ = std::thread::Builder::new()
+                .name("coffer-signals".into())
+                .spawn(move || {
+                    if let Some(sig) = signals.forever().next() {
+                        tracing::info!("signal {sig}: unmounting {}", mnt_owned.display());
+                        if let Err(e) = unmounter.unmount() {
+                            tracing::warn!("unmount failed ({e}); detaching lazily");
+                            lazy_unmount(&mnt_owned);
+                        }
                     }
-                }
-            });
+                });
         }
         Err(e) => tracing::warn!("cannot install signal handlers: {e}"),
     }
@@ -263,14 +313,20 @@ fn lazy_unmount(mnt: &Path) {
     if let Ok(c) = std::ffi::CString::new(mnt.as_os_str().as_bytes()) {
         // SAFETY: c is NUL-terminated.
         if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
-            let _ = std::process::Command::new("fusermount3").arg("-uz").arg(mnt).status();
+            let _ = std::process::Command::new("fusermount3")
+                .arg("-uz")
+                .arg(mnt)
+                .status();
         }
     }
 }
 
 /// Every inode the kernel knows is held as an O_PATH descriptor: allow many.
 fn raise_fd_limit() {
-    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: r is a valid rlimit to fill and then to pass back.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {

@@ -41,7 +41,10 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() + 0 && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len() + 0
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -59,11 +62,19 @@ fn alive(pid: u32) -> bool {
 
 pub fn run(a: UmountArgs) -> CliResult {
     // A stale mount (daemon killed) cannot be canonicalized: use the path as given.
-    let mnt = a.mountpoint.canonicalize().unwrap_or_else(|_| std::path::absolute(&a.mountpoint).unwrap_or(a.mountpoint.clone()));
+    let mnt = a
+        .mountpoint
+        .canonicalize()
+        .unwrap_or_else(|_| std::path::absolute(&a.mountpoint).unwrap_or(a.mountpoint.clone()));
     let Some((_, store)) = find_mount(&mnt) else {
-        return Err(Failure::from(format!("{} is not a mounted coffer store", mnt.display())));
+        return Err(Failure::from(format!(
+            "{} is not a mounted coffer store",
+            mnt.display()
+        )));
     };
-    let daemon = StoreLock::holder(&store).map(|(pid, _)| pid).filter(|p| alive(*p) && *p != std::process::id());
+    let daemon = StoreLock::holder(&store)
+        .map(|(pid, _)| pid)
+        .filter(|p| alive(*p) && *p != std::process::id());
     unmount(&mnt)?;
     if let Some(pid) = daemon {
         let deadline = Instant::now() + Duration::from_secs(a.timeout);
@@ -84,7 +95,11 @@ pub fn run(a: UmountArgs) -> CliResult {
 fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
-        .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().starts_with('Z')))
+        .and_then(|s| {
+            s.rsplit(')')
+                .next()
+                .map(|r| r.trim_start().starts_with('Z'))
+        })
         .unwrap_or(false)
 }
 
@@ -110,10 +125,18 @@ fn unmount(mnt: &Path) -> Result<(), Failure> {
         .arg("-u")
         .arg(mnt)
         .output()
-        .map_err(|e| Failure::from(format!("cannot run fusermount3 (apt-get install fuse3): {e}")))?;
+        .map_err(|e| {
+            Failure::from(format!(
+                "cannot run fusermount3 (apt-get install fuse3): {e}"
+            ))
+        })?;
     if out.status.success() {
         return Ok(());
     }
     let err = String::from_utf8_lossy(&out.stderr);
-    Err(Failure::from(format!("cannot unmount {}: {}", mnt.display(), err.trim())))
+    Err(Failure::from(format!(
+        "cannot unmount {}: {}",
+        mnt.display(),
+        err.trim()
+    )))
 }

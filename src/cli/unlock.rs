@@ -21,12 +21,19 @@ pub fn open_keystore(opts: &KeyOpts, create: bool) -> Result<Keystore, Failure> 
             dir.display()
         )));
     }
-    let pass = read_passphrase(opts.passphrase_file.as_ref(), "Keystore passphrase", !exists)?;
+    let pass = read_passphrase(
+        opts.passphrase_file.as_ref(),
+        "Keystore passphrase",
+        !exists,
+    )?;
     Ok(Keystore::open_or_create(&dir, &pass)?)
 }
 
 /// Load the descriptor and unlock the store's private key and name key.
-pub fn unlock(root: &Path, opts: &KeyOpts) -> Result<(Descriptor, StorePrivateKey, NameKey), Failure> {
+pub fn unlock(
+    root: &Path,
+    opts: &KeyOpts,
+) -> Result<(Descriptor, StorePrivateKey, NameKey), Failure> {
     let desc = Descriptor::load(root)?;
     if desc.provider != "local" {
         return Err(Failure::from(format!(

@@ -59,7 +59,12 @@ pub fn open_vec(kek: &Secret32, aad: &[u8], sealed: &[u8]) -> Result<Vec<u8>, Cr
     let (body, tag) = rest.split_at(rest.len() - TAG_LEN);
     let mut buf = body.to_vec();
     cipher
-        .decrypt_in_place_detached(Nonce::from_slice(nonce), aad, &mut buf, Tag::from_slice(tag))
+        .decrypt_in_place_detached(
+            Nonce::from_slice(nonce),
+            aad,
+            &mut buf,
+            Tag::from_slice(tag),
+        )
         .map_err(|_| CryptoError::Auth)?;
     Ok(buf)
 }
@@ -121,12 +126,24 @@ mod tests {
         let back = open_key(&kek, b"file 1", &w).expect("opens");
         assert_eq!(back.expose(), key.expose());
         // Wrong AAD, wrong KEK, a flipped bit and a short input are all refused.
-        assert!(matches!(open_key(&kek, b"file 2", &w), Err(CryptoError::Auth)));
-        assert!(matches!(open_key(&Secret32::random(), b"file 1", &w), Err(CryptoError::Auth)));
+        assert!(matches!(
+            open_key(&kek, b"file 2", &w),
+            Err(CryptoError::Auth)
+        ));
+        assert!(matches!(
+            open_key(&Secret32::random(), b"file 1", &w),
+            Err(CryptoError::Auth)
+        ));
         let mut bad = w;
         bad[20] ^= 1;
-        assert!(matches!(open_key(&kek, b"file 1", &bad), Err(CryptoError::Auth)));
-        assert!(matches!(open_key(&kek, b"file 1", &w[..59]), Err(CryptoError::Malformed)));
+        assert!(matches!(
+            open_key(&kek, b"file 1", &bad),
+            Err(CryptoError::Auth)
+        ));
+        assert!(matches!(
+            open_key(&kek, b"file 1", &w[..59]),
+            Err(CryptoError::Malformed)
+        ));
     }
 
     #[test]

@@ -17,15 +17,23 @@ impl Default for KdfParams {
     /// 64 MiB, 3 passes: about 0.2 s on one core of the reference machine; OWASP's Argon2id
     /// guidance asks for at least 19 MiB and 2 passes.
     fn default() -> Self {
-        KdfParams { m_cost: 64 * 1024, t_cost: 3, p_cost: 1 }
+        KdfParams {
+            m_cost: 64 * 1024,
+            t_cost: 3,
+            p_cost: 1,
+        }
     }
 }
 
 impl KdfParams {
     /// Refuse parameters that would make a hostile file cost unbounded memory or time.
     pub fn check(&self) -> Result<(), CryptoError> {
-        if self.m_cost < 8 * 1024 || self.m_cost > 4 * 1024 * 1024 || self.t_cost == 0
-            || self.t_cost > 64 || self.p_cost == 0 || self.p_cost > 16
+        if self.m_cost < 8 * 1024
+            || self.m_cost > 4 * 1024 * 1024
+            || self.t_cost == 0
+            || self.t_cost > 64
+            || self.p_cost == 0
+            || self.p_cost > 16
         {
             return Err(CryptoError::Kdf("KDF parameters out of range".into()));
         }

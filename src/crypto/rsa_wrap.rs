@@ -26,11 +26,16 @@ impl StorePrivateKey {
         StorePublicKey(self.0.to_public_key())
     }
     pub fn to_der(&self) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
-        let doc = self.0.to_pkcs8_der().map_err(|e| CryptoError::Rsa(e.to_string()))?;
+        let doc = self
+            .0
+            .to_pkcs8_der()
+            .map_err(|e| CryptoError::Rsa(e.to_string()))?;
         Ok(Zeroizing::new(doc.as_bytes().to_vec()))
     }
     pub fn from_der(der: &[u8]) -> Result<Self, CryptoError> {
-        RsaPrivateKey::from_pkcs8_der(der).map(StorePrivateKey).map_err(|_| CryptoError::Malformed)
+        RsaPrivateKey::from_pkcs8_der(der)
+            .map(StorePrivateKey)
+            .map_err(|_| CryptoError::Malformed)
     }
     pub fn unwrap_batch_key(&self, wrapped: &[u8]) -> Result<BatchKey, CryptoError> {
         let mut plain = self
@@ -51,14 +56,20 @@ impl StorePublicKey {
             .map_err(|e| CryptoError::Rsa(e.to_string()))
     }
     pub fn from_der(der: &[u8]) -> Result<Self, CryptoError> {
-        RsaPublicKey::from_public_key_der(der).map(StorePublicKey).map_err(|_| CryptoError::Malformed)
+        RsaPublicKey::from_public_key_der(der)
+            .map(StorePublicKey)
+            .map_err(|_| CryptoError::Malformed)
     }
     pub fn bits(&self) -> usize {
         self.0.size() * 8
     }
     pub fn wrap_batch_key(&self, key: &BatchKey) -> Result<Vec<u8>, CryptoError> {
         self.0
-            .encrypt(&mut rand_core::OsRng, Oaep::new::<sha2::Sha256>(), key.expose())
+            .encrypt(
+                &mut rand_core::OsRng,
+                Oaep::new::<sha2::Sha256>(),
+                key.expose(),
+            )
             .map_err(|e| CryptoError::Rsa(e.to_string()))
     }
     pub fn same_as(&self, other: &StorePublicKey) -> bool {

@@ -61,7 +61,9 @@ pub fn cipher_len_for(g: BlockGeometry, plain_len: u64) -> u64 {
 /// length (a cut inside the overhead of a block, or a header without blocks).
 pub fn plain_len_from_cipher(g: BlockGeometry, cipher_len: u64) -> Result<u64, FormatError> {
     let bad = FormatError::Length(cipher_len);
-    let body = cipher_len.checked_sub(HEADER_LEN as u64).ok_or_else(|| bad.clone())?;
+    let body = cipher_len
+        .checked_sub(HEADER_LEN as u64)
+        .ok_or_else(|| bad.clone())?;
     let full = g.block_size() + BLOCK_OVERHEAD as u64;
     if body < BLOCK_OVERHEAD as u64 {
         return Err(bad);
@@ -197,7 +199,9 @@ mod tests {
         // Seal a multi-block buffer block by block and open it again, as the fs layer does.
         let c = BlockCipher::new(&Secret32::random());
         let id = [9u8; 16];
-        let data: Vec<u8> = (0..(3u32 << 20) + 77).map(|i| (i * 31 % 251) as u8).collect();
+        let data: Vec<u8> = (0..(3u32 << 20) + 77)
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
         let bs = G.block_size() as usize;
         let n = blocks_for(G, data.len() as u64) as usize;
         let mut sealed = Vec::new();

@@ -51,7 +51,11 @@ impl Header {
     }
 
     /// Unwrap this file's key with its batch key and check the commitment.
-    pub fn unwrap_key(&self, store_id: &[u8; 16], batch: &BatchKey) -> Result<FileKey, CryptoError> {
+    pub fn unwrap_key(
+        &self,
+        store_id: &[u8; 16],
+        batch: &BatchKey,
+    ) -> Result<FileKey, CryptoError> {
         let aad = key_aad(store_id, &self.batch_id, &self.file_id);
         let key = FileKey::from_secret(crypto::open_key(batch.secret(), &aad, &self.wrapped_key)?);
         if !crypto::ct_eq(&commitment(&key, &self.file_id), &self.commitment) {
@@ -70,7 +74,12 @@ impl Header {
         b[4] = self.version;
         b[5] = self.block_shift;
         let mut o = 8;
-        for part in [&self.file_id[..], &self.batch_id, &self.wrapped_key, &self.commitment] {
+        for part in [
+            &self.file_id[..],
+            &self.batch_id,
+            &self.wrapped_key,
+            &self.commitment,
+        ] {
             b[o..o + part.len()].copy_from_slice(part);
             o += part.len();
         }
@@ -137,7 +146,10 @@ mod tests {
         let enc = h.encode();
         let d = Header::decode(&enc).expect("decodes");
         assert_eq!(d, h);
-        assert_eq!(d.unwrap_key(&store, &batch).expect("unwraps").expose(), fk.expose());
+        assert_eq!(
+            d.unwrap_key(&store, &batch).expect("unwraps").expose(),
+            fk.expose()
+        );
         // Another store id, another batch key, a changed commitment: all refused.
         assert!(d.unwrap_key(&[8u8; 16], &batch).is_err());
         assert!(d.unwrap_key(&store, &BatchKey::random()).is_err());
@@ -148,7 +160,13 @@ mod tests {
 
     #[test]
     fn header_rejects_garbage() {
-        let h = Header::new(&[0; 16], 16, [1; 16], &BatchKey::random(), &FileKey::random());
+        let h = Header::new(
+            &[0; 16],
+            16,
+            [1; 16],
+            &BatchKey::random(),
+            &FileKey::random(),
+        );
         let enc = h.encode();
         let mut m = enc;
         m[0] = b'X';

@@ -11,8 +11,8 @@ pub use block::{
 };
 pub use header::{Header, HEADER_LEN, MAGIC};
 pub use names::{
-    decode_symlink, encode_symlink, symlink_plain_len, NameCodec, NameError, StoredName, DIRIV_NAME, DIRIV_LEN, LONG_PREFIX,
-    LONG_SIDECAR_PREFIX,
+    decode_symlink, encode_symlink, symlink_plain_len, NameCodec, NameError, StoredName, DIRIV_LEN,
+    DIRIV_NAME, LONG_PREFIX, LONG_SIDECAR_PREFIX,
 };
 
 /// Version of the ciphertext file format and the store layout.

@@ -41,7 +41,11 @@ pub enum StoredName {
     /// The encoding itself is the entry name.
     Short(String),
     /// The entry is `entry`; `sidecar` holds `encoded`.
-    Long { entry: String, sidecar: String, encoded: String },
+    Long {
+        entry: String,
+        sidecar: String,
+        encoded: String,
+    },
 }
 
 impl StoredName {
@@ -62,12 +66,20 @@ impl NameCodec {
     pub fn new(key: &NameKey) -> Self {
         let names = crypto::derive_subkey("coffer 2026-11 file names", key.secret());
         let links = crypto::derive_subkey("coffer 2026-11 symlink targets", key.secret());
-        NameCodec { names: BlockCipher::new(&names), links }
+        NameCodec {
+            names: BlockCipher::new(&names),
+            links,
+        }
     }
 
     pub fn encrypt(&self, dir_iv: &[u8; DIRIV_LEN], name: &OsStr) -> Result<StoredName, NameError> {
         let plain = name.as_bytes();
-        if plain.is_empty() || plain == b"." || plain == b".." || plain.contains(&0) || plain.contains(&b'/') {
+        if plain.is_empty()
+            || plain == b"."
+            || plain == b".."
+            || plain.contains(&0)
+            || plain.contains(&b'/')
+        {
             return Err(NameError::Invalid);
         }
         if plain.len() > PLAIN_NAME_MAX {
@@ -92,7 +104,9 @@ impl NameCodec {
 
     /// Decrypt an encoded name (the entry itself, or a long name's sidecar content).
     pub fn decrypt(&self, dir_iv: &[u8; DIRIV_LEN], encoded: &str) -> Result<OsString, NameError> {
-        let mut buf = B64.decode(encoded.as_bytes()).map_err(|_| NameError::Undecryptable)?;
+        let mut buf = B64
+            .decode(encoded.as_bytes())
+            .map_err(|_| NameError::Undecryptable)?;
         if buf.len() < 32 || (buf.len() - 16) % 16 != 0 {
             return Err(NameError::Undecryptable);
         }
@@ -121,12 +135,17 @@ pub fn encode_symlink(codec: &NameCodec, target: &[u8]) -> Result<String, NameEr
     if target.is_empty() || target.len() > 3000 {
         return Err(NameError::TooLong);
     }
-    Ok(B64.encode(crypto::seal_vec(codec.link_key(), b"coffer/v1/symlink", target)))
+    Ok(B64.encode(crypto::seal_vec(
+        codec.link_key(),
+        b"coffer/v1/symlink",
+        target,
+    )))
 }
 
 pub fn decode_symlink(codec: &NameCodec, stored: &[u8]) -> Result<Vec<u8>, NameError> {
     let sealed = B64.decode(stored).map_err(|_| NameError::Undecryptable)?;
-    crypto::open_vec(codec.link_key(), b"coffer/v1/symlink", &sealed).map_err(|_| NameError::Undecryptable)
+    crypto::open_vec(codec.link_key(), b"coffer/v1/symlink", &sealed)
+        .map_err(|_| NameError::Undecryptable)
 }
 
 /// Plaintext length of a symlink target from the stored target's length.
@@ -148,11 +167,20 @@ mod tests {
         let iv = [5u8; 16];
         let a = c.encrypt(&iv, OsStr::new("report.pdf")).expect("enc");
         assert_eq!(a, c.encrypt(&iv, OsStr::new("report.pdf")).expect("enc"));
-        assert_ne!(a, c.encrypt(&[6u8; 16], OsStr::new("report.pdf")).expect("enc"));
-        let StoredName::Short(s) = &a else { panic!("short name expected") };
+        assert_ne!(
+            a,
+            c.encrypt(&[6u8; 16], OsStr::new("report.pdf"))
+                .expect("enc")
+        );
+        let StoredName::Short(s) = &a else {
+            panic!("short name expected")
+        };
         assert!(!s.contains("report"));
         assert!(!s.starts_with('.'));
-        assert_eq!(c.decrypt(&iv, s).expect("dec"), OsString::from("report.pdf"));
+        assert_eq!(
+            c.decrypt(&iv, s).expect("dec"),
+            OsString::from("report.pdf")
+        );
         assert_eq!(c.decrypt(&[6u8; 16], s), Err(NameError::Undecryptable));
     }
 
@@ -162,23 +190,39 @@ mod tests {
         let iv = [1u8; 16];
         let name = "n".repeat(255);
         let s = c.encrypt(&iv, OsStr::new(&name)).expect("enc");
-        let StoredName::Long { entry, sidecar, encoded } = s else { panic!("long name expected") };
+        let StoredName::Long {
+            entry,
+            sidecar,
+            encoded,
+        } = s
+        else {
+            panic!("long name expected")
+        };
         assert!(entry.len() <= 255 && entry.starts_with(LONG_PREFIX));
         assert!(sidecar.starts_with(LONG_SIDECAR_PREFIX));
         assert_eq!(c.decrypt(&iv, &encoded).expect("dec"), OsString::from(name));
-        assert_eq!(c.encrypt(&iv, OsStr::new(&"n".repeat(256))), Err(NameError::TooLong));
+        assert_eq!(
+            c.encrypt(&iv, OsStr::new(&"n".repeat(256))),
+            Err(NameError::TooLong)
+        );
     }
 
     #[test]
     fn invalid_names_and_symlinks() {
         let c = codec();
         for bad in ["", ".", ".."] {
-            assert_eq!(c.encrypt(&[0; 16], OsStr::new(bad)), Err(NameError::Invalid));
+            assert_eq!(
+                c.encrypt(&[0; 16], OsStr::new(bad)),
+                Err(NameError::Invalid)
+            );
         }
         let t = encode_symlink(&c, b"../some/target").expect("enc");
         assert!(!t.contains("target"));
         assert_eq!(symlink_plain_len(t.len() as u64), 14);
-        assert_eq!(decode_symlink(&c, t.as_bytes()).expect("dec"), b"../some/target");
+        assert_eq!(
+            decode_symlink(&c, t.as_bytes()).expect("dec"),
+            b"../some/target"
+        );
         let mut bad = t.into_bytes();
         bad[3] = if bad[3] == b'A' { b'B' } else { b'A' };
         assert!(decode_symlink(&c, &bad).is_err());

@@ -26,7 +26,15 @@ impl Filesystem for CofferFs {
         if let Err(refused) = config.add_capabilities(caps) {
             tracing::info!("kernel refused capabilities {refused:?}");
         }
-        tracing::info!("mounted store {} ({} mode)", self.store.desc.store_id, if self.cfg.read_only { "read-only" } else { "read-write" });
+        tracing::info!(
+            "mounted store {} ({} mode)",
+            self.store.desc.store_id,
+            if self.cfg.read_only {
+                "read-only"
+            } else {
+                "read-write"
+            }
+        );
         Ok(())
     }
 
@@ -70,7 +78,17 @@ impl Filesystem for CofferFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        match CofferFs::setattr(self, ino, mode, uid, gid, size, atime, mtime, fh.map(|f| f.0)) {
+        match CofferFs::setattr(
+            self,
+            ino,
+            mode,
+            uid,
+            gid,
+            size,
+            atime,
+            mtime,
+            fh.map(|f| f.0),
+        ) {
             Ok(a) => reply.attr(&self.ttl, &a),
             Err(e) => reply.error(e),
         }
@@ -83,14 +101,31 @@ impl Filesystem for CofferFs {
         }
     }
 
-    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, rdev: u32, reply: ReplyEntry) {
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
         match CofferFs::mknod(self, parent, name, mode, rdev, req.uid(), req.gid()) {
             Ok(a) => reply.entry(&self.ttl, &a, Generation(0)),
             Err(e) => reply.error(e),
         }
     }
 
-    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
         match CofferFs::mkdir(self, parent, name, mode, req.uid(), req.gid()) {
             Ok(a) => reply.entry(&self.ttl, &a, Generation(0)),
             Err(e) => reply.error(e),
@@ -111,9 +146,23 @@ impl Filesystem for CofferFs {
         }
     }
 
-    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
         use std::os::unix::ffi::OsStrExt;
-        match CofferFs::symlink(self, parent, link_name, target.as_os_str().as_bytes(), req.uid(), req.gid()) {
+        match CofferFs::symlink(
+            self,
+            parent,
+            link_name,
+            target.as_os_str().as_bytes(),
+            req.uid(),
+            req.gid(),
+        ) {
             Ok(a) => reply.entry(&self.ttl, &a, Generation(0)),
             Err(e) => reply.error(e),
         }
@@ -135,7 +184,14 @@ impl Filesystem for CofferFs {
         }
     }
 
-    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
         match CofferFs::link(self, ino, newparent, newname) {
             Ok(a) => reply.entry(&self.ttl, &a, Generation(0)),
             Err(e) => reply.error(e),
@@ -184,7 +240,14 @@ impl Filesystem for CofferFs {
         }
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         reply.ok();
     }
 
@@ -202,7 +265,14 @@ impl Filesystem for CofferFs {
         reply.ok();
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         match CofferFs::fsync(self, fh.0, datasync) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
@@ -216,7 +286,14 @@ impl Filesystem for CofferFs {
         }
     }
 
-    fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         match self.dir_entries(fh.0) {
             Ok(entries) => {
                 for (i, (ino, kind, name)) in entries.iter().enumerate().skip(offset as usize) {
@@ -230,12 +307,26 @@ impl Filesystem for CofferFs {
         }
     }
 
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
         CofferFs::release(self, fh.0);
         reply.ok();
     }
 
-    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         if self.store().catalog_sync() {
             reply.ok();
         } else {
@@ -261,7 +352,14 @@ impl Filesystem for CofferFs {
 
     // Extended attributes are not stored (rsync -a and cp -a do not need them). ENOSYS tells
     // the kernel once, and it stops asking (and stops logging) for the rest of the mount.
-    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: fuser::ReplyXattr) {
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: fuser::ReplyXattr,
+    ) {
         reply.error(Errno::ENOSYS);
     }
 
@@ -269,7 +367,16 @@ impl Filesystem for CofferFs {
         reply.error(Errno::ENOSYS);
     }
 
-    fn setxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _value: &[u8], _flags: i32, _position: u32, reply: ReplyEmpty) {
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
         reply.error(Errno::ENOSYS);
     }
 
@@ -293,9 +400,14 @@ impl Filesystem for CofferFs {
         reply: ReplyCreate,
     ) {
         match CofferFs::create(self, parent, name, mode, req.uid(), req.gid()) {
-            Ok((a, fh)) => reply.created(&self.ttl, &a, Generation(0), FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok((a, fh)) => reply.created(
+                &self.ttl,
+                &a,
+                Generation(0),
+                FileHandle(fh),
+                FopenFlags::FOPEN_KEEP_CACHE,
+            ),
             Err(e) => reply.error(e),
         }
     }
 }
-

@@ -75,13 +75,26 @@ impl OpenFile {
             eio()
         })?;
         let cipher = BlockCipher::new(key.secret());
-        Ok(OpenFile { file, label, st: RwLock::new(FileState { header, cipher, size, len_dirty: false }) })
+        Ok(OpenFile {
+            file,
+            label,
+            st: RwLock::new(FileState {
+                header,
+                cipher,
+                size,
+                len_dirty: false,
+            }),
+        })
     }
 
     /// Write a new, empty ciphertext file into `file` (header + empty final block).
     pub fn create(store: &OpenStore, file: File, label: String) -> Result<OpenFile, Errno> {
         let st = fresh_state(store, &label)?;
-        let of = OpenFile { file, label, st: RwLock::new(st) };
+        let of = OpenFile {
+            file,
+            label,
+            st: RwLock::new(st),
+        };
         {
             let st = of.read_state()?;
             of.write_empty(&st)?;
@@ -109,7 +122,14 @@ impl OpenFile {
     fn write_empty(&self, st: &FileState) -> Result<(), Errno> {
         let mut buf = vec![0u8; HEADER_LEN + BLOCK_OVERHEAD];
         buf[..HEADER_LEN].copy_from_slice(&st.header.encode());
-        seal_block(&st.cipher, &st.header.file_id, 0, true, &[], &mut buf[HEADER_LEN..]);
+        seal_block(
+            &st.cipher,
+            &st.header.file_id,
+            0,
+            true,
+            &[],
+            &mut buf[HEADER_LEN..],
+        );
         self.file.write_all_at(&buf, 0).map_err(Errno::from)?;
         self.file.set_len(buf.len() as u64).map_err(Errno::from)
     }
@@ -140,13 +160,26 @@ impl OpenFile {
     }
 
     /// Read and decrypt blocks first..=last in place; returns the buffer at block stride.
-    fn read_blocks(&self, st: &FileState, g: BlockGeometry, first: u64, last: u64) -> Result<Vec<u8>, Errno> {
+    fn read_blocks(
+        &self,
+        st: &FileState,
+        g: BlockGeometry,
+        first: u64,
+        last: u64,
+    ) -> Result<Vec<u8>, Errno> {
         let final_idx = blocks_for(g, st.size) - 1;
         let c0 = g.block_to_cipher_off(first);
-        let c1 = if last == final_idx { cipher_len_for(g, st.size) } else { g.block_to_cipher_off(last + 1) };
+        let c1 = if last == final_idx {
+            cipher_len_for(g, st.size)
+        } else {
+            g.block_to_cipher_off(last + 1)
+        };
         let mut buf = vec![0u8; (c1 - c0) as usize];
         if let Err(e) = self.file.read_exact_at(&mut buf, c0) {
-            tracing::warn!("{}: short ciphertext at blocks {first}..={last}: {e}", self.label);
+            tracing::warn!(
+                "{}: short ciphertext at blocks {first}..={last}: {e}",
+                self.label
+            );
             return Err(eio());
         }
         let stride = g.block_size() as usize + BLOCK_OVERHEAD;
@@ -210,7 +243,11 @@ impl OpenFile {
         let first = g.plain_off_to_block(off);
         let last = g.plain_off_to_block(end - 1);
         // A full final block that the write does not touch loses its final flag.
-        let start = if new_n > old_n && old_n - 1 < first { old_n - 1 } else { first };
+        let start = if new_n > old_n && old_n - 1 < first {
+            old_n - 1
+        } else {
+            first
+        };
 
         // Old plaintext of blocks that the write covers only in part.
         let mut old: HashMap<u64, Vec<u8>> = HashMap::new();
@@ -285,15 +322,24 @@ impl OpenFile {
         plain.truncate((new_size - g.block_to_plain_off(k)) as usize);
         let mut out = vec![0u8; plain.len() + BLOCK_OVERHEAD];
         seal_block(&st.cipher, &st.header.file_id, k, true, &plain, &mut out);
-        self.file.write_all_at(&out, g.block_to_cipher_off(k)).map_err(Errno::from)?;
-        self.file.set_len(cipher_len_for(g, new_size)).map_err(Errno::from)?;
+        self.file
+            .write_all_at(&out, g.block_to_cipher_off(k))
+            .map_err(Errno::from)?;
+        self.file
+            .set_len(cipher_len_for(g, new_size))
+            .map_err(Errno::from)?;
         st.size = new_size;
         st.len_dirty = true;
         Ok(())
     }
 
     pub fn fsync(&self, datasync: bool) -> Result<(), Errno> {
-        if datasync { self.file.sync_data() } else { self.file.sync_all() }.map_err(Errno::from)
+        if datasync {
+            self.file.sync_data()
+        } else {
+            self.file.sync_all()
+        }
+        .map_err(Errno::from)
     }
 
     /// Send the catalog its new length if it changed since the last call.
@@ -312,12 +358,21 @@ fn fresh_state(store: &OpenStore, label: &str) -> Result<FileState, Errno> {
         tracing::error!("{label}: cannot make a file key: {e}");
         eio()
     })?;
-    Ok(FileState { cipher: BlockCipher::new(key.secret()), header, size: 0, len_dirty: false })
+    Ok(FileState {
+        cipher: BlockCipher::new(key.secret()),
+        header,
+        size: 0,
+        len_dirty: false,
+    })
 }
 
 fn store_catalog_put(store: &OpenStore, st: &FileState) {
     store.catalog_op(CatalogOp::Put(
         st.header.file_id,
-        FileRecord { batch_id: st.header.batch_id, wrapped_key: st.header.wrapped_key.to_vec(), plain_len: st.size },
+        FileRecord {
+            batch_id: st.header.batch_id,
+            wrapped_key: st.header.wrapped_key.to_vec(),
+            plain_len: st.size,
+        },
     ));
 }

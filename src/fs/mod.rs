@@ -37,7 +37,12 @@ pub struct MountConfig {
 
 impl Default for MountConfig {
     fn default() -> Self {
-        MountConfig { read_only: false, allow_other: false, threads: 4, writeback_cache: true }
+        MountConfig {
+            read_only: false,
+            allow_other: false,
+            threads: 4,
+            writeback_cache: true,
+        }
     }
 }
 
@@ -145,9 +150,17 @@ impl CofferFs {
     }
 
     fn label(&self, ino: u64) -> String {
-        let fd = self.inodes.lock().ok().and_then(|t| t.get(&ino).map(|n| n.fd.clone()));
-        match fd.and_then(|fd| std::fs::read_link(sys::proc_path(&fd).to_str().unwrap_or("")).ok()) {
-            Some(p) => p.strip_prefix(&self.store.root).map(|p| p.display().to_string()).unwrap_or_default(),
+        let fd = self
+            .inodes
+            .lock()
+            .ok()
+            .and_then(|t| t.get(&ino).map(|n| n.fd.clone()));
+        match fd.and_then(|fd| std::fs::read_link(sys::proc_path(&fd).to_str().unwrap_or("")).ok())
+        {
+            Some(p) => p
+                .strip_prefix(&self.store.root)
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
             None => format!("inode {ino}"),
         }
     }
@@ -191,8 +204,11 @@ impl CofferFs {
         let size = match kind {
             FileType::RegularFile => match open.map(|f| f.size()) {
                 Some(Ok(s)) => s,
-                _ => plain_len_from_cipher(BlockGeometry::new(self.store.block_shift()), st.st_size as u64)
-                    .unwrap_or(0),
+                _ => plain_len_from_cipher(
+                    BlockGeometry::new(self.store.block_shift()),
+                    st.st_size as u64,
+                )
+                .unwrap_or(0),
             },
             FileType::Symlink => symlink_plain_len(st.st_size as u64),
             _ => st.st_size as u64,
@@ -290,7 +306,11 @@ impl CofferFs {
             }
             n.fd.clone()
         };
-        let mode = if self.cfg.read_only { libc::O_RDONLY } else { libc::O_RDWR };
+        let mode = if self.cfg.read_only {
+            libc::O_RDONLY
+        } else {
+            libc::O_RDWR
+        };
         let file = sys::reopen(&fd, mode)?;
         let of = Arc::new(OpenFile::open(&self.store, file, self.label(ino.0))?);
         let mut t = lock(&self.inodes)?;

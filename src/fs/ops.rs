@@ -10,26 +10,41 @@ use fuser::{Errno, FileAttr, FileType, INodeNo, TimeOrNow};
 
 use super::{lock, sys, CofferFs, Handle, OpenFile};
 use crate::catalog::CatalogOp;
-use crate::format::{decode_symlink, encode_symlink, StoredName, DIRIV_NAME, LONG_PREFIX, LONG_SIDECAR_PREFIX};
+use crate::format::{
+    decode_symlink, encode_symlink, StoredName, DIRIV_NAME, LONG_PREFIX, LONG_SIDECAR_PREFIX,
+};
 
 /// Names in a ciphertext directory that are not entries of the plaintext directory.
 fn is_internal(name: &[u8]) -> bool {
-    name == DIRIV_NAME.as_bytes() || name.starts_with(LONG_SIDECAR_PREFIX.as_bytes()) || name.starts_with(b".tmp-")
+    name == DIRIV_NAME.as_bytes()
+        || name.starts_with(LONG_SIDECAR_PREFIX.as_bytes())
+        || name.starts_with(b".tmp-")
 }
 
 fn sidecar_of(stored: &StoredName) -> Option<(&OsStr, &[u8])> {
     match stored {
-        StoredName::Long { sidecar, encoded, .. } => Some((OsStr::new(sidecar), encoded.as_bytes())),
+        StoredName::Long {
+            sidecar, encoded, ..
+        } => Some((OsStr::new(sidecar), encoded.as_bytes())),
         StoredName::Short(_) => None,
     }
 }
 
 fn timespec(t: Option<TimeOrNow>) -> libc::timespec {
     match t {
-        None => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
-        Some(TimeOrNow::Now) => libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_NOW },
+        None => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        Some(TimeOrNow::Now) => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
         Some(TimeOrNow::SpecificTime(t)) => match t.duration_since(std::time::UNIX_EPOCH) {
-            Ok(d) => libc::timespec { tv_sec: d.as_secs() as i64, tv_nsec: d.subsec_nanos() as i64 },
+            Ok(d) => libc::timespec {
+                tv_sec: d.as_secs() as i64,
+                tv_nsec: d.subsec_nanos() as i64,
+            },
             Err(e) => {
                 let d = e.duration();
                 let (mut s, mut ns) = (-(d.as_secs() as i64), -(d.subsec_nanos() as i64));
@@ -37,7 +52,10 @@ fn timespec(t: Option<TimeOrNow>) -> libc::timespec {
                     s -= 1;
                     ns += 1_000_000_000;
                 }
-                libc::timespec { tv_sec: s, tv_nsec: ns }
+                libc::timespec {
+                    tv_sec: s,
+                    tv_nsec: ns,
+                }
             }
         },
     }
@@ -94,7 +112,9 @@ impl CofferFs {
     pub(super) fn getattr(&self, ino: INodeNo, fh: Option<u64>) -> Result<FileAttr, Errno> {
         let open = match fh.map(|fh| self.file_handle(fh)) {
             Some(Ok(f)) => Some(f),
-            _ => lock(&self.inodes)?.get(&ino.0).and_then(|n| n.open.upgrade()),
+            _ => lock(&self.inodes)?
+                .get(&ino.0)
+                .and_then(|n| n.open.upgrade()),
         };
         let (fd, _) = self.node(ino)?;
         let st = sys::stat_fd(&fd)?;
@@ -144,7 +164,12 @@ impl CofferFs {
                     (n.parent, n.entry.clone())
                 };
                 let (pfd, _) = self.node(INodeNo(parent))?;
-                sys::utimens(pfd.as_raw_fd(), &sys::name_cstr(&entry)?, &times, libc::AT_SYMLINK_NOFOLLOW)?;
+                sys::utimens(
+                    pfd.as_raw_fd(),
+                    &sys::name_cstr(&entry)?,
+                    &times,
+                    libc::AT_SYMLINK_NOFOLLOW,
+                )?;
             } else {
                 sys::utimens(libc::AT_FDCWD, &sys::proc_path(&fd), &times, 0)?;
             }
@@ -156,7 +181,10 @@ impl CofferFs {
         let (fd, _) = self.node(ino)?;
         let stored = sys::readlink_fd(&fd)?;
         decode_symlink(&self.store.names, &stored).map_err(|_| {
-            tracing::warn!("{}: symlink target failed authentication", self.label(ino.0));
+            tracing::warn!(
+                "{}: symlink target failed authentication",
+                self.label(ino.0)
+            );
             Errno::EIO
         })
     }
@@ -192,7 +220,11 @@ impl CofferFs {
                 n.open = Arc::downgrade(&of);
             }
         }
-        let attr = if self.as_root { FileAttr { uid, gid, ..attr } } else { attr };
+        let attr = if self.as_root {
+            FileAttr { uid, gid, ..attr }
+        } else {
+            attr
+        };
         let fh = self.new_handle(Handle::File(of))?;
         Ok((attr, fh))
     }
@@ -221,14 +253,24 @@ impl CofferFs {
         self.remember(parent, entry)
     }
 
-    pub(super) fn mkdir(&self, parent: INodeNo, name: &OsStr, mode: u32, uid: u32, gid: u32) -> Result<FileAttr, Errno> {
+    pub(super) fn mkdir(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<FileAttr, Errno> {
         self.writable()?;
         let stored = self.stored_name(parent, name)?;
         let (pfd, _) = self.node(parent)?;
         let entry = OsStr::new(stored.entry());
         // Build the directory, IV included, under a temporary name and rename it into place,
         // so that a crash never leaves a directory without its IV.
-        let tmp = OsString::from(format!(".tmp-mkdir-{}", hex::encode(crate::crypto::random_id())));
+        let tmp = OsString::from(format!(
+            ".tmp-mkdir-{}",
+            hex::encode(crate::crypto::random_id())
+        ));
         sys::mkdir_at(&pfd, &tmp, 0o700)?;
         let built = (|| {
             let dfd = sys::open_path(&pfd, &tmp)?;
@@ -265,7 +307,8 @@ impl CofferFs {
     /// Remove an empty ciphertext directory (its IV is its only entry).
     fn remove_empty_dir(&self, pfd: &OwnedFd, entry: &OsStr) -> Result<(), Errno> {
         let dfd = sys::open_path(pfd, entry)?;
-        let listing = std::fs::read_dir(sys::proc_path(&dfd).to_str().unwrap_or("")).map_err(Errno::from)?;
+        let listing =
+            std::fs::read_dir(sys::proc_path(&dfd).to_str().unwrap_or("")).map_err(Errno::from)?;
         for e in listing {
             if e.map_err(Errno::from)?.file_name() != DIRIV_NAME {
                 return Err(Errno::ENOTEMPTY);
@@ -296,7 +339,14 @@ impl CofferFs {
         Ok(())
     }
 
-    pub(super) fn symlink(&self, parent: INodeNo, name: &OsStr, target: &[u8], uid: u32, gid: u32) -> Result<FileAttr, Errno> {
+    pub(super) fn symlink(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        target: &[u8],
+        uid: u32,
+        gid: u32,
+    ) -> Result<FileAttr, Errno> {
         self.writable()?;
         let stored = self.stored_name(parent, name)?;
         let enc = encode_symlink(&self.store.names, target).map_err(|_| Errno::ENAMETOOLONG)?;
@@ -368,7 +418,12 @@ impl CofferFs {
         Ok(())
     }
 
-    pub(super) fn link(&self, ino: INodeNo, newparent: INodeNo, newname: &OsStr) -> Result<FileAttr, Errno> {
+    pub(super) fn link(
+        &self,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+    ) -> Result<FileAttr, Errno> {
         self.writable()?;
         let stored = self.stored_name(newparent, newname)?;
         let (fd, _) = self.node(ino)?;
@@ -424,8 +479,12 @@ impl CofferFs {
             return Err(Errno::ENOTDIR);
         }
         let iv = self.diriv(ino)?;
-        let mut entries = vec![(ino.0, FileType::Directory, OsString::from(".")), (ino.0, FileType::Directory, OsString::from(".."))];
-        let listing = std::fs::read_dir(sys::proc_path(&fd).to_str().unwrap_or("")).map_err(Errno::from)?;
+        let mut entries = vec![
+            (ino.0, FileType::Directory, OsString::from(".")),
+            (ino.0, FileType::Directory, OsString::from("..")),
+        ];
+        let listing =
+            std::fs::read_dir(sys::proc_path(&fd).to_str().unwrap_or("")).map_err(Errno::from)?;
         for e in listing {
             let e = e.map_err(Errno::from)?;
             let cname = e.file_name();
@@ -445,7 +504,10 @@ impl CofferFs {
             };
             match self.store.names.decrypt(&iv, &encoded) {
                 Ok(plain) => {
-                    let kind = e.file_type().map(|t| super::kind_of(file_type_mode(&t))).unwrap_or(FileType::RegularFile);
+                    let kind = e
+                        .file_type()
+                        .map(|t| super::kind_of(file_type_mode(&t)))
+                        .unwrap_or(FileType::RegularFile);
                     entries.push((self.to_fuse(e.ino()), kind, plain));
                 }
                 Err(_) => tracing::warn!(
@@ -458,7 +520,10 @@ impl CofferFs {
         self.new_handle(Handle::Dir(Arc::new(entries)))
     }
 
-    pub(super) fn dir_entries(&self, fh: u64) -> Result<Arc<Vec<(u64, FileType, OsString)>>, Errno> {
+    pub(super) fn dir_entries(
+        &self,
+        fh: u64,
+    ) -> Result<Arc<Vec<(u64, FileType, OsString)>>, Errno> {
         match lock(&self.handles)?.get(&fh) {
             Some(Handle::Dir(d)) => Ok(d.clone()),
             _ => Err(Errno::EBADF),

@@ -23,7 +23,11 @@ pub fn proc_path(fd: &OwnedFd) -> CString {
 }
 
 pub fn stat_fd(fd: &OwnedFd) -> Result<libc::stat, Errno> {
-    stat_at_raw(fd.as_raw_fd(), c"", libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW)
+    stat_at_raw(
+        fd.as_raw_fd(),
+        c"",
+        libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+    )
 }
 
 pub fn stat_at(dir: &OwnedFd, name: &OsStr) -> Result<libc::stat, Errno> {
@@ -45,7 +49,13 @@ fn stat_at_raw(dir: RawFd, name: &std::ffi::CStr, flags: i32) -> Result<libc::st
 pub fn open_path(dir: &OwnedFd, name: &OsStr) -> Result<OwnedFd, Errno> {
     let n = cstr(name)?;
     // SAFETY: n is NUL-terminated; the returned fd is checked and then owned.
-    let fd = unsafe { libc::openat(dir.as_raw_fd(), n.as_ptr(), libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            n.as_ptr(),
+            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
     if fd < 0 {
         return Err(last());
     }
@@ -56,7 +66,12 @@ pub fn open_path(dir: &OwnedFd, name: &OsStr) -> Result<OwnedFd, Errno> {
 pub fn open_dir_path(path: &std::path::Path) -> Result<OwnedFd, Errno> {
     let p = CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
     // SAFETY: p is NUL-terminated; the returned fd is checked and then owned.
-    let fd = unsafe { libc::open(p.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    let fd = unsafe {
+        libc::open(
+            p.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
     if fd < 0 {
         return Err(last());
     }
@@ -108,14 +123,22 @@ pub fn read_small_at(dir: &OwnedFd, name: &OsStr, max: usize) -> Result<Vec<u8>,
     use std::io::Read;
     let n = cstr(name)?;
     // SAFETY: n is NUL-terminated; the returned fd is checked and then owned.
-    let r = unsafe { libc::openat(dir.as_raw_fd(), n.as_ptr(), libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC) };
+    let r = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            n.as_ptr(),
+            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
     if r < 0 {
         return Err(last());
     }
     // SAFETY: r is a fresh descriptor owned by nobody else.
     let f = unsafe { File::from_raw_fd(r) };
     let mut out = Vec::new();
-    f.take(max as u64 + 1).read_to_end(&mut out).map_err(Errno::from)?;
+    f.take(max as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(Errno::from)?;
     if out.len() > max {
         return Err(Errno::EIO);
     }
@@ -134,7 +157,15 @@ pub fn mkdir_at(dir: &OwnedFd, name: &OsStr, mode: u32) -> Result<(), Errno> {
 pub fn mknod_at(dir: &OwnedFd, name: &OsStr, mode: u32, rdev: u32) -> Result<(), Errno> {
     let n = cstr(name)?;
     // SAFETY: n is NUL-terminated.
-    if unsafe { libc::mknodat(dir.as_raw_fd(), n.as_ptr(), mode as libc::mode_t, rdev as libc::dev_t) } != 0 {
+    if unsafe {
+        libc::mknodat(
+            dir.as_raw_fd(),
+            n.as_ptr(),
+            mode as libc::mode_t,
+            rdev as libc::dev_t,
+        )
+    } != 0
+    {
         return Err(last());
     }
     Ok(())
@@ -158,7 +189,15 @@ pub fn rename_at(
 ) -> Result<(), Errno> {
     let (a, b) = (cstr(name)?, cstr(newname)?);
     // SAFETY: both names are NUL-terminated.
-    let r = unsafe { libc::renameat2(dir.as_raw_fd(), a.as_ptr(), newdir.as_raw_fd(), b.as_ptr(), flags) };
+    let r = unsafe {
+        libc::renameat2(
+            dir.as_raw_fd(),
+            a.as_ptr(),
+            newdir.as_raw_fd(),
+            b.as_ptr(),
+            flags,
+        )
+    };
     if r != 0 {
         return Err(last());
     }
@@ -170,7 +209,15 @@ pub fn link_at(fd: &OwnedFd, newdir: &OwnedFd, newname: &OsStr) -> Result<(), Er
     let (p, n) = (proc_path(fd), cstr(newname)?);
     // SAFETY: both paths are NUL-terminated. AT_SYMLINK_FOLLOW resolves the /proc magic link
     // to the inode itself (no CAP_DAC_READ_SEARCH needed, unlike AT_EMPTY_PATH).
-    let r = unsafe { libc::linkat(libc::AT_FDCWD, p.as_ptr(), newdir.as_raw_fd(), n.as_ptr(), libc::AT_SYMLINK_FOLLOW) };
+    let r = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            p.as_ptr(),
+            newdir.as_raw_fd(),
+            n.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
     if r != 0 {
         return Err(last());
     }
@@ -190,7 +237,14 @@ pub fn symlink_at(target: &[u8], dir: &OwnedFd, name: &OsStr) -> Result<(), Errn
 pub fn readlink_fd(fd: &OwnedFd) -> Result<Vec<u8>, Errno> {
     let mut buf = vec![0u8; 8192];
     // SAFETY: buf is writable for buf.len() bytes; an empty path reads the O_PATH fd's link.
-    let r = unsafe { libc::readlinkat(fd.as_raw_fd(), c"".as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let r = unsafe {
+        libc::readlinkat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
     if r < 0 {
         return Err(last());
     }
@@ -212,7 +266,13 @@ pub fn chown_fd(fd: &OwnedFd, uid: Option<u32>, gid: Option<u32>) -> Result<(), 
     let g = gid.unwrap_or(u32::MAX);
     // SAFETY: an empty path with AT_EMPTY_PATH acts on the fd itself (symlinks included).
     let r = unsafe {
-        libc::fchownat(fd.as_raw_fd(), c"".as_ptr(), u, g, libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW)
+        libc::fchownat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            u,
+            g,
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+        )
     };
     if r != 0 {
         return Err(last());
@@ -220,7 +280,12 @@ pub fn chown_fd(fd: &OwnedFd, uid: Option<u32>, gid: Option<u32>) -> Result<(), 
     Ok(())
 }
 
-pub fn utimens(dir: RawFd, path: &std::ffi::CStr, times: &[libc::timespec; 2], flags: i32) -> Result<(), Errno> {
+pub fn utimens(
+    dir: RawFd,
+    path: &std::ffi::CStr,
+    times: &[libc::timespec; 2],
+    flags: i32,
+) -> Result<(), Errno> {
     // SAFETY: path is NUL-terminated and times points to two timespecs.
     if unsafe { libc::utimensat(dir, path.as_ptr(), times.as_ptr(), flags) } != 0 {
         return Err(last());

@@ -27,7 +27,9 @@ pub struct AuditLog {
 
 impl AuditLog {
     pub fn new(path: &Path) -> Self {
-        AuditLog { path: path.to_path_buf() }
+        AuditLog {
+            path: path.to_path_buf(),
+        }
     }
 
     pub fn path(&self) -> &Path {

@@ -35,7 +35,10 @@ pub enum KeystoreError {
     #[error("keystore {path}: {message}")]
     Damaged { path: PathBuf, message: String },
     #[error("keystore {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("keystore already holds a different key under id {0}")]
     Conflict(String),
 }
@@ -86,7 +89,10 @@ pub struct Keystore {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeystoreError + '_ {
-    move |source| KeystoreError::Io { path: path.to_path_buf(), source }
+    move |source| KeystoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 impl Keystore {
@@ -117,8 +123,16 @@ impl Keystore {
     }
 
     /// Create a new, empty keystore in `dir` (created 0700 if missing).
-    pub fn create(dir: &Path, passphrase: &[u8], params: KdfParams) -> Result<Keystore, KeystoreError> {
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(io_err(dir))?;
+    pub fn create(
+        dir: &Path,
+        passphrase: &[u8],
+        params: KdfParams,
+    ) -> Result<Keystore, KeystoreError> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io_err(dir))?;
         let _lock = lock(dir)?;
         if Self::exists(dir) {
             return Err(KeystoreError::Damaged {
@@ -133,12 +147,20 @@ impl Keystore {
         let file = KeystoreFile {
             format: FORMAT.into(),
             version: VERSION,
-            kdf: KdfRecord { alg: "argon2id".into(), params, salt: B64.encode(salt) },
+            kdf: KdfRecord {
+                alg: "argon2id".into(),
+                params,
+                salt: B64.encode(salt),
+            },
             verifier: B64.encode(crypto::seal_vec(key.secret(), VERIFIER_AAD, VERIFIER_PLAIN)),
             keys: Vec::new(),
         };
         write_file(dir, &file)?;
-        let ks = Keystore { dir: dir.to_path_buf(), key, audit: AuditLog::new(&dir.join(AUDIT)) };
+        let ks = Keystore {
+            dir: dir.to_path_buf(),
+            key,
+            audit: AuditLog::new(&dir.join(AUDIT)),
+        };
         let _ = ks.audit.record("keystore-create", None, None, "ok", None);
         Ok(ks)
     }
@@ -146,23 +168,40 @@ impl Keystore {
     /// Open an existing keystore; a wrong passphrase is refused here, before anything else.
     pub fn open(dir: &Path, passphrase: &[u8]) -> Result<Keystore, KeystoreError> {
         let file = read_file(dir)?;
-        let damaged = |m: &str| KeystoreError::Damaged { path: dir.join(FILE), message: m.into() };
+        let damaged = |m: &str| KeystoreError::Damaged {
+            path: dir.join(FILE),
+            message: m.into(),
+        };
         if file.kdf.alg != "argon2id" {
             return Err(damaged("unknown KDF"));
         }
-        let salt = B64.decode(&file.kdf.salt).map_err(|_| damaged("bad salt"))?;
+        let salt = B64
+            .decode(&file.kdf.salt)
+            .map_err(|_| damaged("bad salt"))?;
         let key = crypto::derive_passphrase_key(passphrase, &salt, &file.kdf.params)
             .map_err(|e| damaged(&e.to_string()))?;
-        let verifier = B64.decode(&file.verifier).map_err(|_| damaged("bad verifier"))?;
+        let verifier = B64
+            .decode(&file.verifier)
+            .map_err(|_| damaged("bad verifier"))?;
         let audit = AuditLog::new(&dir.join(AUDIT));
         match crypto::open_vec(key.secret(), VERIFIER_AAD, &verifier) {
             Ok(v) if v == VERIFIER_PLAIN => {}
             _ => {
-                let _ = audit.record("keystore-open", None, None, "refused", Some("wrong passphrase"));
+                let _ = audit.record(
+                    "keystore-open",
+                    None,
+                    None,
+                    "refused",
+                    Some("wrong passphrase"),
+                );
                 return Err(KeystoreError::WrongPassphrase(dir.to_path_buf()));
             }
         }
-        Ok(Keystore { dir: dir.to_path_buf(), key, audit })
+        Ok(Keystore {
+            dir: dir.to_path_buf(),
+            key,
+            audit,
+        })
     }
 
     /// Open the keystore, creating it on first use.
@@ -175,7 +214,11 @@ impl Keystore {
     }
 
     pub fn entries(&self) -> Result<Vec<KeyEntry>, KeystoreError> {
-        Ok(read_file(&self.dir)?.keys.into_iter().map(|k| k.entry).collect())
+        Ok(read_file(&self.dir)?
+            .keys
+            .into_iter()
+            .map(|k| k.entry)
+            .collect())
     }
 
     /// Add a master key. The same key under the same id is a no-op (returns false); a
@@ -184,7 +227,9 @@ impl Keystore {
         let _lock = lock(&self.dir)?;
         let mut file = read_file(&self.dir)?;
         if let Some(existing) = file.keys.iter().find(|k| k.entry.key_id == entry.key_id) {
-            let same = self.unseal(existing).map(|k| crypto::ct_eq(k.expose(), key.expose()));
+            let same = self
+                .unseal(existing)
+                .map(|k| crypto::ct_eq(k.expose(), key.expose()));
             return match same {
                 Ok(true) => Ok(false),
                 _ => Err(KeystoreError::Conflict(entry.key_id)),
@@ -192,7 +237,10 @@ impl Keystore {
         }
         let wrapped = crypto::seal_key(self.key.secret(), entry.key_id.as_bytes(), key.secret());
         let (kid, sid) = (entry.key_id.clone(), entry.store_id.clone());
-        file.keys.push(StoredKey { entry, wrapped: B64.encode(wrapped) });
+        file.keys.push(StoredKey {
+            entry,
+            wrapped: B64.encode(wrapped),
+        });
         write_file(&self.dir, &file)?;
         self.audit
             .record("key-add", Some(&kid), Some(&sid), "ok", None)
@@ -204,13 +252,21 @@ impl Keystore {
     pub fn get(&self, key_id: &str) -> Result<Option<MasterKey>, KeystoreError> {
         let file = read_file(&self.dir)?;
         let Some(stored) = file.keys.iter().find(|k| k.entry.key_id == key_id) else {
-            let _ = self.audit.record("key-get", Some(key_id), None, "not-found", None);
+            let _ = self
+                .audit
+                .record("key-get", Some(key_id), None, "not-found", None);
             return Ok(None);
         };
         let key = self.unseal(stored);
         let outcome = if key.is_ok() { "ok" } else { "damaged" };
         self.audit
-            .record("key-get", Some(key_id), Some(&stored.entry.store_id), outcome, None)
+            .record(
+                "key-get",
+                Some(key_id),
+                Some(&stored.entry.store_id),
+                outcome,
+                None,
+            )
             .map_err(io_err(self.audit.path()))?;
         key.map(Some)
     }
@@ -267,12 +323,16 @@ fn lock(dir: &Path) -> Result<LockGuard, KeystoreError> {
 fn read_file(dir: &Path) -> Result<KeystoreFile, KeystoreError> {
     let p = dir.join(FILE);
     let bytes = std::fs::read(&p).map_err(io_err(&p))?;
-    let file: KeystoreFile = serde_json::from_slice(&bytes).map_err(|e| KeystoreError::Damaged {
-        path: p.clone(),
-        message: format!("not a valid keystore file ({})", e.classify_name()),
-    })?;
+    let file: KeystoreFile =
+        serde_json::from_slice(&bytes).map_err(|e| KeystoreError::Damaged {
+            path: p.clone(),
+            message: format!("not a valid keystore file ({})", e.classify_name()),
+        })?;
     if file.format != FORMAT || file.version != VERSION {
-        return Err(KeystoreError::Damaged { path: p, message: "unsupported keystore format".into() });
+        return Err(KeystoreError::Damaged {
+            path: p,
+            message: "unsupported keystore format".into(),
+        });
     }
     Ok(file)
 }
@@ -304,7 +364,11 @@ mod tests {
     use super::*;
 
     fn fast() -> KdfParams {
-        KdfParams { m_cost: 8 * 1024, t_cost: 1, p_cost: 1 }
+        KdfParams {
+            m_cost: 8 * 1024,
+            t_cost: 1,
+            p_cost: 1,
+        }
     }
 
     #[test]
@@ -328,12 +392,18 @@ mod tests {
         };
         assert!(ks.add(entry.clone(), &mk).expect("add"));
         assert!(!ks.add(entry.clone(), &mk).expect("re-add is a no-op"));
-        assert!(matches!(ks.add(entry.clone(), &MasterKey::random()), Err(KeystoreError::Conflict(_))));
+        assert!(matches!(
+            ks.add(entry.clone(), &MasterKey::random()),
+            Err(KeystoreError::Conflict(_))
+        ));
         let ks2 = Keystore::open(&dir, b"right").expect("open");
         let got = ks2.get(&entry.key_id).expect("get").expect("present");
         assert_eq!(got.expose(), mk.expose());
         assert!(ks2.get("nope").expect("get").is_none());
-        assert!(matches!(Keystore::open(&dir, b"wrong"), Err(KeystoreError::WrongPassphrase(_))));
+        assert!(matches!(
+            Keystore::open(&dir, b"wrong"),
+            Err(KeystoreError::WrongPassphrase(_))
+        ));
         // The key's bytes are nowhere in the keystore directory.
         for f in std::fs::read_dir(&dir).expect("ls") {
             let bytes = std::fs::read(f.expect("entry").path()).expect("read");
@@ -351,7 +421,10 @@ mod tests {
         let p = dir.join(FILE);
         let bytes = std::fs::read(&p).expect("read");
         std::fs::write(&p, &bytes[..bytes.len() / 2]).expect("truncate");
-        let e = Keystore::open(&dir, b"pw").err().expect("refused").to_string();
+        let e = Keystore::open(&dir, b"pw")
+            .err()
+            .expect("refused")
+            .to_string();
         assert!(e.contains("not a valid keystore file (truncated)"), "{e}");
     }
 }

@@ -26,7 +26,11 @@ pub enum KeyError {
         "master key {key_id} of store {store_id} is not in {tried}; import an export of it \
          (coffer keys import) or use a key server that has it"
     )]
-    NotFound { key_id: String, store_id: String, tried: String },
+    NotFound {
+        key_id: String,
+        store_id: String,
+        tried: String,
+    },
     #[error(transparent)]
     Keystore(#[from] KeystoreError),
     #[error("key provider {provider} failed: {message}")]
@@ -51,6 +55,14 @@ pub fn resolve(
             return Ok(k);
         }
     }
-    let tried = providers.iter().map(|p| p.describe()).collect::<Vec<_>>().join(", ");
-    Err(KeyError::NotFound { key_id: key_id.into(), store_id: store_id.into(), tried })
+    let tried = providers
+        .iter()
+        .map(|p| p.describe())
+        .collect::<Vec<_>>()
+        .join(", ");
+    Err(KeyError::NotFound {
+        key_id: key_id.into(),
+        store_id: store_id.into(),
+        tried,
+    })
 }

@@ -22,7 +22,10 @@ pub fn read_passphrase(
     let mut p = match file {
         Some(path) => {
             let bytes = std::fs::read(path).map_err(|e| {
-                KeystoreError::Passphrase(format!("cannot read passphrase file {}: {e}", path.display()))
+                KeystoreError::Passphrase(format!(
+                    "cannot read passphrase file {}: {e}",
+                    path.display()
+                ))
             })?;
             Zeroizing::new(bytes)
         }
@@ -35,13 +38,15 @@ pub fn read_passphrase(
                 ));
             }
             let first = Zeroizing::new(
-                rpassword::prompt_password(format!("{what}: "))
-                    .map_err(|e| KeystoreError::Passphrase(format!("cannot read passphrase: {e}")))?,
+                rpassword::prompt_password(format!("{what}: ")).map_err(|e| {
+                    KeystoreError::Passphrase(format!("cannot read passphrase: {e}"))
+                })?,
             );
             if confirm {
                 let again = Zeroizing::new(
-                    rpassword::prompt_password(format!("{what} (again): "))
-                        .map_err(|e| KeystoreError::Passphrase(format!("cannot read passphrase: {e}")))?,
+                    rpassword::prompt_password(format!("{what} (again): ")).map_err(|e| {
+                        KeystoreError::Passphrase(format!("cannot read passphrase: {e}"))
+                    })?,
                 );
                 if *first != *again {
                     return Err(KeystoreError::Passphrase("the passphrases differ".into()));

@@ -62,7 +62,10 @@ impl Descriptor {
         let d: Descriptor = serde_json::from_slice(&bytes)
             .map_err(|_| StoreError::Damaged(format!("descriptor {} is not valid", p.display())))?;
         if d.format != FORMAT {
-            return Err(StoreError::Damaged(format!("descriptor {} is not a coffer store", p.display())));
+            return Err(StoreError::Damaged(format!(
+                "descriptor {} is not a coffer store",
+                p.display()
+            )));
         }
         if d.version != crate::format::FORMAT_VERSION as u32 {
             return Err(StoreError::Damaged(format!(
@@ -71,31 +74,44 @@ impl Descriptor {
                 crate::format::FORMAT_VERSION
             )));
         }
-        if !(12..=20).contains(&d.block_shift) || d.master_keys.is_empty() || d.store_id_bytes().is_err() {
-            return Err(StoreError::Damaged(format!("descriptor {} is inconsistent", p.display())));
+        if !(12..=20).contains(&d.block_shift)
+            || d.master_keys.is_empty()
+            || d.store_id_bytes().is_err()
+        {
+            return Err(StoreError::Damaged(format!(
+                "descriptor {} is inconsistent",
+                p.display()
+            )));
         }
         Ok(d)
     }
 
     pub fn save(&self, store: &Path) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec_pretty(self).map_err(|e| StoreError::Damaged(e.to_string()))?;
+        let bytes =
+            serde_json::to_vec_pretty(self).map_err(|e| StoreError::Damaged(e.to_string()))?;
         let p = store.join(DESCRIPTOR);
         crate::atomic_write(&p, &bytes, 0o600).map_err(|e| StoreError::Io(p, e))
     }
 
     pub fn store_id_bytes(&self) -> Result<[u8; 16], StoreError> {
-        let v = hex::decode(&self.store_id).map_err(|_| StoreError::Damaged("bad store id".into()))?;
-        v.try_into().map_err(|_| StoreError::Damaged("bad store id".into()))
+        let v =
+            hex::decode(&self.store_id).map_err(|_| StoreError::Damaged("bad store id".into()))?;
+        v.try_into()
+            .map_err(|_| StoreError::Damaged("bad store id".into()))
     }
 
     pub fn public_key_der(&self) -> Result<Vec<u8>, StoreError> {
-        B64.decode(&self.public_key).map_err(|_| StoreError::Damaged("bad public key encoding".into()))
+        B64.decode(&self.public_key)
+            .map_err(|_| StoreError::Damaged("bad public key encoding".into()))
     }
 
     /// The newest master-key version, used for new wraps.
     pub fn current_master(&self) -> &MasterKeyRecord {
         // load() refuses a descriptor without master keys, and versions only grow.
-        self.master_keys.iter().max_by_key(|m| m.version).unwrap_or(&self.master_keys[0])
+        self.master_keys
+            .iter()
+            .max_by_key(|m| m.version)
+            .unwrap_or(&self.master_keys[0])
     }
 }
 
@@ -104,5 +120,6 @@ pub fn b64(bytes: &[u8]) -> String {
 }
 
 pub fn unb64(s: &str) -> Result<Vec<u8>, StoreError> {
-    B64.decode(s).map_err(|_| StoreError::Damaged("bad base64 in descriptor".into()))
+    B64.decode(s)
+        .map_err(|_| StoreError::Damaged("bad base64 in descriptor".into()))
 }

@@ -222,11 +222,20 @@ fn init_inner(
         master_keys: vec![record],
     };
     let data = store.join(DATA);
-    std::fs::DirBuilder::new().mode(0o700).create(&data).map_err(io(data.clone()))?;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&data)
+        .map_err(io(data.clone()))?;
     write_diriv(&data)?;
     let batches = store.join(BATCHES);
-    std::fs::DirBuilder::new().mode(0o700).create(&batches).map_err(io(batches.clone()))?;
-    drop(Catalog::create(&store.join(CATALOG), &store_id).map_err(|e| StoreError::Catalog(store.join(CATALOG), e))?);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&batches)
+        .map_err(io(batches.clone()))?;
+    drop(
+        Catalog::create(&store.join(CATALOG), &store_id)
+            .map_err(|e| StoreError::Catalog(store.join(CATALOG), e))?,
+    );
     save_master(&desc, &master).map_err(StoreError::Damaged)?;
     // The descriptor goes last: its presence marks a complete store.
     desc.save(store)?;
@@ -277,18 +286,28 @@ pub fn unlock_keys(
         .ok_or_else(|| StoreError::WrongKey(key_id.clone()))?;
     let sealed = descriptor::unb64(&rec.private_key)?;
     let der = zeroize::Zeroizing::new(
-        crypto::open_vec(&priv_kek(master), &priv_aad(&store_id, rec.version, &public_der), &sealed)
-            .map_err(|_| StoreError::WrongKey(key_id.clone()))?,
+        crypto::open_vec(
+            &priv_kek(master),
+            &priv_aad(&store_id, rec.version, &public_der),
+            &sealed,
+        )
+        .map_err(|_| StoreError::WrongKey(key_id.clone()))?,
     );
     let private = StorePrivateKey::from_der(&der)?;
     let public = StorePublicKey::from_der(&public_der)
         .map_err(|_| StoreError::Damaged("descriptor public key is malformed".into()))?;
     if !private.public().same_as(&public) {
-        return Err(StoreError::Damaged("descriptor public key does not match the private key".into()));
+        return Err(StoreError::Damaged(
+            "descriptor public key does not match the private key".into(),
+        ));
     }
-    let names = crypto::open_key(&name_kek(master), &name_aad(&store_id, rec.version), &descriptor::unb64(&rec.name_key)?)
-        .map(NameKey::from_secret)
-        .map_err(|_| StoreError::WrongKey(key_id))?;
+    let names = crypto::open_key(
+        &name_kek(master),
+        &name_aad(&store_id, rec.version),
+        &descriptor::unb64(&rec.name_key)?,
+    )
+    .map(NameKey::from_secret)
+    .map_err(|_| StoreError::WrongKey(key_id))?;
     Ok((private, names))
 }
 
@@ -302,7 +321,8 @@ impl OpenStore {
     ) -> Result<OpenStore, StoreError> {
         let store_id = desc.store_id_bytes()?;
         let catalog_path = root.join(CATALOG);
-        let catalog = Catalog::open(&catalog_path, &store_id).map_err(|e| StoreError::Catalog(catalog_path, e))?;
+        let catalog = Catalog::open(&catalog_path, &store_id)
+            .map_err(|e| StoreError::Catalog(catalog_path, e))?;
         Self::with_catalog(root, desc, private, names, Arc::new(catalog))
     }
 
@@ -375,7 +395,10 @@ impl OpenStore {
     }
 
     fn write_batch(&self) -> Result<([u8; 16], Arc<BatchKey>), StoreError> {
-        let mut w = self.writing.lock().map_err(|_| StoreError::Damaged("batch lock poisoned".into()))?;
+        let mut w = self
+            .writing
+            .lock()
+            .map_err(|_| StoreError::Damaged("batch lock poisoned".into()))?;
         if let Some(b) = w.as_mut() {
             if b.files < FILES_PER_BATCH {
                 b.files += 1;
@@ -390,16 +413,34 @@ impl OpenStore {
         let p = self.root.join(BATCHES).join(hex::encode(id));
         crate::atomic_write(&p, &wrapped, 0o600).map_err(|e| StoreError::Io(p, e))?;
         self.catalog
-            .put_batch(&id, &BatchRecord { wrapped, created: crate::unix_now() })
+            .put_batch(
+                &id,
+                &BatchRecord {
+                    wrapped,
+                    created: crate::unix_now(),
+                },
+            )
             .map_err(|e| StoreError::Catalog(self.root.join(CATALOG), e))?;
-        self.read_cache.lock().map_err(|_| StoreError::Damaged("cache lock poisoned".into()))?.insert(id, key.clone());
-        *w = Some(WriteBatch { id, key: key.clone(), files: 1 });
+        self.read_cache
+            .lock()
+            .map_err(|_| StoreError::Damaged("cache lock poisoned".into()))?
+            .insert(id, key.clone());
+        *w = Some(WriteBatch {
+            id,
+            key: key.clone(),
+            files: 1,
+        });
         Ok((id, key))
     }
 
     /// The batch key `id`, from the cache, else unwrapped with RSA (once per batch).
     pub fn batch_key(&self, id: &[u8; 16]) -> Result<Arc<BatchKey>, StoreError> {
-        if let Some(k) = self.read_cache.lock().map_err(|_| StoreError::Damaged("cache lock poisoned".into()))?.get(id) {
+        if let Some(k) = self
+            .read_cache
+            .lock()
+            .map_err(|_| StoreError::Damaged("cache lock poisoned".into()))?
+            .get(id)
+        {
             return Ok(k.clone());
         }
         let private = self.private.as_ref().ok_or(StoreError::NoPrivateKey)?;
@@ -412,7 +453,10 @@ impl OpenStore {
             }
         };
         let key = Arc::new(private.unwrap_batch_key(&wrapped)?);
-        self.read_cache.lock().map_err(|_| StoreError::Damaged("cache lock poisoned".into()))?.insert(*id, key.clone());
+        self.read_cache
+            .lock()
+            .map_err(|_| StoreError::Damaged("cache lock poisoned".into()))?
+            .insert(*id, key.clone());
         Ok(key)
     }
 

@@ -20,7 +20,12 @@ pub fn require_fuse() -> bool {
     if !Path::new("/dev/fuse").exists() {
         missing.push("/dev/fuse does not exist");
     }
-    if !Command::new("sh").args(["-c", "command -v fusermount3"]).output().map(|o| o.status.success()).unwrap_or(false) {
+    if !Command::new("sh")
+        .args(["-c", "command -v fusermount3"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+    {
         missing.push("fusermount3 is not installed (apt-get install fuse3)");
     }
     if missing.is_empty() {
@@ -28,7 +33,9 @@ pub fn require_fuse() -> bool {
     }
     let why = missing.join("; ");
     if std::env::var("COFFER_SKIP_FUSE_TESTS").as_deref() == Ok("1") {
-        eprintln!("SKIPPED (COFFER_SKIP_FUSE_TESTS=1): this test mounts a FUSE filesystem, but {why}");
+        eprintln!(
+            "SKIPPED (COFFER_SKIP_FUSE_TESTS=1): this test mounts a FUSE filesystem, but {why}"
+        );
         return false;
     }
     panic!("this test mounts a FUSE filesystem, but {why}; run tools/test.sh, which installs what is needed");
@@ -45,7 +52,10 @@ pub struct Env {
 
 impl Env {
     pub fn new() -> Env {
-        let dir = tempfile::Builder::new().prefix("coffer-test-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("coffer-test-")
+            .tempdir()
+            .expect("tempdir");
         let d = dir.path().to_path_buf();
         std::fs::create_dir(d.join("mnt")).expect("mkdir mnt");
         std::fs::write(d.join("pass"), format!("{PASS}\n")).expect("write pass");
@@ -76,13 +86,19 @@ impl Env {
 
     pub fn coffer_ok(&self, args: &[&str]) -> String {
         let o = self.coffer(args);
-        assert!(o.status.success(), "coffer {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "coffer {args:?} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
     pub fn init(&self) -> String {
         let s = self.store.to_str().expect("utf8");
-        self.coffer_ok(&["init", s, "--rsa-bits", "2048"]).trim().to_string()
+        self.coffer_ok(&["init", s, "--rsa-bits", "2048"])
+            .trim()
+            .to_string()
     }
 
     pub fn mount(&self) -> Mounted<'_> {
@@ -90,11 +106,18 @@ impl Env {
     }
 
     pub fn mount_with(&self, extra: &[&str]) -> Mounted<'_> {
-        let (s, m, l) = (self.store.to_str().expect("utf8"), self.mnt.to_str().expect("utf8"), self.log.to_str().expect("utf8"));
+        let (s, m, l) = (
+            self.store.to_str().expect("utf8"),
+            self.mnt.to_str().expect("utf8"),
+            self.log.to_str().expect("utf8"),
+        );
         let mut args = vec!["mount", s, m, "--log", l];
         args.extend_from_slice(extra);
         self.coffer_ok(&args);
-        Mounted { env: self, active: true }
+        Mounted {
+            env: self,
+            active: true,
+        }
     }
 
     pub fn log_text(&self) -> String {
@@ -112,11 +135,19 @@ impl Env {
                 if ft.is_dir() {
                     stack.push(p.clone());
                 }
-                let mut bytes = p.file_name().map(|n| n.as_encoded_bytes().to_vec()).unwrap_or_default();
+                let mut bytes = p
+                    .file_name()
+                    .map(|n| n.as_encoded_bytes().to_vec())
+                    .unwrap_or_default();
                 if ft.is_file() {
                     bytes.extend(std::fs::read(&p).expect("read"));
                 } else if ft.is_symlink() {
-                    bytes.extend(std::fs::read_link(&p).expect("readlink").into_os_string().into_encoded_bytes());
+                    bytes.extend(
+                        std::fs::read_link(&p)
+                            .expect("readlink")
+                            .into_os_string()
+                            .into_encoded_bytes(),
+                    );
                 }
                 out.push((p, bytes));
             }
@@ -140,20 +171,32 @@ impl Mounted<'_> {
         self.active = false;
         let m = self.env.mnt.to_str().expect("utf8");
         let o = self.env.coffer(&["umount", m]);
-        assert!(o.status.success(), "umount failed: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "umount failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
 
     /// The daemon's pid, from the store's lock file.
     pub fn daemon_pid(&self) -> u32 {
         let s = std::fs::read_to_string(self.env.store.join("lock")).expect("lock file");
-        s.lines().next().expect("pid line").trim().parse().expect("pid")
+        s.lines()
+            .next()
+            .expect("pid line")
+            .trim()
+            .parse()
+            .expect("pid")
     }
 
     /// SIGKILL the daemon (a crash), then clear the stale mount.
     pub fn kill(mut self) {
         self.active = false;
         let pid = self.daemon_pid();
-        Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill");
+        Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .expect("kill");
         for _ in 0..200 {
             if !Path::new(&format!("/proc/{pid}")).exists() {
                 break;
@@ -174,7 +217,11 @@ impl Drop for Mounted<'_> {
             return;
         }
         let m = self.env.mnt.to_str().unwrap_or_default().to_string();
-        let ok = Command::new(bin()).args(["umount", &m, "--timeout", "20"]).output().map(|o| o.status.success()).unwrap_or(false);
+        let ok = Command::new(bin())
+            .args(["umount", &m, "--timeout", "20"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
         if !ok {
             Command::new("fusermount3").args(["-uz", &m]).status().ok();
             Command::new("umount").args(["-l", &m]).status().ok();
@@ -201,7 +248,12 @@ pub fn sh(cmd: &str) -> Output {
 
 pub fn sh_ok(cmd: &str) -> String {
     let o = sh(cmd);
-    assert!(o.status.success(), "`{cmd}` failed: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "`{cmd}` failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 

@@ -1,0 +1,103 @@
+//! Every store format version that was ever released must still open: each fixture under
+//! tests/fixtures/store-vN (made by tools/make-fixture.sh) is mounted and compared with its
+//! manifest, then checked by fsck.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use common::{require_fuse, sh_ok};
+
+fn manifest_of(root: &Path) -> String {
+    sh_ok(&format!(
+        r#"cd '{}' && find . -mindepth 1 | LC_ALL=C sort | while read -r p; do
+  if [ -L "$p" ]; then echo "l $p $(readlink "$p")";
+  elif [ -d "$p" ]; then echo "d $p";
+  else echo "f $p $(stat -c %s "$p") $(sha256sum < "$p" | cut -d' ' -f1)"; fi
+done"#,
+        root.display()
+    ))
+}
+
+#[test]
+fn every_fixture_store_still_opens() {
+    if !require_fuse() {
+        return;
+    }
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut seen = 0;
+    for e in std::fs::read_dir(&fixtures).expect("fixtures dir") {
+        let src = e.expect("entry").path();
+        if !src
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("store-v"))
+        {
+            continue;
+        }
+        seen += 1;
+        // Work on a copy: mounting records a lock file and fsck may write.
+        let work = tempfile::tempdir().expect("tempdir");
+        sh_ok(&format!(
+            "cp -a '{}/.' '{}/'",
+            src.display(),
+            work.path().display()
+        ));
+        let mnt = work.path().join("mnt");
+        std::fs::create_dir(&mnt).expect("mkdir");
+        let run = |args: &[&str]| {
+            std::process::Command::new(common::bin())
+                .args(args)
+                .env("COFFER_KEYSTORE", work.path().join("keystore"))
+                .env("COFFER_PASSPHRASE_FILE", work.path().join("passphrase"))
+                .output()
+                .expect("coffer")
+        };
+        let store = work.path().join("store");
+        let (s, m) = (store.to_str().expect("utf8"), mnt.to_str().expect("utf8"));
+        let o = run(&[
+            "mount",
+            s,
+            m,
+            "--read-only",
+            "--log",
+            work.path().join("log").to_str().expect("utf8"),
+        ]);
+        assert!(
+            o.status.success(),
+            "{}: mount: {}",
+            src.display(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let got = std::panic::catch_unwind(|| {
+            let got = manifest_of(&mnt);
+            let a = std::fs::metadata(mnt.join("size-65537")).expect("stat");
+            let b = std::fs::metadata(mnt.join("dir/hardlink")).expect("stat");
+            (got, a.ino() == b.ino())
+        });
+        let u = run(&["umount", m]);
+        let (got, linked) = got.expect("reading the fixture mount");
+        assert!(u.status.success());
+        let want = std::fs::read_to_string(src.join("manifest")).expect("manifest");
+        assert_eq!(
+            got,
+            want,
+            "{} content differs from its manifest",
+            src.display()
+        );
+        assert!(linked, "hard link preserved");
+        let o = run(&["fsck", s]);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "fsck of {}: {}",
+            src.display(),
+            String::from_utf8_lossy(&o.stdout)
+        );
+    }
+    assert!(
+        seen >= 1,
+        "no fixture stores found in {}",
+        fixtures.display()
+    );
+}

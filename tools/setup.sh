@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install what coffer's demo and tests need on a Debian machine, if it is missing:
+# fuse3 (fusermount3), rsync, python3 (the mmap test), and a Rust toolchain check.
+# Sourced by tools/demo.sh and tools/test.sh; safe to run again.
+set -euo pipefail
+
+missing=()
+command -v fusermount3 >/dev/null 2>&1 || missing+=(fuse3)
+command -v rsync >/dev/null 2>&1 || missing+=(rsync)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+command -v diff >/dev/null 2>&1 || missing+=(diffutils)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}" >&2
+  if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq >/dev/null
+  $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo is not installed; install Rust (https://rustup.rs) and run this again" >&2
+  exit 2
+fi
+if [ ! -e /dev/fuse ]; then
+  modprobe fuse 2>/dev/null || true
+  [ -e /dev/fuse ] || { echo "setup: /dev/fuse is missing and 'modprobe fuse' did not create it" >&2; exit 2; }
+fi
