@@ -73,8 +73,12 @@ impl CatalogWriter {
     }
 }
 
+/// Longest time queued updates stay non-durable while the mount is busy.
+const DURABLE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn run(catalog: Arc<Catalog>, rx: Receiver<Msg>) {
     let mut ok = true;
+    let mut last_durable = std::time::Instant::now();
     while let Ok(first) = rx.recv() {
         let mut ops = Vec::new();
         let mut acks = Vec::new();
@@ -90,9 +94,13 @@ fn run(catalog: Arc<Catalog>, rx: Receiver<Msg>) {
             }
         }
         if !ops.is_empty() || !acks.is_empty() {
-            // Durable only when somebody waits for it; otherwise the next durable commit
-            // (or fsck --repair from the headers) covers these.
-            if let Err(e) = catalog.apply(&ops, !acks.is_empty()) {
+            // Durable when somebody waits for it or every few seconds; a crash between loses
+            // only records that fsck --repair rebuilds from the headers.
+            let durable = !acks.is_empty() || last_durable.elapsed() >= DURABLE_EVERY;
+            if durable {
+                last_durable = std::time::Instant::now();
+            }
+            if let Err(e) = catalog.apply(&ops, durable) {
                 tracing::error!("catalog update failed: {e}");
                 ok = false;
             }

@@ -5,8 +5,11 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 pub fn init_logging(file: Option<&Path>, default_level: &str) -> std::io::Result<()> {
+    // fuser's debug and warning lines print request arguments, plaintext file names
+    // included: keep it to errors whatever COFFER_LOG asks for.
     let filter = tracing_subscriber::EnvFilter::try_from_env("COFFER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level))
+        .add_directive("fuser=error".parse().map_err(std::io::Error::other)?);
     let _ = tracing_log::LogTracer::init();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -102,6 +102,24 @@ pub fn seal_block(
     tag_out.copy_from_slice(&tag);
 }
 
+/// Seal block `idx` in place: `buf` is `nonce | plaintext | tag-space`, the plaintext already
+/// in position (saves a copy on the write path).
+pub fn seal_block_in_place(
+    cipher: &BlockCipher,
+    file_id: &[u8; 16],
+    idx: u64,
+    last: bool,
+    buf: &mut [u8],
+) {
+    debug_assert!(buf.len() >= BLOCK_OVERHEAD);
+    let body_len = buf.len() - BLOCK_OVERHEAD;
+    let (nonce_out, rest) = buf.split_at_mut(12);
+    let (body, tag_out) = rest.split_at_mut(body_len);
+    let (nonce, tag) = cipher.seal_in_place(&aad(file_id, idx, last), body);
+    nonce_out.copy_from_slice(&nonce);
+    tag_out.copy_from_slice(&tag);
+}
+
 /// Open sealed block `idx` in place; returns the plaintext sub-slice.
 pub fn open_block<'a>(
     cipher: &BlockCipher,

@@ -6,8 +6,8 @@ mod header;
 mod names;
 
 pub use block::{
-    blocks_for, cipher_len_for, open_block, plain_len_from_cipher, seal_block, BlockGeometry,
-    BLOCK_OVERHEAD,
+    blocks_for, cipher_len_for, open_block, plain_len_from_cipher, seal_block, seal_block_in_place,
+    BlockGeometry, BLOCK_OVERHEAD,
 };
 pub use header::{Header, HEADER_LEN, MAGIC};
 pub use names::{

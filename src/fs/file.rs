@@ -17,8 +17,8 @@ use rayon::prelude::*;
 use crate::catalog::{CatalogOp, FileRecord};
 use crate::crypto::BlockCipher;
 use crate::format::{
-    blocks_for, cipher_len_for, open_block, plain_len_from_cipher, seal_block, BlockGeometry,
-    Header, BLOCK_OVERHEAD, HEADER_LEN,
+    blocks_for, cipher_len_for, open_block, plain_len_from_cipher, seal_block, seal_block_in_place,
+    BlockGeometry, Header, BLOCK_OVERHEAD, HEADER_LEN,
 };
 use crate::store::OpenStore;
 
@@ -270,7 +270,7 @@ impl OpenFile {
             let idx = start + i as u64;
             let b0 = g.block_to_plain_off(idx);
             let plen = chunk.len() - BLOCK_OVERHEAD;
-            let mut plain = vec![0u8; plen];
+            let plain = &mut chunk[12..12 + plen];
             if let Some(o) = old.get(&idx) {
                 let n = o.len().min(plen);
                 plain[..n].copy_from_slice(&o[..n]);
@@ -282,7 +282,7 @@ impl OpenFile {
                 plain[(s - b0) as usize..(e - b0) as usize]
                     .copy_from_slice(&data[(s - off) as usize..(e - off) as usize]);
             }
-            seal_block(cipher, &id, idx, idx == new_n - 1, &plain, chunk);
+            seal_block_in_place(cipher, &id, idx, idx == new_n - 1, chunk);
         };
         if (last - start) as usize + 1 >= PARALLEL_BLOCKS {
             out.par_chunks_mut(stride).enumerate().for_each(seal);

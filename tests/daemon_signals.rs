@@ -1,0 +1,68 @@
+//! SIGTERM or SIGINT to the mount daemon behave like `coffer umount`: the catalog is flushed,
+//! the mount disappears and the daemon exits.
+
+mod common;
+
+use std::fs;
+use std::time::{Duration, Instant};
+
+use common::{pattern, require_fuse, Env};
+
+fn stop_with(signal: &str) {
+    let env = Env::new();
+    env.init();
+    let m = env.mount();
+    for i in 0..25u64 {
+        fs::write(m.p(&format!("f{i}")), pattern(i, 10_000 * i as usize)).expect("write");
+    }
+    let pid = m.daemon_pid();
+    std::mem::forget(m); // the daemon is stopped by the signal, not by the guard
+    common::sh_ok(&format!("kill -{signal} {pid}"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "daemon did not exit after SIG{signal}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mounts = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(
+        !mounts.contains(env.mnt.to_str().expect("utf8")),
+        "still mounted after SIG{signal}"
+    );
+    // Everything was flushed: fsck finds a complete catalog, and the files read back.
+    let s = env.store.to_str().expect("utf8");
+    let o = env.coffer(&["fsck", s]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let m = env.mount();
+    for i in 0..25u64 {
+        assert_eq!(
+            fs::read(m.p(&format!("f{i}"))).expect("read"),
+            pattern(i, 10_000 * i as usize)
+        );
+    }
+    m.umount();
+    assert!(env
+        .log_text()
+        .contains(&format!("signal {}", if signal == "TERM" { 15 } else { 2 })));
+}
+
+#[test]
+fn sigterm_unmounts_cleanly() {
+    if require_fuse() {
+        stop_with("TERM");
+    }
+}
+
+#[test]
+fn sigint_unmounts_cleanly() {
+    if require_fuse() {
+        stop_with("INT");
+    }
+}
