@@ -321,7 +321,8 @@ fn lazy_unmount(mnt: &Path) {
     }
 }
 
-/// Every inode the kernel knows is held as an O_PATH descriptor: allow many.
+/// Directory descriptors are cached up to a quarter of the soft limit: raise it to the hard
+/// limit. Files hold no descriptor unless open, so the hard limit itself is left alone.
 fn raise_fd_limit() {
     let mut r = libc::rlimit {
         rlim_cur: 0,

@@ -103,6 +103,11 @@ impl OpenFile {
         Ok(of)
     }
 
+    /// The backing file (an ordinary descriptor: valid after the last name is gone).
+    pub fn backing(&self) -> &File {
+        &self.file
+    }
+
     pub fn size(&self) -> Result<u64, Errno> {
         Ok(self.read_state()?.size)
     }

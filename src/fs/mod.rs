@@ -7,19 +7,20 @@
 
 mod adapter;
 mod file;
+mod inodes;
 mod ops;
 mod sys;
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
-use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{Errno, FileAttr, FileType, INodeNo};
 
 pub use file::OpenFile;
+use inodes::Inode;
 
 use crate::format::{
     plain_len_from_cipher, symlink_plain_len, BlockGeometry, StoredName, DIRIV_LEN, DIRIV_NAME,
@@ -46,17 +47,6 @@ impl Default for MountConfig {
     }
 }
 
-struct Inode {
-    fd: Arc<OwnedFd>,
-    nlookup: u64,
-    kind: FileType,
-    diriv: Option<[u8; DIRIV_LEN]>,
-    open: Weak<OpenFile>,
-    /// Last parent and entry name it was seen under: for symlink times and log labels.
-    parent: u64,
-    entry: OsString,
-}
-
 enum Handle {
     File(Arc<OpenFile>),
     Dir(Arc<Vec<(u64, FileType, OsString)>>),
@@ -67,6 +57,9 @@ pub struct CofferFs {
     cfg: MountConfig,
     root_backing: u64,
     inodes: Mutex<HashMap<u64, Inode>>,
+    /// Directory descriptors cached so far, and how many may be (see inodes.rs).
+    dir_fds: AtomicU64,
+    dir_fd_budget: u64,
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
     as_root: bool,
@@ -102,23 +95,14 @@ impl CofferFs {
         let root_fd = sys::open_dir_path(&store.data_dir())?;
         let st = sys::stat_fd(&root_fd)?;
         let mut inodes = HashMap::new();
-        inodes.insert(
-            1,
-            Inode {
-                fd: Arc::new(root_fd),
-                nlookup: u64::MAX / 2,
-                kind: FileType::Directory,
-                diriv: None,
-                open: Weak::new(),
-                parent: 1,
-                entry: OsString::new(),
-            },
-        );
+        inodes.insert(1, Inode::root(root_fd));
         Ok(CofferFs {
             store,
             cfg,
             root_backing: st.st_ino,
             inodes: Mutex::new(inodes),
+            dir_fds: AtomicU64::new(0),
+            dir_fd_budget: inodes::dir_fd_budget(),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             // SAFETY: geteuid has no preconditions and cannot fail.
@@ -143,30 +127,8 @@ impl CofferFs {
         }
     }
 
-    fn node(&self, ino: INodeNo) -> Result<(Arc<OwnedFd>, FileType), Errno> {
-        let t = lock(&self.inodes)?;
-        let n = t.get(&ino.0).ok_or(Errno::ESTALE)?;
-        Ok((n.fd.clone(), n.kind))
-    }
-
-    fn label(&self, ino: u64) -> String {
-        let fd = self
-            .inodes
-            .lock()
-            .ok()
-            .and_then(|t| t.get(&ino).map(|n| n.fd.clone()));
-        match fd.and_then(|fd| std::fs::read_link(sys::proc_path(&fd).to_str().unwrap_or("")).ok())
-        {
-            Some(p) => p
-                .strip_prefix(&self.store.root)
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-            None => format!("inode {ino}"),
-        }
-    }
-
     fn diriv(&self, dir: INodeNo) -> Result<[u8; DIRIV_LEN], Errno> {
-        let fd = {
+        {
             let t = lock(&self.inodes)?;
             let n = t.get(&dir.0).ok_or(Errno::ESTALE)?;
             if n.kind != FileType::Directory {
@@ -175,8 +137,8 @@ impl CofferFs {
             if let Some(iv) = n.diriv {
                 return Ok(iv);
             }
-            n.fd.clone()
-        };
+        }
+        let (fd, _) = self.node(dir)?;
         let bytes = sys::read_small_at(&fd, OsStr::new(DIRIV_NAME), DIRIV_LEN).map_err(|e| {
             tracing::warn!("{}: directory IV unreadable: {e:?}", self.label(dir.0));
             Errno::EIO
@@ -232,54 +194,6 @@ impl CofferFs {
         }
     }
 
-    /// Record one more kernel reference to `entry` in `parent` and return its attributes.
-    fn remember(&self, parent: INodeNo, entry: &OsStr) -> Result<FileAttr, Errno> {
-        let (pfd, _) = self.node(parent)?;
-        let st = sys::stat_at(&pfd, entry)?;
-        let ino = self.to_fuse(st.st_ino);
-        let open = {
-            let mut t = lock(&self.inodes)?;
-            if let Some(n) = t.get_mut(&ino) {
-                n.nlookup += 1;
-                n.parent = parent.0;
-                n.entry = entry.to_os_string();
-                n.open.upgrade()
-            } else {
-                drop(t);
-                let fd = sys::open_path(&pfd, entry)?;
-                // The entry may have been replaced between the stat and the open.
-                let st2 = sys::stat_fd(&fd)?;
-                if st2.st_ino != st.st_ino {
-                    return Err(Errno::EAGAIN);
-                }
-                let mut t = lock(&self.inodes)?;
-                let n = t.entry(ino).or_insert_with(|| Inode {
-                    fd: Arc::new(fd),
-                    nlookup: 0,
-                    kind: kind_of(st.st_mode),
-                    diriv: None,
-                    open: Weak::new(),
-                    parent: parent.0,
-                    entry: entry.to_os_string(),
-                });
-                n.nlookup += 1;
-                n.open.upgrade()
-            }
-        };
-        Ok(self.attr(ino, &st, open.as_deref()))
-    }
-
-    fn forget(&self, ino: u64, n: u64) {
-        if let Ok(mut t) = self.inodes.lock() {
-            if let Some(node) = t.get_mut(&ino) {
-                node.nlookup = node.nlookup.saturating_sub(n);
-                if node.nlookup == 0 && ino != 1 {
-                    t.remove(&ino);
-                }
-            }
-        }
-    }
-
     fn new_handle(&self, h: Handle) -> Result<u64, Errno> {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         lock(&self.handles)?.insert(fh, h);
@@ -295,7 +209,7 @@ impl CofferFs {
 
     /// The shared open state of a regular file, opening it if no handle has it yet.
     fn open_file(&self, ino: INodeNo) -> Result<Arc<OpenFile>, Errno> {
-        let fd = {
+        {
             let t = lock(&self.inodes)?;
             let n = t.get(&ino.0).ok_or(Errno::ESTALE)?;
             if n.kind != FileType::RegularFile {
@@ -304,8 +218,8 @@ impl CofferFs {
             if let Some(f) = n.open.upgrade() {
                 return Ok(f);
             }
-            n.fd.clone()
-        };
+        }
+        let (fd, _) = self.node(ino)?;
         let mode = if self.cfg.read_only {
             libc::O_RDONLY
         } else {

@@ -70,7 +70,7 @@ impl CofferFs {
         }
     }
 
-    fn chown_new(&self, fd: &OwnedFd, uid: u32, gid: u32) {
+    fn chown_new(&self, fd: &impl AsRawFd, uid: u32, gid: u32) {
         if self.as_root {
             if let Err(e) = sys::chown_fd(fd, Some(uid), Some(gid)) {
                 tracing::warn!("cannot set owner of a new entry: {e:?}");
@@ -110,15 +110,22 @@ impl CofferFs {
     }
 
     pub(super) fn getattr(&self, ino: INodeNo, fh: Option<u64>) -> Result<FileAttr, Errno> {
-        let open = match fh.map(|fh| self.file_handle(fh)) {
-            Some(Ok(f)) => Some(f),
-            _ => lock(&self.inodes)?
-                .get(&ino.0)
-                .and_then(|n| n.open.upgrade()),
+        let open = self.open_of(ino, fh)?;
+        let st = match &open {
+            Some(f) => sys::stat_fd(f.backing())?,
+            None => sys::stat_fd(&*self.node(ino)?.0)?,
         };
-        let (fd, _) = self.node(ino)?;
-        let st = sys::stat_fd(&fd)?;
         Ok(self.attr(ino.0, &st, open.as_deref()))
+    }
+
+    /// The open state of an inode, if a handle has it open.
+    fn open_of(&self, ino: INodeNo, fh: Option<u64>) -> Result<Option<Arc<OpenFile>>, Errno> {
+        if let Some(Ok(f)) = fh.map(|fh| self.file_handle(fh)) {
+            return Ok(Some(f));
+        }
+        Ok(lock(&self.inodes)?
+            .get(&ino.0)
+            .and_then(|n| n.open.upgrade()))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -134,18 +141,34 @@ impl CofferFs {
         fh: Option<u64>,
     ) -> Result<FileAttr, Errno> {
         self.writable()?;
-        let (fd, kind) = self.node(ino)?;
+        let kind = lock(&self.inodes)?
+            .get(&ino.0)
+            .map(|n| n.kind)
+            .ok_or(Errno::ESTALE)?;
         if let Some(size) = size {
             if kind != FileType::RegularFile {
                 return Err(Errno::EINVAL);
             }
-            let of = match fh.map(|fh| self.file_handle(fh)) {
-                Some(Ok(f)) => f,
-                _ => self.open_file(ino)?,
+            let of = match self.open_of(ino, fh)? {
+                Some(f) => f,
+                None => self.open_file(ino)?,
             };
             of.truncate(&self.store, size)?;
             of.publish_len(&self.store);
         }
+        // An open file is changed through its own descriptor: it may have no name left.
+        let open = self.open_of(ino, fh)?;
+        let path_fd = match &open {
+            Some(_) => None,
+            None => Some(self.node(ino)?.0),
+        };
+        let raw: std::os::fd::RawFd = match (&open, &path_fd) {
+            (Some(f), _) => f.backing().as_raw_fd(),
+            (None, Some(fd)) => fd.as_raw_fd(),
+            (None, None) => return Err(Errno::ESTALE),
+        };
+        // SAFETY: `raw` stays open for this call: `open` or `path_fd` holds it.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
         if let Some(mode) = mode {
             if kind != FileType::Symlink {
                 sys::chmod_fd(&fd, mode & 0o7777)?;
@@ -158,11 +181,7 @@ impl CofferFs {
             let times = [timespec(atime), timespec(mtime)];
             if kind == FileType::Symlink {
                 // Symlink times need the parent and the name: /proc links would follow.
-                let (parent, entry) = {
-                    let t = lock(&self.inodes)?;
-                    let n = t.get(&ino.0).ok_or(Errno::ESTALE)?;
-                    (n.parent, n.entry.clone())
-                };
+                let (parent, entry) = self.first_name(ino.0).ok_or(Errno::ESTALE)?;
                 let (pfd, _) = self.node(INodeNo(parent))?;
                 sys::utimens(
                     pfd.as_raw_fd(),
@@ -203,6 +222,7 @@ impl CofferFs {
         let entry = OsStr::new(stored.entry());
         self.put_sidecar(&pfd, &stored)?;
         let file = sys::create_at(&pfd, entry, mode & 0o7777)?;
+        self.chown_new(&file, uid, gid);
         let label = format!("{}/{}", self.label(parent.0), stored.entry());
         let of = match OpenFile::create(&self.store, file, label) {
             Ok(of) => Arc::new(of),
@@ -213,12 +233,8 @@ impl CofferFs {
             }
         };
         let attr = self.remember(parent, entry)?;
-        {
-            let mut t = lock(&self.inodes)?;
-            if let Some(n) = t.get_mut(&attr.ino.0) {
-                self.chown_new(&n.fd, uid, gid);
-                n.open = Arc::downgrade(&of);
-            }
+        if let Some(n) = lock(&self.inodes)?.get_mut(&attr.ino.0) {
+            n.open = Arc::downgrade(&of);
         }
         let attr = if self.as_root {
             FileAttr { uid, gid, ..attr }
@@ -296,8 +312,12 @@ impl CofferFs {
         let (pfd, _) = self.node(parent)?;
         let entry = OsStr::new(stored.entry());
         let dying = self.dying_file_id(&pfd, entry);
+        let ino = self.ino_at(&pfd, entry);
         sys::unlink_at(&pfd, entry, 0)?;
         self.drop_sidecar(&pfd, &stored);
+        if let Some(ino) = ino {
+            self.drop_name(ino, parent, entry);
+        }
         if let Some(id) = dying {
             self.store.catalog_op(CatalogOp::Remove(id));
         }
@@ -334,8 +354,10 @@ impl CofferFs {
         if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
             return Err(Errno::ENOTDIR);
         }
+        let ino = self.to_fuse(st.st_ino);
         self.remove_empty_dir(&pfd, entry)?;
         self.drop_sidecar(&pfd, &stored);
+        self.drop_name(ino, parent, entry);
         Ok(())
     }
 
@@ -375,9 +397,18 @@ impl CofferFs {
         if parent == newparent && oe == ne {
             return Ok(());
         }
+        let src = self.ino_at(&pfd, oe).ok_or(Errno::ENOENT)?;
+        let dst = self.ino_at(&npfd, ne);
         if flags & libc::RENAME_EXCHANGE != 0 {
             // Names stay where they are, so the sidecars do too.
-            return sys::rename_at(&pfd, oe, &npfd, ne, flags);
+            sys::rename_at(&pfd, oe, &npfd, ne, flags)?;
+            self.drop_name(src, parent, oe);
+            self.add_name(src, newparent, ne);
+            if let Some(dst) = dst {
+                self.drop_name(dst, newparent, ne);
+                self.add_name(dst, parent, oe);
+            }
+            return Ok(());
         }
         let target = sys::stat_at(&npfd, ne).ok();
         let mut dying = None;
@@ -407,14 +438,11 @@ impl CofferFs {
         if let Some(id) = dying {
             self.store.catalog_op(CatalogOp::Remove(id));
         }
-        // Keep the moved inode's parent hint current.
-        if let Ok(st) = sys::stat_at(&npfd, ne) {
-            let ino = self.to_fuse(st.st_ino);
-            if let Some(n) = lock(&self.inodes)?.get_mut(&ino) {
-                n.parent = newparent.0;
-                n.entry = ne.to_os_string();
-            }
+        if let Some(dst) = dst.filter(|d| *d != src) {
+            self.drop_name(dst, newparent, ne);
         }
+        self.drop_name(src, parent, oe);
+        self.add_name(src, newparent, ne);
         Ok(())
     }
 
@@ -531,7 +559,7 @@ impl CofferFs {
     }
 
     pub(super) fn statfs(&self) -> Result<libc::statvfs, Errno> {
-        let (fd, _) = self.node(INodeNo(1))?;
+        let (fd, _) = self.node(INodeNo::ROOT)?;
         sys::statvfs_fd(&fd)
     }
 }

@@ -17,12 +17,12 @@ fn last() -> Errno {
 }
 
 /// "/proc/self/fd/N": reopens an O_PATH descriptor with real access modes.
-pub fn proc_path(fd: &OwnedFd) -> CString {
+pub fn proc_path(fd: &impl AsRawFd) -> CString {
     // A formatted integer never contains NUL.
     CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap_or_default()
 }
 
-pub fn stat_fd(fd: &OwnedFd) -> Result<libc::stat, Errno> {
+pub fn stat_fd(fd: &impl AsRawFd) -> Result<libc::stat, Errno> {
     stat_at_raw(
         fd.as_raw_fd(),
         c"",
@@ -80,7 +80,7 @@ pub fn open_dir_path(path: &std::path::Path) -> Result<OwnedFd, Errno> {
 }
 
 /// Reopen an inode for I/O.
-pub fn reopen(fd: &OwnedFd, flags: i32) -> Result<File, Errno> {
+pub fn reopen(fd: &impl AsRawFd, flags: i32) -> Result<File, Errno> {
     let p = proc_path(fd);
     // SAFETY: p is NUL-terminated; the returned fd is checked and then owned.
     let r = unsafe { libc::open(p.as_ptr(), flags | libc::O_CLOEXEC) };
@@ -252,7 +252,7 @@ pub fn readlink_fd(fd: &OwnedFd) -> Result<Vec<u8>, Errno> {
     Ok(buf)
 }
 
-pub fn chmod_fd(fd: &OwnedFd, mode: u32) -> Result<(), Errno> {
+pub fn chmod_fd(fd: &impl AsRawFd, mode: u32) -> Result<(), Errno> {
     let p = proc_path(fd);
     // SAFETY: p is NUL-terminated.
     if unsafe { libc::chmod(p.as_ptr(), mode as libc::mode_t) } != 0 {
@@ -261,7 +261,7 @@ pub fn chmod_fd(fd: &OwnedFd, mode: u32) -> Result<(), Errno> {
     Ok(())
 }
 
-pub fn chown_fd(fd: &OwnedFd, uid: Option<u32>, gid: Option<u32>) -> Result<(), Errno> {
+pub fn chown_fd(fd: &impl AsRawFd, uid: Option<u32>, gid: Option<u32>) -> Result<(), Errno> {
     let u = uid.unwrap_or(u32::MAX);
     let g = gid.unwrap_or(u32::MAX);
     // SAFETY: an empty path with AT_EMPTY_PATH acts on the fd itself (symlinks included).

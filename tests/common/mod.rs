@@ -262,3 +262,10 @@ pub fn sh_ok(cmd: &str) -> String {
 pub fn drop_caches() {
     let _ = sh("sync; echo 3 > /proc/sys/vm/drop_caches");
 }
+
+impl<'a> Mounted<'a> {
+    /// Take charge of a mount made some other way (a test that mounts with its own command).
+    pub fn adopt(env: &'a Env) -> Mounted<'a> {
+        Mounted { env, active: true }
+    }
+}
