@@ -116,39 +116,39 @@ impl Catalog {
     }
 
     pub fn batch(&self, id: &[u8; 16]) -> Result<Option<BatchRecord>, CatalogError> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(BATCHES)?;
-        let v = t.get(&id[..])?;
-        v.map(|v| postcard::from_bytes(v.value()).map_err(|_| CatalogError::Record))
-            .transpose()
+        self.get(BATCHES, id)
     }
 
     pub fn batches(&self) -> Result<Vec<([u8; 16], BatchRecord)>, CatalogError> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(BATCHES)?;
-        let mut out = Vec::new();
-        for row in t.iter()? {
-            let (k, v) = row?;
-            let id: [u8; 16] = k.value().try_into().map_err(|_| CatalogError::Record)?;
-            out.push((
-                id,
-                postcard::from_bytes(v.value()).map_err(|_| CatalogError::Record)?,
-            ));
-        }
-        Ok(out)
+        self.list(BATCHES)
     }
 
     pub fn file(&self, id: &[u8; 16]) -> Result<Option<FileRecord>, CatalogError> {
+        self.get(FILES, id)
+    }
+
+    pub fn files(&self) -> Result<Vec<([u8; 16], FileRecord)>, CatalogError> {
+        self.list(FILES)
+    }
+
+    fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        table: TableDefinition<&[u8], &[u8]>,
+        id: &[u8; 16],
+    ) -> Result<Option<T>, CatalogError> {
         let tx = self.db.begin_read()?;
-        let t = tx.open_table(FILES)?;
+        let t = tx.open_table(table)?;
         let v = t.get(&id[..])?;
         v.map(|v| postcard::from_bytes(v.value()).map_err(|_| CatalogError::Record))
             .transpose()
     }
 
-    pub fn files(&self) -> Result<Vec<([u8; 16], FileRecord)>, CatalogError> {
+    fn list<T: serde::de::DeserializeOwned>(
+        &self,
+        table: TableDefinition<&[u8], &[u8]>,
+    ) -> Result<Vec<([u8; 16], T)>, CatalogError> {
         let tx = self.db.begin_read()?;
-        let t = tx.open_table(FILES)?;
+        let t = tx.open_table(table)?;
         let mut out = Vec::new();
         for row in t.iter()? {
             let (k, v) = row?;

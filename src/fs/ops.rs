@@ -71,7 +71,8 @@ impl CofferFs {
     }
 
     fn chown_new(&self, fd: &impl AsRawFd, uid: u32, gid: u32) {
-        if self.as_root {
+        // Root's own entries already belong to root.
+        if self.as_root && (uid, gid) != (0, 0) {
             if let Err(e) = sys::chown_fd(fd, Some(uid), Some(gid)) {
                 tracing::warn!("cannot set owner of a new entry: {e:?}");
             }
@@ -260,11 +261,31 @@ impl CofferFs {
             self.release(fh);
             return Ok(attr);
         }
+        self.new_entry(parent, name, uid, gid, |pfd, entry| {
+            sys::mknod_at(pfd, entry, mode, rdev)
+        })
+    }
+
+    /// Make a name-only entry (symlink, FIFO, device) with `make`, its long-name sidecar
+    /// first and removed again if `make` fails; then give it to the caller's uid and gid.
+    fn new_entry(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        uid: u32,
+        gid: u32,
+        make: impl FnOnce(&OwnedFd, &OsStr) -> Result<(), Errno>,
+    ) -> Result<FileAttr, Errno> {
         let stored = self.stored_name(parent, name)?;
         let (pfd, _) = self.node(parent)?;
         let entry = OsStr::new(stored.entry());
         self.put_sidecar(&pfd, &stored)?;
-        sys::mknod_at(&pfd, entry, mode, rdev)?;
+        if let Err(e) = make(&pfd, entry) {
+            if e != Errno::EEXIST {
+                self.drop_sidecar(&pfd, &stored);
+            }
+            return Err(e);
+        }
         self.chown_new(&sys::open_path(&pfd, entry)?, uid, gid);
         self.remember(parent, entry)
     }
@@ -370,14 +391,10 @@ impl CofferFs {
         gid: u32,
     ) -> Result<FileAttr, Errno> {
         self.writable()?;
-        let stored = self.stored_name(parent, name)?;
         let enc = encode_symlink(&self.store.names, target).map_err(|_| Errno::ENAMETOOLONG)?;
-        let (pfd, _) = self.node(parent)?;
-        let entry = OsStr::new(stored.entry());
-        self.put_sidecar(&pfd, &stored)?;
-        sys::symlink_at(enc.as_bytes(), &pfd, entry)?;
-        self.chown_new(&sys::open_path(&pfd, entry)?, uid, gid);
-        self.remember(parent, entry)
+        self.new_entry(parent, name, uid, gid, |pfd, entry| {
+            sys::symlink_at(enc.as_bytes(), pfd, entry)
+        })
     }
 
     pub(super) fn rename(
