@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use common::{require_fuse, sh_ok};
