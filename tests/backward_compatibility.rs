@@ -68,14 +68,12 @@ fn every_fixture_store_still_opens() {
             src.display(),
             String::from_utf8_lossy(&o.stderr)
         );
-        let got = std::panic::catch_unwind(|| {
-            let got = manifest_of(&mnt);
-            let a = std::fs::metadata(mnt.join("size-65537")).expect("stat");
-            let b = std::fs::metadata(mnt.join("dir/hardlink")).expect("stat");
-            (got, a.ino() == b.ino())
-        });
+        // Git stores no hard links: in a clone, the fixture's two names of one ciphertext
+        // file are two identical copies, which must both still read (hard links themselves
+        // are tested on live mounts in posix_ops.rs).
+        let got = std::panic::catch_unwind(|| manifest_of(&mnt));
         let u = run(&["umount", m]);
-        let (got, linked) = got.expect("reading the fixture mount");
+        let got = got.expect("reading the fixture mount");
         assert!(u.status.success());
         let want = std::fs::read_to_string(src.join("manifest")).expect("manifest");
         assert_eq!(
@@ -84,7 +82,6 @@ fn every_fixture_store_still_opens() {
             "{} content differs from its manifest",
             src.display()
         );
-        assert!(linked, "hard link preserved");
         let o = run(&["fsck", s]);
         assert_eq!(
             o.status.code(),
