@@ -27,6 +27,10 @@ pub struct InitArgs {
     /// Copy label kept with the key ("primary", "offsite", ...)
     #[arg(long, value_name = "NAME")]
     pub copy: Option<String>,
+    /// Also seal the store's master key to this recovery certificate (from `coffer keys
+    /// recovery-key`), so that the store stays readable if every keystore is lost
+    #[arg(long, value_name = "PEM")]
+    pub recovery_cert: Option<PathBuf>,
 }
 
 fn parse_rsa_bits(s: &str) -> Result<usize, String> {
@@ -65,6 +69,11 @@ pub fn run(a: InitArgs) -> CliResult {
             return Err(Failure::from(store::StoreError::NotEmpty(a.store.clone())));
         }
     }
+    let recovery = a
+        .recovery_cert
+        .as_deref()
+        .map(crate::keys::certificate::read)
+        .transpose()?;
     let ks = open_keystore(&a.keys, true)?;
     let opts = InitOptions {
         rsa_bits: a.rsa_bits,
@@ -73,9 +82,9 @@ pub fn run(a: InitArgs) -> CliResult {
         copy: a.copy.clone(),
         provider: "local".into(),
     };
-    let desc = store::init(&a.store, &opts, |desc, master| {
+    let entry_for = |desc: &store::Descriptor| {
         let rec = desc.current_master();
-        let entry = KeyEntry {
+        KeyEntry {
             key_id: rec.key_id.clone(),
             store_id: desc.store_id.clone(),
             version: rec.version,
@@ -83,9 +92,43 @@ pub fn run(a: InitArgs) -> CliResult {
             copy: a.copy.clone(),
             origin: "created".into(),
             created: crate::unix_now(),
-        };
-        ks.add(entry, master).map(|_| ()).map_err(|e| e.to_string())
-    })?;
+        }
+    };
+    let save = Box::new(
+        |desc: &store::Descriptor, master: &crate::crypto::MasterKey| {
+            ks.add(entry_for(desc), master)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        },
+    );
+    let seal = Box::new(
+        |desc: &store::Descriptor, master: &crate::crypto::MasterKey| {
+            let Some((pk, pem)) = &recovery else {
+                return Ok(None);
+            };
+            let key = crate::keys::transport::ExportedKey {
+                entry: entry_for(desc),
+                key: master.duplicate(),
+            };
+            let blob =
+                crate::keys::transport::seal_to_recipient(&[key], pk).map_err(|e| e.to_string())?;
+            let fingerprint = pk.fingerprint().map_err(|e| e.to_string())?;
+            let _ = ks.audit().record_with(
+                "recovery-seal",
+                Some(&desc.current_master().key_id),
+                Some(&desc.store_id),
+                Some(&fingerprint),
+                "ok",
+                None,
+            );
+            Ok(Some(store::RecoveryRecord {
+                fingerprint,
+                certificate: pem.clone(),
+                export: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, blob),
+            }))
+        },
+    );
+    let desc = store::init(&a.store, &opts, save, seal)?;
     println!("{}", desc.store_id);
     Ok(0)
 }

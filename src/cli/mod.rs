@@ -3,8 +3,10 @@
 mod fsck;
 mod info;
 mod init;
+mod keys;
 mod logging;
 mod mount;
+mod recover;
 mod umount;
 mod unlock;
 
@@ -78,6 +80,16 @@ enum Command {
     /// Show a store's id, format, provider, key ids and sizes (never a secret)
     #[command(after_help = "Example:\n  coffer info /srv/backup/store --json")]
     Info(info::InfoArgs),
+    /// Move keys between hosts: certificates, export, import, list, recovery keys
+    Keys {
+        #[command(subcommand)]
+        cmd: keys::KeysCommand,
+    },
+    /// Put a store's keys back into this keystore with the organisation's recovery key
+    #[command(
+        after_help = "Example:\n  coffer recover /srv/backup/store --recovery-key org-recovery.key"
+    )]
+    Recover(recover::RecoverArgs),
 }
 
 /// An error for the user: one line, and the exit code to leave with.
@@ -112,6 +124,8 @@ pub fn main() -> i32 {
         Command::Umount(a) => umount::run(a),
         Command::Fsck(a) => fsck::run(a),
         Command::Info(a) => info::run(a),
+        Command::Keys { cmd } => keys::run(cmd),
+        Command::Recover(a) => recover::run(a),
     };
     match result {
         Ok(code) => code,

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{Failure, KeyOpts};
-use crate::crypto::{NameKey, StorePrivateKey};
+use crate::crypto::{NameKey, PrivateKey};
 use crate::keys::{self, read_passphrase, Keystore};
 use crate::store::{self, Descriptor};
 
@@ -30,10 +30,7 @@ pub fn open_keystore(opts: &KeyOpts, create: bool) -> Result<Keystore, Failure> 
 }
 
 /// Load the descriptor and unlock the store's private key and name key.
-pub fn unlock(
-    root: &Path,
-    opts: &KeyOpts,
-) -> Result<(Descriptor, StorePrivateKey, NameKey), Failure> {
+pub fn unlock(root: &Path, opts: &KeyOpts) -> Result<(Descriptor, PrivateKey, NameKey), Failure> {
     let desc = Descriptor::load(root)?;
     if desc.provider != "local" {
         return Err(Failure::from(format!(
@@ -41,8 +38,19 @@ pub fn unlock(
             desc.store_id, desc.provider
         )));
     }
-    let ks = open_keystore(opts, false)?;
     let current = desc.current_master();
+    let dir = keystore_dir(opts);
+    if !Keystore::exists(&dir) {
+        return Err(Failure::from(keys::KeyError::NotFound {
+            key_id: current.key_id.clone(),
+            store_id: desc.store_id.clone(),
+            tried: format!(
+                "keystore {} (there is no keystore there yet)",
+                dir.display()
+            ),
+        }));
+    }
+    let ks = open_keystore(opts, false)?;
     let master = keys::resolve(&[&ks], &current.key_id, &desc.store_id)?;
     let (private, names) = store::unlock_keys(&desc, &master)?;
     Ok((desc, private, names))

@@ -11,7 +11,7 @@ mod secret;
 
 pub use aead::{open_key, open_vec, seal_key, seal_vec, BlockCipher, WRAPPED_KEY_LEN};
 pub use kdf::{derive_passphrase_key, KdfParams};
-pub use rsa_wrap::{StorePrivateKey, StorePublicKey};
+pub use rsa_wrap::{PrivateKey, PublicKey};
 pub use secret::{BatchKey, FileKey, KeystoreKey, MasterKey, NameKey, Secret32};
 
 /// Crypto failures. Deliberately coarse: which check failed is logged by the caller where it

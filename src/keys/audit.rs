@@ -16,6 +16,9 @@ pub struct AuditRecord<'a> {
     pub op: &'a str,
     pub key_id: Option<&'a str>,
     pub store_id: Option<&'a str>,
+    /// Certificate fingerprint involved (an export's recipient, an import's keystore).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<&'a str>,
     pub outcome: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<&'a str>,
@@ -46,6 +49,18 @@ impl AuditLog {
         outcome: &str,
         detail: Option<&str>,
     ) -> std::io::Result<()> {
+        self.record_with(op, key_id, store_id, None, outcome, detail)
+    }
+
+    pub fn record_with(
+        &self,
+        op: &str,
+        key_id: Option<&str>,
+        store_id: Option<&str>,
+        fingerprint: Option<&str>,
+        outcome: &str,
+        detail: Option<&str>,
+    ) -> std::io::Result<()> {
         // SAFETY: getuid has no preconditions and cannot fail.
         let uid = unsafe { libc::getuid() };
         let rec = AuditRecord {
@@ -56,6 +71,7 @@ impl AuditLog {
             op,
             key_id,
             store_id,
+            fingerprint,
             outcome,
             detail,
         };

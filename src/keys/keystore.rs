@@ -16,7 +16,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use super::{AuditLog, KeyError, KeyProvider, Lookup};
-use crate::crypto::{self, KdfParams, KeystoreKey, MasterKey};
+use crate::crypto::{self, KdfParams, KeystoreKey, MasterKey, PrivateKey};
 
 const FILE: &str = "keystore.json";
 const LOCK: &str = "keystore.lock";
@@ -73,13 +73,43 @@ struct StoredKey {
     wrapped: String,
 }
 
+/// This keystore's own key pair: its identity when keys are wrapped to it.
+#[derive(Serialize, Deserialize)]
+struct StoredIdentity {
+    /// Sealed PKCS#8 DER of the private key; base64.
+    private_key: String,
+    /// PEM X.509 certificate (public).
+    certificate: String,
+    fingerprint: String,
+}
+
 #[derive(Serialize, Deserialize)]
 struct KeystoreFile {
     format: String,
     version: u32,
     kdf: KdfRecord,
     verifier: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    identity: Option<StoredIdentity>,
     keys: Vec<StoredKey>,
+}
+
+/// A keystore's identity, unsealed.
+pub struct HostIdentity {
+    pub private: PrivateKey,
+    pub certificate: String,
+    pub fingerprint: String,
+}
+
+const IDENTITY_AAD: &[u8] = b"coffer/v1/host-identity";
+/// RSA size of a keystore's identity key.
+const IDENTITY_BITS: usize = 3072;
+
+/// What adding a key did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Added {
+    New,
+    AlreadyPresent,
 }
 
 pub struct Keystore {
@@ -153,6 +183,7 @@ impl Keystore {
                 salt: B64.encode(salt),
             },
             verifier: B64.encode(crypto::seal_vec(key.secret(), VERIFIER_AAD, VERIFIER_PLAIN)),
+            identity: None,
             keys: Vec::new(),
         };
         write_file(dir, &file)?;
@@ -213,6 +244,20 @@ impl Keystore {
         }
     }
 
+    /// What a keystore holds, read without the passphrase: key metadata and the identity's
+    /// fingerprint are not secret (the keys themselves stay sealed).
+    pub fn public_listing(dir: &Path) -> Result<(Vec<KeyEntry>, Option<String>), KeystoreError> {
+        if !Self::exists(dir) {
+            return Err(KeystoreError::Damaged {
+                path: dir.to_path_buf(),
+                message: "no keystore here".into(),
+            });
+        }
+        let file = read_file(dir)?;
+        let fp = file.identity.as_ref().map(|i| i.fingerprint.clone());
+        Ok((file.keys.into_iter().map(|k| k.entry).collect(), fp))
+    }
+
     pub fn entries(&self) -> Result<Vec<KeyEntry>, KeystoreError> {
         Ok(read_file(&self.dir)?
             .keys
@@ -246,6 +291,144 @@ impl Keystore {
             .record("key-add", Some(&kid), Some(&sid), "ok", None)
             .map_err(io_err(self.audit.path()))?;
         Ok(true)
+    }
+
+    /// Add several keys, all or none: if any id already holds a different key, nothing is
+    /// written. `how` describes their origin for the audit log and `keys list`.
+    pub fn add_all(
+        &self,
+        keys: &[(KeyEntry, &MasterKey)],
+        op: &str,
+        fingerprint: Option<&str>,
+    ) -> Result<Vec<Added>, KeystoreError> {
+        let _lock = lock(&self.dir)?;
+        let mut file = read_file(&self.dir)?;
+        let mut outcomes = Vec::new();
+        for (entry, key) in keys {
+            match file.keys.iter().find(|k| k.entry.key_id == entry.key_id) {
+                Some(existing) => {
+                    let same = self
+                        .unseal(existing)
+                        .map(|k| crypto::ct_eq(k.expose(), key.expose()));
+                    if !matches!(same, Ok(true)) {
+                        let _ = self.audit.record_with(
+                            op,
+                            Some(&entry.key_id),
+                            Some(&entry.store_id),
+                            fingerprint,
+                            "refused",
+                            Some("a different key has this id"),
+                        );
+                        return Err(KeystoreError::Conflict(entry.key_id.clone()));
+                    }
+                    outcomes.push(Added::AlreadyPresent);
+                }
+                None => outcomes.push(Added::New),
+            }
+        }
+        for ((entry, key), outcome) in keys.iter().zip(&outcomes) {
+            if *outcome == Added::New {
+                let wrapped =
+                    crypto::seal_key(self.key.secret(), entry.key_id.as_bytes(), key.secret());
+                file.keys.push(StoredKey {
+                    entry: entry.clone(),
+                    wrapped: B64.encode(wrapped),
+                });
+            }
+        }
+        if outcomes.contains(&Added::New) {
+            write_file(&self.dir, &file)?;
+        }
+        for ((entry, _), outcome) in keys.iter().zip(&outcomes) {
+            let what = if *outcome == Added::New {
+                "ok"
+            } else {
+                "already-present"
+            };
+            self.audit
+                .record_with(
+                    op,
+                    Some(&entry.key_id),
+                    Some(&entry.store_id),
+                    fingerprint,
+                    what,
+                    None,
+                )
+                .map_err(io_err(self.audit.path()))?;
+        }
+        Ok(outcomes)
+    }
+
+    /// This keystore's identity, made (RSA-3072, about a second) on first use.
+    pub fn identity(&self) -> Result<HostIdentity, KeystoreError> {
+        if let Some(id) = self.load_identity(&read_file(&self.dir)?)? {
+            return Ok(id);
+        }
+        let _lock = lock(&self.dir)?;
+        let mut file = read_file(&self.dir)?;
+        if let Some(id) = self.load_identity(&file)? {
+            return Ok(id);
+        }
+        let fail = |e: &dyn std::fmt::Display| KeystoreError::Damaged {
+            path: self.dir.clone(),
+            message: format!("cannot make the host identity: {e}"),
+        };
+        let private = PrivateKey::generate(IDENTITY_BITS).map_err(|e| fail(&e))?;
+        let host = hostname();
+        let certificate =
+            super::certificate::self_signed(&private, &format!("coffer keystore on {host}"))
+                .map_err(|e| fail(&e))?;
+        let fingerprint = private.public().fingerprint().map_err(|e| fail(&e))?;
+        let der = private.to_der().map_err(|e| fail(&e))?;
+        file.identity = Some(StoredIdentity {
+            private_key: B64.encode(crypto::seal_vec(self.key.secret(), IDENTITY_AAD, &der)),
+            certificate: certificate.clone(),
+            fingerprint: fingerprint.clone(),
+        });
+        write_file(&self.dir, &file)?;
+        self.audit
+            .record_with(
+                "identity-create",
+                None,
+                None,
+                Some(&fingerprint),
+                "ok",
+                None,
+            )
+            .map_err(io_err(self.audit.path()))?;
+        Ok(HostIdentity {
+            private,
+            certificate,
+            fingerprint,
+        })
+    }
+
+    /// The identity's fingerprint if one was made, without unsealing anything.
+    pub fn identity_fingerprint(&self) -> Result<Option<String>, KeystoreError> {
+        Ok(read_file(&self.dir)?.identity.map(|i| i.fingerprint))
+    }
+
+    fn load_identity(&self, file: &KeystoreFile) -> Result<Option<HostIdentity>, KeystoreError> {
+        let Some(id) = &file.identity else {
+            return Ok(None);
+        };
+        let damaged = || KeystoreError::Damaged {
+            path: self.dir.join(FILE),
+            message: "host identity is damaged".into(),
+        };
+        let sealed = B64.decode(&id.private_key).map_err(|_| damaged())?;
+        let der = zeroize::Zeroizing::new(
+            crypto::open_vec(self.key.secret(), IDENTITY_AAD, &sealed).map_err(|_| damaged())?,
+        );
+        let private = PrivateKey::from_der(&der).map_err(|_| damaged())?;
+        if private.public().fingerprint().ok().as_deref() != Some(id.fingerprint.as_str()) {
+            return Err(damaged());
+        }
+        Ok(Some(HostIdentity {
+            private,
+            certificate: id.certificate.clone(),
+            fingerprint: id.fingerprint.clone(),
+        }))
     }
 
     /// Fetch a master key by id (audited).
@@ -293,6 +476,12 @@ impl KeyProvider for Keystore {
             None => Lookup::NotHere,
         })
     }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "this host".into())
 }
 
 struct LockGuard(File);
@@ -411,6 +600,42 @@ mod tests {
             assert!(!String::from_utf8_lossy(&bytes).contains(&hex::encode(mk.expose())));
         }
         assert_eq!(mode(&dir.join(AUDIT)), 0o600);
+    }
+
+    #[test]
+    fn add_all_is_all_or_nothing() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let ks = Keystore::create(&d.path().join("ks"), b"pw", fast()).expect("create");
+        let entry = |k: &MasterKey| KeyEntry {
+            key_id: crypto::master_key_id(k),
+            store_id: "s".into(),
+            version: 1,
+            policy: None,
+            copy: None,
+            origin: "import".into(),
+            created: 1,
+        };
+        let (k1, k2) = (MasterKey::random(), MasterKey::random());
+        assert!(ks.add(entry(&k1), &k1).expect("add"));
+        // A batch with one conflicting entry (k1's id, other bytes) adds nothing at all.
+        let forged = KeyEntry {
+            key_id: crypto::master_key_id(&k1),
+            ..entry(&k2)
+        };
+        let r = ks.add_all(&[(entry(&k2), &k2), (forged, &k2)], "import", None);
+        assert!(matches!(r, Err(KeystoreError::Conflict(_))));
+        assert_eq!(ks.entries().expect("list").len(), 1, "k2 was not added");
+        assert_eq!(
+            ks.get(&crypto::master_key_id(&k1))
+                .expect("get")
+                .expect("k1")
+                .expose(),
+            k1.expose()
+        );
+        let r = ks
+            .add_all(&[(entry(&k1), &k1), (entry(&k2), &k2)], "import", None)
+            .expect("add");
+        assert_eq!(r, vec![Added::AlreadyPresent, Added::New]);
     }
 
     #[test]

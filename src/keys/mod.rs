@@ -5,11 +5,13 @@
 //! hierarchy (key servers) and kms (KMIP) providers plug into the same trait.
 
 mod audit;
+pub mod certificate;
 mod keystore;
 mod passphrase;
+pub mod transport;
 
 pub use audit::{AuditLog, AuditRecord};
-pub use keystore::{KeyEntry, Keystore, KeystoreError};
+pub use keystore::{Added, HostIdentity, KeyEntry, Keystore, KeystoreError};
 pub use passphrase::{read_passphrase, PassphraseSource};
 
 use crate::crypto::MasterKey;

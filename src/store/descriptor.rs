@@ -43,6 +43,22 @@ pub struct Descriptor {
     /// SubjectPublicKeyInfo DER of the store's RSA public key; base64.
     pub public_key: String,
     pub master_keys: Vec<MasterKeyRecord>,
+    /// The master keys sealed to an organisation's recovery key (password-loss protection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<RecoveryRecord>,
+}
+
+/// A key export (recipient kind, docs/format.md) of the store's master keys, made for a
+/// recovery certificate, kept in the store so that `coffer recover` can restore the keys when
+/// every keystore is lost. Holds nothing usable without the recovery private key.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RecoveryRecord {
+    pub fingerprint: String,
+    /// PEM certificate of the recovery key, so that later master-key versions can be sealed
+    /// to it too.
+    pub certificate: String,
+    /// The export file's bytes; base64.
+    pub export: String,
 }
 
 impl Descriptor {

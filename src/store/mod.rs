@@ -12,12 +12,11 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-pub use descriptor::{Descriptor, MasterKeyRecord, DESCRIPTOR};
+pub use descriptor::{Descriptor, MasterKeyRecord, RecoveryRecord, DESCRIPTOR};
 
 use crate::catalog::{BatchRecord, Catalog, CatalogError, CatalogOp, CatalogWriter};
 use crate::crypto::{
-    self, BatchKey, CryptoError, FileKey, MasterKey, NameKey, Secret32, StorePrivateKey,
-    StorePublicKey,
+    self, BatchKey, CryptoError, FileKey, MasterKey, NameKey, PrivateKey, PublicKey, Secret32,
 };
 use crate::format::{Header, NameCodec, DIRIV_LEN, DIRIV_NAME};
 
@@ -36,6 +35,8 @@ pub enum StoreError {
     NotEmpty(PathBuf),
     #[error("store is damaged: {0}")]
     Damaged(String),
+    #[error("{0}")]
+    Keys(String),
     #[error("{0}: {1}")]
     Io(PathBuf, std::io::Error),
     #[error("catalog {0} is missing or damaged ({1}); run `coffer fsck --repair` on the store to rebuild it")]
@@ -157,15 +158,22 @@ fn prepare_dir(store: &Path) -> Result<bool, StoreError> {
     }
 }
 
-/// Create a store. `save_master` is called with the new master key before the descriptor
-/// is written; if it or anything else fails, nothing is left behind.
+/// What `init` asks of its caller about the new master key, before the descriptor (whose
+/// presence marks a complete store) is written.
+pub type SaveMaster<'a> = Box<dyn FnOnce(&Descriptor, &MasterKey) -> Result<(), String> + 'a>;
+pub type SealRecovery<'a> =
+    Box<dyn FnOnce(&Descriptor, &MasterKey) -> Result<Option<RecoveryRecord>, String> + 'a>;
+
+/// Create a store. `save_master` keeps the new master key (in a keystore); `seal_recovery`
+/// may seal it to a recovery certificate. If anything fails, nothing is left behind.
 pub fn init(
     store: &Path,
     opts: &InitOptions,
-    save_master: impl FnOnce(&Descriptor, &MasterKey) -> Result<(), String>,
+    save_master: SaveMaster<'_>,
+    seal_recovery: SealRecovery<'_>,
 ) -> Result<Descriptor, StoreError> {
     let created_dir = prepare_dir(store)?;
-    let result = init_inner(store, opts, save_master);
+    let result = init_inner(store, opts, save_master, seal_recovery);
     if result.is_err() {
         // Leave no half-made store: remove what we made, and the directory if we made it.
         for name in [DESCRIPTOR, CATALOG, DATA, BATCHES, LOCK] {
@@ -182,11 +190,12 @@ pub fn init(
 fn init_inner(
     store: &Path,
     opts: &InitOptions,
-    save_master: impl FnOnce(&Descriptor, &MasterKey) -> Result<(), String>,
+    save_master: SaveMaster<'_>,
+    seal_recovery: SealRecovery<'_>,
 ) -> Result<Descriptor, StoreError> {
     let io = |p: PathBuf| move |e| StoreError::Io(p, e);
     let store_id = crypto::random_id();
-    let private = StorePrivateKey::generate(opts.rsa_bits)?;
+    let private = PrivateKey::generate(opts.rsa_bits)?;
     let public_der = private.public().to_der()?;
     let master = MasterKey::random();
     let names = NameKey::random();
@@ -220,6 +229,7 @@ fn init_inner(
         rsa_bits: opts.rsa_bits,
         public_key: descriptor::b64(&public_der),
         master_keys: vec![record],
+        recovery: None,
     };
     let data = store.join(DATA);
     std::fs::DirBuilder::new()
@@ -236,7 +246,9 @@ fn init_inner(
         Catalog::create(&store.join(CATALOG), &store_id)
             .map_err(|e| StoreError::Catalog(store.join(CATALOG), e))?,
     );
-    save_master(&desc, &master).map_err(StoreError::Damaged)?;
+    let mut desc = desc;
+    desc.recovery = seal_recovery(&desc, &master).map_err(StoreError::Keys)?;
+    save_master(&desc, &master).map_err(StoreError::Keys)?;
     // The descriptor goes last: its presence marks a complete store.
     desc.save(store)?;
     Ok(desc)
@@ -258,8 +270,8 @@ pub struct OpenStore {
     pub store_id: [u8; 16],
     pub catalog: Arc<Catalog>,
     pub names: NameCodec,
-    pub public: StorePublicKey,
-    private: Option<StorePrivateKey>,
+    pub public: PublicKey,
+    private: Option<PrivateKey>,
     read_cache: Mutex<HashMap<[u8; 16], Arc<BatchKey>>>,
     writing: Mutex<Option<WriteBatch>>,
     writer: std::sync::OnceLock<CatalogWriter>,
@@ -275,7 +287,7 @@ struct WriteBatch {
 pub fn unlock_keys(
     desc: &Descriptor,
     master: &MasterKey,
-) -> Result<(StorePrivateKey, NameKey), StoreError> {
+) -> Result<(PrivateKey, NameKey), StoreError> {
     let store_id = desc.store_id_bytes()?;
     let public_der = desc.public_key_der()?;
     let key_id = crypto::master_key_id(master);
@@ -293,8 +305,8 @@ pub fn unlock_keys(
         )
         .map_err(|_| StoreError::WrongKey(key_id.clone()))?,
     );
-    let private = StorePrivateKey::from_der(&der)?;
-    let public = StorePublicKey::from_der(&public_der)
+    let private = PrivateKey::from_der(&der)?;
+    let public = PublicKey::from_der(&public_der)
         .map_err(|_| StoreError::Damaged("descriptor public key is malformed".into()))?;
     if !private.public().same_as(&public) {
         return Err(StoreError::Damaged(
@@ -316,7 +328,7 @@ impl OpenStore {
     pub fn open(
         root: &Path,
         desc: Descriptor,
-        private: Option<StorePrivateKey>,
+        private: Option<PrivateKey>,
         names: NameKey,
     ) -> Result<OpenStore, StoreError> {
         let store_id = desc.store_id_bytes()?;
@@ -329,12 +341,12 @@ impl OpenStore {
     pub fn with_catalog(
         root: &Path,
         desc: Descriptor,
-        private: Option<StorePrivateKey>,
+        private: Option<PrivateKey>,
         names: NameKey,
         catalog: Arc<Catalog>,
     ) -> Result<OpenStore, StoreError> {
         let store_id = desc.store_id_bytes()?;
-        let public = StorePublicKey::from_der(&desc.public_key_der()?)
+        let public = PublicKey::from_der(&desc.public_key_der()?)
             .map_err(|_| StoreError::Damaged("descriptor public key is malformed".into()))?;
         Ok(OpenStore {
             root: root.to_path_buf(),

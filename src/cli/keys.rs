@@ -1,0 +1,423 @@
+//! `coffer keys ...`: this host's certificate, export and import of store keys, the key list,
+//! and recovery key pairs.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+use super::unlock::{keystore_dir, open_keystore};
+use super::{CliResult, Failure, KeyOpts};
+use crate::crypto::{KdfParams, PrivateKey};
+use crate::keys::transport::{self, ExportedKey, Protection, TransportError};
+use crate::keys::{certificate, read_passphrase, Added, KeyEntry, Keystore};
+use crate::store::Descriptor;
+
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Write this keystore's encryption certificate and print its fingerprint
+    #[command(
+        after_help = "Example (on the destination host):\n  coffer keys cert --out dest.pem\n\nSend dest.pem to the source host, and compare the fingerprint over another channel\n(phone, ticket) before anyone exports keys to it. The private key never leaves the keystore."
+    )]
+    Cert(CertArgs),
+    /// Export a store's master keys, wrapped to a certificate or under a password
+    #[command(
+        after_help = "Examples:\n  coffer keys export /srv/backup/store --recipient dest.pem --out store.keys\n  coffer keys export /srv/backup/store --password-file pw --out store.keys\n\nA password export cannot be opened without its password: a lost password cannot be\nrecovered by anyone. Exporting needs the keystore's passphrase (the Read right)."
+    )]
+    Export(ExportArgs),
+    /// Import keys from an export file into this keystore
+    #[command(
+        after_help = "Examples:\n  coffer keys import store.keys\n  coffer keys import store.keys --password-file pw\n\nA key already present is left as it is; a different key under the same id is refused.\nImporting needs the keystore's passphrase (the Write right)."
+    )]
+    Import(ImportArgs),
+    /// List the keys in this keystore (no secrets)
+    #[command(after_help = "Example:\n  coffer keys list --json")]
+    List(ListArgs),
+    /// Make an organisation recovery key pair (keep the .key file offline)
+    #[command(
+        name = "recovery-key",
+        after_help = "Example:\n  coffer keys recovery-key --out org-recovery\n  coffer init STORE --recovery-cert org-recovery.pem\n  coffer recover STORE --recovery-key org-recovery.key   # when every keystore is lost"
+    )]
+    RecoveryKey(RecoveryKeyArgs),
+}
+
+#[derive(Args)]
+pub struct CertArgs {
+    #[command(flatten)]
+    pub keys: KeyOpts,
+    /// Where to write the certificate (PEM); standard output when absent
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// The store whose keys to export
+    pub store: PathBuf,
+    #[command(flatten)]
+    pub keys: KeyOpts,
+    /// Wrap the keys to this certificate (from `coffer keys cert` on the destination)
+    #[arg(
+        long,
+        value_name = "PEM",
+        conflicts_with = "password_file",
+        required_unless_present = "password_file"
+    )]
+    pub recipient: Option<PathBuf>,
+    /// Protect the file with the password in FILE instead (Argon2id). A lost password cannot
+    /// be recovered.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// The export file to write (it must not exist)
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct ImportArgs {
+    /// The export file
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub keys: KeyOpts,
+    /// The export's password, for a password-protected file
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    /// Keystore directory (the passphrase is not needed to list)
+    #[arg(long, env = "COFFER_KEYSTORE", value_name = "DIR")]
+    pub keystore: Option<PathBuf>,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct RecoveryKeyArgs {
+    /// Writes PREFIX.pem (the certificate, for `init --recovery-cert`) and PREFIX.key (the
+    /// private key: keep it offline; whoever holds it can read every store made with it)
+    #[arg(long, value_name = "PREFIX")]
+    pub out: PathBuf,
+    /// RSA key size
+    #[arg(long, default_value_t = 4096)]
+    pub bits: usize,
+}
+
+pub fn run(cmd: KeysCommand) -> CliResult {
+    match cmd {
+        KeysCommand::Cert(a) => cert(a),
+        KeysCommand::Export(a) => export(a),
+        KeysCommand::Import(a) => import(a),
+        KeysCommand::List(a) => list(a),
+        KeysCommand::RecoveryKey(a) => recovery_key(a),
+    }
+}
+
+/// Create a new file (never overwrite) with `mode` and write `bytes`.
+pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Failure> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => Failure::from(format!(
+                "{} exists; choose another name or remove it",
+                path.display()
+            )),
+            _ => Failure::from(format!("cannot write {}: {e}", path.display())),
+        })?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Failure::from(format!("cannot write {}: {e}", path.display())))
+}
+
+fn cert(a: CertArgs) -> CliResult {
+    let ks = open_keystore(&a.keys, true)?;
+    let id = ks.identity()?;
+    match &a.out {
+        Some(p) => write_new(p, id.certificate.as_bytes(), 0o644)?,
+        None => print!("{}", id.certificate),
+    }
+    let _ = ks
+        .audit()
+        .record_with("cert", None, None, Some(&id.fingerprint), "ok", None);
+    eprintln!("certificate fingerprint {}", id.fingerprint);
+    if a.out.is_some() {
+        println!("{}", id.fingerprint);
+    }
+    Ok(0)
+}
+
+/// The store's master keys that this keystore holds, newest first.
+fn store_keys(ks: &Keystore, desc: &Descriptor) -> Result<Vec<ExportedKey>, Failure> {
+    let entries = ks.entries()?;
+    let mut out = Vec::new();
+    let mut records: Vec<_> = desc.master_keys.iter().collect();
+    records.sort_by_key(|r| std::cmp::Reverse(r.version));
+    for rec in records {
+        if let Some(key) = ks.get(&rec.key_id)? {
+            let entry = entries
+                .iter()
+                .find(|e| e.key_id == rec.key_id)
+                .cloned()
+                .unwrap_or(KeyEntry {
+                    key_id: rec.key_id.clone(),
+                    store_id: desc.store_id.clone(),
+                    version: rec.version,
+                    policy: desc.policy.clone(),
+                    copy: desc.copy.clone(),
+                    origin: "created".into(),
+                    created: desc.created,
+                });
+            out.push(ExportedKey { entry, key });
+        }
+    }
+    if out.is_empty() {
+        let current = desc.current_master();
+        return Err(Failure::from(crate::keys::KeyError::NotFound {
+            key_id: current.key_id.clone(),
+            store_id: desc.store_id.clone(),
+            tried: crate::keys::KeyProvider::describe(ks),
+        }));
+    }
+    Ok(out)
+}
+
+fn export(a: ExportArgs) -> CliResult {
+    let desc = Descriptor::load(&a.store)?;
+    if a.out.exists() {
+        return Err(Failure::from(format!(
+            "{} exists; choose another name or remove it",
+            a.out.display()
+        )));
+    }
+    // Read the recipient first: a wrong path should not cost a passphrase prompt.
+    let recipient = a.recipient.as_deref().map(certificate::read).transpose()?;
+    let ks = open_keystore(&a.keys, false)?;
+    let keys = store_keys(&ks, &desc)?;
+    let (bytes, fingerprint) = match recipient {
+        Some((pk, _)) => {
+            let fp = pk.fingerprint()?;
+            (transport::seal_to_recipient(&keys, &pk)?, fp)
+        }
+        None => {
+            let pw = read_passphrase(a.password_file.as_ref(), "Export password", true)?;
+            (
+                transport::seal_with_password(&keys, &pw, &KdfParams::default())?,
+                "password".to_string(),
+            )
+        }
+    };
+    write_new(&a.out, &bytes, 0o600)?;
+    for k in &keys {
+        ks.audit()
+            .record_with(
+                "export",
+                Some(&k.entry.key_id),
+                Some(&k.entry.store_id),
+                Some(&fingerprint),
+                "ok",
+                Some(&a.out.display().to_string()),
+            )
+            .map_err(|e| Failure::from(format!("cannot write the audit log: {e}")))?;
+    }
+    let how = if fingerprint == "password" {
+        "under a password (a lost password cannot be recovered)".to_string()
+    } else {
+        format!("for certificate {fingerprint}")
+    };
+    println!(
+        "exported {} key(s) of store {} to {} {how}",
+        keys.len(),
+        desc.store_id,
+        a.out.display()
+    );
+    Ok(0)
+}
+
+fn import(a: ImportArgs) -> CliResult {
+    let what = a.file.display().to_string();
+    let bytes =
+        std::fs::read(&a.file).map_err(|e| Failure::from(format!("cannot read {what}: {e}")))?;
+    let refused = |e: TransportError| Failure::from(format!("{what}: {e}; nothing was imported"));
+    let protection = transport::protection(&bytes).map_err(refused)?;
+    let ks = open_keystore(&a.keys, true)?;
+    let audit_refusal = |e: &TransportError, fp: Option<&str>| {
+        let _ = ks
+            .audit()
+            .record_with("import", None, None, fp, "refused", Some(&e.to_string()));
+    };
+    let (keys, origin, fingerprint) = match protection {
+        Protection::Password => {
+            if a.password_file.is_none() && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                return Err(refused(TransportError::NeedsPassword));
+            }
+            let pw = read_passphrase(a.password_file.as_ref(), "Export password", false)?;
+            let keys = transport::open_with_password(&bytes, &pw).map_err(|e| {
+                audit_refusal(&e, None);
+                refused(e)
+            })?;
+            (keys, "import (password)".to_string(), None)
+        }
+        Protection::Recipient { fingerprint } => {
+            if a.password_file.is_some() {
+                return Err(refused(TransportError::NeedsIdentity));
+            }
+            let Some(ours) = ks.identity_fingerprint()? else {
+                let e = TransportError::WrongRecipient {
+                    made_for: fingerprint.clone(),
+                    ours: "none yet (`coffer keys cert` makes it)".into(),
+                };
+                audit_refusal(&e, Some(&fingerprint));
+                return Err(refused(e));
+            };
+            if ours != fingerprint {
+                let e = TransportError::WrongRecipient {
+                    made_for: fingerprint.clone(),
+                    ours,
+                };
+                audit_refusal(&e, Some(&fingerprint));
+                return Err(refused(e));
+            }
+            let id = ks.identity()?;
+            let keys = transport::open_with_identity(&bytes, &id.private).map_err(|e| {
+                audit_refusal(&e, Some(&fingerprint));
+                refused(e)
+            })?;
+            (
+                keys,
+                format!("import (certificate {fingerprint})"),
+                Some(fingerprint),
+            )
+        }
+    };
+    add_keys(&ks, keys, &origin, "import", fingerprint.as_deref())
+}
+
+/// Put keys into the keystore (all or none) and say what happened to each.
+pub fn add_keys(
+    ks: &Keystore,
+    keys: Vec<ExportedKey>,
+    origin: &str,
+    op: &str,
+    fingerprint: Option<&str>,
+) -> CliResult {
+    let entries: Vec<(KeyEntry, &crate::crypto::MasterKey)> = keys
+        .iter()
+        .map(|k| {
+            (
+                KeyEntry {
+                    origin: origin.to_string(),
+                    created: crate::unix_now(),
+                    ..k.entry.clone()
+                },
+                &k.key,
+            )
+        })
+        .collect();
+    let outcomes = ks.add_all(&entries, op, fingerprint)?;
+    for ((entry, _), outcome) in entries.iter().zip(outcomes) {
+        match outcome {
+            Added::New => println!(
+                "imported key {} (store {}, version {}) into {}",
+                entry.key_id,
+                entry.store_id,
+                entry.version,
+                ks.dir().display()
+            ),
+            Added::AlreadyPresent => println!(
+                "key {} (store {}, version {}) is already in this keystore: nothing to do",
+                entry.key_id, entry.store_id, entry.version
+            ),
+        }
+    }
+    Ok(0)
+}
+
+#[derive(Serialize)]
+struct Listing {
+    keystore: String,
+    certificate_fingerprint: Option<String>,
+    keys: Vec<KeyEntry>,
+}
+
+fn list(a: ListArgs) -> CliResult {
+    let dir = keystore_dir(&KeyOpts {
+        keystore: a.keystore.clone(),
+        passphrase_file: None,
+    });
+    let (keys, fingerprint) = Keystore::public_listing(&dir)?;
+    let l = Listing {
+        keystore: dir.display().to_string(),
+        certificate_fingerprint: fingerprint,
+        keys,
+    };
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&l)?);
+        return Ok(0);
+    }
+    println!("keystore {}", l.keystore);
+    match &l.certificate_fingerprint {
+        Some(f) => println!("certificate {f}"),
+        None => println!("certificate: none yet (`coffer keys cert` makes one)"),
+    }
+    if l.keys.is_empty() {
+        println!("no keys");
+    }
+    for k in &l.keys {
+        let labels: Vec<String> = [
+            k.policy.as_ref().map(|p| format!("policy {p}")),
+            k.copy.as_ref().map(|c| format!("copy {c}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        println!(
+            "{}  store {}  version {}  {}{}",
+            k.key_id,
+            k.store_id,
+            k.version,
+            k.origin,
+            if labels.is_empty() {
+                String::new()
+            } else {
+                format!("  ({})", labels.join(", "))
+            }
+        );
+    }
+    Ok(0)
+}
+
+fn recovery_key(a: RecoveryKeyArgs) -> CliResult {
+    if ![3072, 4096].contains(&a.bits) {
+        return Err(Failure::from("--bits must be 3072 or 4096"));
+    }
+    let pem_path = PathBuf::from(format!("{}.pem", a.out.display()));
+    let key_path = PathBuf::from(format!("{}.key", a.out.display()));
+    for p in [&pem_path, &key_path] {
+        if p.exists() {
+            return Err(Failure::from(format!(
+                "{} exists; choose another name or remove it",
+                p.display()
+            )));
+        }
+    }
+    let key = PrivateKey::generate(a.bits)?;
+    let cert = certificate::self_signed(&key, "coffer recovery key")?;
+    write_new(&key_path, key.to_pem()?.as_bytes(), 0o600)?;
+    write_new(&pem_path, cert.as_bytes(), 0o644)?;
+    let fp = key.public().fingerprint()?;
+    println!("{fp}");
+    eprintln!(
+        "recovery certificate {} (give it to `coffer init --recovery-cert`); private key {} \
+         (keep it offline: it opens every store made with this certificate)",
+        pem_path.display(),
+        key_path.display()
+    );
+    Ok(0)
+}

@@ -1,0 +1,412 @@
+//! Key export files: master keys travelling by hand, sealed under a password or to a
+//! recipient's certificate. Versioned and self-describing (docs/format.md):
+//!
+//! ```text
+//! magic "COFFERKX" | version u8 = 1 | kind u8 (1 password, 2 recipient) | reserved u16 = 0
+//! kind 1: m_cost u32 | t_cost u32 | p_cost u32 | salt[16] | verifier[44]
+//! kind 2: fingerprint[32] | wrapped_len u16 | RSA-OAEP(SHA-256) of the file key
+//! payload_len u32 | payload: AES-256-GCM-SIV seal of JSON, AAD = every byte before it
+//! checksum[32]: BLAKE3 of every byte before it
+//! ```
+//!
+//! The checksum tells a truncated or damaged file apart from a wrong password; the AEAD's
+//! associated data makes any change to the header fail authentication; the verifier (a seal of
+//! a constant under the password-derived key) says "wrong password" before the payload is
+//! tried. Nothing in the header is secret.
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, Zeroizing};
+
+use super::KeyEntry;
+use crate::crypto::{self, KdfParams, MasterKey, PrivateKey, PublicKey, Secret32};
+
+const MAGIC: &[u8; 8] = b"COFFERKX";
+const VERSION: u8 = 1;
+const KIND_PASSWORD: u8 = 1;
+const KIND_RECIPIENT: u8 = 2;
+const VERIFIER_AAD: &[u8] = b"coffer/v1/export-verifier";
+const VERIFIER_PLAIN: &[u8; 16] = b"coffer-export-ok";
+/// Largest payload accepted: a hostile file must not make us allocate without bound.
+const MAX_PAYLOAD: usize = 16 << 20;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TransportError {
+    #[error("not a coffer key export file")]
+    NotAnExport,
+    #[error("key export format version {0} is not supported by this coffer")]
+    Version(u8),
+    #[error("the key export file is truncated or damaged (checksum mismatch)")]
+    Damaged,
+    #[error("wrong password")]
+    WrongPassword,
+    #[error("the key export file was altered (authentication failed)")]
+    Altered,
+    #[error("this export is password-protected: give --password-file")]
+    NeedsPassword,
+    #[error("this export is wrapped to a certificate, not a password (drop --password-file)")]
+    NeedsIdentity,
+    #[error("this export was made for the keystore with certificate fingerprint {made_for}; this keystore's is {ours}")]
+    WrongRecipient { made_for: String, ours: String },
+    #[error("cannot seal the export: {0}")]
+    Seal(String),
+}
+
+/// One master key with what the keystore knows about it.
+pub struct ExportedKey {
+    pub entry: KeyEntry,
+    pub key: MasterKey,
+}
+
+/// What kind of protection a file has, read from its header alone.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Protection {
+    Password,
+    Recipient { fingerprint: String },
+}
+
+#[derive(Serialize, Deserialize)]
+struct PayloadKey {
+    #[serde(flatten)]
+    entry: KeyEntry,
+    key: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Payload {
+    format: String,
+    created: u64,
+    keys: Vec<PayloadKey>,
+}
+
+impl Drop for Payload {
+    fn drop(&mut self) {
+        for k in &mut self.keys {
+            k.key.zeroize();
+        }
+    }
+}
+
+fn payload_bytes(keys: &[ExportedKey]) -> Result<Zeroizing<Vec<u8>>, TransportError> {
+    let p = Payload {
+        format: "coffer-keys".into(),
+        created: crate::unix_now(),
+        keys: keys
+            .iter()
+            .map(|k| PayloadKey {
+                entry: k.entry.clone(),
+                key: B64.encode(k.key.expose()),
+            })
+            .collect(),
+    };
+    serde_json::to_vec(&p)
+        .map(Zeroizing::new)
+        .map_err(|e| TransportError::Seal(e.to_string()))
+}
+
+fn finish(
+    mut header: Vec<u8>,
+    file_key: &Secret32,
+    keys: &[ExportedKey],
+) -> Result<Vec<u8>, TransportError> {
+    let plain = payload_bytes(keys)?;
+    let mut aad = header.clone();
+    let sealed_len = (plain.len() + 28) as u32;
+    aad.extend_from_slice(&sealed_len.to_le_bytes());
+    let sealed = crypto::seal_vec(file_key, &aad, &plain);
+    header = aad;
+    header.extend_from_slice(&sealed);
+    let sum = blake3::hash(&header);
+    header.extend_from_slice(sum.as_bytes());
+    Ok(header)
+}
+
+fn header(kind: u8) -> Vec<u8> {
+    let mut h = MAGIC.to_vec();
+    h.extend_from_slice(&[VERSION, kind, 0, 0]);
+    h
+}
+
+/// Seal keys under a password (Argon2id, parameters in the file).
+pub fn seal_with_password(
+    keys: &[ExportedKey],
+    password: &[u8],
+    params: &KdfParams,
+) -> Result<Vec<u8>, TransportError> {
+    let mut salt = [0u8; 16];
+    crypto::random_bytes(&mut salt);
+    let kk = crypto::derive_passphrase_key(password, &salt, params)
+        .map_err(|e| TransportError::Seal(e.to_string()))?;
+    let mut h = header(KIND_PASSWORD);
+    for v in [params.m_cost, params.t_cost, params.p_cost] {
+        h.extend_from_slice(&v.to_le_bytes());
+    }
+    h.extend_from_slice(&salt);
+    let mut vaad = VERIFIER_AAD.to_vec();
+    vaad.extend_from_slice(&h);
+    h.extend_from_slice(&crypto::seal_vec(kk.secret(), &vaad, VERIFIER_PLAIN));
+    finish(h, kk.secret(), keys)
+}
+
+/// Seal keys to a recipient's public key: only the matching private key opens them.
+pub fn seal_to_recipient(
+    keys: &[ExportedKey],
+    recipient: &PublicKey,
+) -> Result<Vec<u8>, TransportError> {
+    let fp = fingerprint_bytes(recipient)?;
+    let file_key = Secret32::random();
+    let wrapped = recipient
+        .wrap_secret(&file_key)
+        .map_err(|e| TransportError::Seal(e.to_string()))?;
+    let mut h = header(KIND_RECIPIENT);
+    h.extend_from_slice(&fp);
+    h.extend_from_slice(&(wrapped.len() as u16).to_le_bytes());
+    h.extend_from_slice(&wrapped);
+    finish(h, &file_key, keys)
+}
+
+fn fingerprint_bytes(k: &PublicKey) -> Result<[u8; 32], TransportError> {
+    use sha2::Digest;
+    let der = k
+        .to_der()
+        .map_err(|e| TransportError::Seal(e.to_string()))?;
+    Ok(sha2::Sha256::digest(der).into())
+}
+
+/// A cursor over the file's bytes that reports a short file as damage.
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], TransportError> {
+        let end = self.at.checked_add(n).ok_or(TransportError::Damaged)?;
+        let s = self.b.get(self.at..end).ok_or(TransportError::Damaged)?;
+        self.at = end;
+        Ok(s)
+    }
+    fn u16(&mut self) -> Result<u16, TransportError> {
+        Ok(u16::from_le_bytes(
+            self.take(2)?
+                .try_into()
+                .map_err(|_| TransportError::Damaged)?,
+        ))
+    }
+    fn u32(&mut self) -> Result<u32, TransportError> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?
+                .try_into()
+                .map_err(|_| TransportError::Damaged)?,
+        ))
+    }
+}
+
+/// The checked body (without the checksum) and its kind.
+fn check(file: &[u8]) -> Result<(&[u8], u8), TransportError> {
+    if file.len() < MAGIC.len() || &file[..MAGIC.len()] != MAGIC {
+        return Err(TransportError::NotAnExport);
+    }
+    if file.len() < 12 + 32 {
+        return Err(TransportError::Damaged);
+    }
+    let (body, sum) = file.split_at(file.len() - 32);
+    if !crypto::ct_eq(blake3::hash(body).as_bytes(), sum) {
+        return Err(TransportError::Damaged);
+    }
+    if body[8] != VERSION {
+        return Err(TransportError::Version(body[8]));
+    }
+    if !matches!(body[9], KIND_PASSWORD | KIND_RECIPIENT) || body[10] != 0 || body[11] != 0 {
+        return Err(TransportError::Damaged);
+    }
+    Ok((body, body[9]))
+}
+
+pub fn protection(file: &[u8]) -> Result<Protection, TransportError> {
+    let (body, kind) = check(file)?;
+    if kind == KIND_PASSWORD {
+        return Ok(Protection::Password);
+    }
+    let mut r = Reader { b: body, at: 12 };
+    Ok(Protection::Recipient {
+        fingerprint: format!("SHA256:{}", hex::encode(r.take(32)?)),
+    })
+}
+
+fn open_payload(
+    body: &[u8],
+    r: &mut Reader<'_>,
+    file_key: &Secret32,
+) -> Result<Vec<ExportedKey>, TransportError> {
+    let len = r.u32()? as usize;
+    if len > MAX_PAYLOAD {
+        return Err(TransportError::Damaged);
+    }
+    let aad = &body[..r.at];
+    let sealed = r.take(len)?;
+    if r.at != body.len() {
+        return Err(TransportError::Damaged);
+    }
+    let plain = Zeroizing::new(
+        crypto::open_vec(file_key, aad, sealed).map_err(|_| TransportError::Altered)?,
+    );
+    let payload: Payload = serde_json::from_slice(&plain).map_err(|_| TransportError::Altered)?;
+    let mut out = Vec::new();
+    for k in &payload.keys {
+        let mut raw = Zeroizing::new(B64.decode(&k.key).map_err(|_| TransportError::Altered)?);
+        let key = MasterKey::from_slice(&raw).ok_or(TransportError::Altered)?;
+        raw.zeroize();
+        if crypto::master_key_id(&key) != k.entry.key_id {
+            return Err(TransportError::Altered);
+        }
+        out.push(ExportedKey {
+            entry: k.entry.clone(),
+            key,
+        });
+    }
+    Ok(out)
+}
+
+pub fn open_with_password(
+    file: &[u8],
+    password: &[u8],
+) -> Result<Vec<ExportedKey>, TransportError> {
+    let (body, kind) = check(file)?;
+    if kind != KIND_PASSWORD {
+        return Err(TransportError::NeedsIdentity);
+    }
+    let mut r = Reader { b: body, at: 12 };
+    let params = KdfParams {
+        m_cost: r.u32()?,
+        t_cost: r.u32()?,
+        p_cost: r.u32()?,
+    };
+    let salt = r.take(16)?;
+    params.check().map_err(|_| TransportError::Damaged)?;
+    let mut vaad = VERIFIER_AAD.to_vec();
+    vaad.extend_from_slice(&body[..r.at]);
+    let verifier = r.take(44)?;
+    let kk = crypto::derive_passphrase_key(password, salt, &params)
+        .map_err(|_| TransportError::Damaged)?;
+    match crypto::open_vec(kk.secret(), &vaad, verifier) {
+        Ok(v) if v == VERIFIER_PLAIN => {}
+        _ => return Err(TransportError::WrongPassword),
+    }
+    open_payload(body, &mut r, kk.secret())
+}
+
+pub fn open_with_identity(
+    file: &[u8],
+    identity: &PrivateKey,
+) -> Result<Vec<ExportedKey>, TransportError> {
+    let (body, kind) = check(file)?;
+    if kind != KIND_RECIPIENT {
+        return Err(TransportError::NeedsPassword);
+    }
+    let mut r = Reader { b: body, at: 12 };
+    let made_for = r.take(32)?;
+    let ours = fingerprint_bytes(&identity.public())?;
+    if made_for != ours {
+        return Err(TransportError::WrongRecipient {
+            made_for: format!("SHA256:{}", hex::encode(made_for)),
+            ours: format!("SHA256:{}", hex::encode(ours)),
+        });
+    }
+    let n = r.u16()? as usize;
+    let wrapped = r.take(n)?;
+    let file_key = identity
+        .unwrap_secret(wrapped)
+        .map_err(|_| TransportError::Altered)?;
+    open_payload(body, &mut r, &file_key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fast() -> KdfParams {
+        KdfParams {
+            m_cost: 8 * 1024,
+            t_cost: 1,
+            p_cost: 1,
+        }
+    }
+
+    fn sample() -> Vec<ExportedKey> {
+        let key = MasterKey::random();
+        let entry = KeyEntry {
+            key_id: crypto::master_key_id(&key),
+            store_id: "ab".repeat(16),
+            version: 1,
+            policy: Some("daily".into()),
+            copy: None,
+            origin: "created".into(),
+            created: 7,
+        };
+        vec![ExportedKey { entry, key }]
+    }
+
+    #[test]
+    fn password_export_round_trip_and_failures() {
+        let keys = sample();
+        let file = seal_with_password(&keys, b"pw", &fast()).expect("seal");
+        assert_eq!(protection(&file), Ok(Protection::Password));
+        let back = open_with_password(&file, b"pw").expect("open");
+        assert_eq!(back[0].key.expose(), keys[0].key.expose());
+        assert_eq!(back[0].entry, keys[0].entry);
+        assert_eq!(
+            open_with_password(&file, b"wrong").err(),
+            Some(TransportError::WrongPassword)
+        );
+        // Every truncation and every flipped byte is refused, never mistaken for a key.
+        for cut in [0, 5, 12, 40, file.len() / 2, file.len() - 1] {
+            assert!(
+                open_with_password(&file[..cut], b"pw").is_err(),
+                "cut at {cut}"
+            );
+        }
+        for i in (0..file.len()).step_by(7) {
+            let mut bad = file.clone();
+            bad[i] ^= 0x10;
+            let e = open_with_password(&bad, b"pw").err();
+            assert!(e.is_some(), "flip at {i} accepted");
+        }
+        // No key material in the clear.
+        assert!(!file.windows(32).any(|w| w == keys[0].key.expose()));
+        assert!(!String::from_utf8_lossy(&file).contains(&B64.encode(keys[0].key.expose())));
+    }
+
+    #[test]
+    fn recipient_export_only_opens_for_its_recipient() {
+        let keys = sample();
+        let dest = PrivateKey::generate(2048).expect("keygen");
+        let other = PrivateKey::generate(2048).expect("keygen");
+        let file = seal_to_recipient(&keys, &dest.public()).expect("seal");
+        let fp = dest.public().fingerprint().expect("fp");
+        assert_eq!(
+            protection(&file),
+            Ok(Protection::Recipient {
+                fingerprint: fp.clone()
+            })
+        );
+        let back = open_with_identity(&file, &dest).expect("open");
+        assert_eq!(back[0].key.expose(), keys[0].key.expose());
+        match open_with_identity(&file, &other) {
+            Err(TransportError::WrongRecipient { made_for, .. }) => assert_eq!(made_for, fp),
+            _ => panic!("another keystore must be refused"),
+        }
+        assert_eq!(
+            open_with_password(&file, b"x").err(),
+            Some(TransportError::NeedsIdentity)
+        );
+        let mut bad = file.clone();
+        let n = bad.len();
+        bad[n - 40] ^= 1;
+        assert_eq!(
+            open_with_identity(&bad, &dest).err(),
+            Some(TransportError::Damaged)
+        );
+    }
+}
