@@ -88,9 +88,9 @@ pub struct ImportArgs {
 
 #[derive(Args)]
 pub struct ListArgs {
-    /// Keystore directory (the passphrase is not needed to list)
-    #[arg(long, env = "COFFER_KEYSTORE", value_name = "DIR")]
-    pub keystore: Option<PathBuf>,
+    /// The keystore options; listing reads no secret, so the passphrase is not asked for
+    #[command(flatten)]
+    pub keys: KeyOpts,
     /// Print JSON
     #[arg(long)]
     pub json: bool,
@@ -98,6 +98,10 @@ pub struct ListArgs {
 
 #[derive(Args)]
 pub struct RecoveryKeyArgs {
+    /// The keystore options: when this host has a keystore, the new recovery key's
+    /// fingerprint is written to its audit log (no passphrase needed)
+    #[command(flatten)]
+    pub keys: KeyOpts,
     /// Writes PREFIX.pem (the certificate, for `init --recovery-cert`) and PREFIX.key (the
     /// private key: keep it offline; whoever holds it can read every store made with it)
     #[arg(long, value_name = "PREFIX")]
@@ -347,10 +351,7 @@ struct Listing {
 }
 
 fn list(a: ListArgs) -> CliResult {
-    let dir = keystore_dir(&KeyOpts {
-        keystore: a.keystore.clone(),
-        passphrase_file: None,
-    });
+    let dir = keystore_dir(&a.keys);
     let (keys, fingerprint) = Keystore::public_listing(&dir)?;
     let l = Listing {
         keystore: dir.display().to_string(),
@@ -412,6 +413,19 @@ fn recovery_key(a: RecoveryKeyArgs) -> CliResult {
     write_new(&key_path, key.to_pem()?.as_bytes(), 0o600)?;
     write_new(&pem_path, cert.as_bytes(), 0o644)?;
     let fp = key.public().fingerprint()?;
+    let dir = keystore_dir(&a.keys);
+    if Keystore::exists(&dir) {
+        let detail = pem_path.display().to_string();
+        let audit = crate::keys::AuditLog::new(&dir.join("audit.log"));
+        let _ = audit.record_with(
+            "recovery-key-create",
+            None,
+            None,
+            Some(&fp),
+            "ok",
+            Some(&detail),
+        );
+    }
     println!("{fp}");
     eprintln!(
         "recovery certificate {} (give it to `coffer init --recovery-cert`); private key {} \
