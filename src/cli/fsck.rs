@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use super::unlock::unlock;
+use super::unlock::{unlock_any, Unlocked};
 use super::{CliResult, Failure, KeyOpts};
 use crate::fsck::{self, CatalogState, Options};
 use crate::store::{OpenStore, StoreLock};
@@ -32,7 +32,11 @@ pub fn run(a: FsckArgs) -> CliResult {
         }
         e => Failure::from(e),
     })?;
-    let (desc, private, names) = unlock(&a.store, &a.keys)?;
+    let (desc, private, names) = match unlock_any(&a.store, &a.keys, false)? {
+        Unlocked::Full(d, p, n) => (d, Some(p), n),
+        Unlocked::BackupOnly(d, n) => (d, None, n),
+    };
+    let keyless = private.is_none();
     let sid = desc.store_id_bytes()?;
     let mut _scratch = None;
     let (catalog, bad) = match fsck::open_catalog(&a.store, &sid) {
@@ -46,12 +50,13 @@ pub fn run(a: FsckArgs) -> CliResult {
             (c, Some(why))
         }
     };
-    let store = OpenStore::with_catalog(&a.store, desc, Some(private), names, catalog)?;
+    let store = OpenStore::with_catalog(&a.store, desc, private, names, catalog)?;
     let report = fsck::check(
         &store,
         &Options {
             repair: a.repair,
             show_names: a.names,
+            keyless,
         },
         bad,
     );
@@ -60,6 +65,9 @@ pub fn run(a: FsckArgs) -> CliResult {
     }
     for r in &report.repaired {
         println!("repaired: {r}");
+    }
+    for s in &report.skipped {
+        println!("skipped: {s}");
     }
     println!(
         "{}: {} files ({} bytes), {} directories, {} symlinks checked; {} problems, {} repaired",

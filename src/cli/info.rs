@@ -95,7 +95,8 @@ pub fn run(a: InfoArgs) -> CliResult {
     // The catalog is open (and locked) while a mount runs; then its count is not available.
     let mounted = match StoreLock::acquire(&a.store) {
         Ok(_) => None,
-        Err(_) => StoreLock::holder(&a.store).map(|(pid, mnt)| format!("{mnt} (pid {pid})")),
+        Err(_) => StoreLock::holder_mode(&a.store)
+            .map(|(pid, mnt, mode)| format!("{mnt} (pid {pid}, {mode})")),
     };
     let records = if mounted.is_none() {
         crate::catalog::Catalog::open(&a.store.join(CATALOG), &desc.store_id_bytes()?)

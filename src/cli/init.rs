@@ -110,8 +110,11 @@ pub fn run(a: InitArgs) -> CliResult {
                 entry: entry_for(desc),
                 key: master.duplicate(),
             };
-            let blob =
-                crate::keys::transport::seal_to_recipient(&[key], pk).map_err(|e| e.to_string())?;
+            let blob = crate::keys::transport::seal_to_recipient(
+                &crate::keys::transport::Contents::Keys(vec![key]),
+                pk,
+            )
+            .map_err(|e| e.to_string())?;
             let fingerprint = pk.fingerprint().map_err(|e| e.to_string())?;
             let _ = ks.audit().record_with(
                 "recovery-seal",

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::unlock::{keystore_dir, open_keystore};
 use super::{CliResult, Failure, KeyOpts};
 use crate::crypto::{KdfParams, PrivateKey};
-use crate::keys::transport::{self, ExportedKey, Protection, TransportError};
+use crate::keys::transport::{self, Contents, ExportedKey, Protection, TransportError};
 use crate::keys::{certificate, read_passphrase, Added, KeyEntry, Keystore};
 use crate::store::Descriptor;
 
@@ -35,6 +35,12 @@ pub enum KeysCommand {
     /// List the keys in this keystore (no secrets)
     #[command(after_help = "Example:\n  coffer keys list --json")]
     List(ListArgs),
+    /// Give a backup host a credential that writes new backups but never reads old ones
+    #[command(
+        name = "backup-credential",
+        after_help = "Example (on the host that holds the store's keys):\n  coffer keys backup-credential /srv/backup/store --recipient backuphost.pem --out store.bcred\n\nThe credential carries the store id, its public key and its name key, wrapped to the\nbackup host's certificate; never the master key, the private key or any batch key. On the\nbackup host: `coffer keys import store.bcred`, then `coffer mount STORE MNT` mounts\nbackup-only."
+    )]
+    BackupCredential(BackupCredentialArgs),
     /// Make an organisation recovery key pair (keep the .key file offline)
     #[command(
         name = "recovery-key",
@@ -97,6 +103,20 @@ pub struct ListArgs {
 }
 
 #[derive(Args)]
+pub struct BackupCredentialArgs {
+    /// The store
+    pub store: PathBuf,
+    #[command(flatten)]
+    pub keys: KeyOpts,
+    /// The backup host's certificate (`coffer keys cert` there)
+    #[arg(long, value_name = "PEM")]
+    pub recipient: PathBuf,
+    /// The credential file to write (it must not exist)
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+#[derive(Args)]
 pub struct RecoveryKeyArgs {
     /// The keystore options: when this host has a keystore, the new recovery key's
     /// fingerprint is written to its audit log (no passphrase needed)
@@ -118,6 +138,7 @@ pub fn run(cmd: KeysCommand) -> CliResult {
         KeysCommand::Import(a) => import(a),
         KeysCommand::List(a) => list(a),
         KeysCommand::RecoveryKey(a) => recovery_key(a),
+        KeysCommand::BackupCredential(a) => backup_credential(a),
     }
 }
 
@@ -204,26 +225,31 @@ fn export(a: ExportArgs) -> CliResult {
     let recipient = a.recipient.as_deref().map(certificate::read).transpose()?;
     let ks = open_keystore(&a.keys, false)?;
     let keys = store_keys(&ks, &desc)?;
+    let ids: Vec<(String, String)> = keys
+        .iter()
+        .map(|k| (k.entry.key_id.clone(), k.entry.store_id.clone()))
+        .collect();
+    let contents = Contents::Keys(keys);
     let (bytes, fingerprint) = match recipient {
         Some((pk, _)) => {
             let fp = pk.fingerprint()?;
-            (transport::seal_to_recipient(&keys, &pk)?, fp)
+            (transport::seal_to_recipient(&contents, &pk)?, fp)
         }
         None => {
             let pw = read_passphrase(a.password_file.as_ref(), "Export password", true)?;
             (
-                transport::seal_with_password(&keys, &pw, &KdfParams::default())?,
+                transport::seal_with_password(&contents, &pw, &KdfParams::default())?,
                 "password".to_string(),
             )
         }
     };
     write_new(&a.out, &bytes, 0o600)?;
-    for k in &keys {
+    for (key_id, store_id) in &ids {
         ks.audit()
             .record_with(
                 "export",
-                Some(&k.entry.key_id),
-                Some(&k.entry.store_id),
+                Some(key_id),
+                Some(store_id),
                 Some(&fingerprint),
                 "ok",
                 Some(&a.out.display().to_string()),
@@ -237,7 +263,7 @@ fn export(a: ExportArgs) -> CliResult {
     };
     println!(
         "exported {} key(s) of store {} to {} {how}",
-        keys.len(),
+        ids.len(),
         desc.store_id,
         a.out.display()
     );
@@ -300,7 +326,24 @@ fn import(a: ImportArgs) -> CliResult {
             )
         }
     };
-    add_keys(&ks, keys, &origin, "import", fingerprint.as_deref())
+    match keys {
+        Contents::Keys(keys) => add_keys(&ks, keys, &origin, "import", fingerprint.as_deref()),
+        Contents::Credential(c) => {
+            let what = ks.add_credential(&c, &origin, fingerprint.as_deref())?;
+            match what {
+                Added::New => println!(
+                    "imported a backup credential for store {} into {}: this host can write new \
+                     backups into it and never read old ones",
+                    c.store_id,
+                    ks.dir().display()
+                ),
+                Added::AlreadyPresent => {
+                    println!("the backup credential for store {} is already in this keystore: nothing to do", c.store_id)
+                }
+            }
+            Ok(0)
+        }
+    }
 }
 
 /// Put keys into the keystore (all or none) and say what happened to each.
@@ -344,53 +387,101 @@ pub fn add_keys(
 }
 
 #[derive(Serialize)]
-struct Listing {
+struct ListingOut {
     keystore: String,
-    certificate_fingerprint: Option<String>,
-    keys: Vec<KeyEntry>,
+    #[serde(flatten)]
+    listing: crate::keys::Listing,
 }
 
 fn list(a: ListArgs) -> CliResult {
     let dir = keystore_dir(&a.keys);
-    let (keys, fingerprint) = Keystore::public_listing(&dir)?;
-    let l = Listing {
+    let l = ListingOut {
         keystore: dir.display().to_string(),
-        certificate_fingerprint: fingerprint,
-        keys,
+        listing: Keystore::public_listing(&dir)?,
     };
     if a.json {
         println!("{}", serde_json::to_string_pretty(&l)?);
         return Ok(0);
     }
     println!("keystore {}", l.keystore);
-    match &l.certificate_fingerprint {
+    match &l.listing.certificate_fingerprint {
         Some(f) => println!("certificate {f}"),
         None => println!("certificate: none yet (`coffer keys cert` makes one)"),
     }
-    if l.keys.is_empty() {
+    if l.listing.keys.is_empty() && l.listing.credentials.is_empty() {
         println!("no keys");
     }
-    for k in &l.keys {
-        let labels: Vec<String> = [
-            k.policy.as_ref().map(|p| format!("policy {p}")),
-            k.copy.as_ref().map(|c| format!("copy {c}")),
+    let labels = |policy: &Option<String>, copy: &Option<String>| {
+        let l: Vec<String> = [
+            policy.as_ref().map(|p| format!("policy {p}")),
+            copy.as_ref().map(|c| format!("copy {c}")),
         ]
         .into_iter()
         .flatten()
         .collect();
+        if l.is_empty() {
+            String::new()
+        } else {
+            format!("  ({})", l.join(", "))
+        }
+    };
+    for k in &l.listing.keys {
         println!(
             "{}  store {}  version {}  {}{}",
             k.key_id,
             k.store_id,
             k.version,
             k.origin,
-            if labels.is_empty() {
-                String::new()
-            } else {
-                format!("  ({})", labels.join(", "))
-            }
+            labels(&k.policy, &k.copy)
         );
     }
+    for c in &l.listing.credentials {
+        println!(
+            "backup credential  store {}  {}{}",
+            c.store_id,
+            c.origin,
+            labels(&c.policy, &c.copy)
+        );
+    }
+    Ok(0)
+}
+
+fn backup_credential(a: BackupCredentialArgs) -> CliResult {
+    if a.out.exists() {
+        return Err(Failure::from(format!(
+            "{} exists; choose another name or remove it",
+            a.out.display()
+        )));
+    }
+    let (recipient, _) = certificate::read(&a.recipient)?;
+    let (desc, _private, names) = super::unlock::unlock(&a.store, &a.keys)?;
+    let cred = transport::BackupCredential {
+        store_id: desc.store_id.clone(),
+        public_key: desc.public_key_der()?,
+        name_key: names,
+        policy: desc.policy.clone(),
+        copy: desc.copy.clone(),
+    };
+    let bytes = transport::seal_to_recipient(&Contents::Credential(cred), &recipient)?;
+    write_new(&a.out, &bytes, 0o600)?;
+    let fp = recipient.fingerprint()?;
+    let ks = open_keystore(&a.keys, false)?;
+    ks.audit()
+        .record_with(
+            "backup-credential-export",
+            None,
+            Some(&desc.store_id),
+            Some(&fp),
+            "ok",
+            Some(&a.out.display().to_string()),
+        )
+        .map_err(|e| Failure::from(format!("cannot write the audit log: {e}")))?;
+    println!(
+        "wrote a backup credential for store {} to {} for certificate {fp}: it can write new \
+         backups and never read old ones",
+        desc.store_id,
+        a.out.display()
+    );
     Ok(0)
 }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use super::unlock::unlock;
+use super::unlock::{unlock_any, Unlocked};
 use super::{init_logging, CliResult, Failure, KeyOpts};
 use crate::fs::{CofferFs, MountConfig};
 use crate::store::{OpenStore, StoreLock};
@@ -42,6 +42,14 @@ pub struct MountArgs {
     /// FUSE worker threads
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub threads: u16,
+    /// Backup-only: write new backups with the store's public key alone. Listing, creating,
+    /// writing new files, truncating to zero, renames, links and metadata work; reading the
+    /// content of a file written before this mount fails with EACCES (this host holds no
+    /// private key), as does changing such a file in place. Files written during this mount
+    /// can be read back until it ends (tar --verify works). Chosen automatically when this
+    /// keystore holds only a backup credential for the store.
+    #[arg(long)]
+    pub backup_only: bool,
     /// Turn off the kernel's writeback cache (slower small writes; for diagnosis)
     #[arg(long, hide = true)]
     pub no_writeback_cache: bool,
@@ -129,9 +137,22 @@ pub fn run(a: MountArgs) -> CliResult {
         .store
         .canonicalize()
         .map_err(|_| crate::store::StoreError::NotAStore(a.store.clone()))?;
-    let (desc, private, names) = unlock(&root, &a.keys)?;
+    let (desc, private, names) = match unlock_any(&root, &a.keys, a.backup_only)? {
+        Unlocked::Full(d, p, n) => (d, Some(p), n),
+        Unlocked::BackupOnly(d, n) => {
+            if !a.backup_only {
+                eprintln!(
+                    "coffer: mounting backup-only: this keystore holds a backup credential for store {}, \
+                     not its key: new files can be written, old ones cannot be read",
+                    d.store_id
+                );
+            }
+            (d, None, n)
+        }
+    };
+    let backup_only = private.is_none();
     let lock = StoreLock::acquire(&root)?;
-    let store = OpenStore::open(&root, desc, Some(private), names)?;
+    let store = OpenStore::open(&root, desc, private, names)?;
     let log = a
         .log
         .clone()
@@ -141,10 +162,17 @@ pub fn run(a: MountArgs) -> CliResult {
         allow_other: a.allow_other,
         threads: a.threads as usize,
         writeback_cache: !a.no_writeback_cache,
+        backup_only,
     };
+    let mode = if backup_only {
+        "backup-only"
+    } else {
+        "read-write"
+    };
+    let mode = if a.read_only { "read-only" } else { mode };
     if a.foreground {
         init_logging(a.log.as_deref(), "info")?;
-        lock.record(std::process::id(), &mnt.display().to_string());
+        lock.record(std::process::id(), &mnt.display().to_string(), mode);
         return serve(store, &mnt, cfg, None).map(|_| 0);
     }
     // Logging for the daemon is set up after the fork, in the child.
@@ -185,7 +213,7 @@ pub fn run(a: MountArgs) -> CliResult {
         // SAFETY: _exit ends the child without running the parent's destructors.
         unsafe { libc::_exit(2) };
     }
-    lock.record(std::process::id(), &mnt.display().to_string());
+    lock.record(std::process::id(), &mnt.display().to_string(), mode);
     let code = match serve(store, &mnt, cfg, Some(report)) {
         Ok(()) => 0,
         Err(f) => {

@@ -57,5 +57,5 @@ pub fn run(a: RecoverArgs) -> CliResult {
     let keys = transport::open_with_identity(&blob, &key)
         .map_err(|e| Failure::from(format!("the store's recovery record does not open: {e}")))?;
     let ks = open_keystore(&a.keys, true)?;
-    add_keys(&ks, keys, "recovery", "recover", Some(&fp))
+    add_keys(&ks, keys.into_keys()?, "recovery", "recover", Some(&fp))
 }

@@ -55,3 +55,56 @@ pub fn unlock(root: &Path, opts: &KeyOpts) -> Result<(Descriptor, PrivateKey, Na
     let (private, names) = store::unlock_keys(&desc, &master)?;
     Ok((desc, private, names))
 }
+
+/// What this host can open a store with.
+pub enum Unlocked {
+    /// The master key: read and write everything.
+    Full(Descriptor, PrivateKey, NameKey),
+    /// A backup credential (or a full key with --backup-only): write new files, read none of
+    /// the old ones.
+    BackupOnly(Descriptor, NameKey),
+}
+
+/// Unlock for a mount or fsck. Without the master key, a backup credential for the store
+/// gives backup-only access; `backup_only` asks for it even when the master key is here.
+pub fn unlock_any(root: &Path, opts: &KeyOpts, backup_only: bool) -> Result<Unlocked, Failure> {
+    let desc = Descriptor::load(root)?;
+    let dir = keystore_dir(opts);
+    let current = desc.current_master().key_id.clone();
+    if !Keystore::exists(&dir) {
+        return Err(Failure::from(keys::KeyError::NotFound {
+            key_id: current,
+            store_id: desc.store_id.clone(),
+            tried: format!(
+                "keystore {} (there is no keystore there yet)",
+                dir.display()
+            ),
+        }));
+    }
+    let ks = open_keystore(opts, false)?;
+    if let Some(c) = ks.credential(&desc.store_id)? {
+        if c.public_key != desc.public_key_der()? {
+            return Err(Failure::from(format!(
+                "the backup credential for store {} does not match the store's public key; \
+                 ask for a new one (coffer keys backup-credential)",
+                desc.store_id
+            )));
+        }
+        let has_master = ks.get(&current)?.is_some();
+        if backup_only || !has_master {
+            return Ok(Unlocked::BackupOnly(desc, c.name_key));
+        }
+    }
+    if desc.provider != "local" {
+        return Err(Failure::from(format!(
+            "store {} uses key provider '{}', which this build of coffer cannot use",
+            desc.store_id, desc.provider
+        )));
+    }
+    let master = keys::resolve(&[&ks], &current, &desc.store_id)?;
+    let (private, names) = store::unlock_keys(&desc, &master)?;
+    if backup_only {
+        return Ok(Unlocked::BackupOnly(desc, names));
+    }
+    Ok(Unlocked::Full(desc, private, names))
+}

@@ -19,22 +19,29 @@ impl Filesystem for CofferFs {
         let _ = config.set_max_write(MAX_WRITE);
         let _ = config.set_max_readahead(MAX_WRITE);
         let _ = config.set_max_background(64);
-        let mut caps = InitFlags::FUSE_PARALLEL_DIROPS;
+        // ATOMIC_O_TRUNC: open() sees O_TRUNC, so a backup-only mount can refuse, at open time,
+        // to write into an old file it cannot read, and accept truncate-and-rewrite.
+        let mut caps = InitFlags::FUSE_PARALLEL_DIROPS | InitFlags::FUSE_ATOMIC_O_TRUNC;
         if self.cfg.writeback_cache && !self.cfg.read_only {
             caps |= InitFlags::FUSE_WRITEBACK_CACHE;
         }
         if let Err(refused) = config.add_capabilities(caps) {
             tracing::info!("kernel refused capabilities {refused:?}");
         }
-        tracing::info!(
-            "mounted store {} ({} mode)",
-            self.store.desc.store_id,
-            if self.cfg.read_only {
-                "read-only"
-            } else {
-                "read-write"
-            }
-        );
+        let mode = if self.cfg.read_only {
+            "read-only"
+        } else if self.cfg.backup_only {
+            "backup-only"
+        } else {
+            "read-write"
+        };
+        tracing::info!("mounted store {} in {mode} mode", self.store.desc.store_id);
+        if self.cfg.backup_only {
+            tracing::info!(
+                "backup-only: new files can be written; files written before this mount cannot be \
+                 read or changed in place (EACCES), since this host holds no private key"
+            );
+        }
         Ok(())
     }
 

@@ -36,7 +36,9 @@ pub struct OpenFile {
 
 struct FileState {
     header: Header,
-    cipher: BlockCipher,
+    /// None when the file's key cannot be had here (a backup-only mount and a file written
+    /// before it): the file can be listed, renamed, removed or truncated to zero, not read.
+    cipher: Option<BlockCipher>,
     size: u64,
     len_dirty: bool,
 }
@@ -61,20 +63,21 @@ impl OpenFile {
             tracing::warn!("{label}: header block size differs from the store's");
             return Err(eio());
         }
-        let key = store.file_key(&header).map_err(|e| {
-            tracing::warn!("{label}: cannot unwrap file key: {e}");
-            match e {
-                crate::store::StoreError::NoPrivateKey => Errno::EACCES,
-                _ => eio(),
+        let cipher = match store.file_key(&header) {
+            Ok(key) => Some(BlockCipher::new(key.secret())),
+            // Backup-only: the handle opens (so O_TRUNC and rewriting work); reads refuse.
+            Err(crate::store::StoreError::NoPrivateKey) => None,
+            Err(e) => {
+                tracing::warn!("{label}: cannot unwrap file key: {e}");
+                return Err(eio());
             }
-        })?;
+        };
         let clen = file.metadata().map_err(Errno::from)?.len();
         let g = BlockGeometry::new(header.block_shift);
         let size = plain_len_from_cipher(g, clen).map_err(|e| {
             tracing::warn!("{label}: {e}");
             eio()
         })?;
-        let cipher = BlockCipher::new(key.secret());
         Ok(OpenFile {
             file,
             label,
@@ -108,6 +111,11 @@ impl OpenFile {
         &self.file
     }
 
+    /// True when this mount holds no key for the file (backup-only, an old file).
+    pub fn is_sealed(&self) -> bool {
+        self.st.read().map(|st| st.cipher.is_none()).unwrap_or(true)
+    }
+
     pub fn size(&self) -> Result<u64, Errno> {
         Ok(self.read_state()?.size)
     }
@@ -124,11 +132,25 @@ impl OpenFile {
         self.st.write().map_err(|_| eio())
     }
 
+    /// The block cipher, or EACCES (and why, in the log) when this mount holds no key for
+    /// the file.
+    fn cipher<'a>(&self, st: &'a FileState) -> Result<&'a BlockCipher, Errno> {
+        st.cipher.as_ref().ok_or_else(|| {
+            tracing::warn!(
+                "{}: permission denied: this backup-only mount holds no private key, so content \
+                 written before it can be neither read nor changed in place (truncate the file to \
+                 zero to rewrite it)",
+                self.label
+            );
+            Errno::EACCES
+        })
+    }
+
     fn write_empty(&self, st: &FileState) -> Result<(), Errno> {
         let mut buf = vec![0u8; HEADER_LEN + BLOCK_OVERHEAD];
         buf[..HEADER_LEN].copy_from_slice(&st.header.encode());
         seal_block(
-            &st.cipher,
+            self.cipher(st)?,
             &st.header.file_id,
             0,
             true,
@@ -189,9 +211,10 @@ impl OpenFile {
         }
         let stride = g.block_size() as usize + BLOCK_OVERHEAD;
         let id = st.header.file_id;
+        let cipher = self.cipher(st)?;
         let open = |(i, chunk): (usize, &mut [u8])| {
             let idx = first + i as u64;
-            open_block(&st.cipher, &id, idx, idx == final_idx, chunk).map(|_| ())
+            open_block(cipher, &id, idx, idx == final_idx, chunk).map(|_| ())
         };
         let result = if (last - first) as usize + 1 >= PARALLEL_BLOCKS {
             buf.par_chunks_mut(stride).enumerate().try_for_each(open)
@@ -270,7 +293,7 @@ impl OpenFile {
         let c1 = cipher_len_for(g, new_size).min(g.block_to_cipher_off(last + 1));
         let mut out = vec![0u8; (c1 - c0) as usize];
         let id = st.header.file_id;
-        let cipher = &st.cipher;
+        let cipher = self.cipher(st)?;
         let seal = |(i, chunk): (usize, &mut [u8])| {
             let idx = start + i as u64;
             let b0 = g.block_to_plain_off(idx);
@@ -306,7 +329,8 @@ impl OpenFile {
     /// Set the plaintext size. Truncation to zero starts the file afresh with a new key.
     pub fn truncate(&self, store: &OpenStore, new_size: u64) -> Result<(), Errno> {
         let mut st = self.write_state()?;
-        if new_size == st.size {
+        // A keyless file truncated to zero is started afresh even if it was empty.
+        if new_size == st.size && (st.cipher.is_some() || new_size != 0) {
             return Ok(());
         }
         if new_size > st.size {
@@ -326,7 +350,14 @@ impl OpenFile {
         let mut plain = self.block_plain(&st, g, k)?;
         plain.truncate((new_size - g.block_to_plain_off(k)) as usize);
         let mut out = vec![0u8; plain.len() + BLOCK_OVERHEAD];
-        seal_block(&st.cipher, &st.header.file_id, k, true, &plain, &mut out);
+        seal_block(
+            self.cipher(&st)?,
+            &st.header.file_id,
+            k,
+            true,
+            &plain,
+            &mut out,
+        );
         self.file
             .write_all_at(&out, g.block_to_cipher_off(k))
             .map_err(Errno::from)?;
@@ -364,7 +395,7 @@ fn fresh_state(store: &OpenStore, label: &str) -> Result<FileState, Errno> {
         eio()
     })?;
     Ok(FileState {
-        cipher: BlockCipher::new(key.secret()),
+        cipher: Some(BlockCipher::new(key.secret())),
         header,
         size: 0,
         len_dirty: false,

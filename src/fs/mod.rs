@@ -34,6 +34,8 @@ pub struct MountConfig {
     pub allow_other: bool,
     pub threads: usize,
     pub writeback_cache: bool,
+    /// No private key: old files cannot be read (for the log; the store enforces it).
+    pub backup_only: bool,
 }
 
 impl Default for MountConfig {
@@ -43,6 +45,7 @@ impl Default for MountConfig {
             allow_other: false,
             threads: 4,
             writeback_cache: true,
+            backup_only: false,
         }
     }
 }

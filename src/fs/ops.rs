@@ -489,6 +489,19 @@ impl CofferFs {
             self.writable()?;
         }
         let of = self.open_file(ino)?;
+        if flags & libc::O_ACCMODE != libc::O_RDONLY {
+            if flags & libc::O_TRUNC != 0 {
+                of.truncate(&self.store, 0)?;
+                of.publish_len(&self.store);
+            } else if of.is_sealed() {
+                tracing::warn!(
+                    "{}: permission denied: open for writing an old file in a backup-only mount \
+                     (no private key); open it with O_TRUNC to rewrite it",
+                    self.label(ino.0)
+                );
+                return Err(Errno::EACCES);
+            }
+        }
         self.new_handle(Handle::File(of))
     }
 

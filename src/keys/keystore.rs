@@ -15,8 +15,9 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
+use super::transport::BackupCredential;
 use super::{AuditLog, KeyError, KeyProvider, Lookup};
-use crate::crypto::{self, KdfParams, KeystoreKey, MasterKey, PrivateKey};
+use crate::crypto::{self, KdfParams, KeystoreKey, MasterKey, NameKey, PrivateKey};
 
 const FILE: &str = "keystore.json";
 const LOCK: &str = "keystore.lock";
@@ -92,6 +93,44 @@ struct KeystoreFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     identity: Option<StoredIdentity>,
     keys: Vec<StoredKey>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    credentials: Vec<StoredCredential>,
+}
+
+/// What the keystore knows about a backup credential, without its name key.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CredentialEntry {
+    pub store_id: String,
+    #[serde(default)]
+    pub policy: Option<String>,
+    #[serde(default)]
+    pub copy: Option<String>,
+    pub origin: String,
+    pub created: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredCredential {
+    #[serde(flatten)]
+    entry: CredentialEntry,
+    /// SubjectPublicKeyInfo DER of the store's public key; base64.
+    public_key: String,
+    /// The name key sealed under the keystore key, AAD "coffer/v1/credential" | store id.
+    name_key: String,
+}
+
+fn credential_aad(store_id: &str) -> Vec<u8> {
+    let mut a = b"coffer/v1/credential".to_vec();
+    a.extend_from_slice(store_id.as_bytes());
+    a
+}
+
+/// What `keys list` shows: no secrets.
+#[derive(Serialize)]
+pub struct Listing {
+    pub certificate_fingerprint: Option<String>,
+    pub keys: Vec<KeyEntry>,
+    pub credentials: Vec<CredentialEntry>,
 }
 
 /// A keystore's identity, unsealed.
@@ -185,6 +224,7 @@ impl Keystore {
             verifier: B64.encode(crypto::seal_vec(key.secret(), VERIFIER_AAD, VERIFIER_PLAIN)),
             identity: None,
             keys: Vec::new(),
+            credentials: Vec::new(),
         };
         write_file(dir, &file)?;
         let ks = Keystore {
@@ -246,7 +286,7 @@ impl Keystore {
 
     /// What a keystore holds, read without the passphrase: key metadata and the identity's
     /// fingerprint are not secret (the keys themselves stay sealed).
-    pub fn public_listing(dir: &Path) -> Result<(Vec<KeyEntry>, Option<String>), KeystoreError> {
+    pub fn public_listing(dir: &Path) -> Result<Listing, KeystoreError> {
         if !Self::exists(dir) {
             return Err(KeystoreError::Damaged {
                 path: dir.to_path_buf(),
@@ -254,8 +294,11 @@ impl Keystore {
             });
         }
         let file = read_file(dir)?;
-        let fp = file.identity.as_ref().map(|i| i.fingerprint.clone());
-        Ok((file.keys.into_iter().map(|k| k.entry).collect(), fp))
+        Ok(Listing {
+            certificate_fingerprint: file.identity.as_ref().map(|i| i.fingerprint.clone()),
+            keys: file.keys.iter().map(|k| k.entry.clone()).collect(),
+            credentials: file.credentials.iter().map(|c| c.entry.clone()).collect(),
+        })
     }
 
     pub fn entries(&self) -> Result<Vec<KeyEntry>, KeystoreError> {
@@ -357,6 +400,129 @@ impl Keystore {
                 .map_err(io_err(self.audit.path()))?;
         }
         Ok(outcomes)
+    }
+
+    /// Keep a backup credential. The same credential again is a no-op; a different one for the
+    /// same store is refused.
+    pub fn add_credential(
+        &self,
+        c: &BackupCredential,
+        origin: &str,
+        fingerprint: Option<&str>,
+    ) -> Result<Added, KeystoreError> {
+        let _lock = lock(&self.dir)?;
+        let mut file = read_file(&self.dir)?;
+        let public_key = B64.encode(&c.public_key);
+        let outcome = match file
+            .credentials
+            .iter()
+            .find(|s| s.entry.store_id == c.store_id)
+        {
+            Some(existing) => {
+                let same = existing.public_key == public_key
+                    && self
+                        .unseal_credential(existing)
+                        .map(|(_, n)| crypto::ct_eq(n.expose(), c.name_key.expose()))
+                        .unwrap_or(false);
+                if !same {
+                    let _ = self.audit.record_with(
+                        "credential-import",
+                        None,
+                        Some(&c.store_id),
+                        fingerprint,
+                        "refused",
+                        Some("a different credential for this store is present"),
+                    );
+                    return Err(KeystoreError::Conflict(format!(
+                        "backup credential of store {}",
+                        c.store_id
+                    )));
+                }
+                Added::AlreadyPresent
+            }
+            None => {
+                let sealed = crypto::seal_key(
+                    self.key.secret(),
+                    &credential_aad(&c.store_id),
+                    c.name_key.secret(),
+                );
+                file.credentials.push(StoredCredential {
+                    entry: CredentialEntry {
+                        store_id: c.store_id.clone(),
+                        policy: c.policy.clone(),
+                        copy: c.copy.clone(),
+                        origin: origin.to_string(),
+                        created: crate::unix_now(),
+                    },
+                    public_key,
+                    name_key: B64.encode(sealed),
+                });
+                write_file(&self.dir, &file)?;
+                Added::New
+            }
+        };
+        let what = if outcome == Added::New {
+            "ok"
+        } else {
+            "already-present"
+        };
+        self.audit
+            .record_with(
+                "credential-import",
+                None,
+                Some(&c.store_id),
+                fingerprint,
+                what,
+                None,
+            )
+            .map_err(io_err(self.audit.path()))?;
+        Ok(outcome)
+    }
+
+    /// The backup credential for a store, if this keystore holds one (audited).
+    pub fn credential(&self, store_id: &str) -> Result<Option<BackupCredential>, KeystoreError> {
+        let file = read_file(&self.dir)?;
+        let Some(stored) = file
+            .credentials
+            .iter()
+            .find(|s| s.entry.store_id == store_id)
+        else {
+            return Ok(None);
+        };
+        let (public_key, name_key) = self.unseal_credential(stored)?;
+        self.audit
+            .record_with("credential-get", None, Some(store_id), None, "ok", None)
+            .map_err(io_err(self.audit.path()))?;
+        Ok(Some(BackupCredential {
+            store_id: store_id.to_string(),
+            public_key,
+            name_key,
+            policy: stored.entry.policy.clone(),
+            copy: stored.entry.copy.clone(),
+        }))
+    }
+
+    fn unseal_credential(
+        &self,
+        stored: &StoredCredential,
+    ) -> Result<(Vec<u8>, NameKey), KeystoreError> {
+        let damaged = || KeystoreError::Damaged {
+            path: self.dir.join(FILE),
+            message: format!(
+                "backup credential of store {} is damaged",
+                stored.entry.store_id
+            ),
+        };
+        let public_key = B64.decode(&stored.public_key).map_err(|_| damaged())?;
+        let sealed = B64.decode(&stored.name_key).map_err(|_| damaged())?;
+        let name_key = crypto::open_key(
+            self.key.secret(),
+            &credential_aad(&stored.entry.store_id),
+            &sealed,
+        )
+        .map(NameKey::from_secret)
+        .map_err(|_| damaged())?;
+        Ok((public_key, name_key))
     }
 
     /// This keystore's identity, made (RSA-3072, about a second) on first use.

@@ -11,7 +11,9 @@ mod passphrase;
 pub mod transport;
 
 pub use audit::{AuditLog, AuditRecord};
-pub use keystore::{Added, HostIdentity, KeyEntry, Keystore, KeystoreError};
+pub use keystore::{
+    Added, CredentialEntry, HostIdentity, KeyEntry, Keystore, KeystoreError, Listing,
+};
 pub use passphrase::{read_passphrase, PassphraseSource};
 
 use crate::crypto::MasterKey;

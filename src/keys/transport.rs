@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::KeyEntry;
-use crate::crypto::{self, KdfParams, MasterKey, PrivateKey, PublicKey, Secret32};
+use crate::crypto::{self, KdfParams, MasterKey, NameKey, PrivateKey, PublicKey, Secret32};
 
 const MAGIC: &[u8; 8] = b"COFFERKX";
 const VERSION: u8 = 1;
@@ -51,6 +51,8 @@ pub enum TransportError {
     WrongRecipient { made_for: String, ours: String },
     #[error("cannot seal the export: {0}")]
     Seal(String),
+    #[error("this file holds {0}, not what this command takes")]
+    Unexpected(&'static str),
 }
 
 /// One master key with what the keystore knows about it.
@@ -66,6 +68,34 @@ pub enum Protection {
     Recipient { fingerprint: String },
 }
 
+/// A backup credential: what a backup-only host needs to write new files into a store and no
+/// more. The store's public key (to wrap new batch keys) and its name key (to name files);
+/// never a master key, the private key or a batch key, so nothing written before can be read.
+pub struct BackupCredential {
+    pub store_id: String,
+    /// SubjectPublicKeyInfo DER of the store's RSA public key.
+    pub public_key: Vec<u8>,
+    pub name_key: NameKey,
+    pub policy: Option<String>,
+    pub copy: Option<String>,
+}
+
+/// What an export file carries.
+pub enum Contents {
+    Keys(Vec<ExportedKey>),
+    Credential(BackupCredential),
+}
+
+impl Contents {
+    /// The master keys, or an error if the file holds something else.
+    pub fn into_keys(self) -> Result<Vec<ExportedKey>, TransportError> {
+        match self {
+            Contents::Keys(k) => Ok(k),
+            Contents::Credential(_) => Err(TransportError::Unexpected("a backup credential")),
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct PayloadKey {
     #[serde(flatten)]
@@ -74,10 +104,22 @@ struct PayloadKey {
 }
 
 #[derive(Serialize, Deserialize)]
+struct PayloadCredential {
+    store_id: String,
+    public_key: String,
+    name_key: String,
+    policy: Option<String>,
+    copy: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
 struct Payload {
     format: String,
     created: u64,
+    #[serde(default)]
     keys: Vec<PayloadKey>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    credential: Option<PayloadCredential>,
 }
 
 impl Drop for Payload {
@@ -85,20 +127,41 @@ impl Drop for Payload {
         for k in &mut self.keys {
             k.key.zeroize();
         }
+        if let Some(c) = &mut self.credential {
+            c.name_key.zeroize();
+        }
     }
 }
 
-fn payload_bytes(keys: &[ExportedKey]) -> Result<Zeroizing<Vec<u8>>, TransportError> {
-    let p = Payload {
-        format: "coffer-keys".into(),
-        created: crate::unix_now(),
-        keys: keys
-            .iter()
-            .map(|k| PayloadKey {
-                entry: k.entry.clone(),
-                key: B64.encode(k.key.expose()),
-            })
-            .collect(),
+const FORMAT_KEYS: &str = "coffer-keys";
+const FORMAT_CREDENTIAL: &str = "coffer-backup-credential";
+
+fn payload_bytes(contents: &Contents) -> Result<Zeroizing<Vec<u8>>, TransportError> {
+    let p = match contents {
+        Contents::Keys(keys) => Payload {
+            format: FORMAT_KEYS.into(),
+            created: crate::unix_now(),
+            keys: keys
+                .iter()
+                .map(|k| PayloadKey {
+                    entry: k.entry.clone(),
+                    key: B64.encode(k.key.expose()),
+                })
+                .collect(),
+            credential: None,
+        },
+        Contents::Credential(c) => Payload {
+            format: FORMAT_CREDENTIAL.into(),
+            created: crate::unix_now(),
+            keys: Vec::new(),
+            credential: Some(PayloadCredential {
+                store_id: c.store_id.clone(),
+                public_key: B64.encode(&c.public_key),
+                name_key: B64.encode(c.name_key.expose()),
+                policy: c.policy.clone(),
+                copy: c.copy.clone(),
+            }),
+        },
     };
     serde_json::to_vec(&p)
         .map(Zeroizing::new)
@@ -108,9 +171,9 @@ fn payload_bytes(keys: &[ExportedKey]) -> Result<Zeroizing<Vec<u8>>, TransportEr
 fn finish(
     mut header: Vec<u8>,
     file_key: &Secret32,
-    keys: &[ExportedKey],
+    contents: &Contents,
 ) -> Result<Vec<u8>, TransportError> {
-    let plain = payload_bytes(keys)?;
+    let plain = payload_bytes(contents)?;
     let mut aad = header.clone();
     let sealed_len = (plain.len() + 28) as u32;
     aad.extend_from_slice(&sealed_len.to_le_bytes());
@@ -130,7 +193,7 @@ fn header(kind: u8) -> Vec<u8> {
 
 /// Seal keys under a password (Argon2id, parameters in the file).
 pub fn seal_with_password(
-    keys: &[ExportedKey],
+    contents: &Contents,
     password: &[u8],
     params: &KdfParams,
 ) -> Result<Vec<u8>, TransportError> {
@@ -146,12 +209,12 @@ pub fn seal_with_password(
     let mut vaad = VERIFIER_AAD.to_vec();
     vaad.extend_from_slice(&h);
     h.extend_from_slice(&crypto::seal_vec(kk.secret(), &vaad, VERIFIER_PLAIN));
-    finish(h, kk.secret(), keys)
+    finish(h, kk.secret(), contents)
 }
 
 /// Seal keys to a recipient's public key: only the matching private key opens them.
 pub fn seal_to_recipient(
-    keys: &[ExportedKey],
+    contents: &Contents,
     recipient: &PublicKey,
 ) -> Result<Vec<u8>, TransportError> {
     let fp = fingerprint_bytes(recipient)?;
@@ -163,7 +226,7 @@ pub fn seal_to_recipient(
     h.extend_from_slice(&fp);
     h.extend_from_slice(&(wrapped.len() as u16).to_le_bytes());
     h.extend_from_slice(&wrapped);
-    finish(h, &file_key, keys)
+    finish(h, &file_key, contents)
 }
 
 fn fingerprint_bytes(k: &PublicKey) -> Result<[u8; 32], TransportError> {
@@ -239,7 +302,7 @@ fn open_payload(
     body: &[u8],
     r: &mut Reader<'_>,
     file_key: &Secret32,
-) -> Result<Vec<ExportedKey>, TransportError> {
+) -> Result<Contents, TransportError> {
     let len = r.u32()? as usize;
     if len > MAX_PAYLOAD {
         return Err(TransportError::Damaged);
@@ -253,26 +316,44 @@ fn open_payload(
         crypto::open_vec(file_key, aad, sealed).map_err(|_| TransportError::Altered)?,
     );
     let payload: Payload = serde_json::from_slice(&plain).map_err(|_| TransportError::Altered)?;
-    let mut out = Vec::new();
-    for k in &payload.keys {
-        let mut raw = Zeroizing::new(B64.decode(&k.key).map_err(|_| TransportError::Altered)?);
-        let key = MasterKey::from_slice(&raw).ok_or(TransportError::Altered)?;
-        raw.zeroize();
-        if crypto::master_key_id(&key) != k.entry.key_id {
-            return Err(TransportError::Altered);
+    let decode = |s: &str| {
+        B64.decode(s)
+            .map(Zeroizing::new)
+            .map_err(|_| TransportError::Altered)
+    };
+    match payload.format.as_str() {
+        FORMAT_KEYS => {
+            let mut out = Vec::new();
+            for k in &payload.keys {
+                let key = MasterKey::from_slice(&decode(&k.key)?).ok_or(TransportError::Altered)?;
+                if crypto::master_key_id(&key) != k.entry.key_id {
+                    return Err(TransportError::Altered);
+                }
+                out.push(ExportedKey {
+                    entry: k.entry.clone(),
+                    key,
+                });
+            }
+            Ok(Contents::Keys(out))
         }
-        out.push(ExportedKey {
-            entry: k.entry.clone(),
-            key,
-        });
+        FORMAT_CREDENTIAL => {
+            let c = payload.credential.as_ref().ok_or(TransportError::Altered)?;
+            let public_key = decode(&c.public_key)?.to_vec();
+            PublicKey::from_der(&public_key).map_err(|_| TransportError::Altered)?;
+            Ok(Contents::Credential(BackupCredential {
+                store_id: c.store_id.clone(),
+                public_key,
+                name_key: NameKey::from_slice(&decode(&c.name_key)?)
+                    .ok_or(TransportError::Altered)?,
+                policy: c.policy.clone(),
+                copy: c.copy.clone(),
+            }))
+        }
+        _ => Err(TransportError::Altered),
     }
-    Ok(out)
 }
 
-pub fn open_with_password(
-    file: &[u8],
-    password: &[u8],
-) -> Result<Vec<ExportedKey>, TransportError> {
+pub fn open_with_password(file: &[u8], password: &[u8]) -> Result<Contents, TransportError> {
     let (body, kind) = check(file)?;
     if kind != KIND_PASSWORD {
         return Err(TransportError::NeedsIdentity);
@@ -297,10 +378,7 @@ pub fn open_with_password(
     open_payload(body, &mut r, kk.secret())
 }
 
-pub fn open_with_identity(
-    file: &[u8],
-    identity: &PrivateKey,
-) -> Result<Vec<ExportedKey>, TransportError> {
+pub fn open_with_identity(file: &[u8], identity: &PrivateKey) -> Result<Contents, TransportError> {
     let (body, kind) = check(file)?;
     if kind != KIND_RECIPIENT {
         return Err(TransportError::NeedsPassword);
@@ -334,7 +412,7 @@ mod tests {
         }
     }
 
-    fn sample() -> Vec<ExportedKey> {
+    fn sample() -> (Vec<u8>, KeyEntry, Contents) {
         let key = MasterKey::random();
         let entry = KeyEntry {
             key_id: crypto::master_key_id(&key),
@@ -345,21 +423,29 @@ mod tests {
             origin: "created".into(),
             created: 7,
         };
-        vec![ExportedKey { entry, key }]
+        let raw = key.expose().to_vec();
+        (
+            raw,
+            entry.clone(),
+            Contents::Keys(vec![ExportedKey { entry, key }]),
+        )
     }
 
     #[test]
     fn password_export_round_trip_and_failures() {
-        let keys = sample();
-        let file = seal_with_password(&keys, b"pw", &fast()).expect("seal");
+        let (raw, entry, contents) = sample();
+        let file = seal_with_password(&contents, b"pw", &fast()).expect("seal");
         assert_eq!(protection(&file), Ok(Protection::Password));
-        let back = open_with_password(&file, b"pw").expect("open");
-        assert_eq!(back[0].key.expose(), keys[0].key.expose());
-        assert_eq!(back[0].entry, keys[0].entry);
-        assert_eq!(
-            open_with_password(&file, b"wrong").err(),
-            Some(TransportError::WrongPassword)
-        );
+        let back = open_with_password(&file, b"pw")
+            .expect("open")
+            .into_keys()
+            .expect("keys");
+        assert_eq!(back[0].key.expose().to_vec(), raw);
+        assert_eq!(back[0].entry, entry);
+        assert!(matches!(
+            open_with_password(&file, b"wrong"),
+            Err(TransportError::WrongPassword)
+        ));
         // Every truncation and every flipped byte is refused, never mistaken for a key.
         for cut in [0, 5, 12, 40, file.len() / 2, file.len() - 1] {
             assert!(
@@ -370,20 +456,22 @@ mod tests {
         for i in (0..file.len()).step_by(7) {
             let mut bad = file.clone();
             bad[i] ^= 0x10;
-            let e = open_with_password(&bad, b"pw").err();
-            assert!(e.is_some(), "flip at {i} accepted");
+            assert!(
+                open_with_password(&bad, b"pw").is_err(),
+                "flip at {i} accepted"
+            );
         }
         // No key material in the clear.
-        assert!(!file.windows(32).any(|w| w == keys[0].key.expose()));
-        assert!(!String::from_utf8_lossy(&file).contains(&B64.encode(keys[0].key.expose())));
+        assert!(!file.windows(32).any(|w| w == raw.as_slice()));
+        assert!(!String::from_utf8_lossy(&file).contains(&B64.encode(&raw)));
     }
 
     #[test]
     fn recipient_export_only_opens_for_its_recipient() {
-        let keys = sample();
+        let (raw, _, contents) = sample();
         let dest = PrivateKey::generate(2048).expect("keygen");
         let other = PrivateKey::generate(2048).expect("keygen");
-        let file = seal_to_recipient(&keys, &dest.public()).expect("seal");
+        let file = seal_to_recipient(&contents, &dest.public()).expect("seal");
         let fp = dest.public().fingerprint().expect("fp");
         assert_eq!(
             protection(&file),
@@ -391,22 +479,55 @@ mod tests {
                 fingerprint: fp.clone()
             })
         );
-        let back = open_with_identity(&file, &dest).expect("open");
-        assert_eq!(back[0].key.expose(), keys[0].key.expose());
+        let back = open_with_identity(&file, &dest)
+            .expect("open")
+            .into_keys()
+            .expect("keys");
+        assert_eq!(back[0].key.expose().to_vec(), raw);
         match open_with_identity(&file, &other) {
             Err(TransportError::WrongRecipient { made_for, .. }) => assert_eq!(made_for, fp),
             _ => panic!("another keystore must be refused"),
         }
-        assert_eq!(
-            open_with_password(&file, b"x").err(),
-            Some(TransportError::NeedsIdentity)
-        );
+        assert!(matches!(
+            open_with_password(&file, b"x"),
+            Err(TransportError::NeedsIdentity)
+        ));
         let mut bad = file.clone();
         let n = bad.len();
         bad[n - 40] ^= 1;
-        assert_eq!(
-            open_with_identity(&bad, &dest).err(),
-            Some(TransportError::Damaged)
-        );
+        assert!(matches!(
+            open_with_identity(&bad, &dest),
+            Err(TransportError::Damaged)
+        ));
+    }
+
+    #[test]
+    fn backup_credential_round_trip_carries_no_master_key() {
+        let store = PrivateKey::generate(2048).expect("keygen");
+        let names = NameKey::random();
+        let cred = Contents::Credential(BackupCredential {
+            store_id: "cd".repeat(16),
+            public_key: store.public().to_der().expect("der"),
+            name_key: names.duplicate(),
+            policy: None,
+            copy: Some("offsite".into()),
+        });
+        let host = PrivateKey::generate(2048).expect("keygen");
+        let file = seal_to_recipient(&cred, &host.public()).expect("seal");
+        match open_with_identity(&file, &host).expect("open") {
+            Contents::Credential(c) => {
+                assert_eq!(c.name_key.expose(), names.expose());
+                assert!(PublicKey::from_der(&c.public_key)
+                    .expect("pk")
+                    .same_as(&store.public()));
+                assert_eq!(c.copy.as_deref(), Some("offsite"));
+            }
+            Contents::Keys(_) => panic!("a credential must not open as keys"),
+        }
+        let again = open_with_identity(&file, &host).expect("open");
+        assert!(matches!(
+            again.into_keys(),
+            Err(TransportError::Unexpected(_))
+        ));
     }
 }

@@ -82,21 +82,27 @@ impl StoreLock {
         Ok(StoreLock { file })
     }
 
-    /// Record who holds the lock.
-    pub fn record(&self, pid: u32, mountpoint: &str) {
+    /// Record who holds the lock, where, and in which mode.
+    pub fn record(&self, pid: u32, mountpoint: &str, mode: &str) {
         use std::io::{Seek, Write};
         let mut f = &self.file;
         let _ = f.set_len(0);
         let _ = f.seek(std::io::SeekFrom::Start(0));
-        let _ = write!(f, "{pid}\n{mountpoint}\n");
+        let _ = write!(f, "{pid}\n{mountpoint}\n{mode}\n");
     }
 
     /// (pid, mount point) of the last holder, if recorded.
     pub fn holder(root: &Path) -> Option<(u32, String)> {
+        Self::holder_mode(root).map(|(pid, mnt, _)| (pid, mnt))
+    }
+
+    /// (pid, mount point, mode) of the last holder, if recorded.
+    pub fn holder_mode(root: &Path) -> Option<(u32, String, String)> {
         let s = std::fs::read_to_string(root.join(LOCK)).ok()?;
         let mut lines = s.lines();
         let pid = lines.next()?.trim().parse().ok()?;
-        Some((pid, lines.next().unwrap_or("").to_string()))
+        let mnt = lines.next().unwrap_or("").to_string();
+        Some((pid, mnt, lines.next().unwrap_or("read-write").to_string()))
     }
 }
 
