@@ -19,6 +19,7 @@ pub mod format;
 pub mod fs;
 pub mod fsck;
 pub mod keys;
+pub mod server;
 pub mod store;
 
 use std::io::Write;

@@ -184,20 +184,37 @@ fn backup_host_writes_new_backups_and_never_reads_old_ones() {
     fs::create_dir(d.join("tmpdir")).expect("mkdir");
     fs::remove_dir(d.join("tmpdir")).expect("rmdir");
     std::os::unix::fs::symlink("dir1/file1.dat", d.join("link")).expect("symlink");
-    assert_eq!(fs::read_link(d.join("link")).expect("readlink").to_str(), Some("dir1/file1.dat"));
+    assert_eq!(
+        fs::read_link(d.join("link")).expect("readlink").to_str(),
+        Some("dir1/file1.dat")
+    );
     fs::hard_link(d.join("dir1/file7.dat"), d.join("hard")).expect("hard link to an old file");
-    fs::set_permissions(d.join("dir1/file7.dat"), std::os::unix::fs::PermissionsExt::from_mode(0o640)).expect("chmod");
+    fs::set_permissions(
+        d.join("dir1/file7.dat"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o640),
+    )
+    .expect("chmod");
     std::os::unix::fs::chown(d.join("dir1/file7.dat"), Some(1234), Some(1234)).expect("chown");
-    sh_ok(&format!("touch -d '2020-01-02 03:04:05' '{}'", d.join("dir1/file7.dat").display()));
+    sh_ok(&format!(
+        "touch -d '2020-01-02 03:04:05' '{}'",
+        d.join("dir1/file7.dat").display()
+    ));
     fs::rename(d.join("dir0/file3.dat"), d.join("dir1/moved.dat")).expect("rename an old file");
     for (from, to) in [("dir0/file3.dat", "dir1/moved.dat")] {
         fs::rename(src.join(from), src.join(to)).expect("mirror rename");
     }
     std::os::unix::fs::symlink("dir1/file1.dat", src.join("link")).expect("mirror");
     fs::hard_link(src.join("dir1/file7.dat"), src.join("hard")).expect("mirror");
-    fs::set_permissions(src.join("dir1/file7.dat"), std::os::unix::fs::PermissionsExt::from_mode(0o640)).expect("mirror");
+    fs::set_permissions(
+        src.join("dir1/file7.dat"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o640),
+    )
+    .expect("mirror");
     std::os::unix::fs::chown(src.join("dir1/file7.dat"), Some(1234), Some(1234)).expect("mirror");
-    sh_ok(&format!("touch -d '2020-01-02 03:04:05' '{}'", src.join("dir1/file7.dat").display()));
+    sh_ok(&format!(
+        "touch -d '2020-01-02 03:04:05' '{}'",
+        src.join("dir1/file7.dat").display()
+    ));
     backup_host.ok(&["umount", s(&mnt)]);
     let log = fs::read_to_string(env.path("b.log")).expect("log");
     assert!(

@@ -41,6 +41,11 @@ pub enum KeysCommand {
         after_help = "Example (on the host that holds the store's keys):\n  coffer keys backup-credential /srv/backup/store --recipient backuphost.pem --out store.bcred\n\nThe credential carries the store id, its public key and its name key, wrapped to the\nbackup host's certificate; never the master key, the private key or any batch key. On the\nbackup host: `coffer keys import store.bcred`, then `coffer mount STORE MNT` mounts\nbackup-only."
     )]
     BackupCredential(BackupCredentialArgs),
+    /// Give a client certificate rights on a key server (edits its configuration file)
+    #[command(
+        after_help = "Example:\n  coffer keys grant --config /etc/coffer/keyserver.toml SHA256:9f3a... use,read,write"
+    )]
+    Grant(super::keyserver::GrantArgs),
     /// Make an organisation recovery key pair (keep the .key file offline)
     #[command(
         name = "recovery-key",
@@ -139,6 +144,7 @@ pub fn run(cmd: KeysCommand) -> CliResult {
         KeysCommand::List(a) => list(a),
         KeysCommand::RecoveryKey(a) => recovery_key(a),
         KeysCommand::BackupCredential(a) => backup_credential(a),
+        KeysCommand::Grant(a) => super::keyserver::grant(a),
     }
 }
 

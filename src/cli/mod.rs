@@ -4,6 +4,7 @@ mod fsck;
 mod info;
 mod init;
 mod keys;
+mod keyserver;
 mod logging;
 mod mount;
 mod recover;
@@ -51,6 +52,13 @@ pub struct KeyOpts {
     /// ~/.local/share/coffer/keystore]. Created on first use by `init`.
     #[arg(long, env = "COFFER_KEYSTORE", value_name = "DIR")]
     pub keystore: Option<PathBuf>,
+    /// A key server to ask when this keystore lacks a store's key (https://HOST:PORT); the
+    /// key arrives wrapped to this keystore's certificate
+    #[arg(long, env = "COFFER_KEY_SERVER", value_name = "URL")]
+    pub key_server: Option<String>,
+    /// The key server's certificate, to pin its fingerprint
+    #[arg(long, value_name = "PEM")]
+    pub key_server_cert: Option<PathBuf>,
     /// File holding the keystore passphrase (a trailing newline is ignored). Without it,
     /// coffer prompts on a terminal, and refuses when there is none.
     #[arg(long, env = "COFFER_PASSPHRASE_FILE", value_name = "FILE")]
@@ -85,6 +93,11 @@ enum Command {
         #[command(subcommand)]
         cmd: keys::KeysCommand,
     },
+    /// Run a key server (a node of a key-server hierarchy) in front
+    #[command(
+        after_help = "Examples:\n  coffer keyserver --config /etc/coffer/keyserver.toml\n  coffer keyserver --listen 127.0.0.1:7443 --keystore /var/lib/coffer/ks --passphrase-file /root/pass \\\n      --parent https://keys-top:7443 --parent-cert top.pem --hierarchy --heartbeat 60s \\\n      --grant SHA256:...=use,read,write\n\nRights per client certificate: use (fetch keys to mount), read (list, export), write (push)."
+    )]
+    Keyserver(keyserver::KeyserverArgs),
     /// Put a store's keys back into this keystore with the organisation's recovery key
     #[command(
         after_help = "Example:\n  coffer recover /srv/backup/store --recovery-key org-recovery.key"
@@ -126,6 +139,7 @@ pub fn main() -> i32 {
         Command::Info(a) => info::run(a),
         Command::Keys { cmd } => keys::run(cmd),
         Command::Recover(a) => recover::run(a),
+        Command::Keyserver(a) => keyserver::run(a),
     };
     match result {
         Ok(code) => code,

@@ -7,6 +7,31 @@ use crate::crypto::{NameKey, PrivateKey};
 use crate::keys::{self, read_passphrase, Keystore};
 use crate::store::{self, Descriptor};
 
+/// The provider chain: this keystore first, then the key server when one is given.
+pub fn resolve_master(
+    ks: &Keystore,
+    opts: &KeyOpts,
+    key_id: &str,
+    store_id: &str,
+) -> Result<crate::crypto::MasterKey, Failure> {
+    let Some(url) = &opts.key_server else {
+        return Ok(keys::resolve(&[ks], key_id, store_id)?);
+    };
+    // Only ask the server (and make this keystore's certificate) when the key is not here.
+    if let Some(k) = ks.get(key_id)? {
+        return Ok(k);
+    }
+    let pin = opts
+        .key_server_cert
+        .as_deref()
+        .map(keys::certificate::read)
+        .transpose()?
+        .map(|(k, _)| k.fingerprint())
+        .transpose()?;
+    let server = crate::server::provider::HierarchyProvider::new(url, pin, ks.identity()?)?;
+    Ok(keys::resolve(&[ks, &server], key_id, store_id)?)
+}
+
 pub fn keystore_dir(opts: &KeyOpts) -> PathBuf {
     opts.keystore.clone().unwrap_or_else(Keystore::default_dir)
 }
@@ -71,7 +96,7 @@ pub fn unlock_any(root: &Path, opts: &KeyOpts, backup_only: bool) -> Result<Unlo
     let desc = Descriptor::load(root)?;
     let dir = keystore_dir(opts);
     let current = desc.current_master().key_id.clone();
-    if !Keystore::exists(&dir) {
+    if !Keystore::exists(&dir) && opts.key_server.is_none() {
         return Err(Failure::from(keys::KeyError::NotFound {
             key_id: current,
             store_id: desc.store_id.clone(),
@@ -81,7 +106,7 @@ pub fn unlock_any(root: &Path, opts: &KeyOpts, backup_only: bool) -> Result<Unlo
             ),
         }));
     }
-    let ks = open_keystore(opts, false)?;
+    let ks = open_keystore(opts, opts.key_server.is_some())?;
     if let Some(c) = ks.credential(&desc.store_id)? {
         if c.public_key != desc.public_key_der()? {
             return Err(Failure::from(format!(
@@ -101,7 +126,7 @@ pub fn unlock_any(root: &Path, opts: &KeyOpts, backup_only: bool) -> Result<Unlo
             desc.store_id, desc.provider
         )));
     }
-    let master = keys::resolve(&[&ks], &current, &desc.store_id)?;
+    let master = resolve_master(&ks, opts, &current, &desc.store_id)?;
     let (private, names) = store::unlock_keys(&desc, &master)?;
     if backup_only {
         return Ok(Unlocked::BackupOnly(desc, names));

@@ -1,0 +1,175 @@
+//! `coffer keyserver`: run a key server (hierarchy node) in front; `coffer keys grant` edits
+//! its configuration.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+
+use super::unlock::open_keystore;
+use super::{init_logging, CliResult, Failure, KeyOpts};
+use crate::keys::{AuditLog, Keystore};
+use crate::server::{self, client::Client, Config, KeyServer, Rights};
+
+#[derive(Args)]
+pub struct KeyserverArgs {
+    /// Configuration file (TOML); flags override it
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 0.0.0.0:7443]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// This server's keystore (its certificate is the server's TLS identity)
+    #[arg(long, value_name = "DIR")]
+    pub keystore: Option<PathBuf>,
+    /// The keystore's passphrase file
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+    /// The parent key server, https://HOST:PORT
+    #[arg(long, value_name = "URL")]
+    pub parent: Option<String>,
+    /// The parent's certificate (pins its fingerprint)
+    #[arg(long, value_name = "PEM")]
+    pub parent_cert: Option<PathBuf>,
+    /// Take part in the hierarchy: push keys up at each heartbeat, ask the parent on a miss.
+    /// Off (a server in a DMZ): no pushes and no upward lookups.
+    #[arg(long)]
+    pub hierarchy: bool,
+    /// Time between heartbeats [default: 60s]
+    #[arg(long, value_name = "DURATION")]
+    pub heartbeat: Option<String>,
+    /// How long to wait for the parent [default: 5s]
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
+    /// Rights for a client: CERT=use,read,write, CERT being a fingerprint (SHA256:...) or a
+    /// certificate file. Repeatable.
+    #[arg(long, value_name = "CERT=RIGHTS")]
+    pub grant: Vec<String>,
+    /// Audit log (JSON lines) [default: audit.log in the keystore]
+    #[arg(long, value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct GrantArgs {
+    /// The key server's configuration file (created if missing)
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// The client: a fingerprint as `coffer keys cert` prints it, or its certificate file
+    pub cert: String,
+    /// Rights: a comma list of use, read, write
+    pub rights: String,
+}
+
+pub fn grant(a: GrantArgs) -> CliResult {
+    let mut cfg = if a.config.exists() {
+        Config::load(&a.config)?
+    } else {
+        Config::default()
+    };
+    let fp = server::grant_fingerprint(&a.cert)?;
+    let rights: Vec<String> = a
+        .rights
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    Rights::parse(&rights)?;
+    cfg.grants.insert(fp.clone(), rights.clone());
+    cfg.save(&a.config)?;
+    println!(
+        "granted {} to {fp} in {}",
+        rights.join(","),
+        a.config.display()
+    );
+    Ok(0)
+}
+
+pub fn run(a: KeyserverArgs) -> CliResult {
+    init_logging(None, "info")?;
+    let file = match &a.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    let keystore = a
+        .keystore
+        .clone()
+        .or(file.keystore.clone())
+        .unwrap_or_else(Keystore::default_dir);
+    let opts = KeyOpts {
+        keystore: Some(keystore.clone()),
+        passphrase_file: a.passphrase_file.clone().or(file.passphrase_file.clone()),
+        key_server: None,
+        key_server_cert: None,
+    };
+    let ks = open_keystore(&opts, true)?;
+    let identity = ks.identity()?;
+    let mut grants = HashMap::new();
+    for (cert, rights) in &file.grants {
+        grants.insert(server::grant_fingerprint(cert)?, Rights::parse(rights)?);
+    }
+    for g in &a.grant {
+        let (cert, rights) = g
+            .split_once('=')
+            .ok_or_else(|| Failure::from(format!("--grant {g}: expected CERT=use,read,write")))?;
+        grants.insert(
+            server::grant_fingerprint(cert)?,
+            Rights::parse(&[rights.to_string()])?,
+        );
+    }
+    let timeout = server::parse_duration(
+        a.timeout
+            .as_deref()
+            .or(file.timeout.as_deref())
+            .unwrap_or("5s"),
+    )?;
+    let heartbeat = server::parse_duration(
+        a.heartbeat
+            .as_deref()
+            .or(file.heartbeat.as_deref())
+            .unwrap_or("60s"),
+    )?;
+    let parent_cert = a.parent_cert.clone().or(file.parent_cert.clone());
+    let parent_key = parent_cert
+        .as_deref()
+        .map(crate::keys::certificate::read)
+        .transpose()?
+        .map(|(k, _)| k);
+    let pin = parent_key.as_ref().map(|k| k.fingerprint()).transpose()?;
+    let parent_url = a.parent.clone().or(file.parent.clone());
+    let parent = parent_url
+        .as_deref()
+        .map(|u| Client::new(u, pin, timeout))
+        .transpose()?;
+    let hierarchy = a.hierarchy || file.hierarchy;
+    let listen = a
+        .listen
+        .clone()
+        .or(file.listen.clone())
+        .unwrap_or_else(|| "0.0.0.0:7443".into());
+    let audit = AuditLog::new(
+        &a.audit_log
+            .clone()
+            .or(file.audit_log.clone())
+            .unwrap_or_else(|| keystore.join("audit.log")),
+    );
+    eprintln!(
+        "coffer keyserver on {listen}, certificate {}, {} grant(s), parent {}, hierarchy {}",
+        identity.fingerprint,
+        grants.len(),
+        parent_url.as_deref().unwrap_or("none"),
+        if hierarchy { "on" } else { "off" }
+    );
+    let srv = Arc::new(KeyServer {
+        ks,
+        identity,
+        grants,
+        parent,
+        parent_key,
+        hierarchy,
+        audit,
+    });
+    server::serve(srv, &listen, heartbeat)?;
+    Ok(0)
+}

@@ -1,0 +1,436 @@
+//! A tree of key servers on loopback with real TLS and real mounts:
+//! top <- middle <- {leaf A, leaf B}, each with its own keystore.
+
+mod common;
+
+use std::fs;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{pattern, require_fuse, sh_ok, Env};
+
+struct Host {
+    name: String,
+    keystore: PathBuf,
+    pass: PathBuf,
+    pem: PathBuf,
+    fp: String,
+}
+
+impl Host {
+    fn new(env: &Env, name: &str) -> Host {
+        let pass = env.path(&format!("{name}.pass"));
+        fs::write(&pass, format!("passphrase of {name}\n")).expect("write");
+        let keystore = env.path(&format!("{name}.keystore"));
+        let pem = env.path(&format!("{name}.pem"));
+        let o = Command::new(common::bin())
+            .args(["keys", "cert", "--out"])
+            .arg(&pem)
+            .env("COFFER_KEYSTORE", &keystore)
+            .env("COFFER_PASSPHRASE_FILE", &pass)
+            .output()
+            .expect("cert");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let fp = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        Host {
+            name: name.into(),
+            keystore,
+            pass,
+            pem,
+            fp,
+        }
+    }
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(common::bin())
+            .args(args)
+            .env("COFFER_KEYSTORE", &self.keystore)
+            .env("COFFER_PASSPHRASE_FILE", &self.pass)
+            .output()
+            .expect("coffer")
+    }
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "{} coffer {args:?}: {}",
+            self.name,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+    fn has_key(&self, key_id: &str) -> bool {
+        let o = Command::new(common::bin())
+            .args(["keys", "list", "--json", "--keystore"])
+            .arg(&self.keystore)
+            .output()
+            .expect("list");
+        String::from_utf8_lossy(&o.stdout).contains(key_id)
+    }
+    fn audit(&self) -> String {
+        fs::read_to_string(self.keystore.join("audit.log")).unwrap_or_default()
+    }
+}
+
+/// A running key server; killed on drop.
+struct Server {
+    child: Child,
+    port: u16,
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+impl Server {
+    fn start(env: &Env, host: &Host, port: u16, extra: &[String]) -> Server {
+        let mut args = vec![
+            "keyserver".to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--keystore".into(),
+            host.keystore.display().to_string(),
+            "--passphrase-file".into(),
+            host.pass.display().to_string(),
+        ];
+        args.extend_from_slice(extra);
+        let log = env.path(&format!("server-{}.log", host.name));
+        Server::spawn(args, port, log)
+    }
+    fn spawn(args: Vec<String>, port: u16, log: PathBuf) -> Server {
+        let out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log");
+        let child = Command::new(common::bin())
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("keyserver");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "key server on {port} did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Server {
+            child,
+            port,
+            args,
+            log,
+        }
+    }
+    fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+    fn restart(&mut self) {
+        self.stop();
+        *self = Server::spawn(self.args.clone(), self.port, self.log.clone());
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < limit,
+            "{what} did not happen within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    start.elapsed()
+}
+
+fn grant(h: &Host, rights: &str) -> [String; 2] {
+    ["--grant".into(), format!("{}={rights}", h.fp)]
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf8")
+}
+
+struct Guard(PathBuf);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let m = s(&self.0);
+        if fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .contains(m)
+        {
+            let _ = Command::new(common::bin()).args(["umount", m]).output();
+            let _ = Command::new("fusermount3").args(["-uz", m]).output();
+        }
+    }
+}
+
+#[test]
+fn keys_flow_up_the_tree_and_are_fetched_down_it() {
+    if !require_fuse() {
+        return;
+    }
+    let env = Env::new();
+    let (top, mid, a, b, c, d) = (
+        Host::new(&env, "top"),
+        Host::new(&env, "mid"),
+        Host::new(&env, "a"),
+        Host::new(&env, "b"),
+        Host::new(&env, "c"),
+        Host::new(&env, "d"),
+    );
+    let (pt, pm, pa, pb, pd) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
+    let hb = |p: &Host| -> Vec<String> {
+        vec![
+            "--parent-cert".into(),
+            p.pem.display().to_string(),
+            "--hierarchy".into(),
+            "--heartbeat".into(),
+            "1s".into(),
+            "--timeout".into(),
+            "2s".into(),
+        ]
+    };
+    let mut top_srv = Server::start(&env, &top, pt, &grant(&mid, "use,read,write"));
+    let mut mid_args: Vec<String> = vec!["--parent".into(), format!("https://127.0.0.1:{pt}")];
+    mid_args.extend(hb(&top));
+    for h in [&a, &b] {
+        mid_args.extend(grant(h, "use,read,write"));
+    }
+    mid_args.extend(grant(&d, "use,read,write"));
+    let mut mid_srv = Server::start(&env, &mid, pm, &mid_args);
+    let leaf = |h: &Host, port: u16, hierarchy: bool, grants: Vec<String>| {
+        let mut args: Vec<String> = vec!["--parent".into(), format!("https://127.0.0.1:{pm}")];
+        if hierarchy {
+            args.extend(hb(&mid));
+        } else {
+            args.extend([
+                "--parent-cert".into(),
+                mid.pem.display().to_string(),
+                "--heartbeat".into(),
+                "1s".into(),
+            ]);
+        }
+        args.extend(grants);
+        Server::start(&env, h, port, &args)
+    };
+    let mut a_srv = leaf(&a, pa, true, grant(&a, "use,read,write").to_vec());
+    let mut b_grants = grant(&b, "use,read,write").to_vec();
+    b_grants.extend(grant(&c, "read"));
+    let mut b_srv = leaf(&b, pb, true, b_grants);
+    let mut d_srv = leaf(&d, pd, false, grant(&d, "use,read,write").to_vec());
+
+    // A store made on A reaches the middle, and the top within one heartbeat after that.
+    let store = env.path("store");
+    a.ok(&["init", s(&store), "--rsa-bits", "2048"]);
+    let info: serde_json::Value =
+        serde_json::from_str(&a.ok(&["info", s(&store), "--json"])).expect("json");
+    let key_id = info["master_keys"][0]["key_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    wait_for(
+        "the key reaching the middle",
+        Duration::from_secs(15),
+        || mid.has_key(&key_id),
+    );
+    let up = wait_for("the key reaching the top", Duration::from_secs(15), || {
+        top.has_key(&key_id)
+    });
+    assert!(
+        up <= Duration::from_millis(2500),
+        "one heartbeat (1 s) after the middle, took {up:?}"
+    );
+
+    // Put data in on A, copy the store, and B mounts the copy through its own server.
+    let mnt = env.path("mnt-k");
+    fs::create_dir_all(&mnt).expect("mkdir");
+    let _g = Guard(mnt.clone());
+    let src = env.path("src");
+    for i in 0..20u64 {
+        fs::create_dir_all(&src).expect("mkdir");
+        fs::write(src.join(format!("f{i}")), pattern(i, 1000 * i as usize + 3)).expect("write");
+    }
+    a.ok(&["mount", s(&store), s(&mnt)]);
+    sh_ok(&format!(
+        "rsync -a '{}/' '{}/'",
+        src.display(),
+        mnt.display()
+    ));
+    a.ok(&["umount", s(&mnt)]);
+    let copy = env.path("copy");
+    sh_ok(&format!(
+        "rsync -a '{}/' '{}/'",
+        store.display(),
+        copy.display()
+    ));
+    assert!(!b.has_key(&key_id));
+    b.ok(&[
+        "mount",
+        s(&copy),
+        s(&mnt),
+        "--key-server",
+        &b_srv.url(),
+        "--key-server-cert",
+        s(&b.pem),
+    ]);
+    let out = sh_ok(&format!(
+        "rsync -aHc --dry-run -i --delete '{}/' '{}/'",
+        src.display(),
+        mnt.display()
+    ));
+    assert!(out.trim().is_empty(), "{out}");
+    b.ok(&["umount", s(&mnt)]);
+    assert!(b
+        .audit()
+        .lines()
+        .any(|l| l.contains("\"op\":\"fetch\"") && l.contains(&key_id) && l.contains("parent")));
+
+    // A client without `use` is refused, and the refusal is audited.
+    let o = c.run(&["mount", s(&copy), s(&mnt), "--key-server", &b_srv.url()]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("lacks the use right"), "{e}");
+    assert!(b
+        .audit()
+        .lines()
+        .any(|l| l.contains(&c.fp) && l.contains("\"outcome\":\"refused\"")));
+
+    // A leaf with the option off neither pushes nor asks.
+    let dstore = env.path("dstore");
+    d.ok(&["init", s(&dstore), "--rsa-bits", "2048"]);
+    let dinfo: serde_json::Value =
+        serde_json::from_str(&d.ok(&["info", s(&dstore), "--json"])).expect("json");
+    let dkey = dinfo["master_keys"][0]["key_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let o = d.run(&["mount", s(&copy), s(&mnt), "--key-server", &d_srv.url()]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "D's server must not ask its parent"
+    );
+    std::thread::sleep(Duration::from_millis(3000));
+    assert!(
+        !mid.has_key(&dkey),
+        "D pushed with the hierarchy option off"
+    );
+    assert!(!mid.audit().contains(&d.fp), "D talked to its parent");
+
+    // With the parent stopped: a clear error within the timeout, and local keys still mount.
+    mid_srv.stop();
+    let start = Instant::now();
+    let o = b.run(&["mount", s(&copy), s(&mnt), "--key-server", &b_srv.url()]);
+    let took = start.elapsed();
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("unreachable") && e.contains(&format!("127.0.0.1:{pm}")),
+        "{e}"
+    );
+    assert!(took < Duration::from_secs(6), "error after {took:?}");
+    a.ok(&["mount", s(&store), s(&mnt), "--key-server", &a_srv.url()]);
+    assert_eq!(fs::read(mnt.join("f3")).expect("read"), pattern(3, 3003));
+    a.ok(&["umount", s(&mnt)]);
+
+    // After every server restarts, the keys are still there and fetchable down the chain.
+    for srv in [
+        &mut top_srv,
+        &mut mid_srv,
+        &mut a_srv,
+        &mut b_srv,
+        &mut d_srv,
+    ] {
+        srv.restart();
+    }
+    let copy2 = env.path("copy2");
+    sh_ok(&format!(
+        "rsync -a '{}/' '{}/'",
+        store.display(),
+        copy2.display()
+    ));
+    let e = Host::new(&env, "e");
+    // E is a new host that only the top knows: it mounts through the top directly.
+    drop(top_srv);
+    let mut top_args = grant(&mid, "use,read,write").to_vec();
+    top_args.extend(grant(&e, "use"));
+    let _top2 = Server::start(&env, &top, pt, &top_args);
+    e.ok(&[
+        "mount",
+        s(&copy2),
+        s(&mnt),
+        "--key-server",
+        &format!("https://127.0.0.1:{pt}"),
+    ]);
+    assert_eq!(fs::read(mnt.join("f7")).expect("read"), pattern(7, 7003));
+    e.ok(&["umount", s(&mnt)]);
+    drop((a_srv, b_srv, d_srv, mid_srv));
+}
+
+#[test]
+fn a_tree_with_a_cycle_is_refused() {
+    let env = Env::new();
+    let (x, y) = (Host::new(&env, "x"), Host::new(&env, "y"));
+    let (px, py) = (free_port(), free_port());
+    let args = |parent: u16, parent_host: &Host, child: &Host| -> Vec<String> {
+        let mut v: Vec<String> = vec![
+            "--parent".into(),
+            format!("https://127.0.0.1:{parent}"),
+            "--parent-cert".into(),
+            parent_host.pem.display().to_string(),
+            "--hierarchy".into(),
+            "--heartbeat".into(),
+            "1s".into(),
+        ];
+        v.extend(grant(child, "use,read,write"));
+        v
+    };
+    let mut ax = args(py, &y, &y);
+    ax.extend(grant(&x, "use"));
+    let _sx = Server::start(&env, &x, px, &ax);
+    let _sy = Server::start(&env, &y, py, &args(px, &x, &x));
+    wait_for("a refused heartbeat", Duration::from_secs(10), || {
+        x.audit()
+            .lines()
+            .any(|l| l.contains("\"op\":\"heartbeat\"") && l.contains("cycle"))
+    });
+    // And a lookup that would go round the cycle ends with a clear refusal, not a hang.
+    let store = env.path("s");
+    let z = Host::new(&env, "z");
+    z.ok(&["init", s(&store), "--rsa-bits", "2048"]);
+    let o = x.run(&[
+        "fsck",
+        s(&store),
+        "--key-server",
+        &format!("https://127.0.0.1:{px}"),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("cycle"), "{e}");
+}
