@@ -434,3 +434,62 @@ fn a_tree_with_a_cycle_is_refused() {
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(e.contains("cycle"), "{e}");
 }
+
+#[test]
+fn requests_without_a_certificate_or_from_an_unknown_one_are_refused_and_audited() {
+    let env = Env::new();
+    let (srv_host, stranger) = (Host::new(&env, "srv"), Host::new(&env, "stranger"));
+    let port = free_port();
+    let _srv = Server::start(&env, &srv_host, port, &[]);
+    let url = format!("https://127.0.0.1:{port}");
+    let client = coffer::server::client::Client::new(
+        &url,
+        Some(srv_host.fp.clone()),
+        Duration::from_secs(5),
+    )
+    .expect("client");
+    // /healthz answers anyone who speaks TLS.
+    let r = client
+        .request(None, "GET", "/healthz", &[], None)
+        .expect("healthz");
+    assert_eq!(r.status, 200);
+    // No client certificate: 401.
+    let r = client
+        .request(None, "GET", "/v1/keys", &[], None)
+        .expect("request");
+    assert_eq!(r.status, 401, "{}", r.body);
+    // A certificate the server has no grant for: 403.
+    let pass = fs::read_to_string(&stranger.pass).expect("pass");
+    let ks = coffer::keys::Keystore::open(&stranger.keystore, pass.trim_end().as_bytes())
+        .expect("keystore");
+    let id = ks.identity().expect("identity");
+    let r = client
+        .request(Some(&id), "GET", "/v1/keys/0123", &[], None)
+        .expect("request");
+    assert_eq!(r.status, 403, "{}", r.body);
+    let audit = srv_host.audit();
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains("no client certificate") && l.contains("\"outcome\":\"refused\"")),
+        "{audit}"
+    );
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains(&stranger.fp) && l.contains("unknown certificate")),
+        "{audit}"
+    );
+    // A wrong pin is refused by the client before anything is sent.
+    let wrong = coffer::server::client::Client::new(
+        &url,
+        Some(stranger.fp.clone()),
+        Duration::from_secs(5),
+    )
+    .expect("client");
+    let e = wrong
+        .request(None, "GET", "/healthz", &[], None)
+        .err()
+        .expect("pin mismatch");
+    assert!(e.to_string().contains("expected"), "{e}");
+}
