@@ -6,61 +6,9 @@ mod common;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use base64::Engine;
-use common::{pattern, require_fuse, sh, sh_ok, Env};
-
-struct Host {
-    keystore: PathBuf,
-    pass: PathBuf,
-}
-
-impl Host {
-    fn new(env: &Env, name: &str) -> Host {
-        let pass = env.path(&format!("{name}.pass"));
-        fs::write(&pass, format!("passphrase of {name}\n")).expect("write");
-        Host {
-            keystore: env.path(&format!("{name}.keystore")),
-            pass,
-        }
-    }
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(common::bin())
-            .args(args)
-            .env("COFFER_KEYSTORE", &self.keystore)
-            .env("COFFER_PASSPHRASE_FILE", &self.pass)
-            .output()
-            .expect("coffer")
-    }
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "coffer {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
-    }
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf8")
-}
-
-struct Guard(PathBuf);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let m = s(&self.0);
-        if fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .contains(m)
-        {
-            let _ = Command::new(common::bin()).args(["umount", m]).output();
-            let _ = Command::new("fusermount3").args(["-uz", m]).output();
-        }
-    }
-}
+use common::{pattern, require_fuse, s, sh, sh_ok, Env, Host, MountGuard as Guard};
 
 fn files_under(root: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -119,7 +67,9 @@ fn backup_host_writes_new_backups_and_never_reads_old_ones() {
 
     // 2. rsync a tree in twice through the backup-only mount, with a change between runs.
     make_tree(&src, 1);
-    let said = backup_host.ok(&["mount", s(&store), s(&mnt), "--log", s(&env.path("b.log"))]);
+    let o = backup_host.run(&["mount", s(&store), s(&mnt), "--log", s(&env.path("b.log"))]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let said = String::from_utf8_lossy(&o.stderr);
     assert!(said.contains("backup-only"), "{said}");
     let info = key_host.ok(&["info", s(&store)]);
     assert!(info.contains("backup-only"), "info shows the mode: {info}");

@@ -5,71 +5,38 @@ mod common;
 
 use std::fs;
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{pattern, require_fuse, sh_ok, Env};
+use common::{pattern, require_fuse, s, sh_ok, Env, Host, MountGuard as Guard};
 
-struct Host {
-    name: String,
-    keystore: PathBuf,
-    pass: PathBuf,
+/// A host with its certificate made (`coffer keys cert`).
+struct CertHost {
+    host: Host,
     pem: PathBuf,
     fp: String,
 }
 
-impl Host {
-    fn new(env: &Env, name: &str) -> Host {
-        let pass = env.path(&format!("{name}.pass"));
-        fs::write(&pass, format!("passphrase of {name}\n")).expect("write");
-        let keystore = env.path(&format!("{name}.keystore"));
+impl std::ops::Deref for CertHost {
+    type Target = Host;
+    fn deref(&self) -> &Host {
+        &self.host
+    }
+}
+
+impl CertHost {
+    fn new(env: &Env, name: &str) -> CertHost {
+        let host = Host::new(env, name);
         let pem = env.path(&format!("{name}.pem"));
-        let o = Command::new(common::bin())
-            .args(["keys", "cert", "--out"])
-            .arg(&pem)
-            .env("COFFER_KEYSTORE", &keystore)
-            .env("COFFER_PASSPHRASE_FILE", &pass)
-            .output()
-            .expect("cert");
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let fp = String::from_utf8_lossy(&o.stdout).trim().to_string();
-        Host {
-            name: name.into(),
-            keystore,
-            pass,
-            pem,
-            fp,
-        }
-    }
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(common::bin())
-            .args(args)
-            .env("COFFER_KEYSTORE", &self.keystore)
-            .env("COFFER_PASSPHRASE_FILE", &self.pass)
-            .output()
-            .expect("coffer")
-    }
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "{} coffer {args:?}: {}",
-            self.name,
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
+        let fp = host
+            .ok(&["keys", "cert", "--out", s(&pem)])
+            .trim()
+            .to_string();
+        CertHost { host, pem, fp }
     }
     fn has_key(&self, key_id: &str) -> bool {
-        let o = Command::new(common::bin())
-            .args(["keys", "list", "--json", "--keystore"])
-            .arg(&self.keystore)
-            .output()
-            .expect("list");
-        String::from_utf8_lossy(&o.stdout).contains(key_id)
-    }
-    fn audit(&self) -> String {
-        fs::read_to_string(self.keystore.join("audit.log")).unwrap_or_default()
+        self.key_ids().iter().any(|k| k == key_id)
     }
 }
 
@@ -82,7 +49,7 @@ struct Server {
 }
 
 impl Server {
-    fn start(env: &Env, host: &Host, port: u16, extra: &[String]) -> Server {
+    fn start(env: &Env, host: &CertHost, port: u16, extra: &[String]) -> Server {
         let mut args = vec![
             "keyserver".to_string(),
             "--listen".into(),
@@ -162,26 +129,8 @@ fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duratio
     start.elapsed()
 }
 
-fn grant(h: &Host, rights: &str) -> [String; 2] {
+fn grant(h: &CertHost, rights: &str) -> [String; 2] {
     ["--grant".into(), format!("{}={rights}", h.fp)]
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf8")
-}
-
-struct Guard(PathBuf);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let m = s(&self.0);
-        if fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .contains(m)
-        {
-            let _ = Command::new(common::bin()).args(["umount", m]).output();
-            let _ = Command::new("fusermount3").args(["-uz", m]).output();
-        }
-    }
 }
 
 #[test]
@@ -191,12 +140,12 @@ fn keys_flow_up_the_tree_and_are_fetched_down_it() {
     }
     let env = Env::new();
     let (top, mid, a, b, c, d) = (
-        Host::new(&env, "top"),
-        Host::new(&env, "mid"),
-        Host::new(&env, "a"),
-        Host::new(&env, "b"),
-        Host::new(&env, "c"),
-        Host::new(&env, "d"),
+        CertHost::new(&env, "top"),
+        CertHost::new(&env, "mid"),
+        CertHost::new(&env, "a"),
+        CertHost::new(&env, "b"),
+        CertHost::new(&env, "c"),
+        CertHost::new(&env, "d"),
     );
     let (pt, pm, pa, pb, pd) = (
         free_port(),
@@ -205,7 +154,7 @@ fn keys_flow_up_the_tree_and_are_fetched_down_it() {
         free_port(),
         free_port(),
     );
-    let hb = |p: &Host| -> Vec<String> {
+    let hb = |p: &CertHost| -> Vec<String> {
         vec![
             "--parent-cert".into(),
             p.pem.display().to_string(),
@@ -224,7 +173,7 @@ fn keys_flow_up_the_tree_and_are_fetched_down_it() {
     }
     mid_args.extend(grant(&d, "use,read,write"));
     let mut mid_srv = Server::start(&env, &mid, pm, &mid_args);
-    let leaf = |h: &Host, port: u16, hierarchy: bool, grants: Vec<String>| {
+    let leaf = |h: &CertHost, port: u16, hierarchy: bool, grants: Vec<String>| {
         let mut args: Vec<String> = vec!["--parent".into(), format!("https://127.0.0.1:{pm}")];
         if hierarchy {
             args.extend(hb(&mid));
@@ -375,7 +324,7 @@ fn keys_flow_up_the_tree_and_are_fetched_down_it() {
         store.display(),
         copy2.display()
     ));
-    let e = Host::new(&env, "e");
+    let e = CertHost::new(&env, "e");
     // E is a new host that only the top knows: it mounts through the top directly.
     drop(top_srv);
     let mut top_args = grant(&mid, "use,read,write").to_vec();
@@ -396,9 +345,9 @@ fn keys_flow_up_the_tree_and_are_fetched_down_it() {
 #[test]
 fn a_tree_with_a_cycle_is_refused() {
     let env = Env::new();
-    let (x, y) = (Host::new(&env, "x"), Host::new(&env, "y"));
+    let (x, y) = (CertHost::new(&env, "x"), CertHost::new(&env, "y"));
     let (px, py) = (free_port(), free_port());
-    let args = |parent: u16, parent_host: &Host, child: &Host| -> Vec<String> {
+    let args = |parent: u16, parent_host: &CertHost, child: &CertHost| -> Vec<String> {
         let mut v: Vec<String> = vec![
             "--parent".into(),
             format!("https://127.0.0.1:{parent}"),
@@ -422,7 +371,7 @@ fn a_tree_with_a_cycle_is_refused() {
     });
     // And a lookup that would go round the cycle ends with a clear refusal, not a hang.
     let store = env.path("s");
-    let z = Host::new(&env, "z");
+    let z = CertHost::new(&env, "z");
     z.ok(&["init", s(&store), "--rsa-bits", "2048"]);
     let o = x.run(&[
         "fsck",
@@ -438,7 +387,7 @@ fn a_tree_with_a_cycle_is_refused() {
 #[test]
 fn requests_without_a_certificate_or_from_an_unknown_one_are_refused_and_audited() {
     let env = Env::new();
-    let (srv_host, stranger) = (Host::new(&env, "srv"), Host::new(&env, "stranger"));
+    let (srv_host, stranger) = (CertHost::new(&env, "srv"), CertHost::new(&env, "stranger"));
     let port = free_port();
     let _srv = Server::start(&env, &srv_host, port, &[]);
     let url = format!("https://127.0.0.1:{port}");

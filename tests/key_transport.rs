@@ -6,97 +6,21 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use base64::Engine;
-use common::{pattern, require_fuse, sh_ok, Env};
-
-/// A second "host": its own keystore and passphrase.
-struct Host {
-    keystore: PathBuf,
-    pass: PathBuf,
-}
-
-impl Host {
-    fn new(env: &Env, name: &str) -> Host {
-        let pass = env.path(&format!("{name}.pass"));
-        fs::write(&pass, format!("passphrase of {name}\n")).expect("write");
-        Host {
-            keystore: env.path(&format!("{name}.keystore")),
-            pass,
-        }
-    }
-
-    fn coffer(&self, args: &[&str], log: &mut Vec<u8>) -> Output {
-        let o = Command::new(common::bin())
-            .args(args)
-            .env("COFFER_KEYSTORE", &self.keystore)
-            .env("COFFER_PASSPHRASE_FILE", &self.pass)
-            .output()
-            .expect("coffer");
-        log.extend_from_slice(&o.stdout);
-        log.extend_from_slice(&o.stderr);
-        o
-    }
-
-    fn ok(&self, args: &[&str], log: &mut Vec<u8>) -> String {
-        let o = self.coffer(args, log);
-        assert!(
-            o.status.success(),
-            "coffer {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    fn key_ids(&self) -> Vec<String> {
-        let o = Command::new(common::bin())
-            .args(["keys", "list", "--json", "--keystore"])
-            .arg(&self.keystore)
-            .output()
-            .expect("list");
-        if !o.status.success() {
-            return Vec::new();
-        }
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
-        v["keys"]
-            .as_array()
-            .expect("keys")
-            .iter()
-            .map(|k| k["key_id"].as_str().expect("id").to_string())
-            .collect()
-    }
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf8")
-}
+use common::{pattern, require_fuse, s, sh_ok, Env, Host, MountGuard as Guard};
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 fn mount(host: &Host, store: &Path, mnt: &Path, log: &mut Vec<u8>) {
-    host.ok(&["mount", s(store), s(mnt)], log);
+    host.ok_into(&["mount", s(store), s(mnt)], log);
 }
 
 fn umount(host: &Host, mnt: &Path, log: &mut Vec<u8>) {
-    host.ok(&["umount", s(mnt)], log);
-}
-
-/// Unmounts on drop, so a failing test leaves no mount behind.
-struct Guard(PathBuf);
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let m = s(&self.0);
-        if fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .contains(m)
-        {
-            let _ = Command::new(common::bin()).args(["umount", m]).output();
-            let _ = Command::new("fusermount3").args(["-uz", m]).output();
-        }
-    }
+    host.ok_into(&["umount", s(mnt)], log);
 }
 
 fn assert_same(a: &Path, b: &Path) {
@@ -131,7 +55,7 @@ fn auxiliary_copy_mounts_on_another_host_after_a_certificate_import() {
         .expect("write");
     }
     // 1. init on A, rsync a tree in, unmount.
-    a.ok(&["init", s(&store), "--rsa-bits", "2048"], &mut log);
+    a.ok_into(&["init", s(&store), "--rsa-bits", "2048"], &mut log);
     mount(&a, &store, &mnt_a, &mut log);
     sh_ok(&format!(
         "rsync -a '{}/' '{}/'",
@@ -146,7 +70,7 @@ fn auxiliary_copy_mounts_on_another_host_after_a_certificate_import() {
         copy.display()
     ));
     let key_id = a.key_ids().pop().expect("A holds the key");
-    let o = b.coffer(&["mount", s(&copy), s(&mnt_b)], &mut log);
+    let o = b.run_into(&["mount", s(&copy), s(&mnt_b)], &mut log);
     assert_eq!(o.status.code(), Some(2));
     let e = stderr(&o);
     assert!(
@@ -155,11 +79,11 @@ fn auxiliary_copy_mounts_on_another_host_after_a_certificate_import() {
     );
     // 3. B's certificate goes to A, A exports to it, B imports; the copy mounts on B.
     let fp = b
-        .ok(&["keys", "cert", "--out", s(&env.path("b.pem"))], &mut log)
+        .ok_into(&["keys", "cert", "--out", s(&env.path("b.pem"))], &mut log)
         .trim()
         .to_string();
     assert!(fp.starts_with("SHA256:"), "{fp}");
-    let out = a.ok(
+    let out = a.ok_into(
         &[
             "keys",
             "export",
@@ -172,7 +96,7 @@ fn auxiliary_copy_mounts_on_another_host_after_a_certificate_import() {
         &mut log,
     );
     assert!(out.contains(&fp), "{out}");
-    let out = b.ok(&["keys", "import", s(&env.path("for-b.keys"))], &mut log);
+    let out = b.ok_into(&["keys", "import", s(&env.path("for-b.keys"))], &mut log);
     assert!(out.contains(&format!("imported key {key_id}")), "{out}");
     assert_eq!(b.key_ids(), vec![key_id.clone()]);
     mount(&b, &copy, &mnt_b, &mut log);
@@ -220,11 +144,11 @@ fn password_exports_refuse_wrong_passwords_and_damaged_files() {
     let (a, c) = (Host::new(&env, "a"), Host::new(&env, "c"));
     let mut log = Vec::new();
     let store = env.path("store");
-    a.ok(&["init", s(&store), "--rsa-bits", "2048"], &mut log);
+    a.ok_into(&["init", s(&store), "--rsa-bits", "2048"], &mut log);
     fs::write(env.path("pw"), "export password\n").expect("write");
     fs::write(env.path("wrong"), "not the password\n").expect("write");
     let file = env.path("pw.keys");
-    let out = a.ok(
+    let out = a.ok_into(
         &[
             "keys",
             "export",
@@ -237,10 +161,10 @@ fn password_exports_refuse_wrong_passwords_and_damaged_files() {
         &mut log,
     );
     assert!(out.contains("a lost password cannot be recovered"), "{out}");
-    let help = a.ok(&["keys", "export", "--help"], &mut log);
+    let help = a.ok_into(&["keys", "export", "--help"], &mut log);
     assert!(help.contains("lost password cannot be recovered"), "{help}");
     let import = |f: &Path, pw: &str, log: &mut Vec<u8>| {
-        c.coffer(
+        c.run_into(
             &["keys", "import", s(f), "--password-file", s(&env.path(pw))],
             log,
         )
@@ -301,16 +225,16 @@ fn an_export_for_another_keystore_is_refused_by_name() {
     );
     let mut log = Vec::new();
     let store = env.path("store");
-    a.ok(&["init", s(&store), "--rsa-bits", "2048"], &mut log);
+    a.ok_into(&["init", s(&store), "--rsa-bits", "2048"], &mut log);
     let fp_b = b
-        .ok(&["keys", "cert", "--out", s(&env.path("b.pem"))], &mut log)
+        .ok_into(&["keys", "cert", "--out", s(&env.path("b.pem"))], &mut log)
         .trim()
         .to_string();
     let fp_c = c
-        .ok(&["keys", "cert", "--out", s(&env.path("c.pem"))], &mut log)
+        .ok_into(&["keys", "cert", "--out", s(&env.path("c.pem"))], &mut log)
         .trim()
         .to_string();
-    a.ok(
+    a.ok_into(
         &[
             "keys",
             "export",
@@ -322,7 +246,7 @@ fn an_export_for_another_keystore_is_refused_by_name() {
         ],
         &mut log,
     );
-    let o = c.coffer(&["keys", "import", s(&env.path("for-b.keys"))], &mut log);
+    let o = c.run_into(&["keys", "import", s(&env.path("for-b.keys"))], &mut log);
     assert_eq!(o.status.code(), Some(2));
     let e = stderr(&o);
     assert!(
@@ -339,13 +263,13 @@ fn an_export_for_another_keystore_is_refused_by_name() {
     );
     // The certificate stays the same across calls (one identity per keystore).
     let again = b
-        .ok(&["keys", "cert", "--out", s(&env.path("b2.pem"))], &mut log)
+        .ok_into(&["keys", "cert", "--out", s(&env.path("b2.pem"))], &mut log)
         .trim()
         .to_string();
     assert_eq!(again, fp_b);
     // Importing into the right keystore works, and a second time is a no-op.
-    b.ok(&["keys", "import", s(&env.path("for-b.keys"))], &mut log);
-    let o = b.coffer(&["keys", "import", s(&env.path("for-b.keys"))], &mut log);
+    b.ok_into(&["keys", "import", s(&env.path("for-b.keys"))], &mut log);
+    let o = b.run_into(&["keys", "import", s(&env.path("for-b.keys"))], &mut log);
     assert!(String::from_utf8_lossy(&o.stdout).contains("nothing to do"));
 }
 
@@ -362,7 +286,7 @@ fn recovery_key_restores_a_store_after_the_keystore_is_lost() {
     fs::create_dir_all(&mnt).expect("mkdir");
     let _g = Guard(mnt.clone());
     let fp = a
-        .ok(
+        .ok_into(
             &[
                 "keys",
                 "recovery-key",
@@ -381,7 +305,7 @@ fn recovery_key_restores_a_store_after_the_keystore_is_lost() {
             .permissions(),
     );
     assert_eq!(key_mode & 0o777, 0o600);
-    a.ok(
+    a.ok_into(
         &[
             "init",
             s(&store),
@@ -393,7 +317,7 @@ fn recovery_key_restores_a_store_after_the_keystore_is_lost() {
         &mut log,
     );
     let info: serde_json::Value =
-        serde_json::from_str(&a.ok(&["info", s(&store), "--json"], &mut log)).expect("json");
+        serde_json::from_str(&a.ok_into(&["info", s(&store), "--json"], &mut log)).expect("json");
     let key_id = info["master_keys"][0]["key_id"]
         .as_str()
         .expect("id")
@@ -405,14 +329,14 @@ fn recovery_key_restores_a_store_after_the_keystore_is_lost() {
     // Keep A's key bytes for the leak check, then lose the keystore entirely.
     let master = master_key_of(&a, &key_id);
     fs::remove_dir_all(&a.keystore).expect("rm keystore");
-    let o = a.coffer(&["mount", s(&store), s(&mnt)], &mut log);
+    let o = a.run_into(&["mount", s(&store), s(&mnt)], &mut log);
     assert_eq!(o.status.code(), Some(2));
     // A wrong recovery key is refused by fingerprint.
-    a.ok(
+    a.ok_into(
         &["keys", "recovery-key", "--out", s(&env.path("other"))],
         &mut log,
     );
-    let o = a.coffer(
+    let o = a.run_into(
         &[
             "recover",
             s(&store),
@@ -423,7 +347,7 @@ fn recovery_key_restores_a_store_after_the_keystore_is_lost() {
     );
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains(&fp), "{}", stderr(&o));
-    let out = a.ok(
+    let out = a.ok_into(
         &[
             "recover",
             s(&store),

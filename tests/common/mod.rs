@@ -269,3 +269,108 @@ impl<'a> Mounted<'a> {
         Mounted { env, active: true }
     }
 }
+
+/// A "host" in multi-host tests: its own keystore and passphrase.
+pub struct Host {
+    pub name: String,
+    pub keystore: PathBuf,
+    pub pass: PathBuf,
+}
+
+impl Host {
+    pub fn new(env: &Env, name: &str) -> Host {
+        let pass = env.path(&format!("{name}.pass"));
+        std::fs::write(&pass, format!("passphrase of {name}\n")).expect("write");
+        Host {
+            name: name.into(),
+            keystore: env.path(&format!("{name}.keystore")),
+            pass,
+        }
+    }
+
+    /// Run coffer with this host's keystore options.
+    pub fn run(&self, args: &[&str]) -> Output {
+        Command::new(bin())
+            .args(args)
+            .env("COFFER_KEYSTORE", &self.keystore)
+            .env("COFFER_PASSPHRASE_FILE", &self.pass)
+            .env_remove("COFFER_LOG")
+            .output()
+            .expect("coffer")
+    }
+
+    /// Run, and keep everything it printed in `log` (for leak checks).
+    pub fn run_into(&self, args: &[&str], log: &mut Vec<u8>) -> Output {
+        let o = self.run(args);
+        log.extend_from_slice(&o.stdout);
+        log.extend_from_slice(&o.stderr);
+        o
+    }
+
+    /// Run, require success, return standard output.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "{}: coffer {args:?}: {}",
+            self.name,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    pub fn ok_into(&self, args: &[&str], log: &mut Vec<u8>) -> String {
+        let o = self.run_into(args, log);
+        assert!(
+            o.status.success(),
+            "{}: coffer {args:?}: {}",
+            self.name,
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Key ids this host's keystore holds (read without the passphrase).
+    pub fn key_ids(&self) -> Vec<String> {
+        let o = Command::new(bin())
+            .args(["keys", "list", "--json", "--keystore"])
+            .arg(&self.keystore)
+            .output()
+            .expect("list");
+        if !o.status.success() {
+            return Vec::new();
+        }
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+        v["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .map(|k| k["key_id"].as_str().expect("id").to_string())
+            .collect()
+    }
+
+    pub fn audit(&self) -> String {
+        std::fs::read_to_string(self.keystore.join("audit.log")).unwrap_or_default()
+    }
+}
+
+/// A path as &str for command lines.
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf8 path")
+}
+
+/// Unmounts a mount point on drop, so a failing multi-host test leaves no mount behind.
+pub struct MountGuard(pub PathBuf);
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        let m = s(&self.0);
+        if std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .contains(m)
+        {
+            let _ = Command::new(bin()).args(["umount", m]).output();
+            let _ = Command::new("fusermount3").args(["-uz", m]).output();
+        }
+    }
+}
