@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: a plain directory (the limit), coffer, gocryptfs and securefs on the
+# same disk, interleaved, median of 3 runs. Prints a table with each system's ratio to the plain
+# directory and coffer's ratio to the better anchor, and appends it to docs/benchmarks.md.
+#   tools/bench.sh            1 GiB, 10,000 files, /usr/share/doc
+#   tools/bench.sh --quick    64 MiB, 1,000 files, part of /usr/share/doc (about 2 minutes)
+# W1 write+sync, W1u the same including unmount and daemon exit, W2 cold read, W3 untar small
+# files + sync, W4 cold tar of them, W5 rsync -a a tree in / again after 1 % changed,
+# W6 rsync --no-whole-file literal bytes after a 4 KiB in-place change, W7 peak RSS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+quick=0; [ "${1:-}" = "--quick" ] && quick=1
+runs=${COFFER_BENCH_RUNS:-3}
+if [ $quick = 1 ]; then big_mb=64; nfiles=1000; tree_glob='/usr/share/doc/[a-c]*'; else big_mb=1024; nfiles=10000; tree_glob='/usr/share/doc/*'; fi
+bash tools/setup.sh
+for p in gocryptfs securefs; do command -v $p >/dev/null || { apt-get install -y -qq $p >/dev/null; }; done
+cargo build --release --locked --quiet
+coffer="$PWD/target/release/coffer"
+work=$(mktemp -d "${TMPDIR:-/var/tmp}/coffer-bench.XXXXXX")
+systems="plain coffer gocryptfs securefs"
+cleanup() {
+  "$coffer" umount "$work/coffer/mnt" 2>/dev/null || true
+  for s in gocryptfs securefs; do fusermount3 -uz "$work/$s/mnt" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+echo bench-pass > "$work/pass"
+export COFFER_KEYSTORE="$work/ks" COFFER_PASSPHRASE_FILE="$work/pass"
+for s in $systems; do mkdir -p "$work/$s/mnt" "$work/$s/store"; done
+"$coffer" init "$work/coffer/store/s" >/dev/null
+gocryptfs -q -init -passfile "$work/pass" "$work/gocryptfs/store" >/dev/null 2>&1
+securefs create --pass bench-pass "$work/securefs/store" >/dev/null 2>&1
+
+mnt() { if [ "$1" = plain ]; then echo "$work/plain/store"; else echo "$work/$1/mnt"; fi; }
+store() { if [ "$1" = coffer ]; then echo "$work/coffer/store/s"; else echo "$work/$1/store"; fi; }
+pid_of() {
+  case $1 in
+    coffer) head -1 "$work/coffer/store/s/lock" ;;
+    gocryptfs) pgrep -f "gocryptfs.*$work/gocryptfs/mnt" | head -1 ;;
+    securefs) pgrep -f "securefs.*$work/securefs/mnt" | head -1 ;;
+  esac
+}
+peak_kb=""
+up() {
+  case $1 in
+    plain) ;;
+    coffer) "$coffer" mount "$work/coffer/store/s" "$work/coffer/mnt" --log "$work/coffer.log" ;;
+    gocryptfs) gocryptfs -q -passfile "$work/pass" "$work/gocryptfs/store" "$work/gocryptfs/mnt" ;;
+    securefs) securefs mount -b --pass bench-pass "$work/securefs/store" "$work/securefs/mnt" >/dev/null 2>&1
+              while ! grep -q " $work/securefs/mnt " /proc/self/mountinfo; do sleep 0.05; done ;;
+  esac
+}
+down() {
+  [ "$1" = plain ] && { sync; return; }
+  local pid; pid=$(pid_of "$1" || true)
+  if [ -n "$pid" ] && [ -r "/proc/$pid/status" ]; then
+    local kb; kb=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+    peak_kb="$peak_kb $1:$kb"
+  fi
+  case $1 in
+    coffer) "$coffer" umount "$work/coffer/mnt" ;;
+    *) fusermount3 -u "$(mnt "$1")"; while [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; do sleep 0.02; done ;;
+  esac
+}
+cold() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+now() { date +%s%N; }
+rate() { awk -v n="$1" -v ns="$2" 'BEGIN {printf "%.1f", n * 1e9 / ns}'; }
+
+# Inputs on the plain disk, prepared once.
+mkdir -p "$work/in"
+head -c $((big_mb << 20)) /dev/urandom > "$work/in/big"
+mkdir -p "$work/in/small"
+python3 - "$work/in/small" "$nfiles" <<'PY'
+import os, sys
+root, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    d = os.path.join(root, f"d{i % 100:02d}")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, f"f{i}"), "wb") as f:
+        f.write(os.urandom(4096))
+PY
+tar cf "$work/in/small.tar" -C "$work/in" small
+mkdir -p "$work/in/tree"
+# shellcheck disable=SC2086
+cp -a $tree_glob "$work/in/tree/" 2>/dev/null || true
+tree_bytes=$(du -sb "$work/in/tree" | cut -f1); tree_files=$(find "$work/in/tree" -type f | wc -l)
+declare -A R
+add() { R[$1,$2]+="$3 "; }
+
+for run in $(seq "$runs"); do
+  for s in $systems; do
+    m=$(mnt "$s")
+    # W1 / W1u / W2
+    up "$s"; cold
+    t0=$(now); dd if="$work/in/big" of="$m/big" bs=1M conv=fsync status=none; t1=$(now)
+    down "$s"; t2=$(now)
+    add W1 "$s" "$(rate $((big_mb << 20)) $((t1 - t0)) | awk '{printf "%.0f", $1/1e6}')"
+    add W1u "$s" "$(rate $((big_mb << 20)) $((t2 - t0)) | awk '{printf "%.0f", $1/1e6}')"
+    cold; up "$s"
+    t0=$(now); cat "$m/big" > /dev/null; t1=$(now)
+    add W2 "$s" "$(rate $((big_mb << 20)) $((t1 - t0)) | awk '{printf "%.0f", $1/1e6}')"
+    # W6: an auxiliary copy, then a 4 KiB in-place change, then rsync's literal bytes
+    down "$s"; rm -rf "$work/copy"; rsync -a --no-whole-file "$(store "$s")/" "$work/copy/"
+    up "$s"; dd if=/dev/urandom of="$m/big" bs=4096 count=1 seek=$(( (big_mb << 20) / 8192 )) conv=notrunc,fsync status=none; down "$s"
+    lit=$(rsync -a -I --no-whole-file --stats "$(store "$s")/" "$work/copy/" | awk -F': ' '/Literal data/ {gsub(/[^0-9]/, "", $2); print $2}')
+    add W6 "$s" "$lit"
+    up "$s"; rm -f "$m/big"
+    # W3 / W4
+    t0=$(now); tar xf "$work/in/small.tar" -C "$m"; sync; t1=$(now)
+    add W3 "$s" "$(rate "$nfiles" $((t1 - t0)))"
+    down "$s"; cold; up "$s"
+    t0=$(now); tar cf - -C "$m" small | cat > /dev/null; t1=$(now)
+    add W4 "$s" "$(rate "$nfiles" $((t1 - t0)))"
+    rm -rf "$m/small"
+    # W5: rsync a tree in, change 1 % of its files, rsync again
+    rm -rf "$work/tree2"; cp -a "$work/in/tree" "$work/tree2"
+    t0=$(now); rsync -a "$work/tree2/" "$m/tree/"; sync; t1=$(now)
+    add W5 "$s" "$(awk -v ns=$((t1 - t0)) 'BEGIN {printf "%.2f", ns/1e9}')"
+    find "$work/tree2" -type f | awk 'NR % 100 == 0' | while read -r f; do printf 'changed' >> "$f"; done
+    t0=$(now); rsync -a "$work/tree2/" "$m/tree/"; sync; t1=$(now)
+    add W5b "$s" "$(awk -v ns=$((t1 - t0)) 'BEGIN {printf "%.2f", ns/1e9}')"
+    rm -rf "$m/tree"
+    down "$s"
+    echo "run $run: $s done" >&2
+  done
+done
+median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+peak() { echo "$peak_kb" | tr ' ' '\n' | awk -F: -v s="$1" '$1 == s && $2 > m {m = $2} END {printf "%.0f", m/1024}'; }
+
+table=$(
+  printf '| workload | unit | plain | coffer | gocryptfs | securefs | coffer/plain | coffer/better anchor |\n|---|---|---|---|---|---|---|---|\n'
+  for w in W1 W1u W2 W3 W4 W5 W5b W6 W7; do
+    case $w in
+      W1|W1u|W2) unit="MB/s"; better=high ;; W3|W4) unit="files/s"; better=high ;;
+      W5|W5b) unit="s"; better=low ;; W6) unit="literal bytes"; better=low ;; W7) unit="peak RSS MiB"; better=low ;;
+    esac
+    declare -A M
+    for s in $systems; do
+      if [ $w = W7 ]; then M[$s]=$( [ $s = plain ] && echo - || peak $s ); else M[$s]=$(echo ${R[$w,$s]} | median); fi
+    done
+    ratio() { awk -v a="$1" -v b="$2" -v hi="$3" 'BEGIN { if (a == "-" || b == "-" || a+0 == 0 || b+0 == 0) {print "-"; exit} r = (hi == "high") ? a / b : b / a; printf "%.2fx", r }'; }
+    if [ $better = high ]; then anchor=$(awk -v g="${M[gocryptfs]}" -v s="${M[securefs]}" 'BEGIN {print (g > s) ? g : s}');
+    else anchor=$(awk -v g="${M[gocryptfs]}" -v s="${M[securefs]}" 'BEGIN {print (g < s) ? g : s}'); fi
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$w" "$unit" "${M[plain]}" "${M[coffer]}" "${M[gocryptfs]}" "${M[securefs]}" \
+      "$(ratio "${M[coffer]}" "${M[plain]}" $better)" "$(ratio "${M[coffer]}" "$anchor" $better)"
+  done
+)
+echo "$table"
+{
+  echo
+  echo "## tools/bench.sh$([ $quick = 1 ] && echo ' --quick'), $(date -u +%Y-%m-%d)"
+  echo
+  echo "$(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r); $("$coffer" --version); gocryptfs $(gocryptfs -version | awk '{print $2}'); securefs from Debian. Medians of $runs; ${big_mb} MiB file, $nfiles small files, tree of $tree_files files / $tree_bytes bytes. Ratios above 1 mean coffer is better (for times, bytes and memory the ratio is inverted)."
+  echo
+  echo "$table"
+} >> docs/benchmarks.md
