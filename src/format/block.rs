@@ -132,12 +132,10 @@ pub fn open_block<'a>(
         return Err(FormatError::BlockShape(idx));
     }
     let (nonce, rest) = sealed.split_at_mut(12);
-    let body_len = rest.len() - 16;
-    let (body, tag) = rest.split_at_mut(body_len);
-    cipher
-        .open_in_place(nonce, &aad(file_id, idx, last), body, tag)
+    let n = cipher
+        .open_in_place(nonce, &aad(file_id, idx, last), rest)
         .map_err(|_| FormatError::BlockAuth(idx))?;
-    Ok(body)
+    Ok(&mut rest[..n])
 }
 
 #[cfg(test)]

@@ -110,10 +110,11 @@ impl NameCodec {
         if buf.len() < 32 || (buf.len() - 16) % 16 != 0 {
             return Err(NameError::Undecryptable);
         }
-        let tag = buf.split_off(buf.len() - 16);
-        self.names
-            .open_in_place(&dir_iv[..12], dir_iv, &mut buf, &tag)
+        let n = self
+            .names
+            .open_in_place(&dir_iv[..12], dir_iv, &mut buf)
             .map_err(|_| NameError::Undecryptable)?;
+        buf.truncate(n);
         while buf.last() == Some(&0) {
             buf.pop();
         }
