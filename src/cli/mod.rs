@@ -7,6 +7,7 @@ mod keys;
 mod keyserver;
 mod logging;
 mod mount;
+mod mountinfo;
 mod recover;
 mod umount;
 mod unlock;

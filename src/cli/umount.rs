@@ -20,39 +20,10 @@ pub struct UmountArgs {
 
 /// A mount of coffer's in /proc/self/mountinfo: (mount point, store path).
 pub fn find_mount(mnt: &Path) -> Option<(PathBuf, PathBuf)> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    for line in text.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let sep = fields.iter().position(|f| *f == "-")?;
-        let (point, fstype, source) = (fields.get(4)?, fields.get(sep + 1)?, fields.get(sep + 2)?);
-        let point = PathBuf::from(unescape(point));
-        if point == mnt && fstype.starts_with("fuse") {
-            if let Some(store) = unescape(source).strip_prefix("coffer:") {
-                return Some((point, PathBuf::from(store)));
-            }
-        }
-    }
-    None
-}
-
-/// mountinfo escapes space, tab, newline and backslash as \ooo.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len() + 0
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    super::mountinfo::mounts().into_iter().find_map(|m| {
+        let store = m.source.strip_prefix("coffer:")?;
+        (m.point == mnt && m.fstype.starts_with("fuse")).then(|| (m.point.clone(), store.into()))
+    })
 }
 
 fn alive(pid: u32) -> bool {
