@@ -7,7 +7,8 @@
 
 mod writer;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{RwLock, RwLockReadGuard};
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -62,8 +63,25 @@ pub struct BatchRecord {
     pub created: u64,
 }
 
+/// The catalog opens read-only and turns writable on its first write. redb commits its
+/// allocator state whenever a writable handle closes, so a mount that only reads (a restore,
+/// `info`, an in-place write that changes no length) would otherwise rewrite pages of the
+/// catalog every time, and every auxiliary rsync copy would send them again.
 pub struct Catalog {
-    db: redb::Database,
+    path: PathBuf,
+    db: RwLock<Handle>,
+}
+
+enum Handle {
+    Read(redb::ReadOnlyDatabase),
+    Write(redb::Database),
+    /// Between closing the read-only handle and opening the writable one; only seen if that
+    /// open failed.
+    Closed,
+}
+
+fn poisoned<T>(_: T) -> CatalogError {
+    CatalogError::Db("catalog lock poisoned".into())
 }
 
 impl Catalog {
@@ -84,7 +102,10 @@ impl Catalog {
             meta.insert("store_id", &store_id[..])?;
         }
         tx.commit()?;
-        Ok(Catalog { db })
+        Ok(Catalog {
+            path: path.to_path_buf(),
+            db: RwLock::new(Handle::Write(db)),
+        })
     }
 
     /// Open an existing catalog and check it belongs to `store_id`.
@@ -92,27 +113,90 @@ impl Catalog {
         if !path.exists() {
             return Err(CatalogError::Db("catalog file is missing".into()));
         }
-        let db = redb::Database::open(path)?;
-        let c = Catalog { db };
-        let tx = c.db.begin_read()?;
-        let meta = tx.open_table(META)?;
-        let id = meta.get("store_id")?.ok_or(CatalogError::Record)?;
-        if id.value() != &store_id[..] {
-            return Err(CatalogError::WrongStore);
-        }
-        drop(meta);
-        tx.open_table(FILES)?;
-        tx.open_table(BATCHES)?;
+        // A catalog a crash left open needs redb's repair, which only a writable open does.
+        let handle = match redb::ReadOnlyDatabase::open(path) {
+            Ok(db) => Handle::Read(db),
+            Err(_) => Handle::Write(redb::Database::open(path)?),
+        };
+        let c = Catalog {
+            path: path.to_path_buf(),
+            db: RwLock::new(handle),
+        };
+        c.with_read(|tx| {
+            let meta = tx.open_table(META)?;
+            let id = meta.get("store_id")?.ok_or(CatalogError::Record)?;
+            if id.value() != &store_id[..] {
+                return Err(CatalogError::WrongStore);
+            }
+            drop(meta);
+            tx.open_table(FILES)?;
+            tx.open_table(BATCHES)?;
+            Ok(())
+        })?;
         Ok(c)
+    }
+
+    /// Whether the catalog has been opened for writing (and so will be written on close).
+    pub fn is_writable(&self) -> bool {
+        matches!(self.db.read().as_deref(), Ok(Handle::Write(_)))
+    }
+
+    /// Run `f` in a read transaction. The handle's lock is held throughout, so the switch to
+    /// a writable handle never closes the database under a reader.
+    fn with_read<R>(
+        &self,
+        f: impl FnOnce(&redb::ReadTransaction) -> Result<R, CatalogError>,
+    ) -> Result<R, CatalogError> {
+        let g = self.db.read().map_err(poisoned)?;
+        let tx = match &*g {
+            Handle::Read(db) => db.begin_read()?,
+            Handle::Write(db) => db.begin_read()?,
+            Handle::Closed => return Err(CatalogError::Db("catalog is closed".into())),
+        };
+        f(&tx)
+    }
+
+    /// The writable database, opening it on first use.
+    fn writable(&self) -> Result<RwLockReadGuard<'_, Handle>, CatalogError> {
+        {
+            let g = self.db.read().map_err(poisoned)?;
+            if matches!(&*g, Handle::Write(_)) {
+                return Ok(g);
+            }
+        }
+        {
+            let mut g = self.db.write().map_err(poisoned)?;
+            if !matches!(&*g, Handle::Write(_)) {
+                // The read-only handle holds a shared lock on the file; release it first.
+                if let Handle::Read(db) = std::mem::replace(&mut *g, Handle::Closed) {
+                    db.close()?;
+                }
+                *g = Handle::Write(redb::Database::open(&self.path)?);
+            }
+        }
+        self.db.read().map_err(poisoned)
+    }
+
+    fn with_write<R>(
+        &self,
+        f: impl FnOnce(&redb::Database) -> Result<R, CatalogError>,
+    ) -> Result<R, CatalogError> {
+        let g = self.writable()?;
+        match &*g {
+            Handle::Write(db) => f(db),
+            _ => Err(CatalogError::Db("catalog is closed".into())),
+        }
     }
 
     /// Record a batch key durably: files wrapped under it must never outlive its record.
     pub fn put_batch(&self, id: &[u8; 16], rec: &BatchRecord) -> Result<(), CatalogError> {
         let bytes = postcard::to_stdvec(rec).map_err(|_| CatalogError::Record)?;
-        let tx = self.db.begin_write()?;
-        tx.open_table(BATCHES)?.insert(&id[..], &bytes[..])?;
-        tx.commit()?;
-        Ok(())
+        self.with_write(|db| {
+            let tx = db.begin_write()?;
+            tx.open_table(BATCHES)?.insert(&id[..], &bytes[..])?;
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     pub fn batch(&self, id: &[u8; 16]) -> Result<Option<BatchRecord>, CatalogError> {
@@ -136,70 +220,79 @@ impl Catalog {
         table: TableDefinition<&[u8], &[u8]>,
         id: &[u8; 16],
     ) -> Result<Option<T>, CatalogError> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(table)?;
-        let v = t.get(&id[..])?;
-        v.map(|v| postcard::from_bytes(v.value()).map_err(|_| CatalogError::Record))
-            .transpose()
+        self.with_read(|tx| {
+            let t = tx.open_table(table)?;
+            let v = t.get(&id[..])?;
+            v.map(|v| postcard::from_bytes(v.value()).map_err(|_| CatalogError::Record))
+                .transpose()
+        })
     }
 
     fn list<T: serde::de::DeserializeOwned>(
         &self,
         table: TableDefinition<&[u8], &[u8]>,
     ) -> Result<Vec<([u8; 16], T)>, CatalogError> {
-        let tx = self.db.begin_read()?;
-        let t = tx.open_table(table)?;
-        let mut out = Vec::new();
-        for row in t.iter()? {
-            let (k, v) = row?;
-            let id: [u8; 16] = k.value().try_into().map_err(|_| CatalogError::Record)?;
-            out.push((
-                id,
-                postcard::from_bytes(v.value()).map_err(|_| CatalogError::Record)?,
-            ));
-        }
-        Ok(out)
+        self.with_read(|tx| {
+            let t = tx.open_table(table)?;
+            let mut out = Vec::new();
+            for row in t.iter()? {
+                let (k, v) = row?;
+                let id: [u8; 16] = k.value().try_into().map_err(|_| CatalogError::Record)?;
+                out.push((
+                    id,
+                    postcard::from_bytes(v.value()).map_err(|_| CatalogError::Record)?,
+                ));
+            }
+            Ok(out)
+        })
     }
 
     /// Apply a group of file operations in one transaction.
     pub fn apply(&self, ops: &[CatalogOp], durable: bool) -> Result<(), CatalogError> {
-        let mut tx = self.db.begin_write()?;
-        if !durable {
-            tx.set_durability(redb::Durability::None)?;
-        }
-        {
-            let mut t = tx.open_table(FILES)?;
-            for op in ops {
-                match op {
-                    CatalogOp::Put(id, rec) => {
-                        let bytes = postcard::to_stdvec(rec).map_err(|_| CatalogError::Record)?;
-                        t.insert(&id[..], &bytes[..])?;
-                    }
-                    CatalogOp::SetLen(id, len) => {
-                        let cur = t
-                            .get(&id[..])?
-                            .map(|v| postcard::from_bytes::<FileRecord>(v.value()));
-                        if let Some(Ok(mut rec)) = cur {
-                            rec.plain_len = *len;
-                            let bytes =
-                                postcard::to_stdvec(&rec).map_err(|_| CatalogError::Record)?;
-                            t.insert(&id[..], &bytes[..])?;
-                        }
-                    }
-                    CatalogOp::Remove(id) => {
-                        t.remove(&id[..])?;
-                    }
-                }
-            }
-        }
-        tx.commit()?;
-        Ok(())
+        self.with_write(|db| apply_ops(db, ops, durable))
     }
 
     /// redb's own structural check (page checksums and tree shape).
     pub fn check_integrity(&mut self) -> Result<bool, CatalogError> {
-        Ok(self.db.check_integrity()?)
+        drop(self.writable()?);
+        match self.db.get_mut().map_err(poisoned)? {
+            Handle::Write(db) => Ok(db.check_integrity()?),
+            _ => Err(CatalogError::Db("catalog is closed".into())),
+        }
     }
+}
+
+fn apply_ops(db: &redb::Database, ops: &[CatalogOp], durable: bool) -> Result<(), CatalogError> {
+    let mut tx = db.begin_write()?;
+    if !durable {
+        tx.set_durability(redb::Durability::None)?;
+    }
+    {
+        let mut t = tx.open_table(FILES)?;
+        for op in ops {
+            match op {
+                CatalogOp::Put(id, rec) => {
+                    let bytes = postcard::to_stdvec(rec).map_err(|_| CatalogError::Record)?;
+                    t.insert(&id[..], &bytes[..])?;
+                }
+                CatalogOp::SetLen(id, len) => {
+                    let cur = t
+                        .get(&id[..])?
+                        .map(|v| postcard::from_bytes::<FileRecord>(v.value()));
+                    if let Some(Ok(mut rec)) = cur {
+                        rec.plain_len = *len;
+                        let bytes = postcard::to_stdvec(&rec).map_err(|_| CatalogError::Record)?;
+                        t.insert(&id[..], &bytes[..])?;
+                    }
+                }
+                CatalogOp::Remove(id) => {
+                    t.remove(&id[..])?;
+                }
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -251,6 +344,42 @@ mod tests {
             Catalog::open(&p, &[9; 16]),
             Err(CatalogError::WrongStore)
         ));
+    }
+
+    #[test]
+    fn reading_a_catalog_leaves_its_bytes_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("catalog");
+        let c = Catalog::create(&p, &[1; 16]).expect("create");
+        let rec = FileRecord {
+            batch_id: [2; 16],
+            wrapped_key: vec![1; 60],
+            plain_len: 10,
+        };
+        c.apply(&[CatalogOp::Put([3; 16], rec)], true)
+            .expect("apply");
+        drop(c);
+        let before = std::fs::read(&p).expect("read");
+        let c = Catalog::open(&p, &[1; 16]).expect("open");
+        assert!(!c.is_writable());
+        assert_eq!(c.files().expect("list").len(), 1);
+        c.apply(&[], true).expect("an empty apply is still a write");
+        assert!(c.is_writable(), "the first write opens it writable");
+        assert_eq!(
+            c.file(&[3; 16]).expect("get").map(|r| r.plain_len),
+            Some(10)
+        );
+        drop(c);
+        assert_ne!(std::fs::read(&p).expect("read"), before);
+        let after_write = std::fs::read(&p).expect("read");
+        let c = Catalog::open(&p, &[1; 16]).expect("open");
+        assert_eq!(c.files().expect("list").len(), 1);
+        drop(c);
+        assert_eq!(
+            std::fs::read(&p).expect("read"),
+            after_write,
+            "a read-only session changed the file"
+        );
     }
 
     #[test]

@@ -79,6 +79,8 @@ const DURABLE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 fn run(catalog: Arc<Catalog>, rx: Receiver<Msg>) {
     let mut ok = true;
     let mut last_durable = std::time::Instant::now();
+    // Whether a commit since the last durable one is not yet on disk.
+    let mut volatile = false;
     while let Ok(first) = rx.recv() {
         let mut ops = Vec::new();
         let mut acks = Vec::new();
@@ -93,16 +95,21 @@ fn run(catalog: Arc<Catalog>, rx: Receiver<Msg>) {
                 Err(_) => break,
             }
         }
-        if !ops.is_empty() || !acks.is_empty() {
-            // Durable when somebody waits for it or every few seconds; a crash between loses
-            // only records that fsck --repair rebuilds from the headers.
-            let durable = !acks.is_empty() || last_durable.elapsed() >= DURABLE_EVERY;
+        // Durable when somebody waits for it or every few seconds; a crash between loses
+        // only records that fsck --repair rebuilds from the headers.
+        let durable = !acks.is_empty() || last_durable.elapsed() >= DURABLE_EVERY;
+        // A sync with nothing new commits nothing: an empty commit would still rewrite
+        // redb's header pages, and every auxiliary rsync copy would then send them again.
+        if !ops.is_empty() || (durable && volatile) {
             if durable {
                 last_durable = std::time::Instant::now();
             }
-            if let Err(e) = catalog.apply(&ops, durable) {
-                tracing::error!("catalog update failed: {e}");
-                ok = false;
+            match catalog.apply(&ops, durable) {
+                Ok(()) => volatile = !durable,
+                Err(e) => {
+                    tracing::error!("catalog update failed: {e}");
+                    ok = false;
+                }
             }
         }
         for a in acks {
