@@ -8,7 +8,8 @@ use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 
 use common::{pattern, require_fuse, Env};
 
-const BLOCK: usize = 64 * 1024;
+/// The default block size.
+const BLOCK: usize = 4096;
 
 #[test]
 fn files_read_and_write_at_any_offset_with_holes_and_truncation() {
@@ -20,9 +21,20 @@ fn files_read_and_write_at_any_offset_with_holes_and_truncation() {
     let m = env.mount();
     let p = m.p("f.bin");
     // Sizes around block boundaries round-trip exactly.
-    for (i, len) in [0, 1, BLOCK - 1, BLOCK, BLOCK + 1, 3 * BLOCK + 17, 5 << 20]
-        .into_iter()
-        .enumerate()
+    for (i, len) in [
+        0,
+        1,
+        BLOCK - 1,
+        BLOCK,
+        BLOCK + 1,
+        3 * BLOCK + 17,
+        65535,
+        65536,
+        65537,
+        5 << 20,
+    ]
+    .into_iter()
+    .enumerate()
     {
         let data = pattern(i as u64, len);
         fs::write(&p, &data).expect("write");

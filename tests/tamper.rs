@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 
 use common::{pattern, require_fuse, Env};
 
-const B: u64 = 65536;
+/// The default block size.
+const B: u64 = 4096;
 const H: u64 = 132;
 const O: u64 = 28;
 

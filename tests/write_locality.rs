@@ -1,5 +1,6 @@
 //! A write re-encrypts only the blocks it touches: a small in-place change to a large file
-//! changes one block of ciphertext, which is what keeps rsync of the store cheap.
+//! changes one block of ciphertext and no other file of the store, which is what keeps an
+//! rsync of the store cheap. Checked for the default 4 KiB blocks and for 64 KiB ones.
 
 mod common;
 
@@ -9,7 +10,6 @@ use std::path::{Path, PathBuf};
 
 use common::{pattern, require_fuse, Env};
 
-const B: usize = 65536;
 const H: usize = 132;
 const O: usize = 28;
 
@@ -43,30 +43,56 @@ fn changed_ranges(a: &[u8], b: &[u8]) -> Vec<(usize, usize)> {
 }
 
 #[test]
-fn small_in_place_write_changes_one_block() {
-    if !require_fuse() {
-        return;
+fn small_in_place_write_changes_one_block_of_4k() {
+    if require_fuse() {
+        in_place_write_changes_one_block(4096, 0);
     }
+}
+
+#[test]
+fn small_in_place_write_changes_one_block_of_64k() {
+    if require_fuse() {
+        in_place_write_changes_one_block(65536, 1000);
+    }
+}
+
+/// The store's files other than data/, with their bytes.
+fn store_files_outside_data(store: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    Env::all_bytes(store)
+        .into_iter()
+        .filter(|(p, _)| p.is_file() && !p.starts_with(store.join("data")) && !p.ends_with("lock"))
+        .collect()
+}
+
+/// Write 4 KiB at `skew` bytes into block 5 of a 16-block file.
+fn in_place_write_changes_one_block(b: usize, skew: usize) {
     let env = Env::new();
-    env.init();
+    let size = format!("{}K", b / 1024);
+    env.init_with(&["--block-size", &size]);
     let m = env.mount();
-    fs::write(m.p("big"), pattern(1, 16 * B)).expect("write");
+    fs::write(m.p("big"), pattern(1, 16 * b)).expect("write");
     m.umount();
     let file = only_data_file(&env.store);
     let before = fs::read(&file).expect("read");
+    let others_before = store_files_outside_data(&env.store);
 
     let m = env.mount();
     let f = fs::OpenOptions::new()
         .write(true)
         .open(m.p("big"))
         .expect("open");
-    f.write_all_at(&[0xAB; 4096], (5 * B + 1000) as u64)
+    f.write_all_at(&[0xAB; 4096], (5 * b + skew) as u64)
         .expect("write 4 KiB in block 5");
     drop(f);
     m.umount();
     let after = fs::read(&file).expect("read");
     assert_eq!(before.len(), after.len());
-    let block5 = (H + 5 * (B + O), H + 6 * (B + O));
+    // Nothing else in the store changed: not the catalog, descriptor or batch keys.
+    assert!(
+        store_files_outside_data(&env.store) == others_before,
+        "an in-place write changed store files outside data/"
+    );
+    let block5 = (H + 5 * (b + O), H + 6 * (b + O));
     let ranges = changed_ranges(&before, &after);
     assert!(!ranges.is_empty());
     for (s, e) in &ranges {
@@ -82,12 +108,12 @@ fn small_in_place_write_changes_one_block() {
         .append(true)
         .open(m.p("big"))
         .expect("open");
-    f.write_all_at(b"tail", (16 * B) as u64).expect("append");
+    f.write_all_at(b"tail", (16 * b) as u64).expect("append");
     drop(f);
     m.umount();
     let appended = fs::read(&file).expect("read");
     let ranges = changed_ranges(&after, &appended);
-    let block15 = H + 15 * (B + O);
+    let block15 = H + 15 * (b + O);
     for (s, _) in &ranges {
         assert!(
             *s >= block15,

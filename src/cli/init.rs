@@ -18,8 +18,10 @@ pub struct InitArgs {
     /// Size of the store's RSA key in bits (2048, 3072 or 4096)
     #[arg(long, default_value_t = 3072, value_parser = parse_rsa_bits)]
     pub rsa_bits: usize,
-    /// Plaintext bytes per encrypted block, a power of two from 4K to 1M
-    #[arg(long, default_value = "64K", value_parser = parse_block_size)]
+    /// Plaintext bytes per encrypted block, a power of two from 4K to 1M. 4K keeps what an
+    /// auxiliary rsync copy resends after a small change to the size of that change; larger
+    /// blocks write and read slightly faster (docs/benchmarks.md)
+    #[arg(long, default_value = "4K", value_parser = parse_block_size)]
     pub block_size: u8,
     /// Policy label kept with the key (as backup suites name storage policies)
     #[arg(long, value_name = "NAME")]

@@ -95,10 +95,15 @@ impl Env {
     }
 
     pub fn init(&self) -> String {
+        self.init_with(&[])
+    }
+
+    /// `coffer init` with extra arguments (a block size, say).
+    pub fn init_with(&self, extra: &[&str]) -> String {
         let s = self.store.to_str().expect("utf8");
-        self.coffer_ok(&["init", s, "--rsa-bits", "2048"])
-            .trim()
-            .to_string()
+        let mut args = vec!["init", s, "--rsa-bits", "2048"];
+        args.extend_from_slice(extra);
+        self.coffer_ok(&args).trim().to_string()
     }
 
     pub fn mount(&self) -> Mounted<'_> {
