@@ -55,6 +55,9 @@ pub enum StoreError {
 /// The lock file records the holder's pid and mount point (no secrets).
 pub struct StoreLock {
     file: std::fs::File,
+    /// The process that wrote the record, 0 if none. A mount's parent process hands the lock
+    /// to the daemon it forks; only the daemon may clear the record.
+    recorded_by: std::sync::atomic::AtomicU32,
 }
 
 impl StoreLock {
@@ -79,7 +82,10 @@ impl StoreLock {
             };
             return Err(StoreError::Busy(root.to_path_buf(), holder));
         }
-        Ok(StoreLock { file })
+        Ok(StoreLock {
+            file,
+            recorded_by: std::sync::atomic::AtomicU32::new(0),
+        })
     }
 
     /// Record who holds the lock, where, and in which mode.
@@ -89,9 +95,11 @@ impl StoreLock {
         let _ = f.set_len(0);
         let _ = f.seek(std::io::SeekFrom::Start(0));
         let _ = write!(f, "{pid}\n{mountpoint}\n{mode}\n");
+        self.recorded_by
+            .store(std::process::id(), std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// (pid, mount point) of the last holder, if recorded.
+    /// (pid, mount point) of the holder, if recorded and not yet released.
     pub fn holder(root: &Path) -> Option<(u32, String)> {
         Self::holder_mode(root).map(|(pid, mnt, _)| (pid, mnt))
     }
@@ -103,6 +111,17 @@ impl StoreLock {
         let pid = lines.next()?.trim().parse().ok()?;
         let mnt = lines.next().unwrap_or("").to_string();
         Some((pid, mnt, lines.next().unwrap_or("read-write").to_string()))
+    }
+}
+
+/// A clean release empties the record, so a store at rest has the same bytes after every
+/// mount (an auxiliary rsync copy then has nothing to resend). A killed holder leaves its
+/// record behind, which helps whoever finds the stale lock.
+impl Drop for StoreLock {
+    fn drop(&mut self) {
+        if *self.recorded_by.get_mut() == std::process::id() {
+            let _ = self.file.set_len(0);
+        }
     }
 }
 
