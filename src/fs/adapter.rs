@@ -7,7 +7,8 @@ use std::time::SystemTime;
 use fuser::{
     Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
     LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
+    TimeOrNow, WriteFlags,
 };
 
 use super::CofferFs;
@@ -21,7 +22,13 @@ impl Filesystem for CofferFs {
         let _ = config.set_max_background(64);
         // ATOMIC_O_TRUNC: open() sees O_TRUNC, so a backup-only mount can refuse, at open time,
         // to write into an old file it cannot read, and accept truncate-and-rewrite.
-        let mut caps = InitFlags::FUSE_PARALLEL_DIROPS | InitFlags::FUSE_ATOMIC_O_TRUNC;
+        // READDIRPLUS_AUTO: the kernel uses readdirplus when it expects the attributes to be
+        // wanted (the first listing of a directory, and `ls -l`-like patterns), readdir
+        // otherwise.
+        let mut caps = InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_ATOMIC_O_TRUNC
+            | InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO;
         if self.cfg.writeback_cache && !self.cfg.read_only {
             caps |= InitFlags::FUSE_WRITEBACK_CACHE;
         }
@@ -303,8 +310,8 @@ impl Filesystem for CofferFs {
     ) {
         match self.dir_entries(fh.0) {
             Ok(entries) => {
-                for (i, (ino, kind, name)) in entries.iter().enumerate().skip(offset as usize) {
-                    if reply.add(INodeNo(*ino), (i + 1) as u64, *kind, name) {
+                for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+                    if reply.add(INodeNo(e.ino), (i + 1) as u64, e.kind, &e.name) {
                         break;
                     }
                 }
@@ -312,6 +319,54 @@ impl Filesystem for CofferFs {
             }
             Err(e) => reply.error(e),
         }
+    }
+
+    /// Entries with their attributes, so that `ls -l`, `tar c` and rsync's scan of a
+    /// destination need no LOOKUP per file. Every entry the kernel takes (all but "." and
+    /// "..") counts as one lookup, exactly as a LOOKUP reply would.
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let entries = match self.dir_entries(fh.0) {
+            Ok(e) => e,
+            Err(e) => return reply.error(e),
+        };
+        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+            let next = (i + 1) as u64;
+            if e.stored.is_empty() {
+                // "." and "..": the kernel links no dentry for them and counts no lookup.
+                let attr = match self.getattr(INodeNo(e.ino), None) {
+                    Ok(a) => a,
+                    Err(_) => continue,
+                };
+                if reply.add(
+                    INodeNo(e.ino),
+                    next,
+                    &e.name,
+                    &self.ttl,
+                    &attr,
+                    Generation(0),
+                ) {
+                    break;
+                }
+                continue;
+            }
+            // An entry gone since opendir is left out, as readdir would list a stale name.
+            let Ok(attr) = self.remember(ino, &e.stored) else {
+                continue;
+            };
+            if reply.add(attr.ino, next, &e.name, &self.ttl, &attr, Generation(0)) {
+                // Did not fit: the kernel never saw it, so the lookup is not counted.
+                self.forget(attr.ino.0, 1);
+                break;
+            }
+        }
+        reply.ok();
     }
 
     fn releasedir(

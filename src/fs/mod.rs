@@ -52,7 +52,16 @@ impl Default for MountConfig {
 
 enum Handle {
     File(Arc<OpenFile>),
-    Dir(Arc<Vec<(u64, FileType, OsString)>>),
+    Dir(Arc<Vec<DirEntry>>),
+}
+
+/// One entry of an open directory's listing: inode, type, plaintext name, and the entry's
+/// name in the backing directory (empty for "." and "..").
+pub(crate) struct DirEntry {
+    pub ino: u64,
+    pub kind: FileType,
+    pub name: OsString,
+    pub stored: OsString,
 }
 
 pub struct CofferFs {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use fuser::{Errno, FileAttr, FileType, INodeNo, TimeOrNow};
 
-use super::{lock, sys, CofferFs, Handle, OpenFile};
+use super::{lock, sys, CofferFs, DirEntry, Handle, OpenFile};
 use crate::catalog::CatalogOp;
 use crate::format::{
     decode_symlink, encode_symlink, StoredName, DIRIV_NAME, LONG_PREFIX, LONG_SIDECAR_PREFIX,
@@ -537,10 +537,13 @@ impl CofferFs {
             return Err(Errno::ENOTDIR);
         }
         let iv = self.diriv(ino)?;
-        let mut entries = vec![
-            (ino.0, FileType::Directory, OsString::from(".")),
-            (ino.0, FileType::Directory, OsString::from("..")),
-        ];
+        let dot = |name: &str| DirEntry {
+            ino: ino.0,
+            kind: FileType::Directory,
+            name: OsString::from(name),
+            stored: OsString::new(),
+        };
+        let mut entries = vec![dot("."), dot("..")];
         let listing =
             std::fs::read_dir(sys::proc_path(&fd).to_str().unwrap_or("")).map_err(Errno::from)?;
         for e in listing {
@@ -566,7 +569,12 @@ impl CofferFs {
                         .file_type()
                         .map(|t| super::kind_of(file_type_mode(&t)))
                         .unwrap_or(FileType::RegularFile);
-                    entries.push((self.to_fuse(e.ino()), kind, plain));
+                    entries.push(DirEntry {
+                        ino: self.to_fuse(e.ino()),
+                        kind,
+                        name: plain,
+                        stored: cname.clone(),
+                    });
                 }
                 Err(_) => tracing::warn!(
                     "{}: entry {:?} has a name that fails authentication; skipped",
@@ -578,10 +586,7 @@ impl CofferFs {
         self.new_handle(Handle::Dir(Arc::new(entries)))
     }
 
-    pub(super) fn dir_entries(
-        &self,
-        fh: u64,
-    ) -> Result<Arc<Vec<(u64, FileType, OsString)>>, Errno> {
+    pub(super) fn dir_entries(&self, fh: u64) -> Result<Arc<Vec<DirEntry>>, Errno> {
         match lock(&self.handles)?.get(&fh) {
             Some(Handle::Dir(d)) => Ok(d.clone()),
             _ => Err(Errno::EBADF),
