@@ -13,14 +13,15 @@ quick=0; [ "${1:-}" = "--quick" ] && quick=1
 runs=${COFFER_BENCH_RUNS:-3}
 if [ $quick = 1 ]; then big_mb=64; nfiles=1000; tree_glob='/usr/share/doc/[a-c]*'; else big_mb=1024; nfiles=10000; tree_glob='/usr/share/doc/*'; fi
 bash tools/setup.sh
-for p in gocryptfs securefs; do command -v $p >/dev/null || { apt-get install -y -qq $p >/dev/null; }; done
+for p in gocryptfs securefs bindfs; do command -v $p >/dev/null || { apt-get install -y -qq $p >/dev/null; }; done
 cargo build --release --locked --quiet
 coffer="$PWD/target/release/coffer"
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/coffer-bench.XXXXXX")
-systems="plain coffer gocryptfs securefs"
+# bindfs is a FUSE passthrough (libfuse, no encryption): what FUSE itself costs per workload.
+systems="plain bindfs coffer gocryptfs securefs"
 cleanup() {
   "$coffer" umount "$work/coffer/mnt" 2>/dev/null || true
-  for s in gocryptfs securefs; do fusermount3 -uz "$work/$s/mnt" 2>/dev/null || true; done
+  for s in bindfs gocryptfs securefs; do fusermount3 -uz "$work/$s/mnt" 2>/dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -38,6 +39,7 @@ pid_of() {
     coffer) head -1 "$work/coffer/store/s/lock" ;;
     gocryptfs) pgrep -f "gocryptfs.*$work/gocryptfs/mnt" | head -1 ;;
     securefs) pgrep -f "securefs.*$work/securefs/mnt" | head -1 ;;
+    bindfs) pgrep -f "bindfs.*$work/bindfs/mnt" | head -1 ;;
   esac
 }
 peak_kb=""
@@ -46,6 +48,7 @@ up() {
     plain) ;;
     coffer) "$coffer" mount "$work/coffer/store/s" "$work/coffer/mnt" --log "$work/coffer.log" ;;
     gocryptfs) gocryptfs -q -passfile "$work/pass" "$work/gocryptfs/store" "$work/gocryptfs/mnt" ;;
+    bindfs) bindfs "$work/bindfs/store" "$work/bindfs/mnt" ;;
     securefs) securefs mount -b --pass bench-pass "$work/securefs/store" "$work/securefs/mnt" >/dev/null 2>&1
               while ! grep -q " $work/securefs/mnt " /proc/self/mountinfo; do sleep 0.05; done ;;
   esac
@@ -128,7 +131,7 @@ median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {print a[int((NR
 peak() { echo "$peak_kb" | tr ' ' '\n' | awk -F: -v s="$1" '$1 == s && $2 > m {m = $2} END {printf "%.0f", m/1024}'; }
 
 table=$(
-  printf '| workload | unit | plain | coffer | gocryptfs | securefs | coffer/plain | coffer/better anchor |\n|---|---|---|---|---|---|---|---|\n'
+  printf '| workload | unit | plain | FUSE passthrough (bindfs) | coffer | gocryptfs | securefs | coffer/plain | coffer/passthrough | coffer/better anchor |\n|---|---|---|---|---|---|---|---|---|---|\n'
   for w in W1 W1u W2 W3 W4 W5 W5b W6 W7; do
     case $w in
       W1|W1u|W2) unit="MB/s"; better=high ;; W3|W4) unit="files/s"; better=high ;;
@@ -141,8 +144,8 @@ table=$(
     ratio() { awk -v a="$1" -v b="$2" -v hi="$3" 'BEGIN { if (a == "-" || b == "-" || a+0 == 0 || b+0 == 0) {print "-"; exit} r = (hi == "high") ? a / b : b / a; printf "%.2fx", r }'; }
     if [ $better = high ]; then anchor=$(awk -v g="${M[gocryptfs]}" -v s="${M[securefs]}" 'BEGIN {print (g > s) ? g : s}');
     else anchor=$(awk -v g="${M[gocryptfs]}" -v s="${M[securefs]}" 'BEGIN {print (g < s) ? g : s}'); fi
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$w" "$unit" "${M[plain]}" "${M[coffer]}" "${M[gocryptfs]}" "${M[securefs]}" \
-      "$(ratio "${M[coffer]}" "${M[plain]}" $better)" "$(ratio "${M[coffer]}" "$anchor" $better)"
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$w" "$unit" "${M[plain]}" "${M[bindfs]}" "${M[coffer]}" "${M[gocryptfs]}" "${M[securefs]}" \
+      "$(ratio "${M[coffer]}" "${M[plain]}" $better)" "$(ratio "${M[coffer]}" "${M[bindfs]}" $better)" "$(ratio "${M[coffer]}" "$anchor" $better)"
   done
 )
 echo "$table"
@@ -150,7 +153,7 @@ echo "$table"
   echo
   echo "## tools/bench.sh$([ $quick = 1 ] && echo ' --quick'), $(date -u +%Y-%m-%d)"
   echo
-  echo "$(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r); $("$coffer" --version); gocryptfs $(gocryptfs -version | awk '{print $2}'); securefs from Debian. Medians of $runs; ${big_mb} MiB file, $nfiles small files, tree of $tree_files files / $tree_bytes bytes. Ratios above 1 mean coffer is better (for times, bytes and memory the ratio is inverted)."
+  echo "$(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r); $("$coffer" --version); gocryptfs $(gocryptfs -version | awk '{gsub(";", "", $2); print $2; exit}'); bindfs $(bindfs --version | awk '{print $2; exit}'); securefs from Debian. Medians of $runs; ${big_mb} MiB file, $nfiles small files, tree of $tree_files files / $tree_bytes bytes. Ratios above 1 mean coffer is better (for times, bytes and memory the ratio is inverted)."
   echo
   echo "$table"
 } >> docs/benchmarks.md
