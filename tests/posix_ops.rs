@@ -13,12 +13,24 @@ const BLOCK: usize = 4096;
 
 #[test]
 fn files_read_and_write_at_any_offset_with_holes_and_truncation() {
-    if !require_fuse() {
-        return;
+    if require_fuse() {
+        offsets_holes_and_truncation(&[]);
     }
+}
+
+/// The same with the kernel's writeback cache on (off by default): writes then arrive late,
+/// merged, and unaligned.
+#[test]
+fn the_same_with_the_writeback_cache() {
+    if require_fuse() {
+        offsets_holes_and_truncation(&["--writeback-cache"]);
+    }
+}
+
+fn offsets_holes_and_truncation(mount_args: &[&str]) {
     let env = Env::new();
     env.init();
-    let m = env.mount();
+    let m = env.mount_with(mount_args);
     let p = m.p("f.bin");
     // Sizes around block boundaries round-trip exactly.
     for (i, len) in [

@@ -59,6 +59,12 @@ impl Filesystem for CofferFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match CofferFs::lookup(self, parent, name) {
             Ok(a) => reply.entry(&self.ttl, &a, Generation(0)),
+            // A negative entry (inode 0) with a timeout: the kernel caches the absence, so
+            // rsync's lstat, then its rename onto the same name, cost one LOOKUP instead of
+            // two. Anything created through this mount replaces the cached entry at once.
+            Err(e) if e == Errno::ENOENT => {
+                reply.entry(&self.ttl, &negative_entry(), Generation(0))
+            }
             Err(e) => reply.error(e),
         }
     }
@@ -471,5 +477,26 @@ impl Filesystem for CofferFs {
             ),
             Err(e) => reply.error(e),
         }
+    }
+}
+
+/// The attributes of a negative lookup reply: inode 0 tells the kernel "no such entry".
+fn negative_entry() -> fuser::FileAttr {
+    fuser::FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: SystemTime::UNIX_EPOCH,
+        mtime: SystemTime::UNIX_EPOCH,
+        ctime: SystemTime::UNIX_EPOCH,
+        crtime: SystemTime::UNIX_EPOCH,
+        kind: fuser::FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+        flags: 0,
     }
 }

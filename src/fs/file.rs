@@ -106,7 +106,8 @@ impl OpenFile {
         };
         {
             let st = of.read_state()?;
-            of.write_empty(&st)?;
+            // create_at made the file (O_EXCL), so the write alone gives it its length.
+            of.write_empty(&st, false)?;
             store_catalog_put(store, &st);
         }
         Ok(of)
@@ -152,7 +153,8 @@ impl OpenFile {
         })
     }
 
-    fn write_empty(&self, st: &FileState) -> Result<(), Errno> {
+    /// Write the header and an empty final block; `cut` also cuts off what followed them.
+    fn write_empty(&self, st: &FileState, cut: bool) -> Result<(), Errno> {
         let mut buf = vec![0u8; HEADER_LEN + BLOCK_OVERHEAD];
         buf[..HEADER_LEN].copy_from_slice(&st.header.encode());
         seal_block(
@@ -164,7 +166,10 @@ impl OpenFile {
             &mut buf[HEADER_LEN..],
         );
         self.file.write_all_at(&buf, 0).map_err(Errno::from)?;
-        self.file.set_len(buf.len() as u64).map_err(Errno::from)
+        if cut {
+            self.file.set_len(buf.len() as u64).map_err(Errno::from)?;
+        }
+        Ok(())
     }
 
     /// Read up to `len` plaintext bytes at `off`.
@@ -352,7 +357,7 @@ impl OpenFile {
         if new_size == 0 {
             let fresh = fresh_state(store, &self.label)?;
             let old_id = st.header.file_id;
-            self.write_empty(&fresh)?;
+            self.write_empty(&fresh, true)?;
             *st = fresh;
             store.catalog_op(CatalogOp::Remove(old_id));
             store_catalog_put(store, &st);

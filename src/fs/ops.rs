@@ -114,7 +114,7 @@ impl CofferFs {
         let open = self.open_of(ino, fh)?;
         let st = match &open {
             Some(f) => sys::stat_fd(f.backing())?,
-            None => sys::stat_fd(&*self.node(ino)?.0)?,
+            None => self.stat_ino(ino)?,
         };
         Ok(self.attr(ino.0, &st, open.as_deref()))
     }
@@ -194,7 +194,9 @@ impl CofferFs {
                 sys::utimens(libc::AT_FDCWD, &sys::proc_path(&fd), &times, 0)?;
             }
         }
-        self.getattr(ino, fh)
+        // The descriptor in hand already names the file: no second lookup by name.
+        let st = sys::stat_fd(&fd)?;
+        Ok(self.attr(ino.0, &st, open.as_deref()))
     }
 
     pub(super) fn readlink(&self, ino: INodeNo) -> Result<Vec<u8>, Errno> {
