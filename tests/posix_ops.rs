@@ -18,12 +18,12 @@ fn files_read_and_write_at_any_offset_with_holes_and_truncation() {
     }
 }
 
-/// The same with the kernel's writeback cache on (off by default): writes then arrive late,
-/// merged, and unaligned.
+/// The same without the kernel's writeback cache (on by default): every write then arrives
+/// as the program made it.
 #[test]
-fn the_same_with_the_writeback_cache() {
+fn the_same_without_the_writeback_cache() {
     if require_fuse() {
-        offsets_holes_and_truncation(&["--writeback-cache"]);
+        offsets_holes_and_truncation(&["--no-writeback-cache"]);
     }
 }
 
