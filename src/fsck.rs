@@ -415,6 +415,12 @@ impl Walk<'_> {
 /// Check what can be checked without keys: the header parses and matches the store, and the
 /// length is one a valid file can have.
 pub fn verify_shape(store: &OpenStore, path: &Path) -> Result<(Header, u64), String> {
+    let (_, header, _, len) = read_shape(store, path)?;
+    Ok((header, len))
+}
+
+/// The open file, its header, its ciphertext length and its plaintext length.
+fn read_shape(store: &OpenStore, path: &Path) -> Result<(File, Header, u64, u64), String> {
     let f = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
     let mut hb = [0u8; HEADER_LEN];
     f.read_exact_at(&mut hb, 0)
@@ -426,30 +432,23 @@ pub fn verify_shape(store: &OpenStore, path: &Path) -> Result<(Header, u64), Str
     let clen = f.metadata().map_err(|e| e.to_string())?.len();
     let len = plain_len_from_cipher(BlockGeometry::new(header.block_shift), clen)
         .map_err(|e| e.to_string())?;
-    Ok((header, len))
+    Ok((f, header, clen, len))
 }
 
 /// Read and authenticate every block of one ciphertext file; returns its header and length.
 pub fn verify_file(store: &OpenStore, path: &Path) -> Result<(Header, u64), String> {
-    let f = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
-    let mut hb = [0u8; HEADER_LEN];
-    f.read_exact_at(&mut hb, 0)
-        .map_err(|_| "header is truncated".to_string())?;
-    let header = Header::decode(&hb).map_err(|e| e.to_string())?;
-    if header.block_shift != store.block_shift() {
-        return Err("header block size differs from the store's".into());
-    }
+    let (f, header, clen, len) = read_shape(store, path)?;
     let key = store
         .file_key(&header)
         .map_err(|e| format!("file key does not unwrap ({e})"))?;
     let cipher = BlockCipher::new(key.secret());
     let g = BlockGeometry::new(header.block_shift);
-    let clen = f.metadata().map_err(|e| e.to_string())?.len();
-    let len = plain_len_from_cipher(g, clen).map_err(|e| e.to_string())?;
     let n = blocks_for(g, len);
     let stride = g.block_size() as usize + BLOCK_OVERHEAD;
-    // Read a run of blocks at a time and authenticate them in parallel.
-    let run = 64u64;
+    // Read about 1 MiB at a time and authenticate it in parallel, at least 64 KiB per task
+    // (one task per 4 KiB block costs more in scheduling than it saves).
+    let run = ((1usize << 20) / stride).max(1) as u64;
+    let per_task = ((64usize << 10) / stride).max(1);
     let mut idx = 0;
     while idx < n {
         let end = (idx + run).min(n);
@@ -464,6 +463,7 @@ pub fn verify_file(store: &OpenStore, path: &Path) -> Result<(Header, u64), Stri
             .map_err(|e| format!("read failed: {e}"))?;
         use rayon::prelude::*;
         buf.par_chunks_mut(stride)
+            .with_min_len(per_task)
             .enumerate()
             .try_for_each(|(i, chunk)| {
                 let b = idx + i as u64;
