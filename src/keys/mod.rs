@@ -2,11 +2,13 @@
 //!
 //! Owns: the provider trait (which says "found", "not here" or "failed", apart), the local
 //! passphrase-protected keystore, the audit log beside it, and passphrase input. The
-//! hierarchy (key servers) and kms (KMIP) providers plug into the same trait.
+//! hierarchy (key servers, in `server`) and kms (KMIP, in `kms`) providers plug into the same
+//! trait.
 
 mod audit;
 pub mod certificate;
 mod keystore;
+pub mod kms;
 mod passphrase;
 pub mod transport;
 
@@ -37,6 +39,8 @@ pub enum KeyError {
     },
     #[error(transparent)]
     Keystore(#[from] KeystoreError),
+    #[error(transparent)]
+    Kms(#[from] kms::KmsError),
     #[error("key provider {provider} failed: {message}")]
     Provider { provider: String, message: String },
 }
