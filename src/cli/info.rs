@@ -23,6 +23,8 @@ pub struct InfoArgs {
 struct KeyInfo {
     version: u32,
     key_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kms_uid: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -32,6 +34,8 @@ struct Info {
     format_version: u32,
     created: u64,
     provider: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kms: Option<String>,
     policy: Option<String>,
     copy: Option<String>,
     rsa_bits: usize,
@@ -112,6 +116,7 @@ pub fn run(a: InfoArgs) -> CliResult {
         format_version: desc.version,
         created: desc.created,
         provider: desc.provider.clone(),
+        kms: desc.kms.clone(),
         policy: desc.policy.clone(),
         copy: desc.copy.clone(),
         rsa_bits: desc.rsa_bits,
@@ -122,6 +127,7 @@ pub fn run(a: InfoArgs) -> CliResult {
             .map(|m| KeyInfo {
                 version: m.version,
                 key_id: m.key_id.clone(),
+                kms_uid: m.uid.clone(),
             })
             .collect(),
         files: c.files,
@@ -140,6 +146,9 @@ pub fn run(a: InfoArgs) -> CliResult {
     println!("store id:       {}", info.store_id);
     println!("format version: {}", info.format_version);
     println!("provider:       {}", info.provider);
+    if let Some(k) = &info.kms {
+        println!("KMS:            {k}");
+    }
     if let Some(p) = &info.policy {
         println!("policy:         {p}");
     }
@@ -149,7 +158,13 @@ pub fn run(a: InfoArgs) -> CliResult {
     println!("RSA key:        {} bits", info.rsa_bits);
     println!("block size:     {} bytes", info.block_size);
     for k in &info.master_keys {
-        println!("master key:     version {} id {}", k.version, k.key_id);
+        match &k.kms_uid {
+            Some(uid) => println!(
+                "master key:     version {} id {} (KMS UID {uid})",
+                k.version, k.key_id
+            ),
+            None => println!("master key:     version {} id {}", k.version, k.key_id),
+        }
     }
     println!(
         "files:          {} ({} bytes plaintext, {} bytes on disk)",

@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use super::unlock::{keystore_dir, open_keystore};
+use super::unlock::{keystore_dir, keystore_holds, kms_master, open_keystore};
 use super::{CliResult, Failure, KeyOpts};
 use crate::crypto::{KdfParams, PrivateKey};
 use crate::keys::transport::{self, Contents, ExportedKey, Protection, TransportError};
-use crate::keys::{certificate, read_passphrase, Added, KeyEntry, Keystore};
+use crate::keys::{certificate, kms, read_passphrase, Added, AuditLog, KeyEntry, Keystore};
 use crate::store::Descriptor;
 
 #[derive(Subcommand)]
@@ -46,6 +46,21 @@ pub enum KeysCommand {
         after_help = "Example:\n  coffer keys grant --config /etc/coffer/keyserver.toml SHA256:9f3a... use,read,write"
     )]
     Grant(super::keyserver::GrantArgs),
+    /// Make a new master-key version and re-wrap the store's private key under it
+    #[command(
+        after_help = "Examples:\n  coffer keys rotate /srv/backup/store --kms-config /etc/coffer/kms.toml\n  coffer keys rotate /srv/backup/store --passphrase-file /root/pass     # a local store\n\nNo byte of data changes: only the descriptor's wrap of the private key and name key.\nA kms store's old version is revoked (cessation of operation) once the new wrap is on\ndisk; it stays readable, so copies of the store made earlier still open. A local store's\nold version stays in the keystore for the same reason."
+    )]
+    Rotate(super::versions::RotateArgs),
+    /// Adopt a newer master-key version that the KMS made by its own rotation policy
+    #[command(
+        after_help = "Example (daily, from a timer: docs/kms.md has the systemd units):\n  coffer keys sync /srv/backup/store --kms-config /etc/coffer/kms.toml\n\nDoes nothing when the store already uses the newest active version."
+    )]
+    Sync(super::versions::SyncArgs),
+    /// List a store's master keys in the KMS, found by the store id they are labelled with
+    #[command(
+        after_help = "Example:\n  coffer keys locate --kms-config /etc/coffer/kms.toml --store-id 0d98fe818b6e10fc53ae830751cd0363"
+    )]
+    Locate(super::versions::LocateArgs),
     /// Make an organisation recovery key pair (keep the .key file offline)
     #[command(
         name = "recovery-key",
@@ -145,6 +160,9 @@ pub fn run(cmd: KeysCommand) -> CliResult {
         KeysCommand::RecoveryKey(a) => recovery_key(a),
         KeysCommand::BackupCredential(a) => backup_credential(a),
         KeysCommand::Grant(a) => super::keyserver::grant(a),
+        KeysCommand::Rotate(a) => super::versions::rotate(a),
+        KeysCommand::Sync(a) => super::versions::sync(a),
+        KeysCommand::Locate(a) => super::versions::locate(a),
     }
 }
 
@@ -229,8 +247,18 @@ fn export(a: ExportArgs) -> CliResult {
     }
     // Read the recipient first: a wrong path should not cost a passphrase prompt.
     let recipient = a.recipient.as_deref().map(certificate::read).transpose()?;
-    let ks = open_keystore(&a.keys, false)?;
-    let keys = store_keys(&ks, &desc)?;
+    let dir = keystore_dir(&a.keys);
+    let current = desc.current_master();
+    // A kms store's key comes from the KMS (its client certificate is the Read right there),
+    // unless this keystore already holds it.
+    let (keys, audit) = if desc.provider == "kms" && !keystore_holds(&dir, &current.key_id) {
+        let key = kms_master(&desc, &a.keys)?;
+        let entry = super::init::key_entry(&desc, current.version, &current.key_id, "kms");
+        (vec![ExportedKey { entry, key }], kms::audit_log(&dir)?)
+    } else {
+        let ks = open_keystore(&a.keys, false)?;
+        (store_keys(&ks, &desc)?, AuditLog::new(ks.audit().path()))
+    };
     let ids: Vec<(String, String)> = keys
         .iter()
         .map(|k| (k.entry.key_id.clone(), k.entry.store_id.clone()))
@@ -251,7 +279,7 @@ fn export(a: ExportArgs) -> CliResult {
     };
     write_new(&a.out, &bytes, 0o600)?;
     for (key_id, store_id) in &ids {
-        ks.audit()
+        audit
             .record_with(
                 "export",
                 Some(key_id),

@@ -102,6 +102,7 @@ pub fn run(a: KeyserverArgs) -> CliResult {
         passphrase_file: a.passphrase_file.clone().or(file.passphrase_file.clone()),
         key_server: None,
         key_server_cert: None,
+        kms_config: crate::keys::kms::DEFAULT_PATH.into(),
     };
     let ks = open_keystore(&opts, true)?;
     let identity = ks.identity()?;

@@ -11,6 +11,7 @@ mod mountinfo;
 mod recover;
 mod umount;
 mod unlock;
+mod versions;
 
 use std::path::PathBuf;
 
@@ -60,6 +61,10 @@ pub struct KeyOpts {
     /// The key server's certificate, to pin its fingerprint
     #[arg(long, value_name = "PEM")]
     pub key_server_cert: Option<PathBuf>,
+    /// KMS provider configuration (kms.toml: host, port, CA, client certificate and key,
+    /// timeout), for stores whose master key lives in a KMIP server
+    #[arg(long, env = "COFFER_KMS_CONFIG", value_name = "FILE", default_value = crate::keys::kms::DEFAULT_PATH, hide_default_value = false)]
+    pub kms_config: PathBuf,
     /// File holding the keystore passphrase (a trailing newline is ignored). Without it,
     /// coffer prompts on a terminal, and refuses when there is none.
     #[arg(long, env = "COFFER_PASSPHRASE_FILE", value_name = "FILE")]
@@ -89,7 +94,7 @@ enum Command {
     /// Show a store's id, format, provider, key ids and sizes (never a secret)
     #[command(after_help = "Example:\n  coffer info /srv/backup/store --json")]
     Info(info::InfoArgs),
-    /// Move keys between hosts: certificates, export, import, list, recovery keys
+    /// Keys: certificates, export, import, list, rotation, KMS sync and locate, recovery keys
     Keys {
         #[command(subcommand)]
         cmd: keys::KeysCommand,

@@ -1,19 +1,25 @@
-//! Resolving a store's keys from the command line's key options.
+//! Resolving a store's keys from the command line's key options: the provider chain.
+//!
+//! A local store: this keystore, then the key server when one is given. A kms store: this
+//! keystore when it holds the key (an imported export; checked without the passphrase), else
+//! the KMS by the UID the descriptor records.
 
 use std::path::{Path, PathBuf};
 
 use super::{Failure, KeyOpts};
-use crate::crypto::{NameKey, PrivateKey};
+use crate::crypto::{MasterKey, NameKey, PrivateKey};
+use crate::keys::kms::{self, KmsConfig, KmsProvider};
 use crate::keys::{self, read_passphrase, Keystore};
 use crate::store::{self, Descriptor};
 
-/// The provider chain: this keystore first, then the key server when one is given.
+/// The provider chain of a local store: this keystore first, then the key server when one
+/// is given.
 pub fn resolve_master(
     ks: &Keystore,
     opts: &KeyOpts,
     key_id: &str,
     store_id: &str,
-) -> Result<crate::crypto::MasterKey, Failure> {
+) -> Result<MasterKey, Failure> {
     let Some(url) = &opts.key_server else {
         return Ok(keys::resolve(&[ks], key_id, store_id)?);
     };
@@ -36,6 +42,42 @@ pub fn keystore_dir(opts: &KeyOpts) -> PathBuf {
     opts.keystore.clone().unwrap_or_else(Keystore::default_dir)
 }
 
+pub fn kms_config(opts: &KeyOpts) -> Result<KmsConfig, Failure> {
+    Ok(KmsConfig::load(&opts.kms_config)?)
+}
+
+/// Whether this host's keystore holds `key_id`, read without the passphrase.
+pub fn keystore_holds(dir: &Path, key_id: &str) -> bool {
+    Keystore::exists(dir)
+        && Keystore::public_listing(dir)
+            .map(|l| l.keys.iter().any(|k| k.key_id == key_id))
+            .unwrap_or(false)
+}
+
+/// The current master key of a kms store.
+pub fn kms_master(desc: &Descriptor, opts: &KeyOpts) -> Result<MasterKey, Failure> {
+    let current = desc.current_master();
+    let dir = keystore_dir(opts);
+    if keystore_holds(&dir, &current.key_id) {
+        let ks = open_keystore(opts, false)?;
+        return Ok(keys::resolve(&[&ks], &current.key_id, &desc.store_id)?);
+    }
+    if current.uid.is_none() {
+        return Err(Failure::from(format!(
+            "store {} uses key provider 'kms' but its descriptor records no KMS UID for key {}",
+            desc.store_id, current.key_id
+        )));
+    }
+    let config = kms_config(opts)?;
+    let audit = kms::audit_log(&dir)?;
+    let provider = KmsProvider::new(&config, desc, &audit);
+    Ok(keys::resolve(
+        &[&provider],
+        &current.key_id,
+        &desc.store_id,
+    )?)
+}
+
 /// Open this host's keystore; with `create`, make it on first use (asking twice at a prompt).
 pub fn open_keystore(opts: &KeyOpts, create: bool) -> Result<Keystore, Failure> {
     let dir = keystore_dir(opts);
@@ -54,15 +96,15 @@ pub fn open_keystore(opts: &KeyOpts, create: bool) -> Result<Keystore, Failure> 
     Ok(Keystore::open_or_create(&dir, &pass)?)
 }
 
-/// Load the descriptor and unlock the store's private key and name key.
-pub fn unlock(root: &Path, opts: &KeyOpts) -> Result<(Descriptor, PrivateKey, NameKey), Failure> {
-    let desc = Descriptor::load(root)?;
-    if desc.provider != "local" {
-        return Err(Failure::from(format!(
-            "store {} uses key provider '{}', which this build of coffer cannot use",
-            desc.store_id, desc.provider
-        )));
-    }
+fn unsupported(desc: &Descriptor) -> Failure {
+    Failure::from(format!(
+        "store {} uses key provider '{}', which this build of coffer cannot use",
+        desc.store_id, desc.provider
+    ))
+}
+
+/// The current master key of a local store, from this keystore alone.
+fn local_master(desc: &Descriptor, opts: &KeyOpts) -> Result<MasterKey, Failure> {
     let current = desc.current_master();
     let dir = keystore_dir(opts);
     if !Keystore::exists(&dir) {
@@ -76,7 +118,22 @@ pub fn unlock(root: &Path, opts: &KeyOpts) -> Result<(Descriptor, PrivateKey, Na
         }));
     }
     let ks = open_keystore(opts, false)?;
-    let master = keys::resolve(&[&ks], &current.key_id, &desc.store_id)?;
+    Ok(keys::resolve(&[&ks], &current.key_id, &desc.store_id)?)
+}
+
+/// The current master key of any store, through its provider chain.
+pub fn store_master(desc: &Descriptor, opts: &KeyOpts) -> Result<MasterKey, Failure> {
+    match desc.provider.as_str() {
+        "local" => local_master(desc, opts),
+        "kms" => kms_master(desc, opts),
+        _ => Err(unsupported(desc)),
+    }
+}
+
+/// Load the descriptor and unlock the store's private key and name key.
+pub fn unlock(root: &Path, opts: &KeyOpts) -> Result<(Descriptor, PrivateKey, NameKey), Failure> {
+    let desc = Descriptor::load(root)?;
+    let master = store_master(&desc, opts)?;
     let (private, names) = store::unlock_keys(&desc, &master)?;
     Ok((desc, private, names))
 }
@@ -90,43 +147,67 @@ pub enum Unlocked {
     BackupOnly(Descriptor, NameKey),
 }
 
+/// A backup credential for this store in this keystore, when the master key is not here too
+/// (or `backup_only` asks for it anyway).
+fn credential(
+    ks: &Keystore,
+    desc: &Descriptor,
+    backup_only: bool,
+) -> Result<Option<NameKey>, Failure> {
+    let Some(c) = ks.credential(&desc.store_id)? else {
+        return Ok(None);
+    };
+    if c.public_key != desc.public_key_der()? {
+        return Err(Failure::from(format!(
+            "the backup credential for store {} does not match the store's public key; \
+             ask for a new one (coffer keys backup-credential)",
+            desc.store_id
+        )));
+    }
+    let has_master = ks.get(&desc.current_master().key_id)?.is_some();
+    Ok((backup_only || !has_master).then_some(c.name_key))
+}
+
 /// Unlock for a mount or fsck. Without the master key, a backup credential for the store
 /// gives backup-only access; `backup_only` asks for it even when the master key is here.
 pub fn unlock_any(root: &Path, opts: &KeyOpts, backup_only: bool) -> Result<Unlocked, Failure> {
     let desc = Descriptor::load(root)?;
     let dir = keystore_dir(opts);
     let current = desc.current_master().key_id.clone();
-    if !Keystore::exists(&dir) && opts.key_server.is_none() {
-        return Err(Failure::from(keys::KeyError::NotFound {
-            key_id: current,
-            store_id: desc.store_id.clone(),
-            tried: format!(
-                "keystore {} (there is no keystore there yet)",
-                dir.display()
-            ),
-        }));
-    }
-    let ks = open_keystore(opts, opts.key_server.is_some())?;
-    if let Some(c) = ks.credential(&desc.store_id)? {
-        if c.public_key != desc.public_key_der()? {
-            return Err(Failure::from(format!(
-                "the backup credential for store {} does not match the store's public key; \
-                 ask for a new one (coffer keys backup-credential)",
-                desc.store_id
-            )));
+    let master = match desc.provider.as_str() {
+        "kms" => {
+            // A backup host of a kms store holds a credential, not the KMS's trust.
+            let has_credential = Keystore::exists(&dir)
+                && Keystore::public_listing(&dir)
+                    .map(|l| l.credentials.iter().any(|c| c.store_id == desc.store_id))
+                    .unwrap_or(false);
+            if has_credential {
+                let ks = open_keystore(opts, false)?;
+                if let Some(names) = credential(&ks, &desc, backup_only)? {
+                    return Ok(Unlocked::BackupOnly(desc, names));
+                }
+            }
+            kms_master(&desc, opts)?
         }
-        let has_master = ks.get(&current)?.is_some();
-        if backup_only || !has_master {
-            return Ok(Unlocked::BackupOnly(desc, c.name_key));
+        "local" => {
+            if !Keystore::exists(&dir) && opts.key_server.is_none() {
+                return Err(Failure::from(keys::KeyError::NotFound {
+                    key_id: current,
+                    store_id: desc.store_id.clone(),
+                    tried: format!(
+                        "keystore {} (there is no keystore there yet)",
+                        dir.display()
+                    ),
+                }));
+            }
+            let ks = open_keystore(opts, opts.key_server.is_some())?;
+            if let Some(names) = credential(&ks, &desc, backup_only)? {
+                return Ok(Unlocked::BackupOnly(desc, names));
+            }
+            resolve_master(&ks, opts, &current, &desc.store_id)?
         }
-    }
-    if desc.provider != "local" {
-        return Err(Failure::from(format!(
-            "store {} uses key provider '{}', which this build of coffer cannot use",
-            desc.store_id, desc.provider
-        )));
-    }
-    let master = resolve_master(&ks, opts, &current, &desc.store_id)?;
+        _ => return Err(unsupported(&desc)),
+    };
     let (private, names) = store::unlock_keys(&desc, &master)?;
     if backup_only {
         return Ok(Unlocked::BackupOnly(desc, names));

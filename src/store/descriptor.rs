@@ -35,6 +35,10 @@ pub struct Descriptor {
     pub created: u64,
     pub block_shift: u8,
     pub provider: String,
+    /// The KMS (host:port) where a kms store's master keys were made; a hint for messages and
+    /// `coffer info`: the host's own kms.toml says where to connect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms: Option<String>,
     #[serde(default)]
     pub policy: Option<String>,
     #[serde(default)]

@@ -125,18 +125,35 @@ impl Drop for StoreLock {
     }
 }
 
+#[derive(Clone)]
 pub struct InitOptions {
     pub rsa_bits: usize,
     pub block_shift: u8,
     pub policy: Option<String>,
     pub copy: Option<String>,
     pub provider: String,
+    /// The KMS (host:port) that holds the master key, for a kms store.
+    pub kms: Option<String>,
 }
 
-/// The parts of a new store that a key provider has to remember.
-pub struct NewStore {
-    pub descriptor: Descriptor,
-    pub master: MasterKey,
+/// The first master key of a new store, made by its provider before the store exists: a
+/// KMS labels its key with the store id, so the id is chosen first.
+pub struct FirstMaster {
+    pub store_id: [u8; 16],
+    pub key: MasterKey,
+    /// The provider's reference to the key (a KMS UID).
+    pub uid: Option<String>,
+}
+
+impl FirstMaster {
+    /// A random store id and master key (the local keystore's way).
+    pub fn random() -> FirstMaster {
+        FirstMaster {
+            store_id: crypto::random_id(),
+            key: MasterKey::random(),
+            uid: None,
+        }
+    }
 }
 
 fn priv_aad(store_id: &[u8; 16], version: u32, public_der: &[u8]) -> Vec<u8> {
@@ -194,11 +211,12 @@ pub type SealRecovery<'a> =
 pub fn init(
     store: &Path,
     opts: &InitOptions,
+    first: FirstMaster,
     save_master: SaveMaster<'_>,
     seal_recovery: SealRecovery<'_>,
 ) -> Result<Descriptor, StoreError> {
     let created_dir = prepare_dir(store)?;
-    let result = init_inner(store, opts, save_master, seal_recovery);
+    let result = init_inner(store, opts, first, save_master, seal_recovery);
     if result.is_err() {
         // Leave no half-made store: remove what we made, and the directory if we made it.
         for name in [DESCRIPTOR, CATALOG, DATA, BATCHES, LOCK] {
@@ -215,32 +233,20 @@ pub fn init(
 fn init_inner(
     store: &Path,
     opts: &InitOptions,
+    first: FirstMaster,
     save_master: SaveMaster<'_>,
     seal_recovery: SealRecovery<'_>,
 ) -> Result<Descriptor, StoreError> {
     let io = |p: PathBuf| move |e| StoreError::Io(p, e);
-    let store_id = crypto::random_id();
+    let FirstMaster {
+        store_id,
+        key: master,
+        uid,
+    } = first;
     let private = PrivateKey::generate(opts.rsa_bits)?;
     let public_der = private.public().to_der()?;
-    let master = MasterKey::random();
     let names = NameKey::random();
-    let version = 1;
-    let der = private.to_der()?;
-    let record = MasterKeyRecord {
-        version,
-        key_id: crypto::master_key_id(&master),
-        uid: None,
-        private_key: descriptor::b64(&crypto::seal_vec(
-            &priv_kek(&master),
-            &priv_aad(&store_id, version, &public_der),
-            &der,
-        )),
-        name_key: descriptor::b64(&crypto::seal_key(
-            &name_kek(&master),
-            &name_aad(&store_id, version),
-            names.secret(),
-        )),
-    };
+    let record = seal_master_record(&store_id, 1, &public_der, &private, &names, &master, uid)?;
     let (format, fversion) = Descriptor::new_format();
     let desc = Descriptor {
         format,
@@ -249,6 +255,7 @@ fn init_inner(
         created: crate::unix_now(),
         block_shift: opts.block_shift,
         provider: opts.provider.clone(),
+        kms: opts.kms.clone(),
         policy: opts.policy.clone(),
         copy: opts.copy.clone(),
         rsa_bits: opts.rsa_bits,
@@ -277,6 +284,93 @@ fn init_inner(
     // The descriptor goes last: its presence marks a complete store.
     desc.save(store)?;
     Ok(desc)
+}
+
+/// A descriptor record for master-key `version`: the private key and the name key sealed
+/// under sub-keys of `master`, bound to the store, the version and the public key.
+fn seal_master_record(
+    store_id: &[u8; 16],
+    version: u32,
+    public_der: &[u8],
+    private: &PrivateKey,
+    names: &NameKey,
+    master: &MasterKey,
+    uid: Option<String>,
+) -> Result<MasterKeyRecord, StoreError> {
+    let der = private.to_der()?;
+    Ok(MasterKeyRecord {
+        version,
+        key_id: crypto::master_key_id(master),
+        uid,
+        private_key: descriptor::b64(&crypto::seal_vec(
+            &priv_kek(master),
+            &priv_aad(store_id, version, public_der),
+            &der,
+        )),
+        name_key: descriptor::b64(&crypto::seal_key(
+            &name_kek(master),
+            &name_aad(store_id, version),
+            names.secret(),
+        )),
+    })
+}
+
+/// Rotation: a descriptor whose only master-key version is `version`, under `new_master`.
+/// The private key and the name key are unsealed with `current` and sealed again; no data,
+/// batch key or catalog record changes. The older records are dropped, so the store as it is
+/// now opens only with the new key; older copies of the descriptor (an auxiliary copy made
+/// before) still name the old version, which the provider keeps readable.
+pub fn rewrap(
+    desc: &Descriptor,
+    current: &MasterKey,
+    new_master: &MasterKey,
+    version: u32,
+    uid: Option<String>,
+) -> Result<Descriptor, StoreError> {
+    if version <= desc.current_master().version {
+        return Err(StoreError::Keys(format!(
+            "master-key version {version} is not newer than the store's version {}",
+            desc.current_master().version
+        )));
+    }
+    let (private, names) = unlock_keys(desc, current)?;
+    let store_id = desc.store_id_bytes()?;
+    let public_der = desc.public_key_der()?;
+    let record = seal_master_record(
+        &store_id,
+        version,
+        &public_der,
+        &private,
+        &names,
+        new_master,
+        uid,
+    )?;
+    let mut out = desc.clone();
+    out.master_keys = vec![record];
+    // Prove the new record opens before anyone saves it.
+    unlock_keys(&out, new_master)?;
+    Ok(out)
+}
+
+/// An exclusive lock on a store's key records (its descriptor) for a rotation or sync: flock
+/// on the store directory itself, so no file is added to the store.
+pub struct KeyRecordsLock {
+    _dir: std::fs::File,
+}
+
+impl KeyRecordsLock {
+    pub fn acquire(root: &Path) -> Result<KeyRecordsLock, StoreError> {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::File::open(root).map_err(|e| StoreError::Io(root.to_path_buf(), e))?;
+        // SAFETY: the fd is owned by `f` and open.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(StoreError::Busy(
+                root.to_path_buf(),
+                " (another key rotation or sync is running)".into(),
+            ));
+        }
+        Ok(KeyRecordsLock { _dir: f })
+    }
 }
 
 /// Write a fresh random directory IV into a new ciphertext directory.
