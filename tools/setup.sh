@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what coffer's demo and tests need on a Debian machine, if it is missing:
-# fuse3 (fusermount3), rsync, python3 (the mmap test), and a Rust toolchain check.
+# fuse3 (fusermount3), rsync, python3 (the mmap test, and a virtual environment for the PyKMIP
+# server of tools/kms-dev.sh), openssl (its certificates), and a Rust toolchain check.
 # Sourced by tools/demo.sh and tools/test.sh; safe to run again.
 set -euo pipefail
 
@@ -8,6 +9,8 @@ missing=()
 command -v fusermount3 >/dev/null 2>&1 || missing+=(fuse3)
 command -v rsync >/dev/null 2>&1 || missing+=(rsync)
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
+python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v diff >/dev/null 2>&1 || missing+=(diffutils)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}" >&2
