@@ -75,7 +75,7 @@ pub struct KeyOpts {
 enum Command {
     /// Create a new store in an absent or empty directory, and its keys
     #[command(
-        after_help = "Example:\n  coffer init /srv/backup/store --passphrase-file /root/pass --policy daily --copy primary\n\nPrints the new store's id."
+        after_help = "Examples:\n  coffer init /srv/backup/store --passphrase-file /root/pass --policy daily --copy primary\n  coffer init /srv/backup/store --provider kms --kms-config /etc/coffer/kms.toml --policy daily\n\nPrints the new store's id. With --provider kms the master key is made in the KMS and\nnever stored on this host (docs/kms.md)."
     )]
     Init(init::InitArgs),
     /// Mount a store; returns once the filesystem is serving
