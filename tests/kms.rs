@@ -234,6 +234,28 @@ fn round_trip_through_rsync_with_the_key_only_in_the_kms() {
     }
     let info = ok(&env, kms(), &["info", s(&env.store), "--json"]);
     assert!(info.contains("\"kms\""), "{info}");
+
+    // The key itself, as the KMS holds it, is nowhere on this host's disk: not in the store,
+    // the audit log or the mount's log.
+    let key = hex::decode(admin(kms(), &["get", &uid_of(&env)])).expect("hex key");
+    assert_eq!(key.len(), 32);
+    let mut hay: Vec<(PathBuf, Vec<u8>)> = Env::all_bytes(&env.store);
+    hay.push((env.log.clone(), std::fs::read(&env.log).unwrap_or_default()));
+    hay.push(("audit.log".into(), audit.into_bytes()));
+    hay.push(("info".into(), info.into_bytes()));
+    for form in [
+        key.clone(),
+        hex::encode(&key).into_bytes(),
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &key).into_bytes(),
+    ] {
+        for (p, bytes) in &hay {
+            assert!(
+                !bytes.windows(form.len()).any(|w| w == form.as_slice()),
+                "the master key is in {}",
+                p.display()
+            );
+        }
+    }
 }
 
 #[test]

@@ -7,6 +7,7 @@ than coffer's, so tests can act on the KMS independently of the code they test:
       with the labels coffer reads (Application Specific Information); prints its UID
   kms-admin.py CONFIG revoke UID [--compromise]
   kms-admin.py CONFIG state UID          prints ACTIVE, DEACTIVATED, COMPROMISED, ...
+  kms-admin.py CONFIG get UID            prints the key material in hex (for leak checks)
 
 CONFIG is a coffer kms.toml (tools/kms-dev.sh prints one). Run it with the development
 server's Python: build/kms/venv/bin/python tools/kms-admin.py ...
@@ -103,6 +104,10 @@ def state(c, args):
     sys.exit("kms-admin: no State for %s" % args.uid)
 
 
+def get(c, args):
+    print(c.get(args.uid).value.hex())
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("config")
@@ -118,10 +123,12 @@ def main():
     rv.add_argument("--compromise", action="store_true")
     st = sub.add_parser("state")
     st.add_argument("uid")
+    gt = sub.add_parser("get")
+    gt.add_argument("uid")
     args = p.parse_args()
     c = connect(args.config)
     try:
-        {"create": create, "revoke": revoke, "state": state}[args.cmd](c, args)
+        {"create": create, "revoke": revoke, "state": state, "get": get}[args.cmd](c, args)
     finally:
         c.close()
 
