@@ -194,3 +194,216 @@ fn files_cut_at_a_block_boundary_or_with_a_bad_header_are_eio() {
     );
     assert!(out.contains("file key does not unwrap"), "{out}");
 }
+
+fn cut(p: &Path, len: u64) {
+    fs::OpenOptions::new()
+        .write(true)
+        .open(p)
+        .expect("open")
+        .set_len(len)
+        .expect("cut");
+}
+
+fn append(p: &Path, bytes: &[u8]) {
+    use std::io::Write;
+    fs::OpenOptions::new()
+        .append(true)
+        .open(p)
+        .expect("open")
+        .write_all(bytes)
+        .expect("append");
+}
+
+#[test]
+fn a_cut_in_mid_block_or_appended_garbage_is_eio() {
+    if !require_fuse() {
+        return;
+    }
+    let (env, a, b) = setup();
+    let fa = backing_of_len(&env.store, cipher_len(a.len() as u64));
+    let fb = backing_of_len(&env.store, cipher_len(b.len() as u64));
+    let fc = backing_of_len(&env.store, cipher_len(a.len() as u64 + 1));
+    cut(&fa, block_off(1) + 100);
+    append(&fb, &pattern(9, 50));
+    // A whole extra block's worth: the block sealed as final is no longer the last.
+    append(&fc, &pattern(10, (B + O) as usize));
+    let m = env.mount();
+    assert_eq!(read_err(&m.p("a")), Some(libc::EIO), "cut in mid-block");
+    assert_eq!(read_err(&m.p("b")), Some(libc::EIO), "garbage appended");
+    assert_eq!(read_err(&m.p("c")), Some(libc::EIO), "a block appended");
+    m.umount();
+    let o = env.coffer(&["fsck", env.store.to_str().expect("utf8")]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+}
+
+#[test]
+fn a_tampered_name_is_hidden_logged_and_reported() {
+    if !require_fuse() {
+        return;
+    }
+    let (env, a, b) = setup();
+    let fa = backing_of_len(&env.store, cipher_len(a.len() as u64));
+    let name = fa
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("name")
+        .to_string();
+    // Change one character of the encrypted name (base64url): the name fails authentication.
+    let mut chars: Vec<char> = name.chars().collect();
+    chars[5] = if chars[5] == 'A' { 'B' } else { 'A' };
+    let tampered: String = chars.into_iter().collect();
+    fs::rename(&fa, fa.with_file_name(&tampered)).expect("rename");
+    let m = env.mount();
+    let mut listed: Vec<String> = fs::read_dir(&env.mnt)
+        .expect("ls")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        vec!["b", "c"],
+        "a tampered name must not list as anything"
+    );
+    assert_eq!(
+        fs::read(m.p("a")).err().and_then(|e| e.raw_os_error()),
+        Some(libc::ENOENT)
+    );
+    assert_eq!(fs::read(m.p("b")).expect("b"), b);
+    m.umount();
+    assert!(
+        env.log_text().contains("fails authentication"),
+        "{}",
+        env.log_text()
+    );
+    let o = env.coffer(&["fsck", env.store.to_str().expect("utf8")]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+}
+
+/// Flip one character in each sealed field of the descriptor, and garble its JSON: the store
+/// does not open, with one line and exit 2, and the untouched descriptor opens again.
+#[test]
+fn a_tampered_descriptor_is_refused() {
+    let env = Env::new();
+    env.init();
+    let p = env.store.join("coffer.store");
+    let good = fs::read_to_string(&p).expect("read");
+    let v: serde_json::Value = serde_json::from_str(&good).expect("json");
+    let flip = |s: &str| {
+        let mut c: Vec<char> = s.chars().collect();
+        let i = c.len() / 2;
+        c[i] = if c[i] == 'A' { 'B' } else { 'A' };
+        c.into_iter().collect::<String>()
+    };
+    let cases = [
+        (
+            "private key",
+            v["master_keys"][0]["private_key"]
+                .as_str()
+                .expect("pk")
+                .to_string(),
+        ),
+        (
+            "name key",
+            v["master_keys"][0]["name_key"]
+                .as_str()
+                .expect("nk")
+                .to_string(),
+        ),
+        (
+            "public key",
+            v["public_key"].as_str().expect("pub").to_string(),
+        ),
+    ];
+    let store = env.store.to_str().expect("utf8");
+    for (what, field) in &cases {
+        fs::write(&p, good.replace(field.as_str(), &flip(field))).expect("write");
+        let o = env.coffer(&["fsck", store]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{what}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{what}: {err}");
+        assert!(
+            err.contains("coffer.store was changed or damaged"),
+            "{what}: {err}"
+        );
+    }
+    fs::write(&p, &good[..good.len() / 2]).expect("write");
+    let o = env.coffer(&["fsck", store]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is not valid"));
+    fs::write(&p, &good).expect("write");
+    env.coffer_ok(&["fsck", store]);
+}
+
+/// Not detected, by design (docs/threat-model.md): an older version of a block, put back at
+/// its own place in its own file, reads as that older version. It never reads as anything
+/// else.
+#[test]
+fn a_replayed_block_reads_as_its_own_older_version() {
+    if !require_fuse() {
+        return;
+    }
+    let (env, a, _) = setup();
+    let fa = backing_of_len(&env.store, cipher_len(a.len() as u64));
+    let mut old_block = vec![0u8; (B + O) as usize];
+    fs::File::open(&fa)
+        .expect("open")
+        .read_exact_at(&mut old_block, block_off(1))
+        .expect("read");
+    let m = env.mount();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(m.p("a"))
+        .expect("open")
+        .write_all_at(b"NEW BYTES", B + 10)
+        .expect("write");
+    m.umount();
+    let mut changed = a.clone();
+    changed[B as usize + 10..B as usize + 19].copy_from_slice(b"NEW BYTES");
+    let m = env.mount();
+    assert_eq!(fs::read(m.p("a")).expect("read"), changed);
+    m.umount();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&fa)
+        .expect("open")
+        .write_all_at(&old_block, block_off(1))
+        .expect("replay");
+    common::drop_caches();
+    let m = env.mount();
+    assert_eq!(
+        fs::read(m.p("a")).expect("read"),
+        a,
+        "the replayed block is its old self"
+    );
+    m.umount();
+}
+
+/// Not detected, by design: two whole ciphertext files swapped between names read as each
+/// other, byte for byte (a file's header is bound to the store, not to its name or path).
+#[test]
+fn swapped_ciphertext_files_read_as_each_other() {
+    if !require_fuse() {
+        return;
+    }
+    let (env, a, b) = setup();
+    let fa = backing_of_len(&env.store, cipher_len(a.len() as u64));
+    let fb = backing_of_len(&env.store, cipher_len(b.len() as u64));
+    let tmp = fa.with_file_name("swap-tmp");
+    fs::rename(&fa, &tmp).expect("rename");
+    fs::rename(&fb, &fa).expect("rename");
+    fs::rename(&tmp, &fb).expect("rename");
+    let m = env.mount();
+    assert_eq!(fs::read(m.p("a")).expect("read a"), b);
+    assert_eq!(fs::read(m.p("b")).expect("read b"), a);
+    m.umount();
+}

@@ -415,14 +415,23 @@ pub fn unlock_keys(
         .iter()
         .find(|m| m.key_id == key_id)
         .ok_or_else(|| StoreError::WrongKey(key_id.clone()))?;
-    let sealed = descriptor::unb64(&rec.private_key)?;
+    // The record names this very key (its id is a hash of the key), so a seal that does not
+    // open means the descriptor itself was changed, not that the key is wrong.
+    let damaged = |what: &str| {
+        StoreError::Damaged(format!(
+            "the descriptor's sealed {what} (master-key version {}) does not open with its own key \
+             {key_id}: coffer.store was changed or damaged; restore it from a copy of the store",
+            rec.version
+        ))
+    };
+    let sealed = descriptor::unb64(&rec.private_key).map_err(|_| damaged("private key"))?;
     let der = zeroize::Zeroizing::new(
         crypto::open_vec(
             &priv_kek(master),
             &priv_aad(&store_id, rec.version, &public_der),
             &sealed,
         )
-        .map_err(|_| StoreError::WrongKey(key_id.clone()))?,
+        .map_err(|_| damaged("private key"))?,
     );
     let private = PrivateKey::from_der(&der)?;
     let public = PublicKey::from_der(&public_der)
@@ -435,10 +444,10 @@ pub fn unlock_keys(
     let names = crypto::open_key(
         &name_kek(master),
         &name_aad(&store_id, rec.version),
-        &descriptor::unb64(&rec.name_key)?,
+        &descriptor::unb64(&rec.name_key).map_err(|_| damaged("name key"))?,
     )
     .map(NameKey::from_secret)
-    .map_err(|_| StoreError::WrongKey(key_id))?;
+    .map_err(|_| damaged("name key"))?;
     Ok((private, names))
 }
 
