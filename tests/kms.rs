@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use common::{pattern, require_fuse, s, sh_ok, Env, Host, MountGuard};
+use common::{pattern, require_fuse, s, sh_ok, store_bytes_but_descriptor, Env, Host, MountGuard};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -170,15 +170,19 @@ fn assert_tree(dir: &Path, files: &BTreeMap<String, Vec<u8>>) {
     }
 }
 
-/// Every byte of the store but its descriptor (and the lock file a mount rewrites).
-fn store_bytes(store: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    Env::all_bytes(store)
-        .into_iter()
-        .filter(|(p, _)| {
-            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            n != "coffer.store" && n != "lock"
-        })
-        .collect()
+/// A new kms store with a tree copied in through a mount; its id and the tree.
+fn filled_kms_store(env: &Env) -> (String, BTreeMap<String, Vec<u8>>) {
+    let id = init_kms(env, kms());
+    let src = env.path("src");
+    let files = write_tree(&src);
+    let g = mount(env, kms(), &env.mnt);
+    sh_ok(&format!(
+        "cp -a '{}/.' '{}/'",
+        src.display(),
+        env.mnt.display()
+    ));
+    umount(env, g);
+    (id, files)
 }
 
 #[test]
@@ -264,21 +268,16 @@ fn rotate_rewraps_without_changing_a_byte_of_ciphertext() {
         return;
     }
     let env = Env::new();
-    let id = init_kms(&env, kms());
+    let (id, files) = filled_kms_store(&env);
     let old_uid = uid_of(&env);
-    let src = env.path("src");
-    let files = write_tree(&src);
     let mnt = env.mnt.clone();
-    let g = mount(&env, kms(), &mnt);
-    sh_ok(&format!("cp -a '{}/.' '{}/'", src.display(), mnt.display()));
-    umount(&env, g);
-    let before = store_bytes(&env.store);
+    let before = store_bytes_but_descriptor(&env.store);
     let old_descriptor = std::fs::read(env.store.join("coffer.store")).expect("read");
 
     let out = ok(&env, kms(), &["keys", "rotate", s(&env.store)]);
     assert!(out.contains("rotated to version 2"), "{out}");
 
-    let after = store_bytes(&env.store);
+    let after = store_bytes_but_descriptor(&env.store);
     assert_eq!(before.len(), after.len());
     for (p, bytes) in &before {
         assert!(
@@ -346,14 +345,9 @@ fn sync_adopts_a_version_the_kms_made_and_is_idle_otherwise() {
         return;
     }
     let env = Env::new();
-    let id = init_kms(&env, kms());
+    let (id, files) = filled_kms_store(&env);
     let v1 = uid_of(&env);
-    let src = env.path("src");
-    let files = write_tree(&src);
     let mnt = env.mnt.clone();
-    let g = mount(&env, kms(), &mnt);
-    sh_ok(&format!("cp -a '{}/.' '{}/'", src.display(), mnt.display()));
-    umount(&env, g);
 
     // Nothing new yet: the descriptor is left byte for byte.
     let d0 = std::fs::read(env.store.join("coffer.store")).expect("read");
@@ -720,13 +714,7 @@ fn an_export_from_the_kms_opens_the_store_where_there_is_no_kms() {
         return;
     }
     let env = Env::new();
-    init_kms(&env, kms());
-    let src = env.path("src");
-    let files = write_tree(&src);
-    let mnt = env.mnt.clone();
-    let g = mount(&env, kms(), &mnt);
-    sh_ok(&format!("cp -a '{}/.' '{}/'", src.display(), mnt.display()));
-    umount(&env, g);
+    let (_, files) = filled_kms_store(&env);
 
     let pw = env.path("pw");
     std::fs::write(&pw, "export password\n").expect("write");

@@ -5,20 +5,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-
-use common::{pattern, require_fuse, s, Env};
-
-fn data_bytes(store: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    Env::all_bytes(store)
-        .into_iter()
-        .filter(|(p, _)| {
-            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            n != "coffer.store" && n != "lock"
-        })
-        .collect()
-}
+use common::{pattern, require_fuse, s, store_bytes_but_descriptor as data_bytes, Env};
 
 #[test]
 fn rotate_a_local_store_and_recover_it_afterwards() {

@@ -37,6 +37,11 @@ fn backing_of_len(store: &Path, len: u64) -> PathBuf {
     found.into_iter().next().expect("one")
 }
 
+/// The ciphertext file of the file whose plaintext is `plain`.
+fn file_of(env: &Env, plain: &[u8]) -> PathBuf {
+    backing_of_len(&env.store, cipher_len(plain.len() as u64))
+}
+
 fn block_off(i: u64) -> u64 {
     H + i * (B + O)
 }
@@ -84,7 +89,7 @@ fn flipped_bit_in_a_block_is_eio_and_logged() {
         return;
     }
     let (env, a, _) = setup();
-    let file = backing_of_len(&env.store, cipher_len(a.len() as u64));
+    let file = file_of(&env, &a);
     let f = fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -123,8 +128,8 @@ fn blocks_swapped_within_and_between_files_are_eio() {
         return;
     }
     let (env, a, b) = setup();
-    let fa = backing_of_len(&env.store, cipher_len(a.len() as u64));
-    let fb = backing_of_len(&env.store, cipher_len(b.len() as u64));
+    let fa = file_of(&env, &a);
+    let fb = file_of(&env, &b);
     swap(&fa, &fa, block_off(0), block_off(1), B + O);
     swap(&fb, &fb, block_off(2), block_off(2), 0); // no-op keeps b intact
     let m = env.mount();
@@ -157,15 +162,10 @@ fn files_cut_at_a_block_boundary_or_with_a_bad_header_are_eio() {
         return;
     }
     let (env, a, b) = setup();
-    let fa = backing_of_len(&env.store, cipher_len(a.len() as u64));
-    let fb = backing_of_len(&env.store, cipher_len(b.len() as u64));
+    let fa = file_of(&env, &a);
+    let fb = file_of(&env, &b);
     // Cut after block 1: the remaining last block was not sealed as final.
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&fa)
-        .expect("open")
-        .set_len(block_off(2))
-        .expect("cut");
+    cut(&fa, block_off(2));
     let f = fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -220,8 +220,8 @@ fn a_cut_in_mid_block_or_appended_garbage_is_eio() {
         return;
     }
     let (env, a, b) = setup();
-    let fa = backing_of_len(&env.store, cipher_len(a.len() as u64));
-    let fb = backing_of_len(&env.store, cipher_len(b.len() as u64));
+    let fa = file_of(&env, &a);
+    let fb = file_of(&env, &b);
     let fc = backing_of_len(&env.store, cipher_len(a.len() as u64 + 1));
     cut(&fa, block_off(1) + 100);
     append(&fb, &pattern(9, 50));
@@ -247,7 +247,7 @@ fn a_tampered_name_is_hidden_logged_and_reported() {
         return;
     }
     let (env, a, b) = setup();
-    let fa = backing_of_len(&env.store, cipher_len(a.len() as u64));
+    let fa = file_of(&env, &a);
     let name = fa
         .file_name()
         .and_then(|n| n.to_str())
@@ -353,7 +353,7 @@ fn a_replayed_block_reads_as_its_own_older_version() {
         return;
     }
     let (env, a, _) = setup();
-    let fa = backing_of_len(&env.store, cipher_len(a.len() as u64));
+    let fa = file_of(&env, &a);
     let mut old_block = vec![0u8; (B + O) as usize];
     fs::File::open(&fa)
         .expect("open")
@@ -396,8 +396,8 @@ fn swapped_ciphertext_files_read_as_each_other() {
         return;
     }
     let (env, a, b) = setup();
-    let fa = backing_of_len(&env.store, cipher_len(a.len() as u64));
-    let fb = backing_of_len(&env.store, cipher_len(b.len() as u64));
+    let fa = file_of(&env, &a);
+    let fb = file_of(&env, &b);
     let tmp = fa.with_file_name("swap-tmp");
     fs::rename(&fa, &tmp).expect("rename");
     fs::rename(&fb, &fa).expect("rename");

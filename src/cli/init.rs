@@ -241,14 +241,8 @@ fn init_kms(
     let Err(failure) = result else {
         return result;
     };
-    // Nothing refers to the key: take it out of the KMS again (an active key must be revoked
-    // before it can be destroyed).
-    let undone = (|| {
-        if activated.get() {
-            client.revoke(&uid, false)?;
-        }
-        client.destroy(&uid)
-    })();
+    // Nothing refers to the key: take it out of the KMS again.
+    let undone = client.discard(&uid, activated.get());
     let _ = audited(
         "kms-destroy",
         None,

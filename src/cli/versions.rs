@@ -161,12 +161,7 @@ fn rotate_kms(a: &RotateArgs, desc: &Descriptor) -> CliResult {
         Ok(n) => n,
         Err(f) => {
             // The descriptor still names the old version: take the new key out again.
-            let undone = (|| {
-                if activated.get() {
-                    client.revoke(&new_uid, false)?;
-                }
-                client.destroy(&new_uid)
-            })();
+            let undone = client.discard(&new_uid, activated.get());
             let _ = audit.record(
                 "rotate",
                 None,

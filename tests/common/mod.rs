@@ -161,6 +161,18 @@ impl Env {
     }
 }
 
+/// Every byte of a store but its descriptor and the lock file a mount rewrites: what must
+/// not change when only the keys do (a rotation).
+pub fn store_bytes_but_descriptor(store: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    Env::all_bytes(store)
+        .into_iter()
+        .filter(|(p, _)| {
+            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            n != "coffer.store" && n != "lock"
+        })
+        .collect()
+}
+
 /// A live mount; unmounts on drop, even when the test panics.
 pub struct Mounted<'a> {
     pub env: &'a Env,

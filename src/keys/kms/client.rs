@@ -112,39 +112,38 @@ pub struct KmsClient {
     stream: RefCell<Tls>,
 }
 
+/// Every certificate in a PEM file; at least one.
+fn pem_certs(
+    cfg: &KmsConfig,
+    what: &str,
+    path: &std::path::Path,
+) -> Result<Vec<CertificateDer<'static>>, KmsError> {
+    let bad = |e: String| KmsError::Config {
+        path: cfg.path.display().to_string(),
+        detail: format!("{what} {}: {e}", path.display()),
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| bad(e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad("no certificate in it".into()));
+    }
+    Ok(certs)
+}
+
 fn tls_config(cfg: &KmsConfig) -> Result<ClientConfig, KmsError> {
     let bad = |what: &str, p: &std::path::Path, e: String| KmsError::Config {
         path: cfg.path.display().to_string(),
         detail: format!("{what} {}: {e}", p.display()),
     };
     let mut roots = RootCertStore::empty();
-    let cas: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cfg.ca)
-        .map_err(|e| bad("CA certificate", &cfg.ca, e.to_string()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| bad("CA certificate", &cfg.ca, e.to_string()))?;
-    if cas.is_empty() {
-        return Err(bad(
-            "CA certificate",
-            &cfg.ca,
-            "no certificate in it".into(),
-        ));
-    }
-    for c in cas {
+    for c in pem_certs(cfg, "CA certificate", &cfg.ca)? {
         roots
             .add(c)
             .map_err(|e| bad("CA certificate", &cfg.ca, e.to_string()))?;
     }
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cfg.cert)
-        .map_err(|e| bad("client certificate", &cfg.cert, e.to_string()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| bad("client certificate", &cfg.cert, e.to_string()))?;
-    if chain.is_empty() {
-        return Err(bad(
-            "client certificate",
-            &cfg.cert,
-            "no certificate in it".into(),
-        ));
-    }
+    let chain = pem_certs(cfg, "client certificate", &cfg.cert)?;
     let key = PrivateKeyDer::from_pem_file(&cfg.key)
         .map_err(|e| bad("client key", &cfg.key, e.to_string()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -427,6 +426,15 @@ impl KmsClient {
             ResponsePayload::Destroy(_) => Ok(()),
             _ => Err(self.unexpected("Destroy")),
         }
+    }
+
+    /// Take a key that nothing refers to out of the KMS again (a failed init or rotation):
+    /// an active key must be revoked before it can be destroyed.
+    pub fn discard(&self, uid: &str, activated: bool) -> Result<(), KmsError> {
+        if activated {
+            self.revoke(uid, false)?;
+        }
+        self.destroy(uid)
     }
 
     /// State and labels of one key.
