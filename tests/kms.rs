@@ -797,3 +797,59 @@ fn an_init_that_fails_after_the_kms_made_its_key_removes_the_key() {
     );
     assert_eq!(std::fs::read(&file).expect("read"), b"not a directory");
 }
+
+/// A backup host of a kms store holds a backup credential (made from the KMS's key), never
+/// the key, and needs no KMS: it writes new backups and reads no old ones (EACCES).
+#[test]
+fn a_backup_host_of_a_kms_store_writes_without_the_kms_and_reads_nothing_old() {
+    if !require_fuse() {
+        return;
+    }
+    let env = Env::new();
+    let (_, files) = filled_kms_store(&env);
+    let backup = Host::new(&env, "backup");
+    let cert = env.path("backup.pem");
+    backup.ok(&["keys", "cert", "--out", s(&cert)]);
+    let cred = env.path("store.bcred");
+    ok(
+        &env,
+        kms(),
+        &[
+            "keys",
+            "backup-credential",
+            s(&env.store),
+            "--recipient",
+            s(&cert),
+            "--out",
+            s(&cred),
+        ],
+    );
+    backup.ok(&["keys", "import", s(&cred)]);
+    let mnt = env.path("mnt-b");
+    std::fs::create_dir(&mnt).expect("mkdir");
+    let o = Command::new(common::bin())
+        .args(["mount", s(&env.store), s(&mnt)])
+        .env("COFFER_KEYSTORE", &backup.keystore)
+        .env("COFFER_PASSPHRASE_FILE", &backup.pass)
+        .env("COFFER_KMS_CONFIG", env.path("no-kms-here.toml"))
+        .output()
+        .expect("mount");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let g = MountGuard(mnt.clone());
+    let (old, _) = files
+        .iter()
+        .find(|(_, b)| !b.is_empty())
+        .expect("a non-empty file");
+    let e = std::fs::read(mnt.join(old)).expect_err("an old file must not read");
+    assert_eq!(e.raw_os_error(), Some(libc::EACCES));
+    std::fs::write(mnt.join("new-backup"), pattern(77, 50_000)).expect("write");
+    drop(g);
+    // The key holder reads the new backup.
+    let g = mount(&env, kms(), &env.mnt);
+    assert_eq!(
+        std::fs::read(env.mnt.join("new-backup")).expect("read"),
+        pattern(77, 50_000)
+    );
+    assert_tree(&env.mnt, &files);
+    umount(&env, g);
+}

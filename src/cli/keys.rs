@@ -499,8 +499,8 @@ fn backup_credential(a: BackupCredentialArgs) -> CliResult {
     let bytes = transport::seal_to_recipient(&Contents::Credential(cred), &recipient)?;
     write_new(&a.out, &bytes, 0o600)?;
     let fp = recipient.fingerprint()?;
-    let ks = open_keystore(&a.keys, false)?;
-    ks.audit()
+    // The audit log beside the keystore; a kms store's host may have no keystore file.
+    kms::audit_log(&keystore_dir(&a.keys))?
         .record_with(
             "backup-credential-export",
             None,
