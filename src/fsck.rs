@@ -146,7 +146,7 @@ pub fn check(store: &OpenStore, opts: &Options, catalog_bad: Option<String>) -> 
             w.report.files
         ));
     }
-    if opts.repair && !store.catalog_sync() {
+    if opts.repair && store.catalog_sync().is_err() {
         w.report
             .problems
             .push("catalog: final commit failed".into());

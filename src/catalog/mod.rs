@@ -31,6 +31,28 @@ pub enum CatalogError {
     Io(#[from] std::io::Error),
 }
 
+impl CatalogError {
+    /// The errno a filesystem caller should see: ENOSPC or EDQUOT for a full disk or quota
+    /// (redb passes I/O errors on as text, with the system's message), else EIO.
+    pub fn errno(&self) -> i32 {
+        let text = match self {
+            CatalogError::Io(e) => match e.raw_os_error() {
+                Some(n) if n == libc::ENOSPC || n == libc::EDQUOT => return n,
+                _ => e.to_string(),
+            },
+            CatalogError::Db(s) => s.clone(),
+            _ => return libc::EIO,
+        };
+        if text.contains("No space left on device") {
+            libc::ENOSPC
+        } else if text.contains("Disk quota exceeded") {
+            libc::EDQUOT
+        } else {
+            libc::EIO
+        }
+    }
+}
+
 macro_rules! db_err {
     ($($t:ty),*) => {$(
         impl From<$t> for CatalogError {

@@ -6,6 +6,11 @@
 //! then gathers for `GATHER` before committing. A channel woke the thread for every op, and
 //! on two cores that wake-up per created file competed with the FUSE workers. A sync wakes the
 //! thread at once.
+//!
+//! A commit that fails (a full disk) loses nothing: its ops go back to the head of the queue
+//! and are retried, once a second or at the next sync, and each sync reports the errno of
+//! the attempt it waited for (ENOSPC stays ENOSPC). Once space is freed, the next commit
+//! carries them and syncs succeed again.
 
 use std::collections::VecDeque;
 use std::sync::mpsc::{channel, Sender};
@@ -26,13 +31,15 @@ pub enum CatalogOp {
 const DURABLE_EVERY: Duration = Duration::from_secs(5);
 /// How long the thread lets ops accumulate after the first one arrives.
 const GATHER: Duration = Duration::from_millis(10);
+/// How long a failed commit waits before it is tried again, unless a sync asks sooner.
+const RETRY: Duration = Duration::from_secs(1);
 /// Most ops in one commit.
 const MAX_GROUP: usize = 4096;
 
 #[derive(Default)]
 struct Queue {
     ops: VecDeque<CatalogOp>,
-    acks: Vec<Sender<bool>>,
+    acks: Vec<Sender<Result<(), i32>>>,
     closed: bool,
 }
 
@@ -75,21 +82,21 @@ impl CatalogWriter {
         }
     }
 
-    /// Block until every earlier op is committed durably. False if the catalog failed.
-    pub fn sync(&self) -> bool {
+    /// Block until every earlier op is committed durably; else the errno of the failure.
+    pub fn sync(&self) -> Result<(), i32> {
         let (ack_tx, ack_rx) = channel();
         match self.shared.q.lock() {
             Ok(mut q) if !q.closed => {
                 q.acks.push(ack_tx);
                 self.shared.wake.notify_one();
             }
-            _ => return false,
+            _ => return Err(libc::EIO),
         }
-        ack_rx.recv().unwrap_or(false)
+        ack_rx.recv().unwrap_or(Err(libc::EIO))
     }
 
     /// Commit what is pending and stop the thread.
-    pub fn close(&self) -> bool {
+    pub fn close(&self) -> Result<(), i32> {
         let ok = self.sync();
         if let Ok(mut q) = self.shared.q.lock() {
             q.closed = true;
@@ -105,7 +112,8 @@ impl CatalogWriter {
 }
 
 fn run(catalog: Arc<Catalog>, shared: &Shared) {
-    let mut ok = true;
+    // The errno of the last failed commit, while its ops wait to be retried.
+    let mut failed: Option<i32> = None;
     let mut last_durable = Instant::now();
     // Whether a commit since the last durable one is not yet on disk.
     let mut volatile = false;
@@ -114,6 +122,13 @@ fn run(catalog: Arc<Catalog>, shared: &Shared) {
             let Ok(mut q) = shared.q.lock() else {
                 return;
             };
+            if failed.is_some() && q.acks.is_empty() && !q.closed {
+                // The last commit failed: wait a little before trying its ops again.
+                q = match shared.wake.wait_timeout(q, RETRY) {
+                    Ok((q, _)) => q,
+                    Err(_) => return,
+                };
+            }
             while q.ops.is_empty() && q.acks.is_empty() && !q.closed {
                 // Idle with a commit not yet durable: make it durable within DURABLE_EVERY.
                 let left = DURABLE_EVERY.saturating_sub(last_durable.elapsed());
@@ -170,15 +185,38 @@ fn run(catalog: Arc<Catalog>, shared: &Shared) {
                 last_durable = Instant::now();
             }
             match catalog.apply(&ops, durable) {
-                Ok(()) => volatile = !durable,
+                Ok(()) => {
+                    volatile = !durable;
+                    if failed.take().is_some() {
+                        tracing::info!("catalog updates committed again");
+                    }
+                }
                 Err(e) => {
-                    tracing::error!("catalog update failed: {e}");
-                    ok = false;
+                    let errno = e.errno();
+                    if failed != Some(errno) {
+                        tracing::error!("catalog update failed, will retry: {e}");
+                    }
+                    failed = Some(errno);
+                    // Nothing is dropped: the ops go back, ahead of anything newer.
+                    if let Ok(mut q) = shared.q.lock() {
+                        for op in ops.into_iter().rev() {
+                            q.ops.push_front(op);
+                        }
+                        if q.closed {
+                            // Unmounting: report and stop; fsck --repair rebuilds from the
+                            // file headers what these ops would have recorded.
+                            for a in acks.iter().chain(q.acks.iter()) {
+                                let _ = a.send(Err(errno));
+                            }
+                            return;
+                        }
+                    }
                 }
             }
         }
+        let answer = failed.map_or(Ok(()), Err);
         for a in acks {
-            let _ = a.send(ok);
+            let _ = a.send(answer);
         }
     }
 }

@@ -302,7 +302,9 @@ fn serve(
             } else {
                 ""
             };
-            store.catalog_close();
+            // Nothing was written through a mount that never served; the mount error is the one
+            // to report.
+            let _ = store.catalog_close();
             return Err(fail(
                 &mut ready,
                 format!("cannot mount on {}: {e}{hint}", mnt.display()),

@@ -395,10 +395,9 @@ impl Filesystem for CofferFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        if self.store().catalog_sync() {
-            reply.ok();
-        } else {
-            reply.error(Errno::EIO);
+        match self.store().catalog_sync() {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(Errno::from(std::io::Error::from_raw_os_error(e))),
         }
     }
 

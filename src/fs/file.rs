@@ -334,10 +334,37 @@ impl OpenFile {
         } else {
             out.chunks_mut(stride).enumerate().for_each(seal);
         }
-        self.file.write_all_at(&out, c0).map_err(|e| {
+        // A write that grows the file needs new space, and on a full disk it can stop half
+        // way, after it has replaced the old last block (sealed as final) with its non-final
+        // successor. Keep the bytes it overwrites, to put the file back as it was.
+        let old_clen = cipher_len_for(g, old_size);
+        let undo = if new_size > old_size && c0 < old_clen {
+            let mut b = vec![0u8; (old_clen - c0) as usize];
+            self.file.read_exact_at(&mut b, c0).map_err(|e| {
+                tracing::warn!("{}: read before an extending write failed: {e}", self.label);
+                Errno::from(e)
+            })?;
+            Some(b)
+        } else {
+            None
+        };
+        if let Err(e) = self.file.write_all_at(&out, c0) {
             tracing::warn!("{}: write failed: {e}", self.label);
-            Errno::from(e)
-        })?;
+            if let Some(b) = undo {
+                let restored = self
+                    .file
+                    .write_all_at(&b, c0)
+                    .and_then(|_| self.file.set_len(old_clen));
+                if let Err(r) = restored {
+                    tracing::error!(
+                        "{}: could not put the file back after a failed write ({r}); its end \
+                         may read as EIO: run coffer fsck",
+                        self.label
+                    );
+                }
+            }
+            return Err(Errno::from(e));
+        }
         // Only a new length goes to the catalog: an in-place write leaves it untouched.
         st.len_dirty |= new_size != old_size;
         st.size = new_size;

@@ -258,7 +258,7 @@ impl CofferFs {
                 }
             }
         }
-        if !self.store.catalog_close() {
+        if self.store.catalog_close().is_err() {
             tracing::error!("catalog could not be flushed; run coffer fsck --repair");
         }
         tracing::info!("unmounted; catalog flushed");

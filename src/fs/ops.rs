@@ -527,10 +527,9 @@ impl CofferFs {
         let f = self.file_handle(fh)?;
         f.fsync(datasync)?;
         f.publish_len(&self.store);
-        if !self.store.catalog_sync() {
-            return Err(Errno::EIO);
-        }
-        Ok(())
+        self.store
+            .catalog_sync()
+            .map_err(|e| Errno::from(std::io::Error::from_raw_os_error(e)))
     }
 
     pub(super) fn opendir(&self, ino: INodeNo) -> Result<u64, Errno> {

@@ -509,13 +509,13 @@ impl OpenStore {
         }
     }
 
-    /// Wait until every queued catalog update is durable.
-    pub fn catalog_sync(&self) -> bool {
-        self.writer.get().map(|w| w.sync()).unwrap_or(true)
+    /// Wait until every queued catalog update is durable; else the errno of the failure.
+    pub fn catalog_sync(&self) -> Result<(), i32> {
+        self.writer.get().map(|w| w.sync()).unwrap_or(Ok(()))
     }
 
-    pub fn catalog_close(&self) -> bool {
-        self.writer.get().map(|w| w.close()).unwrap_or(true)
+    pub fn catalog_close(&self) -> Result<(), i32> {
+        self.writer.get().map(|w| w.close()).unwrap_or(Ok(()))
     }
 
     pub fn data_dir(&self) -> PathBuf {

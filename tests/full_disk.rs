@@ -1,0 +1,141 @@
+//! A full disk under the store: writes in the mount fail with ENOSPC (never EIO on a read,
+//! never a panic), what was fsynced before stays readable byte for byte, the store stays
+//! mountable and checkable, and after space is freed, backups go on.
+//!
+//! The store lives on a small tmpfs of the test's own (mounting it needs root, as every mount
+//! test here does).
+
+mod common;
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use common::{pattern, require_fuse, s, sh, Env};
+
+struct Tmpfs(std::path::PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = sh(&format!("umount -l '{}'", self.0.display()));
+    }
+}
+
+fn tmpfs(dir: &Path, size: &str) -> Tmpfs {
+    fs::create_dir_all(dir).expect("mkdir");
+    let o = sh(&format!(
+        "mount -t tmpfs -o size={size},mode=0700 tmpfs '{}'",
+        dir.display()
+    ));
+    assert!(
+        o.status.success(),
+        "this test mounts a tmpfs (needs root): {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    Tmpfs(dir.to_path_buf())
+}
+
+#[test]
+fn a_full_disk_fails_writes_with_enospc_and_loses_nothing_fsynced() {
+    if !require_fuse() {
+        return;
+    }
+    let mut env = Env::new();
+    let _fs = tmpfs(&env.path("small"), "6m");
+    env.store = env.path("small/store");
+    env.init();
+    let m = env.mount();
+
+    // Backed up and fsynced while there is room.
+    let kept = pattern(1, 1_500_000);
+    let mut f = fs::File::create(m.p("kept")).expect("create");
+    f.write_all(&kept).expect("write");
+    f.sync_all().expect("fsync");
+    drop(f);
+
+    // Fill the disk: the write (or its fsync, or its close) fails with ENOSPC.
+    let mut errno = None;
+    let mut f = fs::File::create(m.p("filler")).expect("create");
+    for i in 0..64 {
+        if let Err(e) = f.write_all(&pattern(100 + i, 256 * 1024)) {
+            errno = e.raw_os_error();
+            break;
+        }
+    }
+    if errno.is_none() {
+        errno = f.sync_all().err().and_then(|e| e.raw_os_error());
+    }
+    drop(f);
+    assert_eq!(errno, Some(libc::ENOSPC), "a full disk is ENOSPC");
+    // More small files also fail cleanly, or succeed; reading never breaks.
+    for i in 0..5 {
+        let r = fs::write(m.p(&format!("small-{i}")), pattern(200 + i, 50_000));
+        if let Err(e) = r {
+            assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "small-{i}: {e}");
+        }
+    }
+    assert_eq!(fs::read(m.p("kept")).expect("read while full"), kept);
+    // Appending to a backed-up file on the full disk fails, and must not damage what the
+    // file held: a write that stops half way would otherwise leave its old last block
+    // replaced by a successor that is not sealed as final.
+    let tail = pattern(4, 200_000);
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(m.p("kept"))
+        .expect("open");
+    let r = f.write_all(&tail).and_then(|_| f.sync_all());
+    assert_eq!(r.err().and_then(|e| e.raw_os_error()), Some(libc::ENOSPC));
+    drop(f);
+    m.umount();
+
+    // Remounted while still full: what was fsynced reads back, followed by as much of the
+    // failed append as did fit (all of it, when only the catalog's commit found no room).
+    let m = env.mount();
+    let got = fs::read(m.p("kept")).expect("read after remount");
+    assert!(
+        got.len() >= kept.len() && got.len() <= kept.len() + tail.len(),
+        "kept is {} bytes after a failed append of {} to {}:\n{}",
+        got.len(),
+        tail.len(),
+        kept.len(),
+        env.log_text()
+    );
+    assert!(got[..kept.len()] == kept[..], "the fsynced bytes changed");
+    assert!(
+        got[kept.len()..] == tail[..got.len() - kept.len()],
+        "not a prefix of the append"
+    );
+    if got.len() > kept.len() {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(m.p("kept"))
+            .expect("open")
+            .set_len(kept.len() as u64)
+            .expect("truncate");
+    }
+    // Free the space; backups go on.
+    fs::remove_file(m.p("filler")).expect("rm filler");
+    for i in 0..5 {
+        let _ = fs::remove_file(m.p(&format!("small-{i}")));
+    }
+    let more = pattern(3, 1_000_000);
+    fs::write(m.p("after"), &more).expect("write after freeing space");
+    m.umount();
+    let m = env.mount();
+    assert_eq!(fs::read(m.p("after")).expect("read"), more);
+    assert_eq!(fs::read(m.p("kept")).expect("read"), kept);
+    m.umount();
+    // The store checks clean, or repairs to clean (a catalog commit may have failed while
+    // the disk was full; the headers carry what the repair needs).
+    let st = s(&env.store);
+    if env.coffer(&["fsck", st]).status.code() != Some(0) {
+        env.coffer(&["fsck", st, "--repair"]);
+        let o = env.coffer(&["fsck", st]);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+    }
+}
