@@ -25,8 +25,13 @@ import sys
 
 def write(d, log_path, seed):
     rng = random.Random(seed)
-    os.makedirs(d, exist_ok=True)
+    # The log first: the kill may come before the writer has done anything at all.
     log = open(log_path, "a", buffering=1)
+    try:
+        os.makedirs(d, exist_ok=True)
+    except OSError as e:
+        log.write("STOP mkdir %s\n" % errno.errorcode.get(e.errno, e.errno))
+        return 0
     model = {}  # name -> bytearray
     serial = 0
 
@@ -109,7 +114,9 @@ def write(d, log_path, seed):
 
 def check(d, log_path):
     last = {}
-    for line in open(log_path):
+    # No log: the daemon died before the writer started, so nothing was written.
+    lines = open(log_path) if os.path.exists(log_path) else []
+    for line in lines:
         w = line.split()
         if not w or w[0] == "STOP":
             continue
