@@ -267,6 +267,45 @@ impl Walk<'_> {
                     continue; // another name of a file already checked
                 }
                 self.report.files += 1;
+                // Shorter than a header: a create that a crash cut short, before the header
+                // (and so before any content) was written. Nothing in it can ever be read;
+                // repair makes it the empty file it was when created.
+                if self.opts.repair && meta.len() < HEADER_LEN as u64 {
+                    match self
+                        .store
+                        .empty_file()
+                        .map_err(|e| e.to_string())
+                        .and_then(|(h, b)| {
+                            // In place, so the file keeps its inode, mode, owner and times.
+                            std::fs::OpenOptions::new()
+                                .write(true)
+                                .open(e.path())
+                                .and_then(|f| {
+                                    f.write_all_at(&b, 0)?;
+                                    f.set_len(b.len() as u64)?;
+                                    f.sync_all()
+                                })
+                                .map(|_| h)
+                                .map_err(|e| e.to_string())
+                        }) {
+                        Ok(h) => {
+                            self.files.insert(
+                                h.file_id,
+                                FileRecord {
+                                    batch_id: h.batch_id,
+                                    wrapped_key: h.wrapped_key.to_vec(),
+                                    plain_len: 0,
+                                },
+                            );
+                            self.fixed(
+                                &crel,
+                                "its creation was cut short before its header: now an empty file",
+                            );
+                        }
+                        Err(why) => self.problem(&crel, &child_plain, why),
+                    }
+                    continue;
+                }
                 let checked = if self.opts.keyless {
                     verify_shape(self.store, &e.path())
                 } else {

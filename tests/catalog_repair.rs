@@ -104,3 +104,53 @@ fn truncated_catalog_is_rebuilt() {
             .expect("truncate")
     });
 }
+
+/// A create that a crash cut short leaves a ciphertext file shorter than a header (the
+/// crash test found one): fsck reports it, and --repair makes it the empty file it was.
+#[test]
+fn a_file_cut_before_its_header_is_repaired_to_empty() {
+    if !require_fuse() {
+        return;
+    }
+    let env = Env::new();
+    env.init();
+    let m = env.mount();
+    fs::write(m.p("cut-short"), b"").expect("create");
+    fs::write(m.p("other"), pattern(8, 10_000)).expect("write");
+    m.umount();
+    let data = env.store.join("data");
+    let cut = fs::read_dir(&data)
+        .expect("ls")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            fs::metadata(p)
+                .map(|m| m.is_file() && m.len() == 132 + 28)
+                .unwrap_or(false)
+        })
+        .expect("the empty file's ciphertext");
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&cut)
+        .expect("open")
+        .set_len(40)
+        .expect("cut into the header");
+    let s = env.store.to_str().expect("utf8");
+    let o = env.coffer(&["fsck", s]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("header is truncated"));
+    let o = env.coffer(&["fsck", s, "--repair"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("now an empty file"), "{out}");
+    let o = env.coffer(&["fsck", s]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let m = env.mount();
+    assert_eq!(fs::read(m.p("cut-short")).expect("read"), b"");
+    assert_eq!(fs::read(m.p("other")).expect("read"), pattern(8, 10_000));
+    m.umount();
+}

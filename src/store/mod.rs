@@ -534,6 +534,22 @@ impl OpenStore {
         Ok((header, key))
     }
 
+    /// The bytes of a new, empty file: a header and an empty final block.
+    pub fn empty_file(&self) -> Result<(Header, Vec<u8>), StoreError> {
+        let (header, key) = self.new_file()?;
+        let mut buf = vec![0u8; crate::format::HEADER_LEN + crate::format::BLOCK_OVERHEAD];
+        buf[..crate::format::HEADER_LEN].copy_from_slice(&header.encode());
+        crate::format::seal_block(
+            &crypto::BlockCipher::new(key.secret()),
+            &header.file_id,
+            0,
+            true,
+            &[],
+            &mut buf[crate::format::HEADER_LEN..],
+        );
+        Ok((header, buf))
+    }
+
     fn write_batch(&self) -> Result<([u8; 16], Arc<BatchKey>), StoreError> {
         let mut w = self
             .writing
