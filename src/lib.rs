@@ -18,6 +18,8 @@ pub mod crypto;
 pub mod format;
 pub mod fs;
 pub mod fsck;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod keys;
 pub mod server;
 pub mod store;

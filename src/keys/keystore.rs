@@ -678,11 +678,28 @@ fn lock(dir: &Path) -> Result<LockGuard, KeystoreError> {
 fn read_file(dir: &Path) -> Result<KeystoreFile, KeystoreError> {
     let p = dir.join(FILE);
     let bytes = std::fs::read(&p).map_err(io_err(&p))?;
-    let file: KeystoreFile =
-        serde_json::from_slice(&bytes).map_err(|e| KeystoreError::Damaged {
-            path: p.clone(),
-            message: format!("not a valid keystore file ({})", e.classify_name()),
-        })?;
+    parse_file(&bytes, p)
+}
+
+/// Check a keystore file's bytes the way opening one does (for the fuzzer), without a
+/// passphrase: its JSON, format and version.
+pub fn check_file_bytes(bytes: &[u8]) -> Result<(), KeystoreError> {
+    let file = parse_file(bytes, PathBuf::from(FILE))?;
+    // What opening then does with each sealed entry, under some key: decode and open.
+    let key = crate::crypto::Secret32::from_array([7; 32]);
+    for k in &file.keys {
+        if let Ok(w) = B64.decode(&k.wrapped) {
+            let _ = crypto::open_key(&key, k.entry.key_id.as_bytes(), &w);
+        }
+    }
+    Ok(())
+}
+
+fn parse_file(bytes: &[u8], p: PathBuf) -> Result<KeystoreFile, KeystoreError> {
+    let file: KeystoreFile = serde_json::from_slice(bytes).map_err(|e| KeystoreError::Damaged {
+        path: p.clone(),
+        message: format!("not a valid keystore file ({})", e.classify_name()),
+    })?;
     if file.format != FORMAT || file.version != VERSION {
         return Err(KeystoreError::Damaged {
             path: p,

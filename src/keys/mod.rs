@@ -14,7 +14,8 @@ pub mod transport;
 
 pub use audit::{AuditLog, AuditRecord};
 pub use keystore::{
-    Added, CredentialEntry, HostIdentity, KeyEntry, Keystore, KeystoreError, Listing,
+    check_file_bytes as check_keystore_bytes, Added, CredentialEntry, HostIdentity, KeyEntry,
+    Keystore, KeystoreError, Listing,
 };
 pub use passphrase::{read_passphrase, PassphraseSource};
 

@@ -79,7 +79,12 @@ impl Descriptor {
             }
             Err(e) => return Err(StoreError::Io(p, e)),
         };
-        let d: Descriptor = serde_json::from_slice(&bytes)
+        Self::from_bytes(&bytes, &p)
+    }
+
+    /// Parse and check a descriptor's bytes; `p` names it in messages.
+    pub fn from_bytes(bytes: &[u8], p: &Path) -> Result<Descriptor, StoreError> {
+        let d: Descriptor = serde_json::from_slice(bytes)
             .map_err(|_| StoreError::Damaged(format!("descriptor {} is not valid", p.display())))?;
         if d.format != FORMAT {
             return Err(StoreError::Damaged(format!(

@@ -18,13 +18,15 @@ use std::sync::Arc;
 use kmip_protocol::types::common::{
     ApplicationData, ApplicationNamespace, AttributeIndex, AttributeName, AttributeValue,
     CompromiseOccurrenceDate, CryptographicAlgorithm, KeyCompressionType, KeyFormatType,
-    KeyMaterial, ObjectType, RevocationMessage, RevocationReasonCode, State, UniqueIdentifier,
+    KeyMaterial, ObjectType, Operation, RevocationMessage, RevocationReasonCode, State,
+    UniqueIdentifier,
 };
 use kmip_protocol::types::request::{
     Attribute, KeyWrappingSpecification, RequestPayload, RevocationReason, TemplateAttribute,
 };
 use kmip_protocol::types::response::{
-    ManagedObject, ResponseMessage, ResponsePayload, ResultReason, ResultStatus,
+    GetAttributesResponsePayload, GetResponsePayload, ManagedObject, ResponseMessage,
+    ResponsePayload, ResultReason, ResultStatus,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -250,29 +252,15 @@ impl KmsClient {
         }
     }
 
-    /// One TTLV message from the stream, whole, into a buffer that is wiped when dropped.
     fn read_message(
         &self,
         op: &'static str,
         tls: &mut Tls,
     ) -> Result<Zeroizing<Vec<u8>>, KmsError> {
-        // Tag (3 bytes), type (1), length (4, big-endian), then the value.
-        let mut head = [0u8; 8];
-        tls.read_exact(&mut head)
-            .map_err(|e| self.io_error(op, e))?;
-        let len = u32::from_be_bytes([head[4], head[5], head[6], head[7]]) as usize;
-        if head[..4] != [0x42, 0x00, 0x7B, 0x01] || len > MAX_RESPONSE {
-            return Err(KmsError::Protocol {
-                endpoint: self.endpoint.clone(),
-                op,
-                detail: "the answer is not a KMIP response message".into(),
-            });
-        }
-        let mut msg = Zeroizing::new(vec![0u8; 8 + len]);
-        msg[..8].copy_from_slice(&head);
-        tls.read_exact(&mut msg[8..])
-            .map_err(|e| self.io_error(op, e))?;
-        Ok(msg)
+        read_message(&self.endpoint, op, tls).map_err(|e| match e {
+            MessageError::Io(e) => self.io_error(op, e),
+            MessageError::Kms(k) => k,
+        })
     }
 
     /// Send one request and return its one response payload. `uid` names the object for a
@@ -296,42 +284,7 @@ impl KmsClient {
             .and_then(|_| tls.flush())
             .map_err(|e| self.io_error(op, e))?;
         let msg = self.read_message(op, &mut tls)?;
-        // Parse errors can quote bytes of the answer: never pass them on.
-        let res: ResponseMessage = kmip_ttlv::de::from_slice(&msg)
-            .map_err(|_| protocol("the answer was not the KMIP this client understands"))?;
-        let mut items = res.batch_items;
-        if items.len() != 1 {
-            return Err(protocol("the answer did not hold exactly one batch item"));
-        }
-        let item = items.remove(0);
-        match item.result_status {
-            ResultStatus::Success => {}
-            ResultStatus::OperationFailed => {
-                return Err(match (item.result_reason, uid) {
-                    (Some(ResultReason::ItemNotFound), Some(uid)) => KmsError::UnknownUid {
-                        endpoint: self.endpoint.clone(),
-                        uid: uid.to_string(),
-                    },
-                    _ => KmsError::Refused {
-                        endpoint: self.endpoint.clone(),
-                        op,
-                        detail: server_reason(
-                            item.result_message.as_deref().unwrap_or("no reason given"),
-                        ),
-                    },
-                })
-            }
-            _ => {
-                return Err(protocol(
-                    "the KMS answered 'pending' or 'undone', which coffer does not wait for",
-                ))
-            }
-        }
-        if item.operation != Some(operation) {
-            return Err(self.unexpected(op));
-        }
-        item.payload
-            .ok_or_else(|| protocol("the answer held no payload"))
+        parse_response(&self.endpoint, op, operation, uid, &msg)
     }
 
     /// Create an AES-256 key with coffer's labels; it starts pre-active. Returns its UID.
@@ -449,46 +402,7 @@ impl KmsClient {
             ResponsePayload::GetAttributes(r) => r,
             _ => return Err(self.unexpected("Get Attributes")),
         };
-        let mut info = KeyInfo {
-            uid: uid.to_string(),
-            state: KeyState::PreActive,
-            name: None,
-            store_id: None,
-            version: None,
-            policy: None,
-            copy: None,
-        };
-        let mut state = None;
-        for a in r.attributes.unwrap_or_default() {
-            match a.value {
-                AttributeValue::State(s) => {
-                    state = Some(match s {
-                        State::PreActive => KeyState::PreActive,
-                        State::Active => KeyState::Active,
-                        State::Deactivated => KeyState::Deactivated,
-                        State::Compromised => KeyState::Compromised,
-                        State::Destroyed => KeyState::Destroyed,
-                        State::DestroyedCompromised => KeyState::DestroyedCompromised,
-                        _ => KeyState::Unknown,
-                    })
-                }
-                AttributeValue::Name(n, _) => info.name = Some(n.0),
-                AttributeValue::ApplicationSpecificInformation(ns, data) => match ns.0.as_str() {
-                    NS_STORE => info.store_id = Some(data.0),
-                    NS_VERSION => info.version = data.0.parse().ok(),
-                    NS_POLICY => info.policy = Some(data.0),
-                    NS_COPY => info.copy = Some(data.0),
-                    _ => {}
-                },
-                _ => {}
-            }
-        }
-        info.state = state.ok_or_else(|| KmsError::Protocol {
-            endpoint: self.endpoint.clone(),
-            op: "Get Attributes",
-            detail: format!("the KMS gave no State for {uid}"),
-        })?;
-        Ok(info)
+        key_info(&self.endpoint, uid, r)
     }
 
     /// The key material of `uid`, refused when the KMS marks it compromised or destroyed.
@@ -522,26 +436,10 @@ impl KmsClient {
             None::<KeyCompressionType>,
             None::<KeyWrappingSpecification>,
         );
-        let wrong = |detail: &str| KmsError::Protocol {
-            endpoint: self.endpoint.clone(),
-            op: "Get",
-            detail: format!("{uid} {detail}"),
-        };
-        let r = match self.request("Get", Some(uid), payload)? {
-            ResponsePayload::Get(r) => r,
-            _ => return Err(self.unexpected("Get")),
-        };
-        let ManagedObject::SymmetricKey(sk) = r.cryptographic_object else {
-            return Err(wrong("is not a symmetric key"));
-        };
-        let mut bytes = match sk.key_block.key_value.key_material {
-            KeyMaterial::Bytes(b) => b,
-            KeyMaterial::TransparentSymmetricKey(t) => t.key,
-            _ => return Err(wrong("came in a key format coffer does not read")),
-        };
-        let key = MasterKey::from_slice(&bytes);
-        bytes.zeroize();
-        key.ok_or_else(|| wrong("is not a 256-bit key"))
+        match self.request("Get", Some(uid), payload)? {
+            ResponsePayload::Get(r) => key_material(&self.endpoint, uid, r),
+            _ => Err(self.unexpected("Get")),
+        }
     }
 
     /// UIDs of every object with coffer's store-id label `store_id`.
@@ -576,4 +474,157 @@ fn server_reason(m: &str) -> String {
     } else {
         one.to_string()
     }
+}
+
+pub(crate) enum MessageError {
+    Io(std::io::Error),
+    Kms(KmsError),
+}
+
+/// One TTLV message from `r`, whole, into a buffer that is wiped when dropped.
+pub(crate) fn read_message(
+    endpoint: &str,
+    op: &'static str,
+    r: &mut impl Read,
+) -> Result<Zeroizing<Vec<u8>>, MessageError> {
+    // Tag (3 bytes), type (1), length (4, big-endian), then the value.
+    let mut head = [0u8; 8];
+    r.read_exact(&mut head).map_err(MessageError::Io)?;
+    let len = u32::from_be_bytes([head[4], head[5], head[6], head[7]]) as usize;
+    if head[..4] != [0x42, 0x00, 0x7B, 0x01] || len > MAX_RESPONSE {
+        return Err(MessageError::Kms(KmsError::Protocol {
+            endpoint: endpoint.into(),
+            op,
+            detail: "the answer is not a KMIP response message".into(),
+        }));
+    }
+    let mut msg = Zeroizing::new(vec![0u8; 8 + len]);
+    msg[..8].copy_from_slice(&head);
+    r.read_exact(&mut msg[8..]).map_err(MessageError::Io)?;
+    Ok(msg)
+}
+
+/// The one payload of a response message to `operation`, or what the KMS said instead.
+pub(crate) fn parse_response(
+    endpoint: &str,
+    op: &'static str,
+    operation: Operation,
+    uid: Option<&str>,
+    msg: &[u8],
+) -> Result<ResponsePayload, KmsError> {
+    let protocol = |detail: &str| KmsError::Protocol {
+        endpoint: endpoint.into(),
+        op,
+        detail: detail.into(),
+    };
+    // Parse errors can quote bytes of the answer: never pass them on.
+    let res: ResponseMessage = kmip_ttlv::de::from_slice(msg)
+        .map_err(|_| protocol("the answer was not the KMIP this client understands"))?;
+    let mut items = res.batch_items;
+    if items.len() != 1 {
+        return Err(protocol("the answer did not hold exactly one batch item"));
+    }
+    let item = items.remove(0);
+    match item.result_status {
+        ResultStatus::Success => {}
+        ResultStatus::OperationFailed => {
+            return Err(match (item.result_reason, uid) {
+                (Some(ResultReason::ItemNotFound), Some(uid)) => KmsError::UnknownUid {
+                    endpoint: endpoint.into(),
+                    uid: uid.to_string(),
+                },
+                _ => KmsError::Refused {
+                    endpoint: endpoint.into(),
+                    op,
+                    detail: server_reason(
+                        item.result_message.as_deref().unwrap_or("no reason given"),
+                    ),
+                },
+            })
+        }
+        _ => {
+            return Err(protocol(
+                "the KMS answered 'pending' or 'undone', which coffer does not wait for",
+            ))
+        }
+    }
+    if item.operation != Some(operation) {
+        return Err(protocol(
+            "the KMS answered with another operation's payload",
+        ));
+    }
+    item.payload
+        .ok_or_else(|| protocol("the answer held no payload"))
+}
+
+/// State and coffer's labels from a Get Attributes answer.
+pub(crate) fn key_info(
+    endpoint: &str,
+    uid: &str,
+    r: GetAttributesResponsePayload,
+) -> Result<KeyInfo, KmsError> {
+    let mut info = KeyInfo {
+        uid: uid.to_string(),
+        state: KeyState::PreActive,
+        name: None,
+        store_id: None,
+        version: None,
+        policy: None,
+        copy: None,
+    };
+    let mut state = None;
+    for a in r.attributes.unwrap_or_default() {
+        match a.value {
+            AttributeValue::State(s) => {
+                state = Some(match s {
+                    State::PreActive => KeyState::PreActive,
+                    State::Active => KeyState::Active,
+                    State::Deactivated => KeyState::Deactivated,
+                    State::Compromised => KeyState::Compromised,
+                    State::Destroyed => KeyState::Destroyed,
+                    State::DestroyedCompromised => KeyState::DestroyedCompromised,
+                    _ => KeyState::Unknown,
+                })
+            }
+            AttributeValue::Name(n, _) => info.name = Some(n.0),
+            AttributeValue::ApplicationSpecificInformation(ns, data) => match ns.0.as_str() {
+                NS_STORE => info.store_id = Some(data.0),
+                NS_VERSION => info.version = data.0.parse().ok(),
+                NS_POLICY => info.policy = Some(data.0),
+                NS_COPY => info.copy = Some(data.0),
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+    info.state = state.ok_or_else(|| KmsError::Protocol {
+        endpoint: endpoint.into(),
+        op: "Get Attributes",
+        detail: format!("the KMS gave no State for {uid}"),
+    })?;
+    Ok(info)
+}
+
+/// The 256-bit key of a Get answer, moved into a zeroizing key.
+pub(crate) fn key_material(
+    endpoint: &str,
+    uid: &str,
+    r: GetResponsePayload,
+) -> Result<MasterKey, KmsError> {
+    let wrong = |detail: &str| KmsError::Protocol {
+        endpoint: endpoint.into(),
+        op: "Get",
+        detail: format!("{uid} {detail}"),
+    };
+    let ManagedObject::SymmetricKey(sk) = r.cryptographic_object else {
+        return Err(wrong("is not a symmetric key"));
+    };
+    let mut bytes = match sk.key_block.key_value.key_material {
+        KeyMaterial::Bytes(b) => b,
+        KeyMaterial::TransparentSymmetricKey(t) => t.key,
+        _ => return Err(wrong("came in a key format coffer does not read")),
+    };
+    let key = MasterKey::from_slice(&bytes);
+    bytes.zeroize();
+    key.ok_or_else(|| wrong("is not a 256-bit key"))
 }

@@ -61,7 +61,7 @@ impl KmsConfig {
         Self::parse(path, &text).map_err(bad)
     }
 
-    fn parse(path: &Path, text: &str) -> Result<KmsConfig, String> {
+    pub(crate) fn parse(path: &Path, text: &str) -> Result<KmsConfig, String> {
         let raw: Raw = toml::from_str(text).map_err(|e| e.message().to_string())?;
         if raw.host.trim().is_empty() {
             return Err("host is empty".into());

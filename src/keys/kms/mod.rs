@@ -9,6 +9,8 @@
 
 mod client;
 mod config;
+#[doc(hidden)]
+pub mod fuzz;
 
 use std::collections::HashMap;
 use std::path::Path;
