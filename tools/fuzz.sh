@@ -32,14 +32,24 @@ failed=()
 for t in "${TARGETS[@]}"; do
   mkdir -p "corpus/$t" "seeds/$t" "artifacts/$t"
   echo "fuzz: $t for ${SECS}s" >&2
-  # -rss_limit_mb: a hostile input must not make coffer allocate without bound.
+  # -rss_limit_mb: a hostile input must not make coffer allocate without bound. -timeout
+  # leaves room for the one-time set-up (an RSA key for the store fixture) under ASan.
   if ! cargo fuzz run -O "$t" "corpus/$t" "seeds/$t" -- \
-      -max_total_time="$SECS" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+      -max_total_time="$SECS" -timeout=30 -rss_limit_mb=2048 -print_final_stats=1 \
       2>"artifacts/$t/last-run.log"; then
     failed+=("$t")
     tail -n 30 "artifacts/$t/last-run.log" >&2
   else
     grep -E '^stat::number_of_executed_units|^#[0-9]+.*DONE' "artifacts/$t/last-run.log" | tail -n 2 >&2 || true
+  fi
+  # Keep only inputs that add coverage (libFuzzer's merge, with the binary just built), so
+  # the corpus stays small enough for git.
+  bin="target/x86_64-unknown-linux-gnu/release/$t"
+  rm -rf "corpus/$t.min" && mkdir -p "corpus/$t.min"
+  if "$bin" -merge=1 "corpus/$t.min" "corpus/$t" >/dev/null 2>&1; then
+    rm -rf "corpus/$t" && mv "corpus/$t.min" "corpus/$t"
+  else
+    rm -rf "corpus/$t.min"
   fi
 done
 if [ ${#failed[@]} -gt 0 ]; then

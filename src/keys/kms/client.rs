@@ -517,8 +517,16 @@ pub(crate) fn parse_response(
         op,
         detail: detail.into(),
     };
+    // kmip-ttlv recurses without a bound on some malformed input (the fuzzer found a
+    // 768-byte answer that overflows the stack), so the shape is checked here first.
+    if !ttlv_well_formed(msg, 0) {
+        return Err(protocol("the answer is not well-formed TTLV"));
+    }
+    // kmip-protocol also recurses forever on an attribute it does not know whose value is
+    // a structure (a vendor's attribute, say); coffer reads only a few, so the others go.
+    let msg = keep_known_attributes(msg);
     // Parse errors can quote bytes of the answer: never pass them on.
-    let res: ResponseMessage = kmip_ttlv::de::from_slice(msg)
+    let res: ResponseMessage = kmip_ttlv::de::from_slice(&msg)
         .map_err(|_| protocol("the answer was not the KMIP this client understands"))?;
     let mut items = res.batch_items;
     if items.len() != 1 {
@@ -627,4 +635,175 @@ pub(crate) fn key_material(
     let key = MasterKey::from_slice(&bytes);
     bytes.zeroize();
     key.ok_or_else(|| wrong("is not a 256-bit key"))
+}
+
+/// Deepest nesting of structures accepted in an answer; coffer's answers nest 6 deep.
+const MAX_DEPTH: usize = 16;
+
+/// Whether `b` is a sequence of well-formed TTLV items (KMIP 1.0, 9.1): every length fits
+/// its type and its parent, padding included, and structures nest at most `MAX_DEPTH` deep.
+/// Recursion here is bounded by that depth.
+fn ttlv_well_formed(b: &[u8], depth: usize) -> bool {
+    let mut at = 0;
+    while at < b.len() {
+        if b.len() - at < 8 {
+            return false;
+        }
+        let ty = b[at + 3];
+        let len = u32::from_be_bytes([b[at + 4], b[at + 5], b[at + 6], b[at + 7]]) as usize;
+        let val = at + 8;
+        let padded = match ty {
+            // Structure: its length is that of the items in it, each a multiple of 8.
+            0x01 if len % 8 == 0 => len,
+            // Integer, Enumeration, Interval: 4 bytes and 4 of padding.
+            0x02 | 0x05 | 0x0A if len == 4 => 8,
+            // Long Integer, Boolean, Date-Time.
+            0x03 | 0x06 | 0x09 if len == 8 => 8,
+            // Big Integer: a multiple of 8.
+            0x04 if len % 8 == 0 => len,
+            // Text and Byte String: padded to a multiple of 8.
+            0x07 | 0x08 => match len.checked_add(7) {
+                Some(n) => n & !7,
+                None => return false,
+            },
+            _ => return false,
+        };
+        if b.len() - val < padded {
+            return false;
+        }
+        if ty == 0x01 && (depth >= MAX_DEPTH || !ttlv_well_formed(&b[val..val + len], depth + 1)) {
+            return false;
+        }
+        at = val + padded;
+    }
+    true
+}
+
+/// Attribute names whose values kmip-protocol reads by name; other attributes are dropped
+/// from an answer before it is parsed.
+const KNOWN_ATTRIBUTES: &[&[u8]] = &[
+    b"State",
+    b"Name",
+    b"Application Specific Information",
+    b"Object Type",
+    b"Cryptographic Algorithm",
+    b"Object Group",
+    b"Contact Information",
+];
+const TAG_ATTRIBUTE: [u8; 3] = [0x42, 0x00, 0x08];
+const TAG_ATTRIBUTE_NAME: [u8; 3] = [0x42, 0x00, 0x0A];
+
+/// A copy of a well-formed TTLV answer without the Attribute structures whose name is not
+/// in `KNOWN_ATTRIBUTES`, enclosing lengths fixed up. Wiped on drop: it may hold a key.
+fn keep_known_attributes(b: &[u8]) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(b.len()));
+    copy_items(b, &mut out);
+    out
+}
+
+fn item_at(b: &[u8], at: usize) -> (u8, usize, usize) {
+    let ty = b[at + 3];
+    let len = u32::from_be_bytes([b[at + 4], b[at + 5], b[at + 6], b[at + 7]]) as usize;
+    let padded = match ty {
+        0x01 | 0x04 => len,
+        0x02 | 0x05 | 0x0A | 0x03 | 0x06 | 0x09 => 8,
+        _ => (len + 7) & !7,
+    };
+    (ty, len, padded)
+}
+
+/// Whether the Attribute structure `value` names an attribute coffer keeps.
+fn known_attribute(value: &[u8]) -> bool {
+    let mut at = 0;
+    while at + 8 <= value.len() {
+        let (ty, len, padded) = item_at(value, at);
+        if value[at..at + 3] == TAG_ATTRIBUTE_NAME && ty == 0x07 {
+            let name = &value[at + 8..at + 8 + len];
+            return KNOWN_ATTRIBUTES.contains(&name);
+        }
+        at += 8 + padded;
+    }
+    false
+}
+
+fn copy_items(b: &[u8], out: &mut Vec<u8>) {
+    let mut at = 0;
+    while at + 8 <= b.len() {
+        let (ty, len, padded) = item_at(b, at);
+        let value = &b[at + 8..at + 8 + padded];
+        if ty == 0x01 {
+            if b[at..at + 3] == TAG_ATTRIBUTE && !known_attribute(&value[..len]) {
+                at += 8 + padded;
+                continue;
+            }
+            let start = out.len();
+            out.extend_from_slice(&b[at..at + 8]);
+            copy_items(&value[..len], out);
+            let new_len = (out.len() - start - 8) as u32;
+            out[start + 4..start + 8].copy_from_slice(&new_len.to_be_bytes());
+        } else {
+            out.extend_from_slice(&b[at..at + 8 + padded]);
+        }
+        at += 8 + padded;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{keep_known_attributes, ttlv_well_formed};
+
+    fn item(ty: u8, value: &[u8]) -> Vec<u8> {
+        let mut v = vec![0x42, 0x00, 0x01, ty];
+        v.extend_from_slice(&(value.len() as u32).to_be_bytes());
+        v.extend_from_slice(value);
+        while v.len() % 8 != 0 {
+            v.push(0);
+        }
+        v
+    }
+
+    #[test]
+    fn ttlv_shapes() {
+        let int = item(0x02, &[0, 0, 0, 7]);
+        let text = item(0x07, b"abc");
+        let inner = item(0x01, &[int.clone(), text.clone()].concat());
+        assert!(ttlv_well_formed(&item(0x01, &inner), 0));
+        assert!(ttlv_well_formed(&item(0x01, &[]), 0), "an empty structure");
+        // A length beyond its parent, a bad integer length, an unknown type, a cut item.
+        let mut long = item(0x07, b"abc");
+        long[7] = 200;
+        assert!(!ttlv_well_formed(&long, 0));
+        assert!(!ttlv_well_formed(&item(0x02, &[0, 0, 0, 0, 0]), 0));
+        assert!(!ttlv_well_formed(&item(0x0B, &[0; 8]), 0));
+        assert!(!ttlv_well_formed(&int[..12], 0));
+        // Nesting: 16 deep is fine, 17 is not.
+        let mut nested = int;
+        for _ in 0..16 {
+            nested = item(0x01, &nested);
+        }
+        assert!(ttlv_well_formed(&nested, 0));
+        assert!(!ttlv_well_formed(&item(0x01, &nested), 0));
+    }
+
+    fn attribute(name: &str, value: Vec<u8>) -> Vec<u8> {
+        let mut v = vec![0x42, 0x00, 0x0A, 0x07];
+        v.extend_from_slice(&(name.len() as u32).to_be_bytes());
+        v.extend_from_slice(name.as_bytes());
+        while v.len() % 8 != 0 {
+            v.push(0);
+        }
+        let mut a = item(0x01, &[v, value].concat());
+        a[..3].copy_from_slice(&[0x42, 0x00, 0x08]);
+        a
+    }
+
+    #[test]
+    fn unknown_attributes_are_dropped_and_lengths_fixed() {
+        let state = attribute("State", item(0x05, &[0, 0, 0, 2]));
+        let vendor = attribute("x-vendor", item(0x01, &item(0x07, b"deep")));
+        let payload = item(0x01, &[state.clone(), vendor].concat());
+        let kept = keep_known_attributes(&payload);
+        assert_eq!(&kept[..], &item(0x01, &state)[..]);
+        assert!(ttlv_well_formed(&kept, 0));
+    }
 }
