@@ -151,3 +151,10 @@ pub fn descriptor(bytes: &[u8]) {
 pub fn keystore(bytes: &[u8]) {
     let _ = crate::keys::check_keystore_bytes(bytes);
 }
+
+/// What a key server reads from a client, and a client from a key server: the HTTP head and
+/// body, bounded.
+pub fn keyserver_http(bytes: &[u8]) {
+    let _ = crate::server::http::read_request(bytes);
+    let _ = crate::server::http::read_response(bytes);
+}

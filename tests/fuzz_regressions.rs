@@ -17,6 +17,7 @@ const TARGETS: &[(&str, Target)] = &[
     ("keystore", coffer::fuzzing::keystore),
     ("kms_response", coffer::keys::kms::fuzz::response),
     ("kms_config", coffer::keys::kms::fuzz::config),
+    ("keyserver_http", coffer::fuzzing::keyserver_http),
 ];
 
 #[test]

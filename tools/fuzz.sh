@@ -3,7 +3,7 @@
 # AddressSanitizer), each target for SECONDS (60 by default):
 #
 #   ciphertext_file block header name catalog_record export_file descriptor keystore
-#   kms_response kms_config
+#   kms_response kms_config keyserver_http
 #
 #   tools/fuzz.sh [SECONDS] [TARGET...]
 #
@@ -20,7 +20,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS="${1:-60}"
 shift || true
-ALL=(ciphertext_file block header name catalog_record export_file descriptor keystore kms_response kms_config)
+ALL=(ciphertext_file block header name catalog_record export_file descriptor keystore kms_response kms_config keyserver_http)
 if [ $# -gt 0 ]; then TARGETS=("$@"); else TARGETS=("${ALL[@]}"); fi
 
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked

@@ -27,7 +27,9 @@ fn read_head<R: BufRead>(r: &mut R) -> std::io::Result<Vec<String>> {
     let mut total = 0;
     loop {
         let mut line = String::new();
-        let n = r.read_line(&mut line)?;
+        // Bounded: read_line alone would gather a line without a newline for ever.
+        let left = (MAX_HEAD + 1 - total.min(MAX_HEAD)) as u64;
+        let n = r.by_ref().take(left).read_line(&mut line)?;
         total += n;
         if n == 0 || total > MAX_HEAD {
             return Err(std::io::Error::new(
@@ -138,4 +140,32 @@ pub fn read_response<S: Read>(s: S) -> std::io::Result<(u16, Vec<u8>)> {
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "bad status line"))?;
     let headers = parse_headers(&head[1..]);
     Ok((status, read_body(&mut r, &headers)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer that sends an endless line gets an error after MAX_HEAD bytes, not an
+    /// allocation of all it sends.
+    #[test]
+    fn an_endless_head_line_is_refused_within_the_bound() {
+        struct Endless(usize);
+        impl Read for Endless {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                self.0 += buf.len();
+                assert!(self.0 < 8 * MAX_HEAD, "read far past the bound");
+                buf.fill(b'a');
+                Ok(buf.len())
+            }
+        }
+        let e = read_request(Endless(0)).err().expect("refused");
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        let ok = read_request(&b"GET /v1/keys HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"[..])
+            .expect("a real request");
+        assert_eq!(
+            (ok.method.as_str(), ok.path.as_str(), &ok.body[..]),
+            ("GET", "/v1/keys", &b"{}"[..])
+        );
+    }
 }

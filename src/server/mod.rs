@@ -8,7 +8,7 @@
 //! The server never decrypts anything for a client: it only unwraps what was wrapped to it.
 
 pub mod client;
-mod http;
+pub(crate) mod http;
 pub mod provider;
 pub mod tls;
 
