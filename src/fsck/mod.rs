@@ -10,6 +10,8 @@
 //! Problems name ciphertext paths (relative to the store); plaintext names are printed only
 //! when the caller asks for them (`--names`), since reports end up in mail and tickets.
 
+mod salvage;
+
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::File;
@@ -322,6 +324,25 @@ impl Walk<'_> {
                                 plain_len: len,
                             },
                         );
+                    }
+                    Err(why) if self.opts.repair && !self.opts.keyless => {
+                        match salvage::salvage_file(self.store, &e.path()) {
+                            Ok(s) => {
+                                self.report.plain_bytes += s.plain_len;
+                                self.files.insert(
+                                    s.header.file_id,
+                                    FileRecord {
+                                        batch_id: s.header.batch_id,
+                                        wrapped_key: s.header.wrapped_key.to_vec(),
+                                        plain_len: s.plain_len,
+                                    },
+                                );
+                                let what = format!("{why}; {}", s.describe());
+                                tracing::warn!("{}: {what}", crel.display());
+                                self.fixed(&crel, what);
+                            }
+                            Err(not) => self.problem(&crel, &child_plain, format!("{why} ({not})")),
+                        }
                     }
                     Err(why) => self.problem(&crel, &child_plain, why),
                 }
