@@ -654,13 +654,13 @@ fn ttlv_well_formed(b: &[u8], depth: usize) -> bool {
         let val = at + 8;
         let padded = match ty {
             // Structure: its length is that of the items in it, each a multiple of 8.
-            0x01 if len % 8 == 0 => len,
+            0x01 if len.is_multiple_of(8) => len,
             // Integer, Enumeration, Interval: 4 bytes and 4 of padding.
             0x02 | 0x05 | 0x0A if len == 4 => 8,
             // Long Integer, Boolean, Date-Time.
             0x03 | 0x06 | 0x09 if len == 8 => 8,
             // Big Integer: a multiple of 8.
-            0x04 if len % 8 == 0 => len,
+            0x04 if len.is_multiple_of(8) => len,
             // Text and Byte String: padded to a multiple of 8.
             0x07 | 0x08 => match len.checked_add(7) {
                 Some(n) => n & !7,
