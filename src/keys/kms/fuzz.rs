@@ -6,7 +6,7 @@ use std::path::Path;
 use kmip_protocol::types::common::Operation;
 use kmip_protocol::types::response::ResponsePayload;
 
-use super::client::{key_info, key_material, parse_response, read_message};
+use super::answer::{key_info, key_material, parse_response, read_message};
 
 /// Bytes as a KMS's answer to each operation coffer sends.
 pub fn response(bytes: &[u8]) {

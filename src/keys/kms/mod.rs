@@ -7,6 +7,7 @@
 //! here. Does not own: re-wrapping the store's private key on rotation (store), or when to
 //! rotate (the KMS's policy, or `coffer keys rotate`).
 
+mod answer;
 mod client;
 mod config;
 #[doc(hidden)]
