@@ -479,9 +479,8 @@ pub fn verify_shape(store: &OpenStore, path: &Path) -> Result<(Header, u64), Str
     Ok((header, len))
 }
 
-/// The open file, its header, its ciphertext length and its plaintext length.
-fn read_shape(store: &OpenStore, path: &Path) -> Result<(File, Header, u64, u64), String> {
-    let f = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+/// A ciphertext file's header, checked against the store.
+fn read_header(store: &OpenStore, f: &File) -> Result<Header, String> {
     let mut hb = [0u8; HEADER_LEN];
     f.read_exact_at(&mut hb, 0)
         .map_err(|_| "header is truncated".to_string())?;
@@ -489,6 +488,13 @@ fn read_shape(store: &OpenStore, path: &Path) -> Result<(File, Header, u64, u64)
     if header.block_shift != store.block_shift() {
         return Err("header block size differs from the store's".into());
     }
+    Ok(header)
+}
+
+/// The open file, its header, its ciphertext length and its plaintext length.
+fn read_shape(store: &OpenStore, path: &Path) -> Result<(File, Header, u64, u64), String> {
+    let f = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    let header = read_header(store, &f)?;
     let clen = f.metadata().map_err(|e| e.to_string())?.len();
     let len = plain_len_from_cipher(BlockGeometry::new(header.block_shift), clen)
         .map_err(|e| e.to_string())?;

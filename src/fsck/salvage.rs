@@ -61,13 +61,7 @@ pub fn salvage_file(store: &OpenStore, path: &Path) -> Result<Salvaged, String> 
         .write(true)
         .open(path)
         .map_err(|e| format!("cannot open: {e}"))?;
-    let mut hb = [0u8; HEADER_LEN];
-    f.read_exact_at(&mut hb, 0)
-        .map_err(|_| "header is truncated".to_string())?;
-    let header = Header::decode(&hb).map_err(|e| e.to_string())?;
-    if header.block_shift != store.block_shift() {
-        return Err("header block size differs from the store's".into());
-    }
+    let header = super::read_header(store, &f)?;
     let key = store
         .file_key(&header)
         .map_err(|e| format!("cannot salvage: the file key does not unwrap ({e})"))?;
