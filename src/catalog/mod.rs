@@ -32,23 +32,25 @@ pub enum CatalogError {
 }
 
 impl CatalogError {
-    /// The errno a filesystem caller should see: ENOSPC or EDQUOT for a full disk or quota
-    /// (redb passes I/O errors on as text, with the system's message), else EIO.
+    /// The errno a filesystem caller should see: ENOSPC or EDQUOT for a full disk or quota,
+    /// else EIO.
     pub fn errno(&self) -> i32 {
-        let text = match self {
+        match self {
             CatalogError::Io(e) => match e.raw_os_error() {
-                Some(n) if n == libc::ENOSPC || n == libc::EDQUOT => return n,
-                _ => e.to_string(),
+                Some(n) if n == libc::ENOSPC || n == libc::EDQUOT => n,
+                _ => libc::EIO,
             },
-            CatalogError::Db(s) => s.clone(),
-            _ => return libc::EIO,
-        };
-        if text.contains("No space left on device") {
-            libc::ENOSPC
-        } else if text.contains("Disk quota exceeded") {
-            libc::EDQUOT
-        } else {
-            libc::EIO
+            _ => libc::EIO,
+        }
+    }
+}
+
+/// redb's errors, with an I/O error kept as one, so that a full disk stays ENOSPC.
+impl From<redb::Error> for CatalogError {
+    fn from(e: redb::Error) -> Self {
+        match e {
+            redb::Error::Io(io) => CatalogError::Io(io),
+            e => CatalogError::Db(e.to_string()),
         }
     }
 }
@@ -56,12 +58,11 @@ impl CatalogError {
 macro_rules! db_err {
     ($($t:ty),*) => {$(
         impl From<$t> for CatalogError {
-            fn from(e: $t) -> Self { CatalogError::Db(e.to_string()) }
+            fn from(e: $t) -> Self { redb::Error::from(e).into() }
         }
     )*};
 }
 db_err!(
-    redb::Error,
     redb::DatabaseError,
     redb::TransactionError,
     redb::TableError,
@@ -320,6 +321,18 @@ fn apply_ops(db: &redb::Database, ops: &[CatalogOp], durable: bool) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_disk_in_redb_stays_enospc() {
+        let full = || std::io::Error::from_raw_os_error(libc::ENOSPC);
+        assert_eq!(
+            CatalogError::from(redb::Error::Io(full())).errno(),
+            libc::ENOSPC
+        );
+        let commit = redb::CommitError::Storage(redb::StorageError::Io(full()));
+        assert_eq!(CatalogError::from(commit).errno(), libc::ENOSPC);
+        assert_eq!(CatalogError::Record.errno(), libc::EIO);
+    }
 
     #[test]
     fn catalog_round_trip_and_mode() {
