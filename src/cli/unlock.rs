@@ -56,26 +56,50 @@ pub fn keystore_holds(dir: &Path, key_id: &str) -> bool {
 
 /// The current master key of a kms store.
 pub fn kms_master(desc: &Descriptor, opts: &KeyOpts) -> Result<MasterKey, Failure> {
-    let current = desc.current_master();
-    let dir = keystore_dir(opts);
-    if keystore_holds(&dir, &current.key_id) {
-        let ks = open_keystore(opts, false)?;
-        return Ok(keys::resolve(&[&ks], &current.key_id, &desc.store_id)?);
+    if let Some(k) = keystore_master(desc, opts)? {
+        return Ok(k);
     }
+    let config = kms_config(opts)?;
+    let audit = kms::audit_log(&keystore_dir(opts))?;
+    kms_fetch(desc, &KmsProvider::new(&config, desc, &audit))
+}
+
+/// The same, through a provider the caller keeps (and whose KMS connection it goes on
+/// using): a rotation or sync connects once.
+pub fn kms_master_via(
+    desc: &Descriptor,
+    opts: &KeyOpts,
+    provider: &KmsProvider<'_>,
+) -> Result<MasterKey, Failure> {
+    match keystore_master(desc, opts)? {
+        Some(k) => Ok(k),
+        None => kms_fetch(desc, provider),
+    }
+}
+
+/// Local first: the key from this keystore when it lists it (an imported export).
+fn keystore_master(desc: &Descriptor, opts: &KeyOpts) -> Result<Option<MasterKey>, Failure> {
+    let current = desc.current_master();
+    if !keystore_holds(&keystore_dir(opts), &current.key_id) {
+        return Ok(None);
+    }
+    let ks = open_keystore(opts, false)?;
+    Ok(Some(keys::resolve(
+        &[&ks],
+        &current.key_id,
+        &desc.store_id,
+    )?))
+}
+
+fn kms_fetch(desc: &Descriptor, provider: &KmsProvider<'_>) -> Result<MasterKey, Failure> {
+    let current = desc.current_master();
     if current.uid.is_none() {
         return Err(Failure::from(format!(
             "store {} uses key provider 'kms' but its descriptor records no KMS UID for key {}",
             desc.store_id, current.key_id
         )));
     }
-    let config = kms_config(opts)?;
-    let audit = kms::audit_log(&dir)?;
-    let provider = KmsProvider::new(&config, desc, &audit);
-    Ok(keys::resolve(
-        &[&provider],
-        &current.key_id,
-        &desc.store_id,
-    )?)
+    Ok(keys::resolve(&[provider], &current.key_id, &desc.store_id)?)
 }
 
 /// Open this host's keystore; with `create`, make it on first use (asking twice at a prompt).

@@ -11,10 +11,10 @@ use clap::Args;
 use serde::Serialize;
 
 use super::init::{key_entry, seal_recovery};
-use super::unlock::{keystore_dir, kms_config, kms_master, open_keystore};
+use super::unlock::{keystore_dir, kms_config, kms_master_via, open_keystore};
 use super::{CliResult, Failure, KeyOpts};
-use crate::crypto::{MasterKey, PublicKey};
-use crate::keys::kms::{self, KeyInfo, KeyLabels, KeyState, KmsClient};
+use crate::crypto::MasterKey;
+use crate::keys::kms::{self, KeyInfo, KeyLabels, KeyState, KmsClient, KmsProvider};
 use crate::keys::AuditLog;
 use crate::store::{self, Descriptor, KeyRecordsLock};
 
@@ -60,8 +60,7 @@ fn save_rotated(
     audit: &AuditLog,
 ) -> Result<Descriptor, Failure> {
     if let Some(rec) = &next.recovery {
-        let cert_der = crate::server::tls::cert_der(&rec.certificate)?;
-        let (pk, _): (PublicKey, String) = crate::server::tls::cert_key(&cert_der)?;
+        let pk = crate::keys::certificate::public_key_of(&rec.certificate, "recovery certificate")?;
         let pem = rec.certificate.clone();
         next.recovery = Some(seal_recovery(&next, new_key, &pk, &pem, audit)?);
     }
@@ -126,10 +125,11 @@ fn rotate_kms(a: &RotateArgs, desc: &Descriptor) -> CliResult {
             desc.store_id
         )));
     };
-    let current = kms_master(desc, &a.keys)?;
     let config = kms_config(&a.keys)?;
     let audit = kms::audit_log(&keystore_dir(&a.keys))?;
-    let client = KmsClient::connect(&config)?;
+    let provider = KmsProvider::new(&config, desc, &audit);
+    let current = kms_master_via(desc, &a.keys, &provider)?;
+    let client = provider.client()?;
     let endpoint = config.endpoint();
     let version = cur.version + 1;
     let labels = KeyLabels {
@@ -245,9 +245,10 @@ pub fn sync(a: SyncArgs) -> CliResult {
     let cur = desc.current_master().clone();
     let config = kms_config(&a.keys)?;
     let audit = kms::audit_log(&keystore_dir(&a.keys))?;
-    let client = KmsClient::connect(&config)?;
+    let provider = KmsProvider::new(&config, &desc, &audit);
+    let client = provider.client()?;
     let endpoint = config.endpoint();
-    let versions = store_versions(&client, &desc.store_id)?;
+    let versions = store_versions(client, &desc.store_id)?;
     let mut notes = Vec::new();
     let newest = versions.iter().find(|i| {
         let v = i.version.unwrap_or(0);
@@ -290,7 +291,7 @@ pub fn sync(a: SyncArgs) -> CliResult {
         }
         Some(info) => {
             let version = info.version.unwrap_or(0);
-            let current = kms_master(&desc, &a.keys)?;
+            let current = kms_master_via(&desc, &a.keys, &provider)?;
             let new_key = client.get_master(&info.uid)?;
             let next = store::rewrap(&desc, &current, &new_key, version, Some(info.uid.clone()))?;
             let next = save_rotated(&a.store, next, &new_key, &audit)?;
