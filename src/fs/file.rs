@@ -243,6 +243,25 @@ impl OpenFile {
     }
 
     /// Decrypt one block and return its plaintext.
+    /// The plaintext of block `idx` from a copy of its ciphertext already in memory.
+    fn open_copy(
+        &self,
+        st: &FileState,
+        g: BlockGeometry,
+        idx: u64,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, Errno> {
+        let mut b = sealed.to_vec();
+        let last = idx == blocks_for(g, st.size) - 1;
+        open_block(self.cipher(st)?, &st.header.file_id, idx, last, &mut b).map_err(|e| {
+            tracing::warn!("{}: {e} (tampered or damaged ciphertext)", self.label);
+            eio()
+        })?;
+        b.truncate(b.len() - 16);
+        b.drain(..12);
+        Ok(b)
+    }
+
     fn block_plain(&self, st: &FileState, g: BlockGeometry, idx: u64) -> Result<Vec<u8>, Errno> {
         let mut b = self.read_blocks(st, g, idx, idx)?;
         b.truncate(b.len() - 16);
@@ -291,6 +310,24 @@ impl OpenFile {
             first
         };
 
+        let stride = bs as usize + BLOCK_OVERHEAD;
+        let c0 = g.block_to_cipher_off(start);
+        // A write that grows the file needs new space, and on a full disk it can stop half
+        // way, after it has replaced the old last block (sealed as final) with its non-final
+        // successor. Keep the bytes it overwrites, to put the file back as it was; the old
+        // blocks it covers in part are then opened from this copy, not read again.
+        let old_clen = cipher_len_for(g, old_size);
+        let undo = if new_size > old_size && c0 < old_clen {
+            let mut b = vec![0u8; (old_clen - c0) as usize];
+            self.file.read_exact_at(&mut b, c0).map_err(|e| {
+                tracing::warn!("{}: read before an extending write failed: {e}", self.label);
+                Errno::from(e)
+            })?;
+            Some(b)
+        } else {
+            None
+        };
+
         // Old plaintext of blocks that the write covers only in part.
         let mut old: HashMap<u64, Vec<u8>> = HashMap::new();
         for idx in start..=last {
@@ -298,12 +335,17 @@ impl OpenFile {
             let b1 = (b0 + bs).min(new_size);
             let covered = off <= b0 && end >= b1;
             if !covered && b0 < old_size {
-                old.insert(idx, self.block_plain(st, g, idx)?);
+                let plain = match &undo {
+                    Some(u) => {
+                        let at = (g.block_to_cipher_off(idx) - c0) as usize;
+                        self.open_copy(st, g, idx, &u[at..(at + stride).min(u.len())])?
+                    }
+                    None => self.block_plain(st, g, idx)?,
+                };
+                old.insert(idx, plain);
             }
         }
 
-        let stride = bs as usize + BLOCK_OVERHEAD;
-        let c0 = g.block_to_cipher_off(start);
         let c1 = cipher_len_for(g, new_size).min(g.block_to_cipher_off(last + 1));
         let mut out = vec![0u8; (c1 - c0) as usize];
         let id = st.header.file_id;
@@ -334,20 +376,6 @@ impl OpenFile {
         } else {
             out.chunks_mut(stride).enumerate().for_each(seal);
         }
-        // A write that grows the file needs new space, and on a full disk it can stop half
-        // way, after it has replaced the old last block (sealed as final) with its non-final
-        // successor. Keep the bytes it overwrites, to put the file back as it was.
-        let old_clen = cipher_len_for(g, old_size);
-        let undo = if new_size > old_size && c0 < old_clen {
-            let mut b = vec![0u8; (old_clen - c0) as usize];
-            self.file.read_exact_at(&mut b, c0).map_err(|e| {
-                tracing::warn!("{}: read before an extending write failed: {e}", self.label);
-                Errno::from(e)
-            })?;
-            Some(b)
-        } else {
-            None
-        };
         if let Err(e) = self.file.write_all_at(&out, c0) {
             tracing::warn!("{}: write failed: {e}", self.label);
             if let Some(b) = undo {
