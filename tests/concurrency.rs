@@ -131,11 +131,5 @@ fn parallel_writers_lose_and_mix_nothing() {
         );
     }
     m.umount();
-    let o = env.coffer(&["fsck", env.store.to_str().expect("utf8")]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stdout)
-    );
+    env.assert_fsck_clean();
 }

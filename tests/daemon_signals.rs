@@ -32,14 +32,7 @@ fn stop_with(signal: &str) {
         "still mounted after SIG{signal}"
     );
     // Everything was flushed: fsck finds a complete catalog, and the files read back.
-    let s = env.store.to_str().expect("utf8");
-    let o = env.coffer(&["fsck", s]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stdout)
-    );
+    env.assert_fsck_clean();
     let m = env.mount();
     for i in 0..25u64 {
         assert_eq!(

@@ -498,13 +498,7 @@ fn repair_salvages_every_block_that_still_reads() {
             "no plaintext name in the report"
         );
     }
-    let o = env.coffer(&["fsck", s]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stdout)
-    );
+    env.assert_fsck_clean();
     let m = env.mount();
     let mut want_a = a.clone();
     want_a[B as usize..2 * B as usize].fill(0);

@@ -125,6 +125,17 @@ impl Env {
         }
     }
 
+    /// `coffer fsck STORE` finds nothing (exit 0); its report is the failure message.
+    pub fn assert_fsck_clean(&self) {
+        let o = self.coffer(&["fsck", self.store.to_str().expect("utf8")]);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
