@@ -43,8 +43,8 @@ fn fixture() -> Option<&'static Fixture> {
             Box::new(|_, _| Ok(None)),
         )
         .ok()?;
-        let (private, names) = store::unlock_keys(&desc, &master).ok()?;
-        let store = OpenStore::open(&root, desc, Some(private), names).ok()?;
+        let keys = store::unlock_keys(&desc, &master).ok()?;
+        let store = OpenStore::open(&root, desc, keys).ok()?;
         let (header, _key) = store.new_file().ok()?;
         Some(Fixture {
             file: root.join("data").join("fuzzed"),

@@ -23,9 +23,8 @@ pub mod fuzzing;
 pub mod keys;
 pub mod server;
 pub mod store;
+pub mod within;
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// Seconds since the Unix epoch.
@@ -36,31 +35,16 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Replace `path` with `bytes` atomically and durably: write a temporary file beside it with
-/// `mode`, fsync it, rename it into place, fsync the directory.
+/// Replace `path` with `bytes` atomically and durably: a temporary file beside it, created
+/// exclusively under a random name with `mode`, fsynced, renamed into place, then the
+/// directory fsynced. The final component is never followed (see [`within`]).
 pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
     let name = path
         .file_name()
         .ok_or_else(|| std::io::Error::other("no file name"))?;
-    let mut tmp_name = std::ffi::OsString::from(".tmp-");
-    tmp_name.push(name);
-    tmp_name.push(format!("-{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    within::write_atomic_at(&within::open_root(dir)?, name, bytes, mode)
 }

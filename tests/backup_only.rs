@@ -261,7 +261,8 @@ fn reading_keys(key_host: &Host, store: &Path) -> Vec<Vec<u8>> {
         .get(&desc.current_master().key_id)
         .expect("get")
         .expect("master");
-    let (private, _) = coffer::store::unlock_keys(&desc, &master).expect("unlock");
+    let keys = coffer::store::unlock_keys(&desc, &master).expect("unlock");
+    let private = keys.private.expect("private key");
     let mut out = vec![
         master.expose().to_vec(),
         private.to_der().expect("der").to_vec(),
@@ -270,10 +271,11 @@ fn reading_keys(key_host: &Host, store: &Path) -> Vec<Vec<u8>> {
         .expect("batches")
         .flatten()
     {
-        let wrapped = fs::read(e.path()).expect("batch");
+        let record = fs::read(e.path()).expect("batch");
+        let blob = coffer::format::BatchBlob::decode(&record).expect("batch record");
         out.push(
             private
-                .unwrap_batch_key(&wrapped)
+                .unwrap_batch_key(blob.wrapped())
                 .expect("unwrap")
                 .expose()
                 .to_vec(),

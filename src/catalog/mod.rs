@@ -107,16 +107,32 @@ fn poisoned<T>(_: T) -> CatalogError {
     CatalogError::Db("catalog lock poisoned".into())
 }
 
+/// The catalog file, opened without following a symlink (a host that can write the store
+/// could point one anywhere) and refused unless it is a regular file; created 0600.
+fn open_file(path: &Path, flags: i32) -> Result<std::fs::File, CatalogError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| CatalogError::Db("catalog path has no file name".into()))?;
+    let d = crate::within::open_root(dir)?;
+    Ok(crate::within::open_at(&d, name, flags, 0o600)?)
+}
+
+/// An existing catalog, writable (redb repairs one that a crash left open).
+fn open_writable(path: &Path) -> Result<redb::Database, CatalogError> {
+    let file = open_file(path, libc::O_RDWR)?;
+    Ok(redb::Builder::new().create_with_backend(redb::backends::FileBackend::new(file)?)?)
+}
+
 impl Catalog {
     /// Create a new, empty catalog file (mode 0600) for `store_id`.
     pub fn create(path: &Path, store_id: &[u8; 16]) -> Result<Catalog, CatalogError> {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)?;
-        let db = redb::Database::create(path)?;
+        let file = open_file(path, libc::O_RDWR | libc::O_CREAT | libc::O_EXCL)?;
+        let db =
+            redb::Builder::new().create_with_backend(redb::backends::FileBackend::new(file)?)?;
         let tx = db.begin_write()?;
         {
             tx.open_table(FILES)?;
@@ -133,13 +149,22 @@ impl Catalog {
 
     /// Open an existing catalog and check it belongs to `store_id`.
     pub fn open(path: &Path, store_id: &[u8; 16]) -> Result<Catalog, CatalogError> {
-        if !path.exists() {
-            return Err(CatalogError::Db("catalog file is missing".into()));
+        let file = match open_file(path, libc::O_RDONLY) {
+            Err(CatalogError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(CatalogError::Db("catalog file is missing".into()));
+            }
+            r => r?,
+        };
+        if file.metadata()?.len() == 0 {
+            return Err(CatalogError::Db("catalog file is empty".into()));
         }
+        drop(file);
         // A catalog a crash left open needs redb's repair, which only a writable open does.
-        let handle = match redb::ReadOnlyDatabase::open(path) {
+        let handle = match redb::Builder::new().open_read_only_with_backend(
+            redb::backends::FileBackend::new(open_file(path, libc::O_RDONLY)?)?,
+        ) {
             Ok(db) => Handle::Read(db),
-            Err(_) => Handle::Write(redb::Database::open(path)?),
+            Err(_) => Handle::Write(open_writable(path)?),
         };
         let c = Catalog {
             path: path.to_path_buf(),
@@ -194,7 +219,7 @@ impl Catalog {
                 if let Handle::Read(db) = std::mem::replace(&mut *g, Handle::Closed) {
                     db.close()?;
                 }
-                *g = Handle::Write(redb::Database::open(&self.path)?);
+                *g = Handle::Write(open_writable(&self.path)?);
             }
         }
         self.db.read().map_err(poisoned)

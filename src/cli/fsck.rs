@@ -27,16 +27,15 @@ pub struct FsckArgs {
 
 pub fn run(a: FsckArgs) -> CliResult {
     let _lock = StoreLock::acquire(&a.store).map_err(|e| match e {
-        crate::store::StoreError::Io(..) => {
+        crate::store::StoreError::Io(_, e) if e.kind() == std::io::ErrorKind::NotFound => {
             Failure::from(crate::store::StoreError::NotAStore(a.store.clone()))
         }
         e => Failure::from(e),
     })?;
-    let (desc, private, names) = match unlock_any(&a.store, &a.keys, false)? {
-        Unlocked::Full(d, p, n) => (d, Some(p), n),
-        Unlocked::BackupOnly(d, n) => (d, None, n),
+    let (desc, keys) = match unlock_any(&a.store, &a.keys, false)? {
+        Unlocked::Full(d, k) | Unlocked::BackupOnly(d, k) => (d, k),
     };
-    let keyless = private.is_none();
+    let keyless = keys.private.is_none();
     let sid = desc.store_id_bytes()?;
     let mut _scratch = None;
     let (catalog, bad) = match fsck::open_catalog(&a.store, &sid) {
@@ -50,7 +49,7 @@ pub fn run(a: FsckArgs) -> CliResult {
             (c, Some(why))
         }
     };
-    let store = OpenStore::with_catalog(&a.store, desc, private, names, catalog)?;
+    let store = OpenStore::with_catalog(&a.store, desc, keys, catalog)?;
     let report = fsck::check(
         &store,
         &Options {

@@ -488,11 +488,12 @@ fn backup_credential(a: BackupCredentialArgs) -> CliResult {
         )));
     }
     let (recipient, _) = certificate::read(&a.recipient)?;
-    let (desc, _private, names) = super::unlock::unlock(&a.store, &a.keys)?;
+    let (desc, keys) = super::unlock::unlock(&a.store, &a.keys)?;
     let cred = transport::BackupCredential {
         store_id: desc.store_id.clone(),
         public_key: desc.public_key_der()?,
-        name_key: names,
+        name_key: keys.names,
+        write_key: keys.writer,
         policy: desc.policy.clone(),
         copy: desc.copy.clone(),
     };

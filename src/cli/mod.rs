@@ -11,6 +11,7 @@ mod mountinfo;
 mod recover;
 mod umount;
 mod unlock;
+mod upgrade;
 mod versions;
 
 use std::path::PathBuf;
@@ -109,6 +110,11 @@ enum Command {
         after_help = "Example:\n  coffer recover /srv/backup/store --recovery-key org-recovery.key"
     )]
     Recover(recover::RecoverArgs),
+    /// Upgrade a format-1 store to format 2: authenticated writers and a sealed descriptor
+    #[command(
+        after_help = "Example:\n  coffer upgrade /srv/backup/store --passphrase-file /root/pass\n\nNeeds the master key; the store must not be mounted. No data is re-encrypted, and it\nis safe to interrupt and run again. Upgrade the store you wrote: batches already in a\nformat-1 store are trusted as they are. Backup-only hosts need a new credential after it."
+    )]
+    Upgrade(upgrade::UpgradeArgs),
 }
 
 /// An error for the user: one line, and the exit code to leave with.
@@ -146,6 +152,7 @@ pub fn main() -> i32 {
         Command::Keys { cmd } => keys::run(cmd),
         Command::Recover(a) => recover::run(a),
         Command::Keyserver(a) => keyserver::run(a),
+        Command::Upgrade(a) => upgrade::run(a),
     };
     match result {
         Ok(code) => code,

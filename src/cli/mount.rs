@@ -139,9 +139,9 @@ pub fn run(a: MountArgs) -> CliResult {
         .store
         .canonicalize()
         .map_err(|_| crate::store::StoreError::NotAStore(a.store.clone()))?;
-    let (desc, private, names) = match unlock_any(&root, &a.keys, a.backup_only)? {
-        Unlocked::Full(d, p, n) => (d, Some(p), n),
-        Unlocked::BackupOnly(d, n) => {
+    let (desc, keys) = match unlock_any(&root, &a.keys, a.backup_only)? {
+        Unlocked::Full(d, k) => (d, k),
+        Unlocked::BackupOnly(d, k) => {
             if !a.backup_only {
                 eprintln!(
                     "coffer: mounting backup-only: this keystore holds a backup credential for store {}, \
@@ -149,12 +149,15 @@ pub fn run(a: MountArgs) -> CliResult {
                     d.store_id
                 );
             }
-            (d, None, n)
+            (d, k)
         }
     };
-    let backup_only = private.is_none();
+    if !desc.authenticated() {
+        eprintln!("{}", super::upgrade::v1_warning(&a.store));
+    }
+    let backup_only = keys.private.is_none();
     let lock = StoreLock::acquire(&root)?;
-    let store = OpenStore::open(&root, desc, private, names)?;
+    let store = OpenStore::open(&root, desc, keys)?;
     let log = a
         .log
         .clone()

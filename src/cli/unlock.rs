@@ -7,10 +7,10 @@
 use std::path::{Path, PathBuf};
 
 use super::{Failure, KeyOpts};
-use crate::crypto::{MasterKey, NameKey, PrivateKey};
+use crate::crypto::MasterKey;
 use crate::keys::kms::{self, KmsConfig, KmsProvider};
 use crate::keys::{self, read_passphrase, Keystore};
-use crate::store::{self, Descriptor};
+use crate::store::{self, Descriptor, StoreKeys};
 
 /// The provider chain of a local store: this keystore first, then the key server when one
 /// is given.
@@ -154,21 +154,21 @@ pub fn store_master(desc: &Descriptor, opts: &KeyOpts) -> Result<MasterKey, Fail
     }
 }
 
-/// Load the descriptor and unlock the store's private key and name key.
-pub fn unlock(root: &Path, opts: &KeyOpts) -> Result<(Descriptor, PrivateKey, NameKey), Failure> {
+/// Load the descriptor and unlock the store's keys with its master key.
+pub fn unlock(root: &Path, opts: &KeyOpts) -> Result<(Descriptor, StoreKeys), Failure> {
     let desc = Descriptor::load(root)?;
     let master = store_master(&desc, opts)?;
-    let (private, names) = store::unlock_keys(&desc, &master)?;
-    Ok((desc, private, names))
+    let keys = store::unlock_keys(&desc, &master)?;
+    Ok((desc, keys))
 }
 
 /// What this host can open a store with.
 pub enum Unlocked {
     /// The master key: read and write everything.
-    Full(Descriptor, PrivateKey, NameKey),
+    Full(Descriptor, StoreKeys),
     /// A backup credential (or a full key with --backup-only): write new files, read none of
-    /// the old ones.
-    BackupOnly(Descriptor, NameKey),
+    /// the old ones. The keys hold no private key.
+    BackupOnly(Descriptor, StoreKeys),
 }
 
 /// A backup credential for this store in this keystore, when the master key is not here too
@@ -177,7 +177,7 @@ fn credential(
     ks: &Keystore,
     desc: &Descriptor,
     backup_only: bool,
-) -> Result<Option<NameKey>, Failure> {
+) -> Result<Option<StoreKeys>, Failure> {
     let Some(c) = ks.credential(&desc.store_id)? else {
         return Ok(None);
     };
@@ -189,7 +189,10 @@ fn credential(
         )));
     }
     let has_master = ks.get(&desc.current_master().key_id)?.is_some();
-    Ok((backup_only || !has_master).then_some(c.name_key))
+    if has_master && !backup_only {
+        return Ok(None);
+    }
+    Ok(Some(store::credential_keys(desc, c.name_key, c.write_key)?))
 }
 
 /// Unlock for a mount or fsck. Without the master key, a backup credential for the store
@@ -207,8 +210,8 @@ pub fn unlock_any(root: &Path, opts: &KeyOpts, backup_only: bool) -> Result<Unlo
                     .unwrap_or(false);
             if has_credential {
                 let ks = open_keystore(opts, false)?;
-                if let Some(names) = credential(&ks, &desc, backup_only)? {
-                    return Ok(Unlocked::BackupOnly(desc, names));
+                if let Some(keys) = credential(&ks, &desc, backup_only)? {
+                    return Ok(Unlocked::BackupOnly(desc, keys));
                 }
             }
             kms_master(&desc, opts)?
@@ -225,16 +228,17 @@ pub fn unlock_any(root: &Path, opts: &KeyOpts, backup_only: bool) -> Result<Unlo
                 }));
             }
             let ks = open_keystore(opts, opts.key_server.is_some())?;
-            if let Some(names) = credential(&ks, &desc, backup_only)? {
-                return Ok(Unlocked::BackupOnly(desc, names));
+            if let Some(keys) = credential(&ks, &desc, backup_only)? {
+                return Ok(Unlocked::BackupOnly(desc, keys));
             }
             resolve_master(&ks, opts, &current, &desc.store_id)?
         }
         _ => return Err(unsupported(&desc)),
     };
-    let (private, names) = store::unlock_keys(&desc, &master)?;
+    let mut keys = store::unlock_keys(&desc, &master)?;
     if backup_only {
-        return Ok(Unlocked::BackupOnly(desc, names));
+        keys.private = None;
+        return Ok(Unlocked::BackupOnly(desc, keys));
     }
-    Ok(Unlocked::Full(desc, private, names))
+    Ok(Unlocked::Full(desc, keys))
 }

@@ -64,6 +64,8 @@ fn save_rotated(
         let pem = rec.certificate.clone();
         next.recovery = Some(seal_recovery(&next, new_key, &pk, &pem, audit)?);
     }
+    // The recovery record changed under this process's own hand: seal the result.
+    store::reseal(&mut next, new_key)?;
     next.save(root)?;
     Ok(next)
 }

@@ -12,7 +12,7 @@ mod secret;
 pub use aead::{open_key, open_vec, seal_key, seal_vec, BlockCipher, WRAPPED_KEY_LEN};
 pub use kdf::{derive_passphrase_key, KdfParams};
 pub use rsa_wrap::{PrivateKey, PublicKey};
-pub use secret::{BatchKey, FileKey, KeystoreKey, MasterKey, NameKey, Secret32};
+pub use secret::{BatchKey, FileKey, KeystoreKey, MasterKey, NameKey, Secret32, WriteKey};
 
 /// Crypto failures. Deliberately coarse: which check failed is logged by the caller where it
 /// helps an operator, never returned in a form that could serve as a decryption oracle.
@@ -49,6 +49,18 @@ pub fn master_key_id(key: &MasterKey) -> String {
 /// Derive a purpose-specific sub-key so one master key never encrypts two kinds of thing.
 pub fn derive_subkey(context: &'static str, key: &Secret32) -> Secret32 {
     Secret32::from_array(blake3::derive_key(context, key.expose()))
+}
+
+/// A 32-byte MAC: keyed BLAKE3 under `derive_key(context, key)` over `parts`, each part
+/// prefixed by its length (u64 LE) so that no two lists of parts hash alike.
+pub fn mac(context: &'static str, key: &Secret32, parts: &[&[u8]]) -> [u8; 32] {
+    let k = derive_subkey(context, key);
+    let mut h = blake3::Hasher::new_keyed(k.expose());
+    for p in parts {
+        h.update(&(p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    *h.finalize().as_bytes()
 }
 
 /// Constant-time equality for MACs and commitments.

@@ -71,6 +71,12 @@ key_type!(
     NameKey
 );
 key_type!(
+    /// One per store (format 2): proves that a batch of new files was made by a writer the
+    /// key holders trust. Sealed in the descriptor under the master key, carried by backup
+    /// credentials; a host that holds only the store's bytes and its public key lacks it.
+    WriteKey
+);
+key_type!(
     /// Derived from the keystore passphrase with Argon2id; wraps the master keys at rest.
     KeystoreKey
 );

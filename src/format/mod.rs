@@ -1,22 +1,27 @@
 //! On-disk bytes only: the ciphertext file header, the block codec and its offset arithmetic,
 //! and the encoding of encrypted names. No I/O policy lives here; see docs/format.md.
 
+mod batch;
 mod block;
 mod header;
 mod names;
 
+pub use batch::{encode_batch, BatchBlob, BATCH_MAX_LEN, BATCH_TAG_LEN};
 pub use block::{
     blocks_for, cipher_len_for, open_block, plain_len_from_cipher, seal_block, seal_block_in_place,
     BlockGeometry, BLOCK_OVERHEAD,
 };
 pub use header::{Header, HEADER_LEN, MAGIC};
 pub use names::{
-    decode_symlink, encode_symlink, symlink_plain_len, NameCodec, NameError, StoredName, DIRIV_LEN,
-    DIRIV_NAME, LONG_PREFIX, LONG_SIDECAR_PREFIX,
+    decode_symlink, encode_symlink, sidecar_encoding, sidecar_of_entry, symlink_plain_len,
+    NameCodec, NameError, StoredName, DIRIV_LEN, DIRIV_NAME, LONG_PREFIX, LONG_SIDECAR_PREFIX,
 };
 
-/// Version of the ciphertext file format and the store layout.
+/// Version of the ciphertext file header (unchanged by store format 2).
 pub const FORMAT_VERSION: u8 = 1;
+/// Version of the store format that new stores get: 2 authenticates batches and the
+/// descriptor (docs/format.md). Stores of version 1 still open and read.
+pub const STORE_VERSION: u32 = 2;
 
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FormatError {
@@ -32,4 +37,6 @@ pub enum FormatError {
     BlockShape(u64),
     #[error("ciphertext length {0} is not a valid coffer file")]
     Length(u64),
+    #[error("malformed batch record")]
+    Batch,
 }

@@ -33,6 +33,29 @@ pub enum NameError {
     Invalid,
     #[error("encrypted name failed to decode or authenticate")]
     Undecryptable,
+    /// Authentic, so written by a holder of the name key (a backup host, say), but not a name
+    /// any file can have: it holds '/' or NUL, is '.' or '..', or is padded non-canonically.
+    #[error("decrypted name is not a valid file name ('/' or NUL in it, '.' or '..', or padded non-canonically)")]
+    Unsafe,
+    #[error("long-name sidecar does not hash to its entry's name")]
+    SidecarMismatch,
+}
+
+/// For a long-name entry `.L<hash>`: the name of its sidecar `.N<hash>`, and the hash.
+pub fn sidecar_of_entry(entry: &[u8]) -> Option<(Vec<u8>, &[u8])> {
+    let hash = entry.strip_prefix(LONG_PREFIX.as_bytes())?;
+    Some(([LONG_SIDECAR_PREFIX.as_bytes(), hash].concat(), hash))
+}
+
+/// The encoded name a sidecar holds, once it hashes to the `hash` its entry is named by (a
+/// sidecar swapped in from another entry, or rewritten, is refused before decryption).
+pub fn sidecar_encoding(hash: &[u8], content: Vec<u8>) -> Result<String, NameError> {
+    let s = String::from_utf8(content).map_err(|_| NameError::SidecarMismatch)?;
+    let want = B64.encode(blake3::hash(s.as_bytes()).as_bytes());
+    if !crypto::ct_eq(want.as_bytes(), hash) {
+        return Err(NameError::SidecarMismatch);
+    }
+    Ok(s)
 }
 
 /// How an encrypted name is stored in the ciphertext directory.
@@ -118,8 +141,18 @@ impl NameCodec {
         while buf.last() == Some(&0) {
             buf.pop();
         }
-        if buf.is_empty() {
-            return Err(NameError::Undecryptable);
+        // encrypt() pads to the next multiple of 16 and no further; anything else is a second
+        // encoding of a name, which a lookup would never find.
+        let canonical = buf.len().div_ceil(16) * 16 == n;
+        if buf.is_empty()
+            || !canonical
+            || buf.len() > PLAIN_NAME_MAX
+            || buf == b"."
+            || buf == b".."
+            || buf.contains(&0)
+            || buf.contains(&b'/')
+        {
+            return Err(NameError::Unsafe);
         }
         Ok(OsString::from_vec(buf))
     }
@@ -206,6 +239,69 @@ mod tests {
             c.encrypt(&iv, OsStr::new(&"n".repeat(256))),
             Err(NameError::TooLong)
         );
+    }
+
+    /// What a holder of the name key (a backup host) could seal: authentic, and refused.
+    fn sealed(c: &NameCodec, iv: &[u8; 16], padded: &[u8]) -> String {
+        let mut buf = padded.to_vec();
+        let tag = c.names.seal_with_nonce(&iv[..12], iv, &mut buf);
+        buf.extend_from_slice(&tag);
+        B64.encode(&buf)
+    }
+
+    #[test]
+    fn authentic_but_unsafe_names_are_refused() {
+        let c = codec();
+        let iv = [3u8; 16];
+        let pad = |s: &[u8], to: usize| {
+            let mut v = s.to_vec();
+            v.resize(to, 0);
+            v
+        };
+        for bad in [
+            pad(b"../../etc/passwd", 16),
+            pad(b"a/b", 16),
+            pad(b".", 16),
+            pad(b"..", 16),
+            pad(b"a\0b", 16),
+            pad(b"ok", 32), // padded one block too far
+        ] {
+            assert_eq!(
+                c.decrypt(&iv, &sealed(&c, &iv, &bad)),
+                Err(NameError::Unsafe)
+            );
+        }
+        assert_eq!(
+            c.decrypt(&iv, &sealed(&c, &iv, &pad(b"ok", 16)))
+                .expect("ok"),
+            OsString::from("ok")
+        );
+    }
+
+    #[test]
+    fn a_sidecar_must_hash_to_its_entry() {
+        let c = codec();
+        let iv = [1u8; 16];
+        let StoredName::Long { entry, encoded, .. } =
+            c.encrypt(&iv, OsStr::new(&"x".repeat(240))).expect("enc")
+        else {
+            panic!("long name expected")
+        };
+        let (side, hash) = sidecar_of_entry(entry.as_bytes()).expect("long entry");
+        assert!(side.starts_with(LONG_SIDECAR_PREFIX.as_bytes()));
+        assert_eq!(
+            sidecar_encoding(hash, encoded.clone().into_bytes()).expect("ok"),
+            encoded
+        );
+        let other = match c.encrypt(&iv, OsStr::new(&"y".repeat(240))).expect("enc") {
+            StoredName::Long { encoded, .. } => encoded,
+            StoredName::Short(_) => panic!("long name expected"),
+        };
+        assert_eq!(
+            sidecar_encoding(hash, other.into_bytes()),
+            Err(NameError::SidecarMismatch)
+        );
+        assert!(sidecar_of_entry(b"abc").is_none());
     }
 
     #[test]

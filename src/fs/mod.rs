@@ -104,7 +104,9 @@ fn time(sec: i64, nsec: i64) -> SystemTime {
 
 impl CofferFs {
     pub fn new(store: Arc<OpenStore>, cfg: MountConfig) -> Result<CofferFs, Errno> {
-        let root_fd = sys::open_dir_path(&store.data_dir())?;
+        let root_fd =
+            crate::within::open_dir(&store.root, std::path::Path::new(crate::store::DATA))
+                .map_err(Errno::from)?;
         let st = sys::stat_fd(&root_fd)?;
         let mut inodes = HashMap::new();
         inodes.insert(1, Inode::root(root_fd));

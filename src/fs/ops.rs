@@ -11,7 +11,8 @@ use fuser::{Errno, FileAttr, FileType, INodeNo, TimeOrNow};
 use super::{lock, sys, CofferFs, DirEntry, Handle, OpenFile};
 use crate::catalog::CatalogOp;
 use crate::format::{
-    decode_symlink, encode_symlink, StoredName, DIRIV_NAME, LONG_PREFIX, LONG_SIDECAR_PREFIX,
+    decode_symlink, encode_symlink, sidecar_encoding, sidecar_of_entry, StoredName, DIRIV_NAME,
+    LONG_SIDECAR_PREFIX,
 };
 
 /// Names in a ciphertext directory that are not entries of the plaintext directory.
@@ -554,13 +555,11 @@ impl CofferFs {
             if is_internal(bytes) {
                 continue;
             }
-            let encoded = if let Some(rest) = bytes.strip_prefix(LONG_PREFIX.as_bytes()) {
-                let mut side = LONG_SIDECAR_PREFIX.as_bytes().to_vec();
-                side.extend_from_slice(rest);
-                match sys::read_small_at(&fd, OsStr::from_bytes(&side), 4096) {
-                    Ok(v) => String::from_utf8(v).unwrap_or_default(),
-                    Err(_) => String::new(),
-                }
+            let encoded = if let Some((side, hash)) = sidecar_of_entry(bytes) {
+                sys::read_small_at(&fd, OsStr::from_bytes(&side), 4096)
+                    .ok()
+                    .and_then(|v| sidecar_encoding(hash, v).ok())
+                    .unwrap_or_default()
             } else {
                 String::from_utf8_lossy(bytes).into_owned()
             };
@@ -577,8 +576,8 @@ impl CofferFs {
                         stored: cname.clone(),
                     });
                 }
-                Err(_) => tracing::warn!(
-                    "{}: entry {:?} has a name that fails authentication; skipped",
+                Err(e) => tracing::warn!(
+                    "{}: entry {:?} has a name that fails authentication or is unsafe ({e}); skipped",
                     self.label(ino.0),
                     cname
                 ),

@@ -63,22 +63,6 @@ pub fn open_path(dir: &OwnedFd, name: &OsStr) -> Result<OwnedFd, Errno> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-pub fn open_dir_path(path: &std::path::Path) -> Result<OwnedFd, Errno> {
-    let p = CString::new(path.as_os_str().as_bytes()).map_err(|_| Errno::EINVAL)?;
-    // SAFETY: p is NUL-terminated; the returned fd is checked and then owned.
-    let fd = unsafe {
-        libc::open(
-            p.as_ptr(),
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(last());
-    }
-    // SAFETY: fd is a fresh descriptor owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 /// Reopen an inode for I/O.
 pub fn reopen(fd: &impl AsRawFd, flags: i32) -> Result<File, Errno> {
     let p = proc_path(fd);
@@ -119,30 +103,13 @@ pub fn write_small_at(dir: &OwnedFd, name: &OsStr, bytes: &[u8]) -> Result<(), E
     f.write_all(bytes).map_err(Errno::from)
 }
 
+/// A small file in `dir` (a directory IV, a long-name sidecar): a regular file of at most
+/// `max` bytes, never a symlink, FIFO or device (crate::within).
 pub fn read_small_at(dir: &OwnedFd, name: &OsStr, max: usize) -> Result<Vec<u8>, Errno> {
-    use std::io::Read;
-    let n = cstr(name)?;
-    // SAFETY: n is NUL-terminated; the returned fd is checked and then owned.
-    let r = unsafe {
-        libc::openat(
-            dir.as_raw_fd(),
-            n.as_ptr(),
-            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        )
-    };
-    if r < 0 {
-        return Err(last());
-    }
-    // SAFETY: r is a fresh descriptor owned by nobody else.
-    let f = unsafe { File::from_raw_fd(r) };
-    let mut out = Vec::new();
-    f.take(max as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(Errno::from)?;
-    if out.len() > max {
-        return Err(Errno::EIO);
-    }
-    Ok(out)
+    crate::within::read_at(dir, name, max).map_err(|e| match e.raw_os_error() {
+        Some(n) => Errno::from_i32(n),
+        None => Errno::EIO,
+    })
 }
 
 pub fn mkdir_at(dir: &OwnedFd, name: &OsStr, mode: u32) -> Result<(), Errno> {

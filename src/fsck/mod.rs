@@ -10,7 +10,10 @@
 //! Problems name ciphertext paths (relative to the store); plaintext names are printed only
 //! when the caller asks for them (`--names`), since reports end up in mail and tickets.
 
+mod records;
 mod salvage;
+
+pub use records::{open_catalog, rebuild_catalog, CatalogState};
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
@@ -20,13 +23,14 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::catalog::{BatchRecord, Catalog, CatalogOp, FileRecord};
+use crate::catalog::{Catalog, FileRecord};
 use crate::crypto::BlockCipher;
 use crate::format::{
-    blocks_for, decode_symlink, open_block, plain_len_from_cipher, BlockGeometry, Header,
-    BLOCK_OVERHEAD, DIRIV_LEN, DIRIV_NAME, HEADER_LEN, LONG_PREFIX, LONG_SIDECAR_PREFIX,
+    blocks_for, decode_symlink, open_block, plain_len_from_cipher, sidecar_encoding,
+    sidecar_of_entry, BlockGeometry, Header, NameError, BLOCK_OVERHEAD, DIRIV_LEN, DIRIV_NAME,
+    HEADER_LEN, LONG_PREFIX, LONG_SIDECAR_PREFIX,
 };
-use crate::store::{OpenStore, BATCHES, CATALOG, DATA};
+use crate::store::{OpenStore, DATA};
 
 #[derive(Default, Debug)]
 pub struct Report {
@@ -60,58 +64,14 @@ struct Walk<'a> {
     report: Report,
     seen_inodes: HashSet<u64>,
     files: HashMap<[u8; 16], FileRecord>,
+    /// Per batch id: None when its record authenticates, else why not.
+    batches: HashMap<[u8; 16], Option<String>>,
 }
 
-/// The catalog for a check: the store's own, or (when it will not open) a rebuilt one with
-/// `repair`, or a scratch one so that the walk can still run.
-pub enum CatalogState {
-    Good(Catalog),
-    Bad(String),
-}
-
-pub fn open_catalog(root: &Path, store_id: &[u8; 16]) -> CatalogState {
-    match Catalog::open(&root.join(CATALOG), store_id) {
-        Ok(mut c) => match c.check_integrity() {
-            Ok(true) => CatalogState::Good(c),
-            Ok(false) => CatalogState::Bad("catalog failed its integrity check".into()),
-            Err(e) => CatalogState::Bad(e.to_string()),
-        },
-        Err(e) => CatalogState::Bad(e.to_string()),
-    }
-}
-
-/// Move a damaged catalog aside and create a fresh one holding every batch in batches/.
-pub fn rebuild_catalog(root: &Path, store_id: &[u8; 16]) -> Result<Catalog, String> {
-    let p = root.join(CATALOG);
-    if p.exists() {
-        let aside = root.join(format!("catalog.damaged-{}", crate::unix_now()));
-        std::fs::rename(&p, &aside)
-            .map_err(|e| format!("cannot move the damaged catalog aside: {e}"))?;
-    }
-    let c =
-        Catalog::create(&p, store_id).map_err(|e| format!("cannot create a new catalog: {e}"))?;
-    let dir = root.join(BATCHES);
-    let listing = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    for e in listing.flatten() {
-        let name = e.file_name();
-        let Some(id) = hex::decode(name.as_bytes())
-            .ok()
-            .and_then(|v| <[u8; 16]>::try_from(v).ok())
-        else {
-            continue;
-        };
-        let wrapped = std::fs::read(e.path()).map_err(|e| format!("batch file: {e}"))?;
-        c.put_batch(
-            &id,
-            &BatchRecord {
-                wrapped,
-                created: crate::unix_now(),
-            },
-        )
-        .map_err(|e| e.to_string())?;
-    }
-    Ok(c)
-}
+/// How fsck marks a file it will not adopt: its batch is not a key holder's.
+const FORGED: &str = "not adopted";
+/// A long-name sidecar holds one encoded name; no longer one is ours.
+const SIDECAR_MAX: usize = 4096;
 
 /// Check (and with `repair`, mend) the store. `catalog_bad` says the caller found the
 /// catalog damaged (and, with repair, already rebuilt it).
@@ -122,6 +82,7 @@ pub fn check(store: &OpenStore, opts: &Options, catalog_bad: Option<String>) -> 
         report: Report::default(),
         seen_inodes: HashSet::new(),
         files: HashMap::new(),
+        batches: HashMap::new(),
     };
     if let Some(why) = &catalog_bad {
         if opts.repair {
@@ -176,7 +137,8 @@ impl Walk<'_> {
 
     fn dir(&mut self, path: &Path, rel: &Path, plain: &str) {
         self.report.dirs += 1;
-        let iv = match std::fs::read(path.join(DIRIV_NAME)) {
+        let root = self.store.root.clone();
+        let iv = match crate::within::read(&root, &rel.join(DIRIV_NAME), DIRIV_LEN) {
             Ok(v) if v.len() == DIRIV_LEN => {
                 let mut iv = [0u8; DIRIV_LEN];
                 iv.copy_from_slice(&v);
@@ -223,17 +185,20 @@ impl Walk<'_> {
                 }
                 continue;
             }
-            let encoded = if let Some(rest) = b.strip_prefix(LONG_PREFIX.as_bytes()) {
-                let mut side = LONG_SIDECAR_PREFIX.as_bytes().to_vec();
-                side.extend_from_slice(rest);
-                match std::fs::read(path.join(OsStr::from_bytes(&side))) {
-                    Ok(v) => String::from_utf8_lossy(&v).into_owned(),
-                    Err(_) => {
-                        self.problem(
-                            &crel,
-                            "",
-                            "long name has lost its sidecar: the name cannot be read",
-                        );
+            let encoded = if let Some((side, hash)) = sidecar_of_entry(b) {
+                let read =
+                    crate::within::read(&root, &rel.join(OsStr::from_bytes(&side)), SIDECAR_MAX)
+                        .map_err(|_| {
+                            "long name has lost its sidecar: the name cannot be read".to_string()
+                        })
+                        .and_then(|v| {
+                            sidecar_encoding(hash, v)
+                                .map_err(|e| format!("{e}: the name cannot be read"))
+                        });
+                match read {
+                    Ok(v) => v,
+                    Err(why) => {
+                        self.problem(&crel, "", why);
                         continue;
                     }
                 }
@@ -242,6 +207,14 @@ impl Walk<'_> {
             };
             let child_plain = match self.store.names.decrypt(&iv, &encoded) {
                 Ok(n) => format!("{plain}/{}", n.to_string_lossy()),
+                Err(NameError::Unsafe) => {
+                    self.problem(
+                        &crel,
+                        "",
+                        format!("{}; the entry is not listed", NameError::Unsafe),
+                    );
+                    String::new()
+                }
                 Err(_) => {
                     self.problem(
                         &crel,
@@ -279,16 +252,14 @@ impl Walk<'_> {
                         .map_err(|e| e.to_string())
                         .and_then(|(h, b)| {
                             // In place, so the file keeps its inode, mode, owner and times.
-                            std::fs::OpenOptions::new()
-                                .write(true)
-                                .open(e.path())
-                                .and_then(|f| {
-                                    f.write_all_at(&b, 0)?;
-                                    f.set_len(b.len() as u64)?;
-                                    f.sync_all()
-                                })
-                                .map(|_| h)
-                                .map_err(|e| e.to_string())
+                            let f = open_in_store(self.store, &e.path(), libc::O_WRONLY)?;
+                            (|| {
+                                f.write_all_at(&b, 0)?;
+                                f.set_len(b.len() as u64)?;
+                                f.sync_all()
+                            })()
+                            .map(|_| h)
+                            .map_err(|e| e.to_string())
                         }) {
                         Ok(h) => {
                             self.files.insert(
@@ -308,8 +279,19 @@ impl Walk<'_> {
                     }
                     continue;
                 }
+                // A header whose batch does not authenticate was not written by a key holder:
+                // reported, never salvaged, never adopted into the catalog.
+                let shape = verify_shape(self.store, &e.path());
+                if let Some(why) = shape
+                    .as_ref()
+                    .ok()
+                    .and_then(|(h, _)| self.batch_problem(&h.batch_id))
+                {
+                    self.problem(&crel, &child_plain, why);
+                    continue;
+                }
                 let checked = if self.opts.keyless {
-                    verify_shape(self.store, &e.path())
+                    shape
                 } else {
                     verify_file(self.store, &e.path())
                 };
@@ -349,127 +331,6 @@ impl Walk<'_> {
             }
         }
     }
-
-    fn cross_check(&mut self) {
-        let catalog = self.store.catalog.clone();
-        let records: HashMap<[u8; 16], FileRecord> = match catalog.files() {
-            Ok(v) => v.into_iter().collect(),
-            Err(e) => {
-                self.report
-                    .problems
-                    .push(format!("catalog: cannot list files: {e}"));
-                return;
-            }
-        };
-        let files = std::mem::take(&mut self.files);
-        let cat = Path::new(CATALOG);
-        for (id, rec) in &files {
-            let what = match records.get(id) {
-                None => "has no record",
-                Some(r) if r != rec => "record differs from the file header or length",
-                Some(_) => continue,
-            };
-            let msg = format!("file {} {what}", hex::encode(id));
-            if self.opts.repair {
-                self.store.catalog_op(CatalogOp::Put(*id, rec.clone()));
-                self.fixed(cat, format!("{msg}; record rewritten"));
-            } else {
-                self.problem(cat, "", msg);
-            }
-        }
-        for id in records.keys().filter(|id| !files.contains_key(*id)) {
-            let msg = format!("record for file {} whose file is gone", hex::encode(id));
-            if self.opts.repair {
-                self.store.catalog_op(CatalogOp::Remove(*id));
-                self.fixed(cat, format!("{msg}; removed"));
-            } else {
-                self.problem(cat, "", msg);
-            }
-        }
-        // Every batch in use must be recorded in both places.
-        let used: HashSet<[u8; 16]> = files.values().map(|r| r.batch_id).collect();
-        for b in used {
-            let in_cat = matches!(catalog.batch(&b), Ok(Some(_)));
-            let file = self.store.root.join(BATCHES).join(hex::encode(b));
-            let on_disk = file.exists();
-            match (in_cat, on_disk) {
-                (true, true) => {}
-                (false, true) if self.opts.repair => {
-                    let ok = std::fs::read(&file).ok().is_some_and(|wrapped| {
-                        catalog
-                            .put_batch(
-                                &b,
-                                &BatchRecord {
-                                    wrapped,
-                                    created: crate::unix_now(),
-                                },
-                            )
-                            .is_ok()
-                    });
-                    if ok {
-                        self.fixed(
-                            cat,
-                            format!("batch {} restored from batches/", hex::encode(b)),
-                        );
-                    }
-                }
-                (true, false) if self.opts.repair => {
-                    let ok = matches!(catalog.batch(&b), Ok(Some(r)) if crate::atomic_write(&file, &r.wrapped, 0o600).is_ok());
-                    if ok {
-                        self.fixed(
-                            Path::new(BATCHES),
-                            format!("batch {} restored from the catalog", hex::encode(b)),
-                        );
-                    }
-                }
-                (false, false) => self.problem(
-                    cat,
-                    "",
-                    format!("batch {} is lost: its files cannot be read", hex::encode(b)),
-                ),
-                _ => self.problem(
-                    cat,
-                    "",
-                    format!("batch {} is recorded in one place only", hex::encode(b)),
-                ),
-            }
-        }
-    }
-
-    /// Remove temporary names left by interrupted operations (only with repair).
-    fn leftovers(&mut self) {
-        let mut stack = vec![self.store.root.join(DATA)];
-        while let Some(d) = stack.pop() {
-            let Ok(it) = std::fs::read_dir(&d) else {
-                continue;
-            };
-            for e in it.flatten() {
-                let name = e.file_name();
-                let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
-                if name.as_bytes().starts_with(b".tmp-") {
-                    let rel = e
-                        .path()
-                        .strip_prefix(&self.store.root)
-                        .map(Path::to_path_buf)
-                        .unwrap_or_default();
-                    if self.opts.repair {
-                        let r = if is_dir {
-                            std::fs::remove_dir_all(e.path())
-                        } else {
-                            std::fs::remove_file(e.path())
-                        };
-                        if r.is_ok() {
-                            self.fixed(&rel, "removed a leftover of an interrupted operation");
-                        }
-                    } else {
-                        self.problem(&rel, "", "leftover of an interrupted operation");
-                    }
-                } else if is_dir {
-                    stack.push(e.path());
-                }
-            }
-        }
-    }
 }
 
 /// Check what can be checked without keys: the header parses and matches the store, and the
@@ -491,9 +352,18 @@ fn read_header(store: &OpenStore, f: &File) -> Result<Header, String> {
     Ok(header)
 }
 
+/// A file below the store's root, opened without following a symlink on the way (a regular
+/// file only).
+fn open_in_store(store: &OpenStore, path: &Path, flags: i32) -> Result<File, String> {
+    let rel = path
+        .strip_prefix(&store.root)
+        .map_err(|_| "not inside the store".to_string())?;
+    crate::within::open(&store.root, rel, flags, 0).map_err(|e| format!("cannot open: {e}"))
+}
+
 /// The open file, its header, its ciphertext length and its plaintext length.
 fn read_shape(store: &OpenStore, path: &Path) -> Result<(File, Header, u64, u64), String> {
-    let f = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    let f = open_in_store(store, path, libc::O_RDONLY)?;
     let header = read_header(store, &f)?;
     let clen = f.metadata().map_err(|e| e.to_string())?.len();
     let len = plain_len_from_cipher(BlockGeometry::new(header.block_shift), clen)

@@ -5,7 +5,6 @@
 //! their offsets; a damaged last block is cut off. The caller reports exactly which plaintext
 //! bytes were lost. Nothing that could be read before is changed.
 
-use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -56,11 +55,7 @@ impl Salvaged {
 }
 
 pub fn salvage_file(store: &OpenStore, path: &Path) -> Result<Salvaged, String> {
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(|e| format!("cannot open: {e}"))?;
+    let f = super::open_in_store(store, path, libc::O_RDWR)?;
     let header = super::read_header(store, &f)?;
     let key = store
         .file_key(&header)

@@ -15,11 +15,11 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use super::transport::BackupCredential;
+use super::credentials::{CredentialEntry, StoredCredential};
 use super::{AuditLog, KeyError, KeyProvider, Lookup};
-use crate::crypto::{self, KdfParams, KeystoreKey, MasterKey, NameKey, PrivateKey};
+use crate::crypto::{self, KdfParams, KeystoreKey, MasterKey, PrivateKey};
 
-const FILE: &str = "keystore.json";
+pub(super) const FILE: &str = "keystore.json";
 const LOCK: &str = "keystore.lock";
 const AUDIT: &str = "audit.log";
 const FORMAT: &str = "coffer-keystore";
@@ -85,7 +85,7 @@ struct StoredIdentity {
 }
 
 #[derive(Serialize, Deserialize)]
-struct KeystoreFile {
+pub(super) struct KeystoreFile {
     format: String,
     version: u32,
     kdf: KdfRecord,
@@ -94,35 +94,7 @@ struct KeystoreFile {
     identity: Option<StoredIdentity>,
     keys: Vec<StoredKey>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    credentials: Vec<StoredCredential>,
-}
-
-/// What the keystore knows about a backup credential, without its name key.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct CredentialEntry {
-    pub store_id: String,
-    #[serde(default)]
-    pub policy: Option<String>,
-    #[serde(default)]
-    pub copy: Option<String>,
-    pub origin: String,
-    pub created: u64,
-}
-
-#[derive(Serialize, Deserialize)]
-struct StoredCredential {
-    #[serde(flatten)]
-    entry: CredentialEntry,
-    /// SubjectPublicKeyInfo DER of the store's public key; base64.
-    public_key: String,
-    /// The name key sealed under the keystore key, AAD "coffer/v1/credential" | store id.
-    name_key: String,
-}
-
-fn credential_aad(store_id: &str) -> Vec<u8> {
-    let mut a = b"coffer/v1/credential".to_vec();
-    a.extend_from_slice(store_id.as_bytes());
-    a
+    pub(super) credentials: Vec<StoredCredential>,
 }
 
 /// What `keys list` shows: no secrets.
@@ -152,12 +124,12 @@ pub enum Added {
 }
 
 pub struct Keystore {
-    dir: PathBuf,
-    key: KeystoreKey,
-    audit: AuditLog,
+    pub(super) dir: PathBuf,
+    pub(super) key: KeystoreKey,
+    pub(super) audit: AuditLog,
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeystoreError + '_ {
+pub(super) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> KeystoreError + '_ {
     move |source| KeystoreError::Io {
         path: path.to_path_buf(),
         source,
@@ -402,129 +374,6 @@ impl Keystore {
         Ok(outcomes)
     }
 
-    /// Keep a backup credential. The same credential again is a no-op; a different one for the
-    /// same store is refused.
-    pub fn add_credential(
-        &self,
-        c: &BackupCredential,
-        origin: &str,
-        fingerprint: Option<&str>,
-    ) -> Result<Added, KeystoreError> {
-        let _lock = lock(&self.dir)?;
-        let mut file = read_file(&self.dir)?;
-        let public_key = B64.encode(&c.public_key);
-        let outcome = match file
-            .credentials
-            .iter()
-            .find(|s| s.entry.store_id == c.store_id)
-        {
-            Some(existing) => {
-                let same = existing.public_key == public_key
-                    && self
-                        .unseal_credential(existing)
-                        .map(|(_, n)| crypto::ct_eq(n.expose(), c.name_key.expose()))
-                        .unwrap_or(false);
-                if !same {
-                    let _ = self.audit.record_with(
-                        "credential-import",
-                        None,
-                        Some(&c.store_id),
-                        fingerprint,
-                        "refused",
-                        Some("a different credential for this store is present"),
-                    );
-                    return Err(KeystoreError::Conflict(format!(
-                        "backup credential of store {}",
-                        c.store_id
-                    )));
-                }
-                Added::AlreadyPresent
-            }
-            None => {
-                let sealed = crypto::seal_key(
-                    self.key.secret(),
-                    &credential_aad(&c.store_id),
-                    c.name_key.secret(),
-                );
-                file.credentials.push(StoredCredential {
-                    entry: CredentialEntry {
-                        store_id: c.store_id.clone(),
-                        policy: c.policy.clone(),
-                        copy: c.copy.clone(),
-                        origin: origin.to_string(),
-                        created: crate::unix_now(),
-                    },
-                    public_key,
-                    name_key: B64.encode(sealed),
-                });
-                write_file(&self.dir, &file)?;
-                Added::New
-            }
-        };
-        let what = if outcome == Added::New {
-            "ok"
-        } else {
-            "already-present"
-        };
-        self.audit
-            .record_with(
-                "credential-import",
-                None,
-                Some(&c.store_id),
-                fingerprint,
-                what,
-                None,
-            )
-            .map_err(io_err(self.audit.path()))?;
-        Ok(outcome)
-    }
-
-    /// The backup credential for a store, if this keystore holds one (audited).
-    pub fn credential(&self, store_id: &str) -> Result<Option<BackupCredential>, KeystoreError> {
-        let file = read_file(&self.dir)?;
-        let Some(stored) = file
-            .credentials
-            .iter()
-            .find(|s| s.entry.store_id == store_id)
-        else {
-            return Ok(None);
-        };
-        let (public_key, name_key) = self.unseal_credential(stored)?;
-        self.audit
-            .record_with("credential-get", None, Some(store_id), None, "ok", None)
-            .map_err(io_err(self.audit.path()))?;
-        Ok(Some(BackupCredential {
-            store_id: store_id.to_string(),
-            public_key,
-            name_key,
-            policy: stored.entry.policy.clone(),
-            copy: stored.entry.copy.clone(),
-        }))
-    }
-
-    fn unseal_credential(
-        &self,
-        stored: &StoredCredential,
-    ) -> Result<(Vec<u8>, NameKey), KeystoreError> {
-        let damaged = || KeystoreError::Damaged {
-            path: self.dir.join(FILE),
-            message: format!(
-                "backup credential of store {} is damaged",
-                stored.entry.store_id
-            ),
-        };
-        let public_key = B64.decode(&stored.public_key).map_err(|_| damaged())?;
-        let sealed = B64.decode(&stored.name_key).map_err(|_| damaged())?;
-        let name_key = crypto::open_key(
-            self.key.secret(),
-            &credential_aad(&stored.entry.store_id),
-            &sealed,
-        )
-        .map(NameKey::from_secret)
-        .map_err(|_| damaged())?;
-        Ok((public_key, name_key))
-    }
-
     /// This keystore's identity, made (RSA-3072, about a second) on first use.
     pub fn identity(&self) -> Result<HostIdentity, KeystoreError> {
         if let Some(id) = self.load_identity(&read_file(&self.dir)?)? {
@@ -650,7 +499,7 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "this host".into())
 }
 
-struct LockGuard(File);
+pub(super) struct LockGuard(File);
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
@@ -659,7 +508,7 @@ impl Drop for LockGuard {
     }
 }
 
-fn lock(dir: &Path) -> Result<LockGuard, KeystoreError> {
+pub(super) fn lock(dir: &Path) -> Result<LockGuard, KeystoreError> {
     let p = dir.join(LOCK);
     let f = std::fs::OpenOptions::new()
         .write(true)
@@ -675,7 +524,7 @@ fn lock(dir: &Path) -> Result<LockGuard, KeystoreError> {
     Ok(LockGuard(f))
 }
 
-fn read_file(dir: &Path) -> Result<KeystoreFile, KeystoreError> {
+pub(super) fn read_file(dir: &Path) -> Result<KeystoreFile, KeystoreError> {
     let p = dir.join(FILE);
     let bytes = std::fs::read(&p).map_err(io_err(&p))?;
     parse_file(&bytes, p)
@@ -723,7 +572,7 @@ impl ClassifyName for serde_json::Error {
     }
 }
 
-fn write_file(dir: &Path, file: &KeystoreFile) -> Result<(), KeystoreError> {
+pub(super) fn write_file(dir: &Path, file: &KeystoreFile) -> Result<(), KeystoreError> {
     let bytes = serde_json::to_vec_pretty(file).map_err(|e| KeystoreError::Damaged {
         path: dir.join(FILE),
         message: e.to_string(),

@@ -7,15 +7,17 @@
 
 mod audit;
 pub mod certificate;
+mod credentials;
 mod keystore;
 pub mod kms;
 mod passphrase;
 pub mod transport;
 
 pub use audit::{AuditLog, AuditRecord};
+pub use credentials::CredentialEntry;
 pub use keystore::{
-    check_file_bytes as check_keystore_bytes, Added, CredentialEntry, HostIdentity, KeyEntry,
-    Keystore, KeystoreError, Listing,
+    check_file_bytes as check_keystore_bytes, Added, HostIdentity, KeyEntry, Keystore,
+    KeystoreError, Listing,
 };
 pub use passphrase::{read_passphrase, PassphraseSource};
 

@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, Zeroizing};
 
 use super::KeyEntry;
-use crate::crypto::{self, KdfParams, MasterKey, NameKey, PrivateKey, PublicKey, Secret32};
+use crate::crypto::{
+    self, KdfParams, MasterKey, NameKey, PrivateKey, PublicKey, Secret32, WriteKey,
+};
 
 const MAGIC: &[u8; 8] = b"COFFERKX";
 const VERSION: u8 = 1;
@@ -76,6 +78,8 @@ pub struct BackupCredential {
     /// SubjectPublicKeyInfo DER of the store's RSA public key.
     pub public_key: Vec<u8>,
     pub name_key: NameKey,
+    /// The store's write key (format 2): lets the host tag the batches it makes.
+    pub write_key: Option<WriteKey>,
     pub policy: Option<String>,
     pub copy: Option<String>,
 }
@@ -108,6 +112,8 @@ struct PayloadCredential {
     store_id: String,
     public_key: String,
     name_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    write_key: Option<String>,
     policy: Option<String>,
     copy: Option<String>,
 }
@@ -129,6 +135,7 @@ impl Drop for Payload {
         }
         if let Some(c) = &mut self.credential {
             c.name_key.zeroize();
+            c.write_key.zeroize();
         }
     }
 }
@@ -158,6 +165,7 @@ fn payload_bytes(contents: &Contents) -> Result<Zeroizing<Vec<u8>>, TransportErr
                 store_id: c.store_id.clone(),
                 public_key: B64.encode(&c.public_key),
                 name_key: B64.encode(c.name_key.expose()),
+                write_key: c.write_key.as_ref().map(|w| B64.encode(w.expose())),
                 policy: c.policy.clone(),
                 copy: c.copy.clone(),
             }),
@@ -345,6 +353,11 @@ fn open_payload(
                 public_key,
                 name_key: NameKey::from_slice(&decode(&c.name_key)?)
                     .ok_or(TransportError::Altered)?,
+                write_key: c
+                    .write_key
+                    .as_deref()
+                    .map(|w| WriteKey::from_slice(&decode(w)?).ok_or(TransportError::Altered))
+                    .transpose()?,
                 policy: c.policy.clone(),
                 copy: c.copy.clone(),
             }))
@@ -505,10 +518,12 @@ mod tests {
     fn backup_credential_round_trip_carries_no_master_key() {
         let store = PrivateKey::generate(2048).expect("keygen");
         let names = NameKey::random();
+        let write = WriteKey::random();
         let cred = Contents::Credential(BackupCredential {
             store_id: "cd".repeat(16),
             public_key: store.public().to_der().expect("der"),
             name_key: names.duplicate(),
+            write_key: Some(write.duplicate()),
             policy: None,
             copy: Some("offsite".into()),
         });
@@ -517,6 +532,7 @@ mod tests {
         match open_with_identity(&file, &host).expect("open") {
             Contents::Credential(c) => {
                 assert_eq!(c.name_key.expose(), names.expose());
+                assert_eq!(c.write_key.expect("write key").expose(), write.expose());
                 assert!(PublicKey::from_der(&c.public_key)
                     .expect("pk")
                     .same_as(&store.public()));

@@ -5,18 +5,25 @@
 //! keys (made per writer session, RSA-wrapped, recorded durably before any file uses them),
 //! and the batch-key cache for reading. Does not own: where the master key comes from (keys).
 
+mod batch;
 mod descriptor;
+mod keys;
+mod lock;
+pub mod upgrade;
 
 use std::collections::HashMap;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+pub use batch::{read_file as read_batch_file, write_file as write_batch_file};
 pub use descriptor::{Descriptor, MasterKeyRecord, RecoveryRecord, DESCRIPTOR};
+pub use keys::{credential_keys, reseal, rewrap, unlock_keys, StoreKeys};
+pub use lock::{KeyRecordsLock, StoreLock};
 
 use crate::catalog::{BatchRecord, Catalog, CatalogError, CatalogOp, CatalogWriter};
 use crate::crypto::{
-    self, BatchKey, CryptoError, FileKey, MasterKey, NameKey, PrivateKey, PublicKey, Secret32,
+    self, BatchKey, CryptoError, FileKey, MasterKey, NameKey, PrivateKey, PublicKey, WriteKey,
 };
 use crate::format::{Header, NameCodec, DIRIV_LEN, DIRIV_NAME};
 
@@ -49,80 +56,32 @@ pub enum StoreError {
     Crypto(#[from] CryptoError),
     #[error("store {0} is in use{1}; unmount it first")]
     Busy(PathBuf, String),
-}
-
-/// An exclusive lock on a store: held by a mount's daemon for its lifetime, and by fsck.
-/// The lock file records the holder's pid and mount point (no secrets).
-pub struct StoreLock {
-    file: std::fs::File,
-    /// The process that wrote the record, 0 if none. A mount's parent process hands the lock
-    /// to the daemon it forks; only the daemon may clear the record.
-    recorded_by: std::sync::atomic::AtomicU32,
-}
-
-impl StoreLock {
-    pub fn acquire(root: &Path) -> Result<StoreLock, StoreError> {
-        use std::os::fd::AsRawFd;
-        use std::os::unix::fs::OpenOptionsExt;
-        let p = root.join(LOCK);
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&p)
-            .map_err(|e| StoreError::Io(p.clone(), e))?;
-        // SAFETY: the fd is owned by `file` and open.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let holder = match Self::holder(root) {
-                Some((pid, mnt)) if !mnt.is_empty() => format!(" (mounted at {mnt} by pid {pid})"),
-                Some((pid, _)) => format!(" (by pid {pid})"),
-                None => String::new(),
-            };
-            return Err(StoreError::Busy(root.to_path_buf(), holder));
-        }
-        Ok(StoreLock {
-            file,
-            recorded_by: std::sync::atomic::AtomicU32::new(0),
-        })
-    }
-
-    /// Record who holds the lock, where, and in which mode.
-    pub fn record(&self, pid: u32, mountpoint: &str, mode: &str) {
-        use std::io::{Seek, Write};
-        let mut f = &self.file;
-        let _ = f.set_len(0);
-        let _ = f.seek(std::io::SeekFrom::Start(0));
-        let _ = write!(f, "{pid}\n{mountpoint}\n{mode}\n");
-        self.recorded_by
-            .store(std::process::id(), std::sync::atomic::Ordering::SeqCst);
-    }
-
-    /// (pid, mount point) of the holder, if recorded and not yet released.
-    pub fn holder(root: &Path) -> Option<(u32, String)> {
-        Self::holder_mode(root).map(|(pid, mnt, _)| (pid, mnt))
-    }
-
-    /// (pid, mount point, mode) of the last holder, if recorded.
-    pub fn holder_mode(root: &Path) -> Option<(u32, String, String)> {
-        let s = std::fs::read_to_string(root.join(LOCK)).ok()?;
-        let mut lines = s.lines();
-        let pid = lines.next()?.trim().parse().ok()?;
-        let mnt = lines.next().unwrap_or("").to_string();
-        Some((pid, mnt, lines.next().unwrap_or("read-write").to_string()))
-    }
-}
-
-/// A clean release empties the record, so a store at rest has the same bytes after every
-/// mount (an auxiliary rsync copy then has nothing to resend). A killed holder leaves its
-/// record behind, which helps whoever finds the stale lock.
-impl Drop for StoreLock {
-    fn drop(&mut self) {
-        if *self.recorded_by.get_mut() == std::process::id() {
-            let _ = self.file.set_len(0);
-        }
-    }
+    #[error(
+        "batch {0} does not authenticate: it was not written by a holder of this store's keys"
+    )]
+    BatchForged(String),
+    #[error(
+        "coffer.store was changed or damaged: its {0} does not verify under its own master key; \
+         nothing was acted on; restore coffer.store from a copy of the store"
+    )]
+    SealBroken(String),
+    #[error(
+        "this store is format 2, and the key this host holds for it carries no write key \
+         (a backup credential made before the store's upgrade); ask for a new one with \
+         `coffer keys backup-credential`"
+    )]
+    NoWriteKey,
+    #[error(
+        "coffer.store holds a recovery record for certificate {0}, and format 1 cannot show \
+         that it is yours: give --recovery-cert with that certificate to keep it (it is sealed \
+         afresh), or --drop-recovery; nothing was changed"
+    )]
+    RecoveryUnconfirmed(String),
+    #[error(
+        "store {0} is format 1, whose descriptor fields (its recovery record above all) nothing \
+         authenticates; run `coffer upgrade` on it first; nothing was changed"
+    )]
+    NeedsUpgrade(String),
 }
 
 #[derive(Clone)]
@@ -154,29 +113,6 @@ impl FirstMaster {
             uid: None,
         }
     }
-}
-
-fn priv_aad(store_id: &[u8; 16], version: u32, public_der: &[u8]) -> Vec<u8> {
-    let mut a = b"coffer/v1/private-key".to_vec();
-    a.extend_from_slice(store_id);
-    a.extend_from_slice(&version.to_le_bytes());
-    a.extend_from_slice(blake3::hash(public_der).as_bytes());
-    a
-}
-
-fn name_aad(store_id: &[u8; 16], version: u32) -> Vec<u8> {
-    let mut a = b"coffer/v1/name-key".to_vec();
-    a.extend_from_slice(store_id);
-    a.extend_from_slice(&version.to_le_bytes());
-    a
-}
-
-fn priv_kek(master: &MasterKey) -> Secret32 {
-    crypto::derive_subkey("coffer 2026-11 private key wrap", master.secret())
-}
-
-fn name_kek(master: &MasterKey) -> Secret32 {
-    crypto::derive_subkey("coffer 2026-11 name key wrap", master.secret())
 }
 
 /// Check STORE is absent or an empty directory, and create it (0700).
@@ -245,8 +181,12 @@ fn init_inner(
     } = first;
     let private = PrivateKey::generate(opts.rsa_bits)?;
     let public_der = private.public().to_der()?;
-    let names = NameKey::random();
-    let record = seal_master_record(&store_id, 1, &public_der, &private, &names, &master, uid)?;
+    let keys = StoreKeys {
+        private: Some(private),
+        names: NameKey::random(),
+        writer: Some(WriteKey::random()),
+    };
+    let record = keys::seal_master_record(&store_id, 1, &public_der, &keys, &master, uid)?;
     let (format, fversion) = Descriptor::new_format();
     let desc = Descriptor {
         format,
@@ -262,6 +202,8 @@ fn init_inner(
         public_key: descriptor::b64(&public_der),
         master_keys: vec![record],
         recovery: None,
+        seal: None,
+        writer_seal: None,
     };
     let data = store.join(DATA);
     std::fs::DirBuilder::new()
@@ -280,97 +222,13 @@ fn init_inner(
     );
     let mut desc = desc;
     desc.recovery = seal_recovery(&desc, &master).map_err(StoreError::Keys)?;
+    if let Some(w) = &keys.writer {
+        desc.seal(&master, w);
+    }
     save_master(&desc, &master).map_err(StoreError::Keys)?;
     // The descriptor goes last: its presence marks a complete store.
     desc.save(store)?;
     Ok(desc)
-}
-
-/// A descriptor record for master-key `version`: the private key and the name key sealed
-/// under sub-keys of `master`, bound to the store, the version and the public key.
-fn seal_master_record(
-    store_id: &[u8; 16],
-    version: u32,
-    public_der: &[u8],
-    private: &PrivateKey,
-    names: &NameKey,
-    master: &MasterKey,
-    uid: Option<String>,
-) -> Result<MasterKeyRecord, StoreError> {
-    let der = private.to_der()?;
-    Ok(MasterKeyRecord {
-        version,
-        key_id: crypto::master_key_id(master),
-        uid,
-        private_key: descriptor::b64(&crypto::seal_vec(
-            &priv_kek(master),
-            &priv_aad(store_id, version, public_der),
-            &der,
-        )),
-        name_key: descriptor::b64(&crypto::seal_key(
-            &name_kek(master),
-            &name_aad(store_id, version),
-            names.secret(),
-        )),
-    })
-}
-
-/// Rotation: a descriptor whose only master-key version is `version`, under `new_master`.
-/// The private key and the name key are unsealed with `current` and sealed again; no data,
-/// batch key or catalog record changes. The older records are dropped, so the store as it is
-/// now opens only with the new key; older copies of the descriptor (an auxiliary copy made
-/// before) still name the old version, which the provider keeps readable.
-pub fn rewrap(
-    desc: &Descriptor,
-    current: &MasterKey,
-    new_master: &MasterKey,
-    version: u32,
-    uid: Option<String>,
-) -> Result<Descriptor, StoreError> {
-    if version <= desc.current_master().version {
-        return Err(StoreError::Keys(format!(
-            "master-key version {version} is not newer than the store's version {}",
-            desc.current_master().version
-        )));
-    }
-    let (private, names) = unlock_keys(desc, current)?;
-    let store_id = desc.store_id_bytes()?;
-    let public_der = desc.public_key_der()?;
-    let record = seal_master_record(
-        &store_id,
-        version,
-        &public_der,
-        &private,
-        &names,
-        new_master,
-        uid,
-    )?;
-    let mut out = desc.clone();
-    out.master_keys = vec![record];
-    // Prove the new record opens before anyone saves it.
-    unlock_keys(&out, new_master)?;
-    Ok(out)
-}
-
-/// An exclusive lock on a store's key records (its descriptor) for a rotation or sync: flock
-/// on the store directory itself, so no file is added to the store.
-pub struct KeyRecordsLock {
-    _dir: std::fs::File,
-}
-
-impl KeyRecordsLock {
-    pub fn acquire(root: &Path) -> Result<KeyRecordsLock, StoreError> {
-        use std::os::fd::AsRawFd;
-        let f = std::fs::File::open(root).map_err(|e| StoreError::Io(root.to_path_buf(), e))?;
-        // SAFETY: the fd is owned by `f` and open.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err(StoreError::Busy(
-                root.to_path_buf(),
-                " (another key rotation or sync is running)".into(),
-            ));
-        }
-        Ok(KeyRecordsLock { _dir: f })
-    }
 }
 
 /// Write a fresh random directory IV into a new ciphertext directory.
@@ -378,7 +236,9 @@ pub fn write_diriv(dir: &Path) -> Result<[u8; DIRIV_LEN], StoreError> {
     let mut iv = [0u8; DIRIV_LEN];
     crypto::random_bytes(&mut iv);
     let p = dir.join(DIRIV_NAME);
-    crate::atomic_write(&p, &iv, 0o400).map_err(|e| StoreError::Io(p, e))?;
+    let d = crate::within::open_root(dir).map_err(|e| StoreError::Io(p.clone(), e))?;
+    crate::within::write_atomic_at(&d, std::ffi::OsStr::new(DIRIV_NAME), &iv, 0o400)
+        .map_err(|e| StoreError::Io(p, e))?;
     Ok(iv)
 }
 
@@ -391,6 +251,8 @@ pub struct OpenStore {
     pub names: NameCodec,
     pub public: PublicKey,
     private: Option<PrivateKey>,
+    /// Format 2: tags new batch records and checks every recorded one.
+    write_key: Option<WriteKey>,
     read_cache: Mutex<HashMap<[u8; 16], Arc<BatchKey>>>,
     writing: Mutex<Option<WriteBatch>>,
     writer: std::sync::OnceLock<CatalogWriter>,
@@ -402,78 +264,34 @@ struct WriteBatch {
     files: u64,
 }
 
-/// Unwrap the private key and name key of `desc` with `master`.
-pub fn unlock_keys(
-    desc: &Descriptor,
-    master: &MasterKey,
-) -> Result<(PrivateKey, NameKey), StoreError> {
-    let store_id = desc.store_id_bytes()?;
-    let public_der = desc.public_key_der()?;
-    let key_id = crypto::master_key_id(master);
-    let rec = desc
-        .master_keys
-        .iter()
-        .find(|m| m.key_id == key_id)
-        .ok_or_else(|| StoreError::WrongKey(key_id.clone()))?;
-    // The record names this very key (its id is a hash of the key), so a seal that does not
-    // open means the descriptor itself was changed, not that the key is wrong.
-    let damaged = |what: &str| {
-        StoreError::Damaged(format!(
-            "the descriptor's sealed {what} (master-key version {}) does not open with its own key \
-             {key_id}: coffer.store was changed or damaged; restore it from a copy of the store",
-            rec.version
-        ))
-    };
-    let sealed = descriptor::unb64(&rec.private_key).map_err(|_| damaged("private key"))?;
-    let der = zeroize::Zeroizing::new(
-        crypto::open_vec(
-            &priv_kek(master),
-            &priv_aad(&store_id, rec.version, &public_der),
-            &sealed,
-        )
-        .map_err(|_| damaged("private key"))?,
-    );
-    let private = PrivateKey::from_der(&der)?;
-    let public = PublicKey::from_der(&public_der)
-        .map_err(|_| StoreError::Damaged("descriptor public key is malformed".into()))?;
-    if !private.public().same_as(&public) {
-        return Err(StoreError::Damaged(
-            "descriptor public key does not match the private key".into(),
-        ));
-    }
-    let names = crypto::open_key(
-        &name_kek(master),
-        &name_aad(&store_id, rec.version),
-        &descriptor::unb64(&rec.name_key).map_err(|_| damaged("name key"))?,
-    )
-    .map(NameKey::from_secret)
-    .map_err(|_| damaged("name key"))?;
-    Ok((private, names))
-}
-
 impl OpenStore {
     /// Open a store with its keys. The catalog must open cleanly.
-    pub fn open(
-        root: &Path,
-        desc: Descriptor,
-        private: Option<PrivateKey>,
-        names: NameKey,
-    ) -> Result<OpenStore, StoreError> {
+    pub fn open(root: &Path, desc: Descriptor, keys: StoreKeys) -> Result<OpenStore, StoreError> {
         let store_id = desc.store_id_bytes()?;
         let catalog_path = root.join(CATALOG);
         let catalog = Catalog::open(&catalog_path, &store_id)
             .map_err(|e| StoreError::Catalog(catalog_path, e))?;
-        Self::with_catalog(root, desc, private, names, Arc::new(catalog))
+        Self::with_catalog(root, desc, keys, Arc::new(catalog))
     }
 
     pub fn with_catalog(
         root: &Path,
         desc: Descriptor,
-        private: Option<PrivateKey>,
-        names: NameKey,
+        keys: StoreKeys,
         catalog: Arc<Catalog>,
     ) -> Result<OpenStore, StoreError> {
         let store_id = desc.store_id_bytes()?;
+        let StoreKeys {
+            private,
+            names,
+            writer,
+        } = keys;
+        // A format-2 store checks every batch under its write key; a format-1 one has none.
+        let write_key = match (desc.authenticated(), writer) {
+            (true, None) => return Err(StoreError::NoWriteKey),
+            (true, w) => w,
+            (false, _) => None,
+        };
         let public = PublicKey::from_der(&desc.public_key_der()?)
             .map_err(|_| StoreError::Damaged("descriptor public key is malformed".into()))?;
         Ok(OpenStore {
@@ -483,6 +301,7 @@ impl OpenStore {
             names: NameCodec::new(&names),
             public,
             private,
+            write_key,
             desc,
             read_cache: Mutex::new(HashMap::new()),
             writing: Mutex::new(None),
@@ -566,13 +385,13 @@ impl OpenStore {
         let key = Arc::new(BatchKey::random());
         let id = crypto::random_id();
         let wrapped = self.public.wrap_batch_key(&key)?;
-        let p = self.root.join(BATCHES).join(hex::encode(id));
-        crate::atomic_write(&p, &wrapped, 0o600).map_err(|e| StoreError::Io(p, e))?;
+        let record = batch::seal_record(self.write_key.as_ref(), &self.store_id, &id, &wrapped);
+        batch::write_file(&self.root, &id, &record)?;
         self.catalog
             .put_batch(
                 &id,
                 &BatchRecord {
-                    wrapped,
+                    wrapped: record,
                     created: crate::unix_now(),
                 },
             )
@@ -600,20 +419,25 @@ impl OpenStore {
             return Ok(k.clone());
         }
         let private = self.private.as_ref().ok_or(StoreError::NoPrivateKey)?;
-        let wrapped = match self.catalog.batch(id) {
+        let record = match self.catalog.batch(id) {
             Ok(Some(rec)) => rec.wrapped,
             // The batches/ directory keeps a copy of every batch record.
-            _ => {
-                let p = self.root.join(BATCHES).join(hex::encode(id));
-                std::fs::read(&p).map_err(|e| StoreError::Io(p, e))?
-            }
+            _ => batch::read_file(&self.root, id)?,
         };
-        let key = Arc::new(private.unwrap_batch_key(&wrapped)?);
+        // The tag is checked before RSA ever sees the wrap: a host without the write key
+        // can make no batch read, nor have chosen ciphertext decrypted.
+        let wrapped = batch::open_record(self.write_key.as_ref(), &self.store_id, id, &record)?;
+        let key = Arc::new(private.unwrap_batch_key(wrapped)?);
         self.read_cache
             .lock()
             .map_err(|_| StoreError::Damaged("cache lock poisoned".into()))?
             .insert(*id, key.clone());
         Ok(key)
+    }
+
+    /// Check a batch record (from the catalog or batches/) as a read would, without RSA.
+    pub fn check_batch_record(&self, id: &[u8; 16], record: &[u8]) -> Result<(), StoreError> {
+        batch::open_record(self.write_key.as_ref(), &self.store_id, id, record).map(|_| ())
     }
 
     /// Unwrap a file's key from its header.

@@ -1,0 +1,96 @@
+//! `coffer upgrade STORE`: a format-1 store to format 2 (authenticated batches and
+//! descriptor), in place, with its master key. The policy is in `store::upgrade`.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use super::init::seal_recovery;
+use super::unlock::store_master;
+use super::{CliResult, Failure, KeyOpts};
+use crate::store::upgrade::RecoveryPlan;
+use crate::store::{self, Descriptor};
+
+#[derive(Args)]
+pub struct UpgradeArgs {
+    /// The store to upgrade (not mounted)
+    pub store: PathBuf,
+    #[command(flatten)]
+    pub keys: KeyOpts,
+    /// The organisation's recovery certificate: the store's recovery record must be for it,
+    /// and is sealed afresh to it (format 1 cannot show that the record there is yours)
+    #[arg(long, value_name = "PEM", conflicts_with = "drop_recovery")]
+    pub recovery_cert: Option<PathBuf>,
+    /// Remove the store's recovery record instead
+    #[arg(long)]
+    pub drop_recovery: bool,
+}
+
+/// The one line a mount of a format-1 store prints.
+pub fn v1_warning(store: &Path) -> String {
+    format!(
+        "coffer: warning: {} is a format-1 store: a host that can write it could plant files \
+         that read as genuine; run `coffer upgrade {}` (needs the master key)",
+        store.display(),
+        store.display()
+    )
+}
+
+pub fn run(a: UpgradeArgs) -> CliResult {
+    let desc = Descriptor::load(&a.store)?;
+    let master = store_master(&desc, &a.keys)?;
+    let audit = crate::keys::kms::audit_log(&super::unlock::keystore_dir(&a.keys))?;
+    let cert = a
+        .recovery_cert
+        .as_deref()
+        .map(crate::keys::certificate::read)
+        .transpose()?;
+    let plan = match &cert {
+        Some((pk, pem)) => RecoveryPlan::Reseal(
+            pk.fingerprint()?,
+            Box::new(|d: &Descriptor, m: &crate::crypto::MasterKey| {
+                seal_recovery(d, m, pk, pem, &audit).map(Some)
+            }),
+        ),
+        None if a.drop_recovery => RecoveryPlan::Drop,
+        None => RecoveryPlan::Refuse,
+    };
+    let report = store::upgrade::upgrade(&a.store, &master, plan)?;
+    audit
+        .record(
+            "upgrade",
+            Some(&desc.current_master().key_id),
+            Some(&desc.store_id),
+            if report.already {
+                "already-present"
+            } else {
+                "ok"
+            },
+            Some(&format!(
+                "{} batches tagged, {} refused",
+                report.batches,
+                report.refused.len()
+            )),
+        )
+        .map_err(|e| Failure::from(format!("cannot write the audit log: {e}")))?;
+    if report.already {
+        println!(
+            "store {} is already format 2; nothing changed",
+            desc.store_id
+        );
+        return Ok(0);
+    }
+    for id in &report.refused {
+        println!(
+            "problem: batch {id} does not open under the store's private key; left untagged \
+             (its files will read as EIO; `coffer fsck` lists them)"
+        );
+    }
+    println!(
+        "store {}: upgraded to format 2: {} batch records authenticated under a new write key, \
+         descriptor sealed; no data was re-encrypted. Backup-only hosts need a new credential \
+         (`coffer keys backup-credential`).",
+        desc.store_id, report.batches
+    );
+    Ok(if report.refused.is_empty() { 0 } else { 1 })
+}

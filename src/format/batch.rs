@@ -1,0 +1,95 @@
+//! The bytes of a batch record (`batches/<id>` and the catalog's copy).
+//!
+//! Format 1: the RSA-OAEP wrap of the batch key, nothing else, so anyone holding the public
+//! key could make one. Format 2: `"CFB2" | wrapped_len u16 | wrapped | tag[32]`, the tag a
+//! MAC under the store's write key (docs/format.md). This module only splits and joins the
+//! bytes; the MAC is checked by the store, which holds the key.
+
+use super::FormatError;
+
+pub const BATCH_MAGIC: &[u8; 4] = b"CFB2";
+pub const BATCH_TAG_LEN: usize = 32;
+/// No record is larger: an RSA-4096 wrap (512 bytes) and the framing, with room to spare.
+pub const BATCH_MAX_LEN: usize = 4096;
+
+/// A batch record's parts.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BatchBlob<'a> {
+    /// Format 1: the wrap alone, unauthenticated.
+    Bare(&'a [u8]),
+    /// Format 2: the wrap and its tag.
+    Tagged {
+        wrapped: &'a [u8],
+        tag: &'a [u8; BATCH_TAG_LEN],
+    },
+}
+
+impl<'a> BatchBlob<'a> {
+    /// Split a record. A record in the format-2 frame is `Tagged`; anything else of a size an
+    /// RSA wrap can have (256 to 512 bytes, a whole number of 64-bit words) is `Bare`.
+    pub fn decode(bytes: &'a [u8]) -> Result<BatchBlob<'a>, FormatError> {
+        if bytes.len() > BATCH_MAX_LEN {
+            return Err(FormatError::Batch);
+        }
+        if let Some(rest) = bytes.strip_prefix(BATCH_MAGIC) {
+            if rest.len() >= 2 {
+                let n = u16::from_le_bytes([rest[0], rest[1]]) as usize;
+                if rest.len() == 2 + n + BATCH_TAG_LEN {
+                    let (wrapped, tag) = rest[2..].split_at(n);
+                    let tag = tag.try_into().map_err(|_| FormatError::Batch)?;
+                    return Ok(BatchBlob::Tagged { wrapped, tag });
+                }
+            }
+        }
+        if (256..=512).contains(&bytes.len()) && bytes.len().is_multiple_of(8) {
+            return Ok(BatchBlob::Bare(bytes));
+        }
+        Err(FormatError::Batch)
+    }
+
+    /// The RSA wrap inside the record.
+    pub fn wrapped(&self) -> &'a [u8] {
+        match self {
+            BatchBlob::Bare(w) => w,
+            BatchBlob::Tagged { wrapped, .. } => wrapped,
+        }
+    }
+}
+
+/// The format-2 record of `wrapped` with `tag`.
+pub fn encode_batch(wrapped: &[u8], tag: &[u8; BATCH_TAG_LEN]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(6 + wrapped.len() + BATCH_TAG_LEN);
+    out.extend_from_slice(BATCH_MAGIC);
+    // Callers pass RSA wraps of at most 512 bytes.
+    out.extend_from_slice(&(wrapped.len().min(u16::MAX as usize) as u16).to_le_bytes());
+    out.extend_from_slice(wrapped);
+    out.extend_from_slice(tag);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tagged_round_trip_and_bare_records() {
+        let w = vec![7u8; 384];
+        let rec = encode_batch(&w, &[9; 32]);
+        assert_eq!(rec.len(), 4 + 2 + 384 + 32);
+        assert_eq!(
+            BatchBlob::decode(&rec),
+            Ok(BatchBlob::Tagged {
+                wrapped: &w,
+                tag: &[9; 32]
+            })
+        );
+        assert_eq!(BatchBlob::decode(&w), Ok(BatchBlob::Bare(&w)));
+        // A frame whose length disagrees is not a tagged record, nor a bare one.
+        assert_eq!(
+            BatchBlob::decode(&rec[..rec.len() - 1]),
+            Err(FormatError::Batch)
+        );
+        assert_eq!(BatchBlob::decode(&[0u8; 17]), Err(FormatError::Batch));
+        assert_eq!(BatchBlob::decode(&vec![0u8; 5000]), Err(FormatError::Batch));
+    }
+}

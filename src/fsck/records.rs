@@ -1,0 +1,209 @@
+//! fsck's checks of records: the catalog against the file headers, every batch in use
+//! against both of its copies (and its authentication), and leftovers of interrupted
+//! operations; and opening or rebuilding the catalog itself.
+
+use std::collections::{HashMap, HashSet};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use super::{Walk, FORGED};
+use crate::catalog::{BatchRecord, Catalog, CatalogOp, FileRecord};
+use crate::store::{BATCHES, CATALOG, DATA};
+
+/// The catalog for a check: the store's own, or (when it will not open) a rebuilt one with
+/// `repair`, or a scratch one so that the walk can still run.
+pub enum CatalogState {
+    Good(Catalog),
+    Bad(String),
+}
+
+pub fn open_catalog(root: &Path, store_id: &[u8; 16]) -> CatalogState {
+    match Catalog::open(&root.join(CATALOG), store_id) {
+        Ok(mut c) => match c.check_integrity() {
+            Ok(true) => CatalogState::Good(c),
+            Ok(false) => CatalogState::Bad("catalog failed its integrity check".into()),
+            Err(e) => CatalogState::Bad(e.to_string()),
+        },
+        Err(e) => CatalogState::Bad(e.to_string()),
+    }
+}
+
+/// Move a damaged catalog aside and create a fresh one holding every batch in batches/.
+pub fn rebuild_catalog(root: &Path, store_id: &[u8; 16]) -> Result<Catalog, String> {
+    let p = root.join(CATALOG);
+    if p.exists() {
+        let aside = root.join(format!("catalog.damaged-{}", crate::unix_now()));
+        std::fs::rename(&p, &aside)
+            .map_err(|e| format!("cannot move the damaged catalog aside: {e}"))?;
+    }
+    let c =
+        Catalog::create(&p, store_id).map_err(|e| format!("cannot create a new catalog: {e}"))?;
+    let dir = root.join(BATCHES);
+    let listing = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for e in listing.flatten() {
+        let name = e.file_name();
+        let Some(id) = hex::decode(name.as_bytes())
+            .ok()
+            .and_then(|v| <[u8; 16]>::try_from(v).ok())
+        else {
+            continue;
+        };
+        let wrapped = crate::store::read_batch_file(root, &id).map_err(|e| e.to_string())?;
+        c.put_batch(
+            &id,
+            &BatchRecord {
+                wrapped,
+                created: crate::unix_now(),
+            },
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(c)
+}
+
+impl Walk<'_> {
+    /// Why the batch `id` is not to be believed, if it is not: its record (catalog first, then
+    /// batches/) must authenticate as a read would check it. Remembered per batch.
+    pub(super) fn batch_problem(&mut self, id: &[u8; 16]) -> Option<String> {
+        if let Some(r) = self.batches.get(id) {
+            return r.clone();
+        }
+        let record = match self.store.catalog.batch(id) {
+            Ok(Some(r)) => Ok(r.wrapped),
+            _ => crate::store::read_batch_file(&self.store.root, id),
+        };
+        // Only a record that is there and does not authenticate is flagged here; a lost one
+        // is the key check's and the cross-check's to report.
+        let r = match record.and_then(|rec| self.store.check_batch_record(id, &rec)) {
+            Err(e @ crate::store::StoreError::BatchForged(_)) => Some(format!("{e}; {FORGED}")),
+            _ => None,
+        };
+        self.batches.insert(*id, r.clone());
+        r
+    }
+
+    pub(super) fn cross_check(&mut self) {
+        let catalog = self.store.catalog.clone();
+        let records: HashMap<[u8; 16], FileRecord> = match catalog.files() {
+            Ok(v) => v.into_iter().collect(),
+            Err(e) => {
+                self.report
+                    .problems
+                    .push(format!("catalog: cannot list files: {e}"));
+                return;
+            }
+        };
+        let files = std::mem::take(&mut self.files);
+        let cat = Path::new(CATALOG);
+        for (id, rec) in &files {
+            let what = match records.get(id) {
+                None => "has no record",
+                Some(r) if r != rec => "record differs from the file header or length",
+                Some(_) => continue,
+            };
+            let msg = format!("file {} {what}", hex::encode(id));
+            if self.opts.repair {
+                self.store.catalog_op(CatalogOp::Put(*id, rec.clone()));
+                self.fixed(cat, format!("{msg}; record rewritten"));
+            } else {
+                self.problem(cat, "", msg);
+            }
+        }
+        for id in records.keys().filter(|id| !files.contains_key(*id)) {
+            let msg = format!("record for file {} whose file is gone", hex::encode(id));
+            if self.opts.repair {
+                self.store.catalog_op(CatalogOp::Remove(*id));
+                self.fixed(cat, format!("{msg}; removed"));
+            } else {
+                self.problem(cat, "", msg);
+            }
+        }
+        // Every batch in use must be recorded in both places.
+        let used: HashSet<[u8; 16]> = files.values().map(|r| r.batch_id).collect();
+        for b in used {
+            let in_cat = matches!(catalog.batch(&b), Ok(Some(_)));
+            let file = self.store.root.join(BATCHES).join(hex::encode(b));
+            let on_disk = std::fs::symlink_metadata(&file).is_ok();
+            match (in_cat, on_disk) {
+                (true, true) => {}
+                (false, true) if self.opts.repair => {
+                    let root = &self.store.root;
+                    let ok = crate::store::read_batch_file(root, &b)
+                        .ok()
+                        .is_some_and(|wrapped| {
+                            catalog
+                                .put_batch(
+                                    &b,
+                                    &BatchRecord {
+                                        wrapped,
+                                        created: crate::unix_now(),
+                                    },
+                                )
+                                .is_ok()
+                        });
+                    if ok {
+                        self.fixed(
+                            cat,
+                            format!("batch {} restored from batches/", hex::encode(b)),
+                        );
+                    }
+                }
+                (true, false) if self.opts.repair => {
+                    let root = &self.store.root;
+                    let ok = matches!(catalog.batch(&b), Ok(Some(r)) if crate::store::write_batch_file(root, &b, &r.wrapped).is_ok());
+                    if ok {
+                        self.fixed(
+                            Path::new(BATCHES),
+                            format!("batch {} restored from the catalog", hex::encode(b)),
+                        );
+                    }
+                }
+                (false, false) => self.problem(
+                    cat,
+                    "",
+                    format!("batch {} is lost: its files cannot be read", hex::encode(b)),
+                ),
+                _ => self.problem(
+                    cat,
+                    "",
+                    format!("batch {} is recorded in one place only", hex::encode(b)),
+                ),
+            }
+        }
+    }
+
+    /// Remove temporary names left by interrupted operations (only with repair).
+    pub(super) fn leftovers(&mut self) {
+        let mut stack = vec![self.store.root.join(DATA)];
+        while let Some(d) = stack.pop() {
+            let Ok(it) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in it.flatten() {
+                let name = e.file_name();
+                let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
+                if name.as_bytes().starts_with(b".tmp-") {
+                    let rel = e
+                        .path()
+                        .strip_prefix(&self.store.root)
+                        .map(Path::to_path_buf)
+                        .unwrap_or_default();
+                    if self.opts.repair {
+                        let r = if is_dir {
+                            std::fs::remove_dir_all(e.path())
+                        } else {
+                            std::fs::remove_file(e.path())
+                        };
+                        if r.is_ok() {
+                            self.fixed(&rel, "removed a leftover of an interrupted operation");
+                        }
+                    } else {
+                        self.problem(&rel, "", "leftover of an interrupted operation");
+                    }
+                } else if is_dir {
+                    stack.push(e.path());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! Batch records: how a batch key is recorded (RSA-wrapped, and in format 2 tagged under the
+//! write key) and how a recorded one is checked before its RSA wrap is ever opened.
+//!
+//! The tag is what stops a host that holds only the store's bytes and its public key from
+//! planting content: it can wrap a batch key of its own to the public key, but it cannot tag
+//! the record, so no file under that batch reads.
+
+use std::path::Path;
+
+use super::StoreError;
+use crate::crypto::{self, WriteKey};
+use crate::format::{encode_batch, BatchBlob, BATCH_MAX_LEN};
+
+const BATCH_CONTEXT: &str = "coffer 2026-12 batch seal";
+
+fn tag(writer: &WriteKey, store_id: &[u8; 16], id: &[u8; 16], wrapped: &[u8]) -> [u8; 32] {
+    crypto::mac(BATCH_CONTEXT, writer.secret(), &[store_id, id, wrapped])
+}
+
+/// The record of a new batch: tagged under the write key in a format-2 store, the bare wrap
+/// in a format-1 store (which has no write key).
+pub fn seal_record(
+    writer: Option<&WriteKey>,
+    store_id: &[u8; 16],
+    id: &[u8; 16],
+    wrapped: &[u8],
+) -> Vec<u8> {
+    match writer {
+        Some(w) => encode_batch(wrapped, &tag(w, store_id, id, wrapped)),
+        None => wrapped.to_vec(),
+    }
+}
+
+/// The RSA wrap inside a recorded batch, once the record is believed: in a format-2 store
+/// (`writer` given) only a record tagged under the write key; in a format-1 store either form
+/// (a format-1 store whose upgrade was interrupted holds both).
+pub fn open_record<'a>(
+    writer: Option<&WriteKey>,
+    store_id: &[u8; 16],
+    id: &[u8; 16],
+    record: &'a [u8],
+) -> Result<&'a [u8], StoreError> {
+    let forged = || StoreError::BatchForged(hex::encode(id));
+    let blob = BatchBlob::decode(record).map_err(|_| forged())?;
+    match (writer, blob) {
+        (None, b) => Ok(b.wrapped()),
+        (Some(w), BatchBlob::Tagged { wrapped, tag: t }) => {
+            if crypto::ct_eq(t, &tag(w, store_id, id, wrapped)) {
+                Ok(wrapped)
+            } else {
+                Err(forged())
+            }
+        }
+        (Some(_), BatchBlob::Bare(_)) => Err(forged()),
+    }
+}
+
+/// `batches/<hex id>` of the store at `root`, read without following symlinks, capped.
+pub fn read_file(root: &Path, id: &[u8; 16]) -> Result<Vec<u8>, StoreError> {
+    let rel = Path::new(super::BATCHES).join(hex::encode(id));
+    crate::within::read(root, &rel, BATCH_MAX_LEN).map_err(|e| StoreError::Io(root.join(rel), e))
+}
+
+/// Write `batches/<hex id>` durably.
+pub fn write_file(root: &Path, id: &[u8; 16], record: &[u8]) -> Result<(), StoreError> {
+    let rel = Path::new(super::BATCHES).join(hex::encode(id));
+    crate::within::write_atomic(root, &rel, record, 0o600)
+        .map_err(|e| StoreError::Io(root.join(rel), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_record_tagged_under_the_write_key_opens_in_format_2() {
+        let w = WriteKey::random();
+        let (sid, id) = ([1u8; 16], [2u8; 16]);
+        let wrapped = vec![5u8; 384];
+        let rec = seal_record(Some(&w), &sid, &id, &wrapped);
+        assert_eq!(
+            open_record(Some(&w), &sid, &id, &rec).expect("open"),
+            &wrapped[..]
+        );
+        // Another key, another batch id, another store, a bare wrap: all refused.
+        assert!(open_record(Some(&WriteKey::random()), &sid, &id, &rec).is_err());
+        assert!(open_record(Some(&w), &sid, &[3; 16], &rec).is_err());
+        assert!(open_record(Some(&w), &[9; 16], &id, &rec).is_err());
+        assert!(matches!(
+            open_record(Some(&w), &sid, &id, &wrapped),
+            Err(StoreError::BatchForged(_))
+        ));
+        // Format 1 takes either form.
+        assert_eq!(
+            open_record(None, &sid, &id, &wrapped).expect("bare"),
+            &wrapped[..]
+        );
+        assert_eq!(
+            open_record(None, &sid, &id, &rec).expect("tagged"),
+            &wrapped[..]
+        );
+    }
+}

@@ -1,0 +1,104 @@
+//! The store's locks: the lock file a mount's daemon (or fsck, or an upgrade) holds for its
+//! lifetime, and the flock on the store directory that key rotations and syncs take.
+//!
+//! The lock file is opened without following a symlink and must be a regular file, so a host
+//! that can write the store cannot make a mount write its record into a file elsewhere.
+
+use std::ffi::OsStr;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use super::{StoreError, LOCK};
+use crate::within;
+
+/// An exclusive lock on a store: held by a mount's daemon for its lifetime, and by fsck.
+/// The lock file records the holder's pid and mount point (no secrets).
+pub struct StoreLock {
+    file: std::fs::File,
+    /// The process that wrote the record, 0 if none. A mount's parent process hands the lock
+    /// to the daemon it forks; only the daemon may clear the record.
+    recorded_by: std::sync::atomic::AtomicU32,
+}
+
+/// The lock record is three short lines; anything longer is not ours.
+const LOCK_MAX: usize = 8192;
+
+impl StoreLock {
+    pub fn acquire(root: &Path) -> Result<StoreLock, StoreError> {
+        let p = root.join(LOCK);
+        let io = |e| StoreError::Io(p.clone(), e);
+        let dir = within::open_root(root).map_err(io)?;
+        let file = within::open_at(&dir, OsStr::new(LOCK), libc::O_RDWR | libc::O_CREAT, 0o600)
+            .map_err(io)?;
+        // SAFETY: the fd is owned by `file` and open.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let holder = match Self::holder(root) {
+                Some((pid, mnt)) if !mnt.is_empty() => format!(" (mounted at {mnt} by pid {pid})"),
+                Some((pid, _)) => format!(" (by pid {pid})"),
+                None => String::new(),
+            };
+            return Err(StoreError::Busy(root.to_path_buf(), holder));
+        }
+        Ok(StoreLock {
+            file,
+            recorded_by: std::sync::atomic::AtomicU32::new(0),
+        })
+    }
+
+    /// Record who holds the lock, where, and in which mode.
+    pub fn record(&self, pid: u32, mountpoint: &str, mode: &str) {
+        use std::io::{Seek, Write};
+        let mut f = &self.file;
+        let _ = f.set_len(0);
+        let _ = f.seek(std::io::SeekFrom::Start(0));
+        let _ = write!(f, "{pid}\n{mountpoint}\n{mode}\n");
+        self.recorded_by
+            .store(std::process::id(), std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// (pid, mount point) of the holder, if recorded and not yet released.
+    pub fn holder(root: &Path) -> Option<(u32, String)> {
+        Self::holder_mode(root).map(|(pid, mnt, _)| (pid, mnt))
+    }
+
+    /// (pid, mount point, mode) of the last holder, if recorded.
+    pub fn holder_mode(root: &Path) -> Option<(u32, String, String)> {
+        let bytes = within::read(root, Path::new(LOCK), LOCK_MAX).ok()?;
+        let s = String::from_utf8(bytes).ok()?;
+        let mut lines = s.lines();
+        let pid = lines.next()?.trim().parse().ok()?;
+        let mnt = lines.next().unwrap_or("").to_string();
+        Some((pid, mnt, lines.next().unwrap_or("read-write").to_string()))
+    }
+}
+
+/// A clean release empties the record, so a store at rest has the same bytes after every
+/// mount (an auxiliary rsync copy then has nothing to resend). A killed holder leaves its
+/// record behind, which helps whoever finds the stale lock.
+impl Drop for StoreLock {
+    fn drop(&mut self) {
+        if *self.recorded_by.get_mut() == std::process::id() {
+            let _ = self.file.set_len(0);
+        }
+    }
+}
+
+/// An exclusive lock on a store's key records (its descriptor) for a rotation, sync or
+/// upgrade: flock on the store directory itself, so no file is added to the store.
+pub struct KeyRecordsLock {
+    _dir: std::os::fd::OwnedFd,
+}
+
+impl KeyRecordsLock {
+    pub fn acquire(root: &Path) -> Result<KeyRecordsLock, StoreError> {
+        let d = within::open_root(root).map_err(|e| StoreError::Io(root.to_path_buf(), e))?;
+        // SAFETY: the fd is owned by `d` and open.
+        if unsafe { libc::flock(d.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(StoreError::Busy(
+                root.to_path_buf(),
+                " (another key rotation, sync or upgrade is running)".into(),
+            ));
+        }
+        Ok(KeyRecordsLock { _dir: d })
+    }
+}

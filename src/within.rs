@@ -1,0 +1,228 @@
+//! Opening files inside a store without ever leaving it.
+//!
+//! A host that can write the store can put a symlink, a FIFO or a device node where coffer
+//! expects one of its own files (`lock -> /etc/shadow`, `.diriv -> /dev/zero`). Everything
+//! here opens the store's root by the path the administrator gave, then each component below
+//! it with O_NOFOLLOW, checks that the result is a regular file (or a directory) before any
+//! read or write, caps what it reads, and creates temporary files O_CREAT|O_EXCL under random
+//! names. The mount's own *at() calls (fs/sys.rs) follow the same rules.
+
+use std::ffi::{CString, OsStr};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path};
+
+fn cstr(name: &OsStr) -> std::io::Result<CString> {
+    CString::new(name.as_bytes()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+fn check(r: libc::c_int) -> std::io::Result<OwnedFd> {
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: r is a fresh descriptor owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(r) })
+}
+
+fn invalid(what: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, what)
+}
+
+/// A directory by the path the administrator gave (symlinks in it are the administrator's).
+pub fn open_root(path: &Path) -> std::io::Result<OwnedFd> {
+    let p = cstr(path.as_os_str())?;
+    // SAFETY: p is NUL-terminated; the result is checked.
+    check(unsafe {
+        libc::open(
+            p.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    })
+}
+
+/// The directory `name` in `dir`, refusing a symlink.
+pub fn open_dir_at(dir: &impl AsRawFd, name: &OsStr) -> std::io::Result<OwnedFd> {
+    let n = cstr(name)?;
+    // SAFETY: n is NUL-terminated; the result is checked.
+    check(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            n.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    })
+}
+
+/// The parent directory of `rel` below `root` (each component refusing a symlink), and the
+/// last component's name.
+fn parent_of<'a>(root: &Path, rel: &'a Path) -> std::io::Result<(OwnedFd, &'a OsStr)> {
+    let mut parts: Vec<&OsStr> = Vec::new();
+    for c in rel.components() {
+        match c {
+            Component::Normal(n) => parts.push(n),
+            _ => {
+                return Err(invalid(format!(
+                    "{} is not inside the store",
+                    rel.display()
+                )))
+            }
+        }
+    }
+    let name = parts
+        .pop()
+        .ok_or_else(|| invalid("empty path in the store".into()))?;
+    let mut dir = open_root(root)?;
+    for p in parts {
+        dir = open_dir_at(&dir, p)?;
+    }
+    Ok((dir, name))
+}
+
+/// A directory below the store's root, refusing symlinks on the way.
+pub fn open_dir(root: &Path, rel: &Path) -> std::io::Result<OwnedFd> {
+    let (dir, name) = parent_of(root, rel)?;
+    open_dir_at(&dir, name)
+}
+
+/// Open the regular file `name` in `dir` with `flags` (O_RDONLY, O_RDWR, ...; O_CREAT with
+/// `mode`). A symlink fails with ELOOP; a FIFO, socket or device is refused before any read
+/// or write, and never blocks the open.
+pub fn open_at(dir: &impl AsRawFd, name: &OsStr, flags: i32, mode: u32) -> std::io::Result<File> {
+    let n = cstr(name)?;
+    let flags = flags | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: n is NUL-terminated; the result is checked.
+    let fd =
+        check(unsafe { libc::openat(dir.as_raw_fd(), n.as_ptr(), flags, mode as libc::c_uint) })?;
+    let f = File::from(fd);
+    if !f.metadata()?.file_type().is_file() {
+        return Err(invalid(format!(
+            "{} is not a regular file",
+            Path::new(name).display()
+        )));
+    }
+    // Back to blocking I/O for the regular file (O_NONBLOCK only guarded the open).
+    // SAFETY: fcntl on a descriptor `f` owns.
+    unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFL, 0) };
+    Ok(f)
+}
+
+/// Open the regular file `rel` below `root` (see [`open_at`]).
+pub fn open(root: &Path, rel: &Path, flags: i32, mode: u32) -> std::io::Result<File> {
+    let (dir, name) = parent_of(root, rel)?;
+    open_at(&dir, name, flags, mode)
+}
+
+/// Read a whole regular file, refusing one larger than `cap` bytes.
+pub fn read_file(mut f: File, cap: usize, what: &Path) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    (&mut f).take(cap as u64 + 1).read_to_end(&mut out)?;
+    if out.len() > cap {
+        return Err(invalid(format!(
+            "{} is larger than {cap} bytes",
+            what.display()
+        )));
+    }
+    Ok(out)
+}
+
+/// Read `name` in `dir`: a regular file of at most `cap` bytes.
+pub fn read_at(dir: &impl AsRawFd, name: &OsStr, cap: usize) -> std::io::Result<Vec<u8>> {
+    read_file(open_at(dir, name, libc::O_RDONLY, 0)?, cap, Path::new(name))
+}
+
+/// Read `rel` below `root`: a regular file of at most `cap` bytes.
+pub fn read(root: &Path, rel: &Path, cap: usize) -> std::io::Result<Vec<u8>> {
+    read_file(open(root, rel, libc::O_RDONLY, 0)?, cap, rel)
+}
+
+/// Replace `name` in `dir` with `bytes`, atomically and durably: a temporary file with a
+/// random name, created exclusively with `mode`, written, fsynced, renamed over `name` (a
+/// symlink there is replaced, never followed), then the directory fsynced.
+pub fn write_atomic_at(
+    dir: &impl AsRawFd,
+    name: &OsStr,
+    bytes: &[u8],
+    mode: u32,
+) -> std::io::Result<()> {
+    let mut tag = [0u8; 8];
+    crate::crypto::random_bytes(&mut tag);
+    let mut tmp = std::ffi::OsString::from(".tmp-");
+    tmp.push(name);
+    tmp.push(format!("-{}", hex::encode(tag)));
+    let t = cstr(&tmp)?;
+    let n = cstr(name)?;
+    let result = (|| {
+        let mut f = open_at(
+            dir,
+            &tmp,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+            mode,
+        )?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        // SAFETY: both names are NUL-terminated; both descriptors are open.
+        if unsafe { libc::renameat(dir.as_raw_fd(), t.as_ptr(), dir.as_raw_fd(), n.as_ptr()) } != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fsync on an open descriptor.
+        if unsafe { libc::fsync(dir.as_raw_fd()) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        // SAFETY: t is NUL-terminated; removing our own temporary name.
+        unsafe { libc::unlinkat(dir.as_raw_fd(), t.as_ptr(), 0) };
+    }
+    result
+}
+
+/// Replace `rel` below `root` (see [`write_atomic_at`]).
+pub fn write_atomic(root: &Path, rel: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let (dir, name) = parent_of(root, rel)?;
+    write_atomic_at(&dir, name, bytes, mode)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlinks_fifos_and_large_files_are_refused() {
+        let d = tempfile::tempdir().expect("tmp");
+        let outside = d.path().join("outside");
+        std::fs::write(&outside, b"keep").expect("write");
+        let store = d.path().join("store");
+        std::fs::create_dir_all(store.join("sub")).expect("mkdir");
+        std::os::unix::fs::symlink(&outside, store.join("link")).expect("symlink");
+        std::os::unix::fs::symlink(d.path(), store.join("dirlink")).expect("symlink");
+        let e = read(&store, Path::new("link"), 100).expect_err("symlink");
+        assert_eq!(e.raw_os_error(), Some(libc::ELOOP));
+        let e = read(&store, Path::new("dirlink/outside"), 100).expect_err("dir symlink");
+        assert_eq!(e.raw_os_error(), Some(libc::ENOTDIR));
+        let e = read(&store, Path::new("../outside"), 100).expect_err("dotdot");
+        assert!(e.to_string().contains("not inside the store"), "{e}");
+        let fifo = CString::new(store.join("fifo").as_os_str().as_bytes()).expect("c");
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let e = read(&store, Path::new("fifo"), 100).expect_err("fifo");
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        std::fs::write(store.join("sub/big"), vec![1u8; 101]).expect("write");
+        let e = read(&store, Path::new("sub/big"), 100).expect_err("cap");
+        assert!(e.to_string().contains("larger than 100 bytes"), "{e}");
+        assert_eq!(
+            read(&store, Path::new("sub/big"), 101).expect("read").len(),
+            101
+        );
+        // An atomic write over a symlink replaces the link and leaves its target alone.
+        write_atomic(&store, Path::new("link"), b"new", 0o600).expect("write");
+        assert_eq!(std::fs::read(&outside).expect("read"), b"keep");
+        assert_eq!(std::fs::read(store.join("link")).expect("read"), b"new");
+        let e = write_atomic(&store, Path::new("dirlink/x"), b"new", 0o600).expect_err("dir");
+        assert_eq!(e.raw_os_error(), Some(libc::ENOTDIR));
+        assert!(!d.path().join("x").exists());
+    }
+}

@@ -1,0 +1,110 @@
+//! What a host that can write a store, and holds no key but the public one in coffer.store,
+//! can do: every function here reads and writes the store's files directly, as
+//! docs/format.md describes them, with no master key, private key, name key or write key.
+
+use std::path::{Path, PathBuf};
+
+use coffer::crypto::{random_id, BatchKey, BlockCipher, FileKey, PublicKey};
+use coffer::format::{encode_batch, seal_block, Header, BLOCK_OVERHEAD};
+use coffer::store::Descriptor;
+
+/// How the planted batch record is framed.
+#[derive(Clone, Copy)]
+pub enum Framing {
+    /// The bare RSA wrap of format 1.
+    Bare,
+    /// The format-2 frame with a tag the attacker made up (it lacks the write key).
+    MadeUpTag,
+}
+
+/// Rewrite the ciphertext file `target` so that it holds `plain` under a file key of the
+/// attacker's own, in a batch of its own wrapped to the store's public key. Returns the
+/// planted batch's id.
+pub fn plant(store: &Path, target: &Path, plain: &[u8], framing: Framing) -> [u8; 16] {
+    let desc = Descriptor::load(store).expect("the descriptor is public");
+    let public = PublicKey::from_der(&desc.public_key_der().expect("der")).expect("public key");
+    let store_id = desc.store_id_bytes().expect("id");
+    let batch = BatchKey::random();
+    let batch_id = random_id();
+    let wrapped = public.wrap_batch_key(&batch).expect("wrap");
+    let record = match framing {
+        Framing::Bare => wrapped,
+        Framing::MadeUpTag => encode_batch(&wrapped, &[0x41; 32]),
+    };
+    std::fs::write(batch_path(store, &batch_id), record).expect("write batch");
+    let key = FileKey::random();
+    let header = Header::new(&store_id, desc.block_shift, batch_id, &batch, &key);
+    let cipher = BlockCipher::new(key.secret());
+    let bs = 1usize << desc.block_shift;
+    let mut out = header.encode().to_vec();
+    let chunks: Vec<&[u8]> = if plain.is_empty() {
+        vec![&[]]
+    } else {
+        plain.chunks(bs).collect()
+    };
+    for (i, c) in chunks.iter().enumerate() {
+        let mut buf = vec![0u8; c.len() + BLOCK_OVERHEAD];
+        seal_block(
+            &cipher,
+            &header.file_id,
+            i as u64,
+            i + 1 == chunks.len(),
+            c,
+            &mut buf,
+        );
+        out.extend_from_slice(&buf);
+    }
+    std::fs::write(target, out).expect("rewrite the ciphertext file");
+    batch_id
+}
+
+pub fn batch_path(store: &Path, id: &[u8; 16]) -> PathBuf {
+    store.join("batches").join(hex::encode(id))
+}
+
+/// Every regular ciphertext file under data/ (no sidecars, no directory IVs).
+pub fn ciphertext_files(store: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![store.join("data")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("ls").flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let t = e.file_type().expect("type");
+            if t.is_dir() {
+                stack.push(e.path());
+            } else if t.is_file() && !name.starts_with('.') {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The descriptor as JSON, to edit as the attacker would.
+pub fn descriptor_json(store: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(store.join("coffer.store")).expect("read")).expect("json")
+}
+
+pub fn write_descriptor_json(store: &Path, v: &serde_json::Value) {
+    std::fs::write(
+        store.join("coffer.store"),
+        serde_json::to_vec_pretty(v).expect("json"),
+    )
+    .expect("write descriptor");
+}
+
+/// Turn a format-2 store into the format-1 store it would have been: drop the write key and
+/// both seals (format 1 had none of them) and say version 1. Its tagged batch records are
+/// what an interrupted upgrade leaves, which format 1 reads.
+pub fn make_format_1(store: &Path) {
+    let mut v = descriptor_json(store);
+    let o = v.as_object_mut().expect("object");
+    o.insert("version".into(), 1.into());
+    o.remove("seal");
+    o.remove("writer_seal");
+    for m in o["master_keys"].as_array_mut().expect("records") {
+        m.as_object_mut().expect("record").remove("write_key");
+    }
+    write_descriptor_json(store, &v);
+}
