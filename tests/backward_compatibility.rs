@@ -6,18 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{require_fuse, sh_ok};
-
-fn manifest_of(root: &Path) -> String {
-    sh_ok(&format!(
-        r#"cd '{}' && find . -mindepth 1 | LC_ALL=C sort | while read -r p; do
-  if [ -L "$p" ]; then echo "l $p $(readlink "$p")";
-  elif [ -d "$p" ]; then echo "d $p";
-  else echo "f $p $(stat -c %s "$p") $(sha256sum < "$p" | cut -d' ' -f1)"; fi
-done"#,
-        root.display()
-    ))
-}
+use common::{manifest_of, require_fuse, sh_ok};
 
 #[test]
 fn every_fixture_store_still_opens() {

@@ -123,8 +123,14 @@ fn a_planted_recovery_record_makes_rotation_refuse_and_changes_nothing() {
     let planted = fs::read(env.store.join("coffer.store")).expect("read");
     let keystore = fs::read(env.keystore.join("keystore.json")).expect("read");
 
-    for cmd in ["rotate"] {
-        let o = env.coffer(&["keys", cmd, s(&env.store)]);
+    // Rotation refuses; so does every other command that acts on the descriptor.
+    for args in [
+        vec!["keys", "rotate", s(&env.store)],
+        vec!["fsck", s(&env.store)],
+        vec!["upgrade", s(&env.store)],
+        vec!["mount", s(&env.store), s(&env.mnt)],
+    ] {
+        let o = env.coffer(&args);
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "{err}");
         assert!(

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --quiet
 bin=target/debug/coffer
-v=$(grep -o 'FORMAT_VERSION: u8 = [0-9]*' src/format/mod.rs | grep -o '[0-9]*$')
+v=$(grep -o 'STORE_VERSION: u32 = [0-9]*' src/format/mod.rs | grep -o '[0-9]*$')
 out=tests/fixtures/store-v$v
 [ -e "$out" ] && { echo "$out exists; remove it first if you really mean to remake it" >&2; exit 2; }
 work=$(mktemp -d); trap 'fusermount3 -uz "$work/mnt" 2>/dev/null || true; rm -rf "$work"' EXIT

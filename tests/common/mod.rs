@@ -404,3 +404,16 @@ impl Drop for MountGuard {
         }
     }
 }
+
+/// A listing of a tree: each entry's kind, path, and size and SHA-256 (files) or target
+/// (symlinks), as tools/make-fixture.sh writes it into a fixture's manifest.
+pub fn manifest_of(root: &Path) -> String {
+    sh_ok(&format!(
+        r#"cd '{}' && find . -mindepth 1 | LC_ALL=C sort | while read -r p; do
+  if [ -L "$p" ]; then echo "l $p $(readlink "$p")";
+  elif [ -d "$p" ]; then echo "d $p";
+  else echo "f $p $(stat -c %s "$p") $(sha256sum < "$p" | cut -d' ' -f1)"; fi
+done"#,
+        root.display()
+    ))
+}

@@ -1,0 +1,263 @@
+//! Format-1 stores and `coffer upgrade`: a format-1 store still opens and reads (with a
+//! warning naming the command), refuses rotation until upgraded, and after the upgrade
+//! resists the attacks of tests/store_integrity.rs. The upgrade re-encrypts nothing, is
+//! safe to interrupt, asks about a recovery record it cannot authenticate, and backup
+//! credentials from before it must be renewed.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::attacker::{self, Framing};
+use common::{manifest_of, require_fuse, s, sh_ok, Env, Host, MountGuard};
+
+/// A working copy of tests/fixtures/store-v1: (its directory, the store, a runner).
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::Builder::new()
+            .prefix("coffer-test-")
+            .tempdir()
+            .expect("tmp");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v1");
+        sh_ok(&format!(
+            "cp -a '{}/.' '{}/'",
+            src.display(),
+            dir.path().display()
+        ));
+        fs::create_dir(dir.path().join("mnt")).expect("mkdir");
+        Fixture { dir }
+    }
+    fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+    fn mnt(&self) -> PathBuf {
+        self.dir.path().join("mnt")
+    }
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(common::bin())
+            .args(args)
+            .env("COFFER_KEYSTORE", self.dir.path().join("keystore"))
+            .env("COFFER_PASSPHRASE_FILE", self.dir.path().join("passphrase"))
+            .env_remove("COFFER_LOG")
+            .output()
+            .expect("coffer")
+    }
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "coffer {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+    /// Mount, list, unmount; returns the manifest and what mount printed on stderr.
+    fn read_back(&self) -> (String, String) {
+        let (st, m) = (self.store(), self.mnt());
+        let o = self.run(&["mount", s(&st), s(&m), "--read-only"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let guard = MountGuard(m.clone());
+        let got = manifest_of(&m);
+        self.ok(&["umount", s(&m)]);
+        drop(guard);
+        (got, String::from_utf8_lossy(&o.stderr).into_owned())
+    }
+    fn manifest(&self) -> String {
+        fs::read_to_string(self.dir.path().join("manifest")).expect("manifest")
+    }
+}
+
+fn data_bytes(store: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    Env::all_bytes(&store.join("data"))
+}
+
+#[test]
+fn a_format_1_store_warns_upgrades_in_place_and_then_resists_planting() {
+    if !require_fuse() {
+        return;
+    }
+    let f = Fixture::new();
+    let st = f.store();
+    let (got, warn) = f.read_back();
+    assert_eq!(got, f.manifest());
+    assert!(
+        warn.contains("is a format-1 store") && warn.contains("coffer upgrade"),
+        "{warn}"
+    );
+    assert_eq!(warn.trim().lines().count(), 1, "{warn}");
+    // A rotation acts on fields format 1 does not authenticate: refused until upgraded.
+    let o = f.run(&["keys", "rotate", s(&st)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("run `coffer upgrade` on it first"), "{err}");
+
+    let before = data_bytes(&st);
+    let out = f.ok(&["upgrade", s(&st)]);
+    assert!(out.contains("upgraded to format 2"), "{out}");
+    assert_eq!(attacker::descriptor_json(&st)["version"], 2);
+    assert_eq!(data_bytes(&st), before, "no data was re-encrypted");
+    let (got, warn) = f.read_back();
+    assert_eq!(got, f.manifest());
+    assert!(!warn.contains("format-1"), "{warn}");
+    assert!(f.ok(&["upgrade", s(&st)]).contains("already format 2"));
+    assert_eq!(f.run(&["fsck", s(&st)]).status.code(), Some(0));
+
+    // Now a planted file reads EIO, where format 1 could not have told.
+    let target = attacker::ciphertext_files(&st)
+        .into_iter()
+        .find(|p| fs::metadata(p).map(|m| m.len()).ok() == Some(132 + 1 + 28))
+        .expect("size-1's ciphertext");
+    attacker::plant(&st, &target, b"X", Framing::Bare);
+    let (m, g) = (f.mnt(), MountGuard(f.mnt()));
+    f.ok(&["mount", s(&st), s(&m)]);
+    let e = fs::read(m.join("size-1")).expect_err("planted");
+    assert_eq!(e.raw_os_error(), Some(libc::EIO));
+    f.ok(&["umount", s(&m)]);
+    drop(g);
+    // And a rotation runs.
+    f.ok(&["keys", "rotate", s(&st)]);
+}
+
+#[test]
+fn format_1_cannot_tell_a_planted_file_which_is_why_it_warns() {
+    if !require_fuse() {
+        return;
+    }
+    let f = Fixture::new();
+    let st = f.store();
+    let target = attacker::ciphertext_files(&st)
+        .into_iter()
+        .find(|p| fs::metadata(p).map(|m| m.len()).ok() == Some(132 + 1 + 28))
+        .expect("size-1's ciphertext");
+    attacker::plant(&st, &target, b"X", Framing::Bare);
+    let (m, g) = (f.mnt(), MountGuard(f.mnt()));
+    f.ok(&["mount", s(&st), s(&m), "--read-only"]);
+    // Pinned: this is the weakness format 2 removes (docs/threat-model.md).
+    assert_eq!(fs::read(m.join("size-1")).expect("read"), b"X");
+    f.ok(&["umount", s(&m)]);
+    drop(g);
+}
+
+#[test]
+fn an_interrupted_upgrade_leaves_a_readable_store_and_runs_again() {
+    if !require_fuse() {
+        return;
+    }
+    let f = Fixture::new();
+    let st = f.store();
+    let v1 = fs::read(st.join("coffer.store")).expect("read");
+    f.ok(&["upgrade", s(&st)]);
+    // Interrupted just before its last step: every batch record tagged (in batches/ and the
+    // catalog), the descriptor still format 1.
+    fs::write(st.join("coffer.store"), &v1).expect("put back");
+    let (got, warn) = f.read_back();
+    assert_eq!(got, f.manifest());
+    assert!(warn.contains("format-1"), "{warn}");
+    assert_eq!(f.run(&["fsck", s(&st)]).status.code(), Some(0));
+    let out = f.ok(&["upgrade", s(&st)]);
+    assert!(out.contains("upgraded to format 2"), "{out}");
+    let (got, _) = f.read_back();
+    assert_eq!(got, f.manifest());
+    assert_eq!(f.run(&["fsck", s(&st)]).status.code(), Some(0));
+}
+
+#[test]
+fn a_format_1_recovery_record_must_be_confirmed_or_dropped() {
+    let env = Env::new();
+    let (org, evil) = (env.path("org"), env.path("evil"));
+    env.coffer_ok(&["keys", "recovery-key", "--out", s(&org)]);
+    env.coffer_ok(&["keys", "recovery-key", "--out", s(&evil)]);
+    let org_pem = format!("{}.pem", org.display());
+    let evil_pem = format!("{}.pem", evil.display());
+    env.init_with(&["--recovery-cert", &org_pem]);
+    attacker::make_format_1(&env.store);
+    let v1 = fs::read(env.store.join("coffer.store")).expect("read");
+    let fp = attacker::descriptor_json(&env.store)["recovery"]["fingerprint"]
+        .as_str()
+        .expect("fp")
+        .to_string();
+    for extra in [vec![], vec!["--recovery-cert", evil_pem.as_str()]] {
+        let mut args = vec!["upgrade", s(&env.store)];
+        args.extend(extra);
+        let o = env.coffer(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains(&fp) && err.contains("nothing was changed"),
+            "{err}"
+        );
+        assert_eq!(fs::read(env.store.join("coffer.store")).expect("read"), v1);
+    }
+    env.coffer_ok(&["upgrade", s(&env.store), "--recovery-cert", &org_pem]);
+    let d = attacker::descriptor_json(&env.store);
+    assert_eq!(d["version"], 2);
+    assert_eq!(d["recovery"]["fingerprint"], fp.as_str());
+    // The record is sealed afresh and opens with the organisation's key.
+    let fresh = Host::new(&env, "fresh");
+    let key = format!("{}.key", org.display());
+    fresh.ok(&["recover", s(&env.store), "--recovery-key", &key]);
+    assert!(fresh.key_ids().contains(
+        &d["master_keys"][0]["key_id"]
+            .as_str()
+            .expect("id")
+            .to_string()
+    ));
+    // --drop-recovery removes it instead.
+    fs::write(env.store.join("coffer.store"), &v1).expect("put back");
+    env.coffer_ok(&["upgrade", s(&env.store), "--drop-recovery"]);
+    assert!(attacker::descriptor_json(&env.store)
+        .get("recovery")
+        .is_none());
+}
+
+#[test]
+fn a_backup_credential_from_before_the_upgrade_is_refused_until_renewed() {
+    if !require_fuse() {
+        return;
+    }
+    let env = Env::new();
+    env.init();
+    attacker::make_format_1(&env.store);
+    let backup = Host::new(&env, "backup");
+    let pem = env.path("backup.pem");
+    backup.ok(&["keys", "cert", "--out", s(&pem)]);
+    let issue = |out: &str| {
+        env.coffer_ok(&[
+            "keys",
+            "backup-credential",
+            s(&env.store),
+            "--recipient",
+            s(&pem),
+            "--out",
+            s(&env.path(out)),
+        ]);
+        backup.ok(&["keys", "import", s(&env.path(out))]);
+    };
+    issue("old.cred");
+    let mnt = env.mnt.clone();
+    let write_one = |name: &str| {
+        let g = MountGuard(mnt.clone());
+        backup.ok(&["mount", s(&env.store), s(&mnt)]);
+        fs::write(mnt.join(name), name.as_bytes()).expect("backup write");
+        backup.ok(&["umount", s(&mnt)]);
+        drop(g);
+    };
+    write_one("before");
+    env.coffer_ok(&["upgrade", s(&env.store)]);
+    let o = backup.run(&["mount", s(&env.store), s(&mnt)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("carries no write key"), "{err}");
+    issue("new.cred");
+    write_one("after");
+    let m = env.mount();
+    assert_eq!(fs::read(m.p("before")).expect("read"), b"before");
+    assert_eq!(fs::read(m.p("after")).expect("read"), b"after");
+    m.umount();
+    env.assert_fsck_clean();
+}
