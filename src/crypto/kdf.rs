@@ -25,19 +25,63 @@ impl Default for KdfParams {
     }
 }
 
+/// The most memory (KiB) and passes a stored parameter set may ask for: a hostile export file
+/// or keystore must not make coffer allocate gigabytes or spin for minutes. 1 GiB and 10
+/// passes are far above the default (64 MiB, 3 passes).
+pub const MAX_M_COST: u32 = 1024 * 1024;
+pub const MAX_T_COST: u32 = 10;
+const MAX_P_COST: u32 = 16;
+
 impl KdfParams {
-    /// Refuse parameters that would make a hostile file cost unbounded memory or time.
+    /// Refuse parameters that would make a hostile file cost unbounded memory or time; called
+    /// before any work is done with them.
     pub fn check(&self) -> Result<(), CryptoError> {
         if self.m_cost < 8 * 1024
-            || self.m_cost > 4 * 1024 * 1024
+            || self.m_cost > MAX_M_COST
             || self.t_cost == 0
-            || self.t_cost > 64
+            || self.t_cost > MAX_T_COST
             || self.p_cost == 0
-            || self.p_cost > 16
+            || self.p_cost > MAX_P_COST
         {
-            return Err(CryptoError::Kdf("KDF parameters out of range".into()));
+            return Err(CryptoError::Kdf(format!(
+                "Argon2 parameters out of range ({} KiB, {} passes, {} lanes; at most 1 GiB, \
+                 {MAX_T_COST} passes, {MAX_P_COST} lanes)",
+                self.m_cost, self.t_cost, self.p_cost
+            )));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_parameters_are_refused_before_any_work() {
+        let p = |m, t, l| KdfParams {
+            m_cost: m,
+            t_cost: t,
+            p_cost: l,
+        };
+        assert!(KdfParams::default().check().is_ok());
+        assert!(p(MAX_M_COST, MAX_T_COST, 1).check().is_ok());
+        for bad in [
+            p(MAX_M_COST + 1, 1, 1),
+            p(4 * 1024 * 1024, 3, 1),
+            p(64 * 1024, MAX_T_COST + 1, 1),
+            p(64 * 1024, 64, 1),
+            p(64 * 1024, 0, 1),
+            p(1024, 3, 1),
+            p(64 * 1024, 3, 0),
+        ] {
+            // 4 GiB would take seconds and gigabytes if it were tried: it must not be.
+            let e = derive_passphrase_key(b"pw", &[0; 16], &bad).expect_err("refused");
+            assert!(
+                e.to_string().contains("Argon2 parameters out of range"),
+                "{e}"
+            );
+        }
     }
 }
 

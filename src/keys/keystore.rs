@@ -683,5 +683,14 @@ mod tests {
             .expect("refused")
             .to_string();
         assert!(e.contains("not a valid keystore file (truncated)"), "{e}");
+        // Parameters that would cost 4 GiB are refused before Argon2 runs.
+        let mut v: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+        v["kdf"]["m_cost"] = (4u32 * 1024 * 1024).into();
+        std::fs::write(&p, serde_json::to_vec(&v).expect("json")).expect("write");
+        let e = Keystore::open(&dir, b"pw")
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(e.contains("Argon2 parameters out of range"), "{e}");
     }
 }

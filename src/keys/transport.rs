@@ -55,6 +55,8 @@ pub enum TransportError {
     Seal(String),
     #[error("this file holds {0}, not what this command takes")]
     Unexpected(&'static str),
+    #[error("the key export file asks for {0}; refused before any work")]
+    KdfLimits(String),
 }
 
 /// One master key with what the keystore knows about it.
@@ -378,7 +380,12 @@ pub fn open_with_password(file: &[u8], password: &[u8]) -> Result<Contents, Tran
         p_cost: r.u32()?,
     };
     let salt = r.take(16)?;
-    params.check().map_err(|_| TransportError::Damaged)?;
+    params.check().map_err(|e| match e {
+        crypto::CryptoError::Kdf(why) => TransportError::KdfLimits(
+            why.replace("Argon2 parameters out of range ", "Argon2 parameters "),
+        ),
+        _ => TransportError::Damaged,
+    })?;
     let mut vaad = VERIFIER_AAD.to_vec();
     vaad.extend_from_slice(&body[..r.at]);
     let verifier = r.take(44)?;
@@ -442,6 +449,23 @@ mod tests {
             entry.clone(),
             Contents::Keys(vec![ExportedKey { entry, key }]),
         )
+    }
+
+    #[test]
+    fn hostile_argon2_parameters_are_refused_before_any_work() {
+        let (_, _, contents) = sample();
+        let file = seal_with_password(&contents, b"pw", &fast()).expect("seal");
+        // A checksum is no authentication: anyone can rewrite the parameters and fix it.
+        for (at, value) in [(12, 4u32 * 1024 * 1024), (16, 64)] {
+            let mut f = file.clone();
+            f[at..at + 4].copy_from_slice(&value.to_le_bytes());
+            let n = f.len() - 32;
+            let sum = *blake3::hash(&f[..n]).as_bytes();
+            f[n..].copy_from_slice(&sum);
+            let e = open_with_password(&f, b"pw").err().expect("refused");
+            assert!(matches!(e, TransportError::KdfLimits(_)), "{e}");
+            assert!(e.to_string().contains("at most 1 GiB, 10 passes"), "{e}");
+        }
     }
 
     #[test]
