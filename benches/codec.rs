@@ -1,9 +1,10 @@
 //! Micro-benchmarks: block seal and open (MB/s) through aws-lc-rs and, for comparison, the
-//! RustCrypto aes-gcm-siv crate; file-key wrap and unwrap; catalog inserts and lookups.
+//! RustCrypto aes-gcm-siv crate; file-key wrap and unwrap; RSA-3072 batch-key wrap and unwrap;
+//! catalog inserts and lookups.
 //! Run with `cargo bench`; `cargo test --all-targets` runs each once.
 
 use coffer::catalog::{Catalog, CatalogOp, FileRecord};
-use coffer::crypto::{BatchKey, BlockCipher, FileKey, Secret32};
+use coffer::crypto::{BatchKey, BlockCipher, FileKey, PrivateKey, Secret32};
 use coffer::format::{open_block, seal_block, Header, BLOCK_OVERHEAD};
 use divan::counter::{BytesCount, ItemsCount};
 use divan::Bencher;
@@ -64,6 +65,32 @@ fn file_key_unwrap(b: Bencher) {
     let h = Header::new(&[0; 16], 16, [1; 16], &batch, &FileKey::random());
     b.counter(ItemsCount::new(1usize))
         .bench_local(|| h.unwrap_key(&[0; 16], &batch).is_ok());
+}
+
+/// One RSA-3072 key for the batch-key benches (key generation is not what is measured).
+fn rsa_key() -> &'static PrivateKey {
+    static KEY: std::sync::OnceLock<PrivateKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| PrivateKey::generate(3072).expect("keygen"))
+}
+
+/// RSA-OAEP (SHA-256) wrap of a batch key: once per batch when writing.
+#[divan::bench]
+fn batch_key_wrap_rsa3072(b: Bencher) {
+    let public = rsa_key().public();
+    let batch = BatchKey::random();
+    b.counter(ItemsCount::new(1usize))
+        .bench_local(|| public.wrap_batch_key(&batch).map(|w| w.len()).unwrap_or(0));
+}
+
+/// RSA-OAEP unwrap of a batch key: once per batch per mount when reading.
+#[divan::bench]
+fn batch_key_unwrap_rsa3072(b: Bencher) {
+    let wrapped = rsa_key()
+        .public()
+        .wrap_batch_key(&BatchKey::random())
+        .expect("wrap");
+    b.counter(ItemsCount::new(1usize))
+        .bench_local(|| rsa_key().unwrap_batch_key(&wrapped).is_ok());
 }
 
 fn record(i: u64) -> ([u8; 16], FileRecord) {

@@ -2,107 +2,160 @@
 //! key; the private key is needed only to read, once per batch per mount), each keystore's
 //! host identity, and recovery keys (both receive keys wrapped to their public key).
 //!
-//! The `rsa` crate carries RUSTSEC-2023-0071 (Marvin timing side channel) with no fixed
-//! release. coffer keeps RSA decryption local and rare and never offers it over a network;
-//! see docs/dependencies.md.
+//! Everything goes through aws-lc-rs, whose RSA private-key operations are constant-time and
+//! blinded (the `rsa` crate's were not: RUSTSEC-2023-0071). Keys are read and written as the
+//! same PKCS#8 and SubjectPublicKeyInfo DER as before, so every existing store, keystore and
+//! export opens unchanged; a public key keeps the exact DER it was read from, so fingerprints
+//! and the descriptor's public-key hash do not move.
 
-use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
-use rsa::traits::PublicKeyParts;
-use rsa::{Oaep, RsaPrivateKey, RsaPublicKey};
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rsa::{
+    KeySize, OaepPrivateDecryptingKey, OaepPublicEncryptingKey, PrivateDecryptingKey,
+    PublicEncryptingKey, OAEP_SHA256_MGF1SHA256,
+};
 use zeroize::Zeroizing;
 
 use super::{BatchKey, CryptoError, Secret32};
 
-pub struct PublicKey(RsaPublicKey);
-/// The private half; `rsa` zeroizes its limbs on drop.
-pub struct PrivateKey(RsaPrivateKey);
-
-fn unwrap_with(key: &RsaPrivateKey, wrapped: &[u8]) -> Result<Secret32, CryptoError> {
-    let mut plain = key
-        .decrypt(Oaep::new::<sha2::Sha256>(), wrapped)
-        .map_err(|_| CryptoError::Auth)?;
-    let k = Secret32::from_slice(&plain).ok_or(CryptoError::Malformed);
-    zeroize::Zeroize::zeroize(&mut plain);
-    k
+pub struct PublicKey {
+    key: PublicEncryptingKey,
+    /// The SubjectPublicKeyInfo DER it was read from (or made as).
+    der: Vec<u8>,
 }
 
+/// The private half. aws-lc holds it in its own memory, which it wipes when the key is freed.
+pub struct PrivateKey(PrivateDecryptingKey);
+
+const PEM_LABEL: &str = "PRIVATE KEY";
+
 impl PrivateKey {
+    /// A new key of 2048, 3072 or 4096 bits.
     pub fn generate(bits: usize) -> Result<Self, CryptoError> {
-        RsaPrivateKey::new(&mut rand_core::OsRng, bits)
+        let size = match bits {
+            2048 => KeySize::Rsa2048,
+            3072 => KeySize::Rsa3072,
+            4096 => KeySize::Rsa4096,
+            _ => {
+                return Err(CryptoError::Rsa(format!(
+                    "{bits}-bit RSA keys are not supported (2048, 3072 or 4096)"
+                )))
+            }
+        };
+        PrivateDecryptingKey::generate(size)
             .map(PrivateKey)
-            .map_err(|e| CryptoError::Rsa(e.to_string()))
+            .map_err(|_| CryptoError::Rsa("key generation failed".into()))
     }
+
     pub fn public(&self) -> PublicKey {
-        PublicKey(self.0.to_public_key())
+        let key = self.0.public_key();
+        let der = key
+            .as_der()
+            .map(|d| d.as_ref().to_vec())
+            .unwrap_or_default();
+        PublicKey { key, der }
     }
+
+    /// PKCS#8 v1 DER.
     pub fn to_der(&self) -> Result<Zeroizing<Vec<u8>>, CryptoError> {
         let doc = self
             .0
-            .to_pkcs8_der()
-            .map_err(|e| CryptoError::Rsa(e.to_string()))?;
-        Ok(Zeroizing::new(doc.as_bytes().to_vec()))
+            .as_der()
+            .map_err(|_| CryptoError::Rsa("cannot encode the private key".into()))?;
+        Ok(Zeroizing::new(doc.as_ref().to_vec()))
     }
+
     pub fn from_der(der: &[u8]) -> Result<Self, CryptoError> {
-        RsaPrivateKey::from_pkcs8_der(der)
+        PrivateDecryptingKey::from_pkcs8(der)
             .map(PrivateKey)
             .map_err(|_| CryptoError::Malformed)
     }
+
     pub fn unwrap_batch_key(&self, wrapped: &[u8]) -> Result<BatchKey, CryptoError> {
-        unwrap_with(&self.0, wrapped).map(BatchKey::from_secret)
+        self.unwrap_secret(wrapped).map(BatchKey::from_secret)
     }
 
     /// Unwrap a 32-byte secret wrapped to this key with [`PublicKey::wrap_secret`].
     pub fn unwrap_secret(&self, wrapped: &[u8]) -> Result<Secret32, CryptoError> {
-        unwrap_with(&self.0, wrapped)
+        let key =
+            OaepPrivateDecryptingKey::new(self.0.clone()).map_err(|_| CryptoError::Malformed)?;
+        let mut plain = Zeroizing::new(vec![0u8; key.min_output_size()]);
+        let out = key
+            .decrypt(&OAEP_SHA256_MGF1SHA256, wrapped, &mut plain, None)
+            .map_err(|_| CryptoError::Auth)?;
+        Secret32::from_slice(out).ok_or(CryptoError::Malformed)
     }
 
+    /// PKCS#8 PEM ("PRIVATE KEY").
     pub fn to_pem(&self) -> Result<Zeroizing<String>, CryptoError> {
-        self.0
-            .to_pkcs8_pem(rsa::pkcs8::LineEnding::LF)
-            .map(|s| Zeroizing::new(s.to_string()))
+        let der = self.to_der()?;
+        x509_cert::der::pem::encode_string(PEM_LABEL, x509_cert::der::pem::LineEnding::LF, &der)
+            .map(Zeroizing::new)
             .map_err(|e| CryptoError::Rsa(e.to_string()))
     }
 
     pub fn from_pem(pem: &str) -> Result<Self, CryptoError> {
-        RsaPrivateKey::from_pkcs8_pem(pem)
-            .map(PrivateKey)
-            .map_err(|_| CryptoError::Malformed)
+        let (label, der) =
+            x509_cert::der::pem::decode_vec(pem.as_bytes()).map_err(|_| CryptoError::Malformed)?;
+        let der = Zeroizing::new(der);
+        if label != PEM_LABEL {
+            return Err(CryptoError::Malformed);
+        }
+        Self::from_der(&der)
     }
 
-    /// A PKCS#1 v1.5 SHA-256 signer (for self-signed certificates).
-    pub fn signing_key(&self) -> rsa::pkcs1v15::SigningKey<sha2::Sha256> {
-        rsa::pkcs1v15::SigningKey::new(self.0.clone())
+    /// An RSA PKCS#1 v1.5 SHA-256 signature of `msg` (self-signed certificates).
+    pub fn sign_pkcs1_sha256(&self, msg: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        let der = self.to_der()?;
+        let pair = aws_lc_rs::signature::RsaKeyPair::from_pkcs8(&der)
+            .map_err(|_| CryptoError::Malformed)?;
+        let mut sig = vec![0u8; pair.public_modulus_len()];
+        pair.sign(
+            &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+            &aws_lc_rs::rand::SystemRandom::new(),
+            msg,
+            &mut sig,
+        )
+        .map_err(|_| CryptoError::Rsa("signing failed".into()))?;
+        Ok(sig)
     }
 }
 
 impl PublicKey {
+    /// SubjectPublicKeyInfo DER.
     pub fn to_der(&self) -> Result<Vec<u8>, CryptoError> {
-        self.0
-            .to_public_key_der()
-            .map(|d| d.as_bytes().to_vec())
-            .map_err(|e| CryptoError::Rsa(e.to_string()))
+        if self.der.is_empty() {
+            return Err(CryptoError::Rsa("cannot encode the public key".into()));
+        }
+        Ok(self.der.clone())
     }
+
     pub fn from_der(der: &[u8]) -> Result<Self, CryptoError> {
-        RsaPublicKey::from_public_key_der(der)
-            .map(PublicKey)
-            .map_err(|_| CryptoError::Malformed)
+        let key = PublicEncryptingKey::from_der(der).map_err(|_| CryptoError::Malformed)?;
+        Ok(PublicKey {
+            key,
+            der: der.to_vec(),
+        })
     }
+
     pub fn bits(&self) -> usize {
-        self.0.size() * 8
+        self.key.key_size_bits()
     }
+
     pub fn wrap_batch_key(&self, key: &BatchKey) -> Result<Vec<u8>, CryptoError> {
         self.wrap_secret(key.secret())
     }
 
     /// RSA-OAEP (SHA-256) of a 32-byte secret.
     pub fn wrap_secret(&self, key: &Secret32) -> Result<Vec<u8>, CryptoError> {
-        self.0
-            .encrypt(
-                &mut rand_core::OsRng,
-                Oaep::new::<sha2::Sha256>(),
-                key.expose(),
-            )
-            .map_err(|e| CryptoError::Rsa(e.to_string()))
+        let enc =
+            OaepPublicEncryptingKey::new(self.key.clone()).map_err(|_| CryptoError::Malformed)?;
+        let mut out = vec![0u8; enc.ciphertext_size()];
+        let n = enc
+            .encrypt(&OAEP_SHA256_MGF1SHA256, key.expose(), &mut out, None)
+            .map_err(|_| CryptoError::Rsa("RSA-OAEP wrap failed".into()))?
+            .len();
+        out.truncate(n);
+        Ok(out)
     }
 
     /// "SHA256:" and the hex SHA-256 of the SubjectPublicKeyInfo: stable across re-issued
@@ -114,8 +167,13 @@ impl PublicKey {
             hex::encode(sha2::Sha256::digest(self.to_der()?))
         ))
     }
+
+    /// The same key: compared by its canonical encoding, whatever DER it was read from.
     pub fn same_as(&self, other: &PublicKey) -> bool {
-        self.0 == other.0
+        match (self.key.as_der(), other.key.as_der()) {
+            (Ok(a), Ok(b)) => a.as_ref() == b.as_ref(),
+            _ => false,
+        }
     }
 }
 
@@ -137,5 +195,38 @@ mod tests {
         assert!(sk.unwrap_batch_key(&bad).is_err());
         let sk2 = PrivateKey::from_der(&sk.to_der().expect("der")).expect("parse");
         assert!(sk2.public().same_as(&pk));
+        let sk3 = PrivateKey::from_pem(&sk.to_pem().expect("pem")).expect("pem");
+        assert!(sk3.public().same_as(&pk));
+        assert!(PrivateKey::generate(1024).is_err());
+    }
+
+    /// Keys made by the `rsa` crate (every store, keystore and export made before this
+    /// change) open, and what they wrapped unwraps: the fixture store's private key is
+    /// checked by tests/backward_compatibility.rs; here a PKCS#8 and a wrap made by that
+    /// crate, kept as test vectors.
+    #[test]
+    fn keys_and_wraps_made_by_the_rsa_crate_still_open() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rsa-crate");
+        let pem = std::fs::read_to_string(dir.join("key.pem")).expect("key.pem");
+        let sk = PrivateKey::from_pem(&pem).expect("an rsa-crate PKCS#8 key opens");
+        let wrapped = std::fs::read(dir.join("wrapped.bin")).expect("wrapped.bin");
+        let secret = std::fs::read(dir.join("secret.bin")).expect("secret.bin");
+        assert_eq!(
+            sk.unwrap_secret(&wrapped).expect("unwrap").expose()[..],
+            secret[..]
+        );
+        let spki = std::fs::read(dir.join("public.der")).expect("public.der");
+        let pk = PublicKey::from_der(&spki).expect("spki");
+        assert_eq!(
+            pk.to_der().expect("der"),
+            spki,
+            "the DER read is the DER kept"
+        );
+        assert!(sk.public().same_as(&pk));
+        assert_eq!(
+            sk.public().to_der().expect("der"),
+            spki,
+            "same SPKI encoding"
+        );
     }
 }

@@ -39,7 +39,7 @@ pub fn self_signed(key: &PrivateKey, common_name: &str) -> Result<String, CertEr
     let validity =
         Validity::from_now(Duration::from_secs(30 * 365 * 86400)).map_err(|e| build(&e))?;
     let subject = Name::from_str(&format!("CN={common_name},O=coffer")).map_err(|e| build(&e))?;
-    let signer = key.signing_key();
+    let signer = SpkiSigner(spki_der.clone());
     // A self-signed end-entity certificate (issuer = subject) for key encipherment: what an
     // "encryption certificate" is, and usable later as a TLS identity.
     let profile = Profile::Leaf {
@@ -47,13 +47,47 @@ pub fn self_signed(key: &PrivateKey, common_name: &str) -> Result<String, CertEr
         enable_key_agreement: false,
         enable_key_encipherment: true,
     };
-    let builder = CertificateBuilder::new(profile, serial, validity, subject, spki, &signer)
+    let mut builder = CertificateBuilder::new(profile, serial, validity, subject, spki, &signer)
         .map_err(|e| build(&e))?;
-    let cert = builder
-        .build::<rsa::pkcs1v15::Signature>()
-        .map_err(|e| build(&e))?;
+    // The builder hands out the to-be-signed bytes; aws-lc-rs signs them (constant-time RSA).
+    let tbs = builder.finalize().map_err(|e| build(&e))?;
+    let sig = key.sign_pkcs1_sha256(&tbs).map_err(|e| build(&e))?;
+    let sig = x509_cert::der::asn1::BitString::from_bytes(&sig).map_err(|e| build(&e))?;
+    let cert = builder.assemble(sig).map_err(|e| build(&e))?;
     cert.to_pem(x509_cert::der::pem::LineEnding::LF)
         .map_err(|e| build(&e))
+}
+
+/// What x509-cert's builder asks of a signer before signing: the issuer's public key and the
+/// signature algorithm (sha256WithRSAEncryption). The signing itself is done by the caller.
+struct SpkiSigner(Vec<u8>);
+
+#[derive(Clone)]
+struct SpkiDer(Vec<u8>);
+
+impl x509_cert::spki::EncodePublicKey for SpkiDer {
+    fn to_public_key_der(&self) -> x509_cert::spki::Result<x509_cert::der::Document> {
+        Ok(x509_cert::der::Document::try_from(self.0.as_slice())?)
+    }
+}
+
+impl signature::Keypair for SpkiSigner {
+    type VerifyingKey = SpkiDer;
+    fn verifying_key(&self) -> SpkiDer {
+        SpkiDer(self.0.clone())
+    }
+}
+
+impl x509_cert::spki::DynSignatureAlgorithmIdentifier for SpkiSigner {
+    fn signature_algorithm_identifier(
+        &self,
+    ) -> x509_cert::spki::Result<x509_cert::spki::AlgorithmIdentifierOwned> {
+        Ok(x509_cert::spki::AlgorithmIdentifierOwned {
+            // sha256WithRSAEncryption (RFC 4055), with NULL parameters.
+            oid: x509_cert::der::oid::ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11"),
+            parameters: Some(x509_cert::der::asn1::Null.into()),
+        })
+    }
 }
 
 /// The RSA public key in a PEM certificate.
