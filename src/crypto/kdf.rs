@@ -53,6 +53,21 @@ impl KdfParams {
     }
 }
 
+pub fn derive_passphrase_key(
+    passphrase: &[u8],
+    salt: &[u8],
+    params: &KdfParams,
+) -> Result<KeystoreKey, CryptoError> {
+    params.check()?;
+    let p = argon2::Params::new(params.m_cost, params.t_cost, params.p_cost, Some(32))
+        .map_err(|e| CryptoError::Kdf(e.to_string()))?;
+    let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, p);
+    let mut out = [0u8; 32];
+    a.hash_password_into(passphrase, salt, &mut out)
+        .map_err(|e| CryptoError::Kdf(e.to_string()))?;
+    Ok(KeystoreKey::from_secret(Secret32::from_array(out)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,19 +98,4 @@ mod tests {
             );
         }
     }
-}
-
-pub fn derive_passphrase_key(
-    passphrase: &[u8],
-    salt: &[u8],
-    params: &KdfParams,
-) -> Result<KeystoreKey, CryptoError> {
-    params.check()?;
-    let p = argon2::Params::new(params.m_cost, params.t_cost, params.p_cost, Some(32))
-        .map_err(|e| CryptoError::Kdf(e.to_string()))?;
-    let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, p);
-    let mut out = [0u8; 32];
-    a.hash_password_into(passphrase, salt, &mut out)
-        .map_err(|e| CryptoError::Kdf(e.to_string()))?;
-    Ok(KeystoreKey::from_secret(Secret32::from_array(out)))
 }
