@@ -165,11 +165,12 @@ fn keys_flow_up_the_tree_and_are_fetched_down_it() {
             "2s".into(),
         ]
     };
-    let mut top_srv = Server::start(&env, &top, pt, &grant(&mid, "use,read,write"));
+    // Child servers push up (write) and ask on behalf of their own clients (relay).
+    let mut top_srv = Server::start(&env, &top, pt, &grant(&mid, "use,read,write,relay"));
     let mut mid_args: Vec<String> = vec!["--parent".into(), format!("https://127.0.0.1:{pt}")];
     mid_args.extend(hb(&top));
     for h in [&a, &b] {
-        mid_args.extend(grant(h, "use,read,write"));
+        mid_args.extend(grant(h, "use,read,write,relay"));
     }
     mid_args.extend(grant(&d, "use,read,write"));
     let mut mid_srv = Server::start(&env, &mid, pm, &mid_args);
@@ -261,7 +262,16 @@ fn keys_flow_up_the_tree_and_are_fetched_down_it() {
         .any(|l| l.contains("\"op\":\"fetch\"") && l.contains(&key_id) && l.contains("parent")));
 
     // A client without `use` is refused, and the refusal is audited.
-    let o = c.run(&["mount", s(&copy), s(&mnt), "--key-server", &b_srv.url()]);
+    let pin = |h: &CertHost| h.pem.display().to_string();
+    let o = c.run(&[
+        "mount",
+        s(&copy),
+        s(&mnt),
+        "--key-server",
+        &b_srv.url(),
+        "--key-server-cert",
+        &pin(&b),
+    ]);
     assert_eq!(o.status.code(), Some(2));
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(e.contains("lacks the use right"), "{e}");
@@ -279,7 +289,15 @@ fn keys_flow_up_the_tree_and_are_fetched_down_it() {
         .as_str()
         .expect("id")
         .to_string();
-    let o = d.run(&["mount", s(&copy), s(&mnt), "--key-server", &d_srv.url()]);
+    let o = d.run(&[
+        "mount",
+        s(&copy),
+        s(&mnt),
+        "--key-server",
+        &d_srv.url(),
+        "--key-server-cert",
+        &pin(&d),
+    ]);
     assert_eq!(
         o.status.code(),
         Some(2),
@@ -295,7 +313,15 @@ fn keys_flow_up_the_tree_and_are_fetched_down_it() {
     // With the parent stopped: a clear error within the timeout, and local keys still mount.
     mid_srv.stop();
     let start = Instant::now();
-    let o = b.run(&["mount", s(&copy), s(&mnt), "--key-server", &b_srv.url()]);
+    let o = b.run(&[
+        "mount",
+        s(&copy),
+        s(&mnt),
+        "--key-server",
+        &b_srv.url(),
+        "--key-server-cert",
+        &b.fp,
+    ]);
     let took = start.elapsed();
     assert_eq!(o.status.code(), Some(2));
     let e = String::from_utf8_lossy(&o.stderr);
@@ -304,7 +330,15 @@ fn keys_flow_up_the_tree_and_are_fetched_down_it() {
         "{e}"
     );
     assert!(took < Duration::from_secs(6), "error after {took:?}");
-    a.ok(&["mount", s(&store), s(&mnt), "--key-server", &a_srv.url()]);
+    a.ok(&[
+        "mount",
+        s(&store),
+        s(&mnt),
+        "--key-server",
+        &a_srv.url(),
+        "--key-server-cert",
+        &pin(&a),
+    ]);
     assert_eq!(fs::read(mnt.join("f3")).expect("read"), pattern(3, 3003));
     a.ok(&["umount", s(&mnt)]);
 
@@ -327,7 +361,7 @@ fn keys_flow_up_the_tree_and_are_fetched_down_it() {
     let e = CertHost::new(&env, "e");
     // E is a new host that only the top knows: it mounts through the top directly.
     drop(top_srv);
-    let mut top_args = grant(&mid, "use,read,write").to_vec();
+    let mut top_args = grant(&mid, "use,read,write,relay").to_vec();
     top_args.extend(grant(&e, "use"));
     let _top2 = Server::start(&env, &top, pt, &top_args);
     e.ok(&[
@@ -336,6 +370,8 @@ fn keys_flow_up_the_tree_and_are_fetched_down_it() {
         s(&mnt),
         "--key-server",
         &format!("https://127.0.0.1:{pt}"),
+        "--key-server-cert",
+        &pin(&top),
     ]);
     assert_eq!(fs::read(mnt.join("f7")).expect("read"), pattern(7, 7003));
     e.ok(&["umount", s(&mnt)]);
@@ -357,7 +393,7 @@ fn a_tree_with_a_cycle_is_refused() {
             "--heartbeat".into(),
             "1s".into(),
         ];
-        v.extend(grant(child, "use,read,write"));
+        v.extend(grant(child, "use,read,write,relay"));
         v
     };
     let mut ax = args(py, &y, &y);
@@ -378,6 +414,8 @@ fn a_tree_with_a_cycle_is_refused() {
         s(&store),
         "--key-server",
         &format!("https://127.0.0.1:{px}"),
+        "--key-server-cert",
+        &x.fp,
     ]);
     assert_eq!(o.status.code(), Some(2));
     let e = String::from_utf8_lossy(&o.stderr);
@@ -441,4 +479,152 @@ fn requests_without_a_certificate_or_from_an_unknown_one_are_refused_and_audited
         .err()
         .expect("pin mismatch");
     assert!(e.to_string().contains("expected"), "{e}");
+}
+
+#[test]
+fn a_hierarchy_server_without_a_parent_pin_refuses_to_start_and_a_mount_without_a_pin_refuses() {
+    let env = Env::new();
+    let h = CertHost::new(&env, "lonely");
+    let o = h.run(&[
+        "keyserver",
+        "--keystore",
+        s(&h.keystore),
+        "--passphrase-file",
+        s(&h.pass),
+        "--listen",
+        &format!("127.0.0.1:{}", free_port()),
+        "--parent",
+        "https://127.0.0.1:9",
+        "--hierarchy",
+    ]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(e.contains("needs the parent's certificate"), "{e}");
+    let store = env.path("s");
+    h.ok(&["init", s(&store), "--rsa-bits", "2048"]);
+    let other = CertHost::new(&env, "other");
+    let o = other.run(&["fsck", s(&store), "--key-server", "https://127.0.0.1:9"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(e.contains("needs the server pinned"), "{e}");
+}
+
+/// The store id and current key id of a store.
+fn ids(h: &Host, store: &std::path::Path) -> (String, String) {
+    let v: serde_json::Value =
+        serde_json::from_str(&h.ok(&["info", s(store), "--json"])).expect("json");
+    (
+        v["store_id"].as_str().expect("sid").to_string(),
+        v["master_keys"][0]["key_id"]
+            .as_str()
+            .expect("kid")
+            .to_string(),
+    )
+}
+
+#[test]
+fn a_grant_for_one_store_reaches_no_other_at_any_level_of_the_tree() {
+    let env = Env::new();
+    let (top, leaf, x, y) = (
+        CertHost::new(&env, "top"),
+        CertHost::new(&env, "leaf"),
+        CertHost::new(&env, "x"),
+        CertHost::new(&env, "y"),
+    );
+    // Two stores whose keys only the top holds.
+    let (s1, s2) = (env.path("s1"), env.path("s2"));
+    top.ok(&["init", s(&s1), "--rsa-bits", "2048"]);
+    top.ok(&["init", s(&s2), "--rsa-bits", "2048"]);
+    let (sid1, _) = ids(&top, &s1);
+    let (pt, pl) = (free_port(), free_port());
+    let mut top_args = grant(&leaf, "write,relay").to_vec();
+    top_args.extend(grant(&x, &format!("use,store:{sid1}")));
+    let _t = Server::start(&env, &top, pt, &top_args);
+    // On the leaf, X and Y have `use` on every store: the leaf alone would hand them anything.
+    let mut leaf_args: Vec<String> = vec![
+        "--parent".into(),
+        format!("https://127.0.0.1:{pt}"),
+        "--parent-cert".into(),
+        top.pem.display().to_string(),
+        "--hierarchy".into(),
+        "--heartbeat".into(),
+        "1h".into(),
+    ];
+    leaf_args.extend(grant(&x, "use"));
+    leaf_args.extend(grant(&y, "use"));
+    let l = Server::start(&env, &leaf, pl, &leaf_args);
+    let via_leaf = |h: &CertHost, store: &std::path::Path| {
+        h.run(&[
+            "fsck",
+            s(store),
+            "--key-server",
+            &l.url(),
+            "--key-server-cert",
+            &leaf.fp,
+        ])
+    };
+    // X's grant at the top names store 1: it gets that key through the leaf...
+    let o = via_leaf(&x, &s1);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // ...and not store 2's, though the leaf grants it `use` on everything.
+    let o = via_leaf(&x, &s2);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(e.contains("has no grant for key"), "{e}");
+    // Y has no grant at the top at all: the top refuses it, whoever relays.
+    let o = via_leaf(&y, &s1);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains(&y.fp) && e.contains("no rights on this key server"),
+        "{e}"
+    );
+    assert!(top
+        .audit()
+        .lines()
+        .any(|l| l.contains(&y.fp) && l.contains("\"outcome\":\"refused\"")));
+    // Asked directly, the top gives X store 1 and refuses store 2.
+    let direct = |store: &std::path::Path| {
+        x.run(&[
+            "fsck",
+            s(store),
+            "--key-server",
+            &format!("https://127.0.0.1:{pt}"),
+            "--key-server-cert",
+            &top.fp,
+        ])
+    };
+    assert_eq!(direct(&s1).status.code(), Some(0));
+    assert_eq!(direct(&s2).status.code(), Some(2));
+    // A client that names another requester, without the relay right, is refused.
+    let pass = fs::read_to_string(&x.pass).expect("pass");
+    let ks = coffer::keys::Keystore::open(&x.keystore, pass.trim_end().as_bytes()).expect("ks");
+    let id = ks.identity().expect("identity");
+    let client = coffer::server::client::Client::new(
+        &format!("https://127.0.0.1:{pt}"),
+        Some(top.fp.clone()),
+        Duration::from_secs(5),
+    )
+    .expect("client");
+    let (_, k2) = ids(&top, &s2);
+    let r = client
+        .request(
+            Some(&id),
+            "GET",
+            &format!("/v1/keys/{k2}"),
+            &[("X-Coffer-For", leaf.fp.clone())],
+            None,
+        )
+        .expect("request");
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(
+        r.body.to_string().contains("lacks the relay right"),
+        "{}",
+        r.body
+    );
 }

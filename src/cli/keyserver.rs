@@ -10,7 +10,7 @@ use clap::Args;
 use super::unlock::open_keystore;
 use super::{init_logging, CliResult, Failure, KeyOpts};
 use crate::keys::{AuditLog, Keystore};
-use crate::server::{self, client::Client, Config, KeyServer, Rights};
+use crate::server::{self, Config, KeyServer, Rights, Settings};
 
 #[derive(Args)]
 pub struct KeyserverArgs {
@@ -42,8 +42,9 @@ pub struct KeyserverArgs {
     /// How long to wait for the parent [default: 5s]
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
-    /// Rights for a client: CERT=use,read,write, CERT being a fingerprint (SHA256:...) or a
-    /// certificate file. Repeatable.
+    /// Rights for a client: CERT=RIGHTS, CERT a fingerprint (SHA256:...) or a certificate
+    /// file, RIGHTS a comma list of use, read, write, relay and the stores or keys they are
+    /// limited to (store:ID, key:ID; none: every store). Repeatable.
     #[arg(long, value_name = "CERT=RIGHTS")]
     pub grant: Vec<String>,
     /// Audit log (JSON lines) [default: audit.log in the keystore]
@@ -58,7 +59,8 @@ pub struct GrantArgs {
     pub config: PathBuf,
     /// The client: a fingerprint as `coffer keys cert` prints it, or its certificate file
     pub cert: String,
-    /// Rights: a comma list of use, read, write
+    /// Rights: a comma list of use, read, write, relay, and store:ID or key:ID to limit them
+    /// to named stores or keys (the normal form: without one, the grant reaches every store)
     pub rights: String,
 }
 
@@ -75,7 +77,7 @@ pub fn grant(a: GrantArgs) -> CliResult {
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .collect();
-    Rights::parse(&rights)?;
+    let parsed = Rights::parse(&rights)?;
     cfg.grants.insert(fp.clone(), rights.clone());
     cfg.save(&a.config)?;
     println!(
@@ -83,6 +85,12 @@ pub fn grant(a: GrantArgs) -> CliResult {
         rights.join(","),
         a.config.display()
     );
+    if !parsed.scoped() && (parsed.use_ || parsed.read) {
+        eprintln!(
+            "coffer: note: this grant reaches every store on the server; limit it with \
+             store:ID (coffer info STORE prints the id)"
+        );
+    }
     Ok(0)
 }
 
@@ -105,7 +113,6 @@ pub fn run(a: KeyserverArgs) -> CliResult {
         kms_config: crate::keys::kms::DEFAULT_PATH.into(),
     };
     let ks = open_keystore(&opts, true)?;
-    let identity = ks.identity()?;
     let mut grants = HashMap::new();
     for (cert, rights) in &file.grants {
         grants.insert(server::grant_fingerprint(cert)?, Rights::parse(rights)?);
@@ -137,12 +144,7 @@ pub fn run(a: KeyserverArgs) -> CliResult {
         .map(crate::keys::certificate::read)
         .transpose()?
         .map(|(k, _)| k);
-    let pin = parent_key.as_ref().map(|k| k.fingerprint()).transpose()?;
     let parent_url = a.parent.clone().or(file.parent.clone());
-    let parent = parent_url
-        .as_deref()
-        .map(|u| Client::new(u, pin, timeout))
-        .transpose()?;
     let hierarchy = a.hierarchy || file.hierarchy;
     let listen = a
         .listen
@@ -155,22 +157,22 @@ pub fn run(a: KeyserverArgs) -> CliResult {
             .or(file.audit_log.clone())
             .unwrap_or_else(|| keystore.join("audit.log")),
     );
+    let n_grants = grants.len();
+    let srv = Arc::new(KeyServer::new(Settings {
+        ks,
+        grants,
+        parent: parent_url.clone(),
+        parent_key,
+        hierarchy,
+        timeout,
+        audit,
+    })?);
     eprintln!(
-        "coffer keyserver on {listen}, certificate {}, {} grant(s), parent {}, hierarchy {}",
-        identity.fingerprint,
-        grants.len(),
+        "coffer keyserver on {listen}, certificate {}, {n_grants} grant(s), parent {}, hierarchy {}",
+        srv.fingerprint(),
         parent_url.as_deref().unwrap_or("none"),
         if hierarchy { "on" } else { "off" }
     );
-    let srv = Arc::new(KeyServer {
-        ks,
-        identity,
-        grants,
-        parent,
-        parent_key,
-        hierarchy,
-        audit,
-    });
     server::serve(srv, &listen, heartbeat)?;
     Ok(0)
 }

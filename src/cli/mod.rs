@@ -59,9 +59,10 @@ pub struct KeyOpts {
     /// key arrives wrapped to this keystore's certificate
     #[arg(long, env = "COFFER_KEY_SERVER", value_name = "URL")]
     pub key_server: Option<String>,
-    /// The key server's certificate, to pin its fingerprint
-    #[arg(long, value_name = "PEM")]
-    pub key_server_cert: Option<PathBuf>,
+    /// The key server's certificate file, or its fingerprint (SHA256:...), to pin it:
+    /// required with --key-server (a key is asked only of the server it names)
+    #[arg(long, env = "COFFER_KEY_SERVER_CERT", value_name = "PEM|FINGERPRINT")]
+    pub key_server_cert: Option<String>,
     /// KMS provider configuration (kms.toml: host, port, CA, client certificate and key,
     /// timeout), for stores whose master key lives in a KMIP server
     #[arg(long, env = "COFFER_KMS_CONFIG", value_name = "FILE", default_value = crate::keys::kms::DEFAULT_PATH, hide_default_value = false)]
@@ -102,7 +103,7 @@ enum Command {
     },
     /// Run a key server (a node of a key-server hierarchy) in front
     #[command(
-        after_help = "Examples:\n  coffer keyserver --config /etc/coffer/keyserver.toml\n  coffer keyserver --listen 127.0.0.1:7443 --keystore /var/lib/coffer/ks --passphrase-file /root/pass \\\n      --parent https://keys-top:7443 --parent-cert top.pem --hierarchy --heartbeat 60s \\\n      --grant SHA256:...=use,read,write\n\nRights per client certificate: use (fetch keys to mount), read (list, export), write (push)."
+        after_help = "Examples:\n  coffer keyserver --config /etc/coffer/keyserver.toml\n  coffer keyserver --listen 127.0.0.1:7443 --keystore /var/lib/coffer/ks --passphrase-file /root/pass \\\n      --parent https://keys-top:7443 --parent-cert top.pem --hierarchy --heartbeat 60s \\\n      --grant SHA256:...=use,store:5c1e0d4a9b7f2e31c08d6a5f4b3e2d1c --grant SHA256:...=write,relay\n\nRights per client certificate: use (fetch keys to mount), read (list, export), write (push),\nrelay (ask for a client of its own; each hop authorises that client too); store:ID and\nkey:ID limit a grant to those stores or keys. --hierarchy with --parent needs --parent-cert."
     )]
     Keyserver(keyserver::KeyserverArgs),
     /// Put a store's keys back into this keystore with the organisation's recovery key

@@ -27,14 +27,14 @@ pub fn resolve_master(
     if let Some(k) = ks.get(key_id)? {
         return Ok(k);
     }
-    let pin = opts
-        .key_server_cert
-        .as_deref()
-        .map(keys::certificate::read)
-        .transpose()?
-        .map(|(k, _)| k.fingerprint())
-        .transpose()?;
-    let server = crate::server::provider::HierarchyProvider::new(url, pin, ks.identity()?)?;
+    let Some(cert) = opts.key_server_cert.as_deref() else {
+        return Err(Failure::from(format!(
+            "--key-server {url} needs the server pinned: give --key-server-cert with its \
+             certificate or its SHA256: fingerprint (or set COFFER_KEY_SERVER_CERT)"
+        )));
+    };
+    let pin = crate::server::grant_fingerprint(cert)?;
+    let server = crate::server::provider::HierarchyProvider::new(url, Some(pin), ks.identity()?)?;
     Ok(keys::resolve(&[ks, &server], key_id, store_id)?)
 }
 

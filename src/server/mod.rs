@@ -4,131 +4,127 @@
 //!
 //! API (HTTPS, JSON; see docs/keyserver.md): `GET /healthz`, `GET /v1/chain`,
 //! `GET /v1/keys` (ids held), `POST /v1/keys` (push), `GET /v1/keys/{key_id}` (fetch).
-//! Rights per client certificate fingerprint: `use` fetch, `read` list/export, `write` push.
-//! The server never decrypts anything for a client: it only unwraps what was wrapped to it.
+//! Rights per client certificate fingerprint: `use` fetch, `read` list/export, `write` push,
+//! `relay` ask for a client of its own; each limited to named stores or keys. A request
+//! relayed up the tree names its original requester, and every hop authorises that
+//! requester as well as the relaying server. The server never decrypts anything for a
+//! client: it only unwraps what was wrapped to it.
 
 pub mod client;
+mod config;
+mod heartbeat;
 pub(crate) mod http;
 pub mod provider;
+mod serve;
 pub mod tls;
 
-use std::collections::{BTreeMap, HashMap};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
+
+pub use config::{grant_fingerprint, parse_duration, Config, ConfigError, Rights};
+pub use serve::serve;
 
 use crate::crypto::PublicKey;
 use crate::keys::transport::{self, Contents, ExportedKey};
 use crate::keys::{AuditLog, HostIdentity, KeyEntry, Keystore};
 use client::Client;
 
-/// The on-disk configuration (TOML); every field can also be given as a flag.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    pub listen: Option<String>,
-    pub keystore: Option<PathBuf>,
-    pub passphrase_file: Option<PathBuf>,
-    pub parent: Option<String>,
-    pub parent_cert: Option<PathBuf>,
-    #[serde(default)]
-    pub hierarchy: bool,
-    pub heartbeat: Option<String>,
-    pub timeout: Option<String>,
-    pub audit_log: Option<PathBuf>,
-    /// Client certificate fingerprint (or certificate file) -> rights.
-    #[serde(default)]
-    pub grants: BTreeMap<String, Vec<String>>,
-}
-
-impl Config {
-    pub fn load(path: &Path) -> Result<Config, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))
-    }
-
-    pub fn save(&self, path: &Path) -> Result<(), String> {
-        let text = toml::to_string_pretty(self).map_err(|e| e.to_string())?;
-        crate::atomic_write(path, text.as_bytes(), 0o600)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))
-    }
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Rights {
-    pub use_: bool,
-    pub read: bool,
-    pub write: bool,
-}
-
-impl Rights {
-    pub fn parse(list: &[String]) -> Result<Rights, String> {
-        let mut r = Rights::default();
-        for item in list.iter().flat_map(|s| s.split(',')) {
-            match item.trim() {
-                "use" => r.use_ = true,
-                "read" => r.read = true,
-                "write" => r.write = true,
-                "" => {}
-                other => return Err(format!("unknown right '{other}' (use, read, write)")),
-            }
-        }
-        Ok(r)
-    }
-}
-
-/// A grant's subject: a fingerprint as `coffer keys cert` prints it, or a certificate file.
-pub fn grant_fingerprint(cert: &str) -> Result<String, String> {
-    if cert.starts_with("SHA256:") {
-        return Ok(cert.to_string());
-    }
-    let (pk, _) = crate::keys::certificate::read(Path::new(cert)).map_err(|e| e.to_string())?;
-    pk.fingerprint().map_err(|e| e.to_string())
-}
-
-/// "60s", "5m", "1h", "500ms" or plain seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let bad = || format!("'{s}' is not a duration (60s, 5m, 1h, 500ms)");
-    let (num, unit) = t
-        .find(|c: char| !c.is_ascii_digit())
-        .map(|i| t.split_at(i))
-        .unwrap_or((t, "s"));
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    Ok(match unit {
-        "ms" => Duration::from_millis(n),
-        "s" | "" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => return Err(bad()),
-    })
-}
-
 pub struct KeyServer {
+    ks: Keystore,
+    identity: HostIdentity,
+    grants: HashMap<String, Rights>,
+    parent: Option<Client>,
+    /// The parent's certificate key (--parent-cert); the client pins its fingerprint.
+    parent_key: Option<PublicKey>,
+    hierarchy: bool,
+    audit: AuditLog,
+}
+
+/// A key server's settings, once its configuration and flags are read.
+pub struct Settings {
     pub ks: Keystore,
-    pub identity: HostIdentity,
     pub grants: HashMap<String, Rights>,
-    pub parent: Option<Client>,
-    /// The parent's certificate key, when pinned by --parent-cert.
+    pub parent: Option<String>,
     pub parent_key: Option<PublicKey>,
     pub hierarchy: bool,
+    pub timeout: std::time::Duration,
     pub audit: AuditLog,
 }
 
+/// The fingerprints a request travelled through on its way up.
 const VIA: &str = "X-Coffer-Via";
+/// The fingerprint of the client a relayed request is for.
+const FOR: &str = "X-Coffer-For";
+
+/// Who a request is authorised as: the peer, and (relayed) the original requester.
+struct Caller<'a> {
+    peer_fp: &'a str,
+    peer: &'a Rights,
+    /// The original requester and its rights here; the peer itself when not relayed.
+    requester_fp: &'a str,
+    requester: &'a Rights,
+}
+
+impl Caller<'_> {
+    /// Both the relaying peer and the original requester reach this key.
+    fn covers(&self, store_id: &str, key_id: &str) -> bool {
+        self.peer.covers(store_id, key_id) && self.requester.covers(store_id, key_id)
+    }
+}
 
 fn error(status: u16, msg: impl Into<String>) -> (u16, serde_json::Value) {
     (status, json!({ "error": msg.into() }))
 }
 
 impl KeyServer {
+    /// A key server. With the hierarchy on and a parent, the parent's certificate must be
+    /// pinned: keys are pushed only to it.
+    pub fn new(set: Settings) -> Result<KeyServer, ConfigError> {
+        if set.hierarchy && set.parent.is_some() && set.parent_key.is_none() {
+            return Err(ConfigError::ParentPin);
+        }
+        let identity = set
+            .ks
+            .identity()
+            .map_err(|e| ConfigError::Subject("this server".into(), e.to_string()))?;
+        let pin = set
+            .parent_key
+            .as_ref()
+            .map(|k| k.fingerprint())
+            .transpose()
+            .map_err(|e| ConfigError::Subject("--parent-cert".into(), e.to_string()))?;
+        let parent = set
+            .parent
+            .as_deref()
+            .map(|u| Client::new(u, pin, set.timeout))
+            .transpose()
+            .map_err(|e| ConfigError::Subject("--parent".into(), e))?;
+        Ok(KeyServer {
+            ks: set.ks,
+            identity,
+            grants: set.grants,
+            parent,
+            parent_key: set.parent_key,
+            hierarchy: set.hierarchy,
+            audit: set.audit,
+        })
+    }
+
+    pub fn fingerprint(&self) -> &str {
+        &self.identity.fingerprint
+    }
+
+    pub fn identity(&self) -> &HostIdentity {
+        &self.identity
+    }
+
+    pub fn has_parent(&self) -> bool {
+        self.hierarchy && self.parent.is_some()
+    }
+
     fn audit(
         &self,
         op: &str,
@@ -145,6 +141,75 @@ impl KeyServer {
         }
     }
 
+    /// Refuse, audited.
+    fn refuse(
+        &self,
+        req: &http::Request,
+        key: Option<&str>,
+        fp: Option<&str>,
+        status: u16,
+        why: String,
+    ) -> (u16, serde_json::Value) {
+        self.audit(
+            "request",
+            key,
+            fp,
+            "refused",
+            Some(&format!("{} {}: {why}", req.method, req.path)),
+        );
+        error(status, why)
+    }
+
+    /// Who the request is authorised as: the peer's grant, and for a relayed request (one
+    /// naming its original requester) the peer's relay right and the requester's own grant.
+    fn caller<'a>(
+        &'a self,
+        req: &'a http::Request,
+        fp: &'a str,
+    ) -> Result<Caller<'a>, (u16, serde_json::Value)> {
+        let Some(peer) = self.grants.get(fp) else {
+            return Err(self.refuse(
+                req,
+                None,
+                Some(fp),
+                403,
+                format!("unknown certificate {fp}: it has no rights on this key server"),
+            ));
+        };
+        let Some(orig) = req.header(FOR).filter(|o| *o != fp) else {
+            return Ok(Caller {
+                peer_fp: fp,
+                peer,
+                requester_fp: fp,
+                requester: peer,
+            });
+        };
+        if !peer.relay {
+            return Err(self.refuse(
+                req,
+                None,
+                Some(fp),
+                403,
+                format!("certificate {fp} lacks the relay right (it asked for {orig})"),
+            ));
+        }
+        let Some(requester) = self.grants.get(orig) else {
+            return Err(self.refuse(
+                req,
+                None,
+                Some(orig),
+                403,
+                format!("certificate {orig} (relayed by {fp}) has no rights on this key server"),
+            ));
+        };
+        Ok(Caller {
+            peer_fp: fp,
+            peer,
+            requester_fp: orig,
+            requester,
+        })
+    }
+
     /// Answer one request from a client presenting `peer` (public key, fingerprint).
     pub fn handle(
         &self,
@@ -158,30 +223,11 @@ impl KeyServer {
             );
         }
         let Some((peer_key, fp)) = peer else {
-            self.audit(
-                "request",
-                None,
-                None,
-                "refused",
-                Some(&format!(
-                    "{} {}: no client certificate",
-                    req.method, req.path
-                )),
-            );
-            return error(401, "a client certificate is required");
+            return self.refuse(req, None, None, 401, "no client certificate".into());
         };
-        let Some(rights) = self.grants.get(&fp).copied() else {
-            self.audit(
-                "request",
-                None,
-                Some(&fp),
-                "refused",
-                Some(&format!("{} {}: unknown certificate", req.method, req.path)),
-            );
-            return error(
-                403,
-                format!("certificate {fp} has no rights on this key server"),
-            );
+        let caller = match self.caller(req, &fp) {
+            Ok(c) => c,
+            Err(r) => return r,
         };
         let via: Vec<String> = req
             .header(VIA)
@@ -193,57 +239,55 @@ impl KeyServer {
             })
             .unwrap_or_default();
         let need = |ok: bool, right: &str, key: Option<&str>| -> Option<(u16, serde_json::Value)> {
-            if ok {
-                return None;
-            }
-            self.audit(
-                "request",
-                key,
-                Some(&fp),
-                "refused",
-                Some(&format!(
-                    "{} {}: lacks the {right} right",
-                    req.method, req.path
-                )),
-            );
-            Some(error(
-                403,
-                format!("certificate {fp} lacks the {right} right"),
-            ))
+            (!ok).then(|| {
+                let who = caller.requester_fp;
+                self.refuse(
+                    req,
+                    key,
+                    Some(who),
+                    403,
+                    format!("certificate {who} lacks the {right} right"),
+                )
+            })
         };
         match (req.method.as_str(), req.path.as_str()) {
             ("GET", "/v1/chain") => self.chain(&via),
             ("GET", "/v1/keys") => {
-                if let Some(r) = need(rights.read || rights.write, "read", None) {
+                let r = caller.requester;
+                if let Some(r) = need(r.read || r.write, "read", None) {
                     return r;
                 }
                 match self.ks.entries() {
                     Ok(e) => (
                         200,
-                        json!({ "keys": e.iter().map(|k| k.key_id.clone()).collect::<Vec<_>>() }),
+                        json!({ "keys": e
+                            .iter()
+                            .filter(|k| caller.covers(&k.store_id, &k.key_id))
+                            .map(|k| k.key_id.clone())
+                            .collect::<Vec<_>>() }),
                     ),
                     Err(e) => error(500, e.to_string()),
                 }
             }
             ("POST", "/v1/keys") => {
-                if let Some(r) = need(rights.write, "write", None) {
+                if let Some(r) = need(caller.requester.write, "write", None) {
                     return r;
                 }
-                self.push(&req.body, &fp)
+                self.push(&req.body, &caller)
             }
             ("GET", p) if p.starts_with("/v1/keys/") => {
                 let key_id = &p["/v1/keys/".len()..];
-                if let Some(r) = need(rights.use_, "use", Some(key_id)) {
+                if let Some(r) = need(caller.requester.use_, "use", Some(key_id)) {
                     return r;
                 }
-                self.fetch(key_id, &peer_key, &fp, &via)
+                self.fetch(key_id, &peer_key, &caller, &via)
             }
             _ => error(404, "no such endpoint"),
         }
     }
 
     fn cycle(&self, via: &[String]) -> bool {
-        via.iter().any(|v| *v == self.identity.fingerprint)
+        via.contains(&self.identity.fingerprint)
     }
 
     /// This server's fingerprint and its ancestors', top last.
@@ -281,7 +325,8 @@ impl KeyServer {
         (200, json!({ "chain": chain }))
     }
 
-    fn push(&self, body: &[u8], fp: &str) -> (u16, serde_json::Value) {
+    fn push(&self, body: &[u8], caller: &Caller<'_>) -> (u16, serde_json::Value) {
+        let fp = caller.requester_fp;
         let blob = match serde_json::from_slice::<serde_json::Value>(body)
             .ok()
             .and_then(|v| v["export"].as_str().and_then(|s| B64.decode(s).ok()))
@@ -298,6 +343,23 @@ impl KeyServer {
                 return error(400, e.to_string());
             }
         };
+        if let Some(k) = keys
+            .iter()
+            .find(|k| !caller.covers(&k.entry.store_id, &k.entry.key_id))
+        {
+            let why = format!(
+                "certificate {fp} may not push key {} (store {}): outside its grant",
+                k.entry.key_id, k.entry.store_id
+            );
+            self.audit(
+                "push",
+                Some(&k.entry.key_id),
+                Some(fp),
+                "refused",
+                Some(&why),
+            );
+            return error(403, why);
+        }
         let origin = format!("pushed by {fp}");
         let entries: Vec<(KeyEntry, &crate::crypto::MasterKey)> = keys
             .iter()
@@ -345,9 +407,10 @@ impl KeyServer {
         &self,
         key_id: &str,
         client: &PublicKey,
-        fp: &str,
+        caller: &Caller<'_>,
         via: &[String],
     ) -> (u16, serde_json::Value) {
+        let fp = caller.requester_fp;
         if self.cycle(via) {
             return error(
                 409,
@@ -359,7 +422,7 @@ impl KeyServer {
         }
         let found = match self.local_key(key_id) {
             Ok(Some(k)) => Some((k, "local")),
-            Ok(None) => match self.fetch_from_parent(key_id, via) {
+            Ok(None) => match self.fetch_from_parent(key_id, via, fp) {
                 Ok(k) => k.map(|k| (k, "parent")),
                 Err((status, msg)) => {
                     self.audit("fetch", Some(key_id), Some(fp), "failed", Some(&msg));
@@ -375,19 +438,34 @@ impl KeyServer {
                 format!("key {key_id} is not known here or up the chain"),
             );
         };
+        // Whether the requester (and a relaying peer) may have this store's key is decided
+        // here, at every hop, once the key's store is known.
+        if !caller.covers(&key.entry.store_id, key_id) {
+            let why = format!("certificate {fp} has no grant for key {key_id}");
+            self.audit("fetch", Some(key_id), Some(fp), "refused", Some(&why));
+            return error(403, why);
+        }
+        let from = if caller.peer_fp == fp {
+            from.to_string()
+        } else {
+            format!("{from}, relayed by {}", caller.peer_fp)
+        };
         match transport::seal_to_recipient(&Contents::Keys(vec![key]), client) {
             Ok(blob) => {
-                self.audit("fetch", Some(key_id), Some(fp), "ok", Some(from));
+                self.audit("fetch", Some(key_id), Some(fp), "ok", Some(&from));
                 (200, json!({ "export": B64.encode(blob) }))
             }
             Err(e) => error(500, e.to_string()),
         }
     }
 
+    /// Ask the parent for `key_id` on behalf of `requester` (the original client), whom the
+    /// parent authorises too.
     fn fetch_from_parent(
         &self,
         key_id: &str,
         via: &[String],
+        requester: &str,
     ) -> Result<Option<ExportedKey>, (u16, String)> {
         let (true, Some(parent)) = (self.hierarchy, &self.parent) else {
             return Ok(None);
@@ -399,7 +477,7 @@ impl KeyServer {
                 Some(&self.identity),
                 "GET",
                 &format!("/v1/keys/{key_id}"),
-                &[(VIA, v.join(","))],
+                &[(VIA, v.join(",")), (FOR, requester.to_string())],
                 None,
             )
             .map_err(|e| (502, e.to_string()))?;
@@ -415,154 +493,8 @@ impl KeyServer {
                 Ok(keys.into_iter().find(|k| k.entry.key_id == key_id))
             }
             404 => Ok(None),
-            409 => Err((409, parent.refusal(&r).to_string())),
+            403 | 409 => Err((r.status, parent.refusal(&r).to_string())),
             _ => Err((502, parent.refusal(&r).to_string())),
         }
     }
-
-    /// One heartbeat: refuse a cycle, then push every key the parent lacks.
-    pub fn heartbeat(&self) -> Result<usize, String> {
-        let Some(parent) = &self.parent else {
-            return Ok(0);
-        };
-        let own = &self.identity.fingerprint;
-        let r = parent
-            .request(
-                Some(&self.identity),
-                "GET",
-                "/v1/chain",
-                &[(VIA, own.clone())],
-                None,
-            )
-            .map_err(|e| e.to_string())?;
-        if r.status != 200 {
-            return Err(parent.refusal(&r).to_string());
-        }
-        if r.body["chain"]
-            .as_array()
-            .is_some_and(|c| c.iter().any(|x| x.as_str() == Some(own)))
-        {
-            return Err(format!(
-                "the key-server tree has a cycle through this server ({own})"
-            ));
-        }
-        let parent_key = match (&self.parent_key, client::seen_key(&r)) {
-            (Some(k), _) => PublicKey::from_der(&k.to_der().map_err(|e| e.to_string())?)
-                .map_err(|e| e.to_string())?,
-            (None, Some(k)) => k,
-            (None, None) => return Err("no parent certificate".into()),
-        };
-        let r = parent
-            .request(Some(&self.identity), "GET", "/v1/keys", &[], None)
-            .map_err(|e| e.to_string())?;
-        if r.status != 200 {
-            return Err(parent.refusal(&r).to_string());
-        }
-        let theirs: Vec<String> = r.body["keys"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|x| x.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut missing = Vec::new();
-        for e in self.ks.entries().map_err(|e| e.to_string())? {
-            if !theirs.contains(&e.key_id) {
-                if let Some(k) = self.local_key(&e.key_id)? {
-                    missing.push(k);
-                }
-            }
-        }
-        if missing.is_empty() {
-            return Ok(0);
-        }
-        let n = missing.len();
-        let ids: Vec<String> = missing.iter().map(|k| k.entry.key_id.clone()).collect();
-        let blob = transport::seal_to_recipient(&Contents::Keys(missing), &parent_key)
-            .map_err(|e| e.to_string())?;
-        let r = parent
-            .request(
-                Some(&self.identity),
-                "POST",
-                "/v1/keys",
-                &[],
-                Some(&json!({ "export": B64.encode(blob) })),
-            )
-            .map_err(|e| e.to_string())?;
-        if r.status != 200 {
-            return Err(parent.refusal(&r).to_string());
-        }
-        let parent_fp = parent_key.fingerprint().ok();
-        for id in &ids {
-            self.audit(
-                "push-up",
-                Some(id),
-                parent_fp.as_deref(),
-                "ok",
-                Some(parent.url()),
-            );
-        }
-        Ok(n)
-    }
-}
-
-/// Serve until the process ends: one thread per connection, and the heartbeat.
-pub fn serve(server: Arc<KeyServer>, listen: &str, heartbeat: Duration) -> Result<(), String> {
-    let listener =
-        TcpListener::bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    let cfg = tls::server_config(&server.identity)?;
-    if server.hierarchy && server.parent.is_some() {
-        let s = server.clone();
-        std::thread::Builder::new()
-            .name("coffer-heartbeat".into())
-            .spawn(move || loop {
-                match s.heartbeat() {
-                    Ok(0) => tracing::debug!("heartbeat: parent has every key"),
-                    Ok(n) => tracing::info!("heartbeat: pushed {n} key(s) to the parent"),
-                    Err(e) => {
-                        tracing::warn!("heartbeat: {e}");
-                        s.audit("heartbeat", None, None, "failed", Some(&e));
-                    }
-                }
-                std::thread::sleep(heartbeat);
-            })
-            .map_err(|e| e.to_string())?;
-    }
-    for conn in listener.incoming() {
-        let Ok(sock) = conn else { continue };
-        let (s, cfg) = (server.clone(), cfg.clone());
-        let _ = std::thread::Builder::new()
-            .name("coffer-conn".into())
-            .spawn(move || {
-                if let Err(e) = connection(&s, cfg, sock) {
-                    tracing::debug!("connection: {e}");
-                }
-            });
-    }
-    Ok(())
-}
-
-fn connection(
-    server: &KeyServer,
-    cfg: Arc<rustls::ServerConfig>,
-    sock: TcpStream,
-) -> Result<(), String> {
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    sock.set_write_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    let conn = rustls::ServerConnection::new(cfg).map_err(|e| e.to_string())?;
-    let mut stream = rustls::StreamOwned::new(conn, sock);
-    let req = http::read_request(&mut stream).map_err(|e| e.to_string())?;
-    let peer = stream
-        .conn
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .and_then(|c| tls::cert_key(c).ok());
-    let (status, body) = server.handle(&req, peer);
-    http::write_response(&mut stream, status, &body).map_err(|e| e.to_string())?;
-    stream.conn.send_close_notify();
-    let _ = std::io::Write::flush(&mut stream);
-    Ok(())
 }
