@@ -155,6 +155,44 @@ pub fn keystore(bytes: &[u8]) {
 /// What a key server reads from a client, and a client from a key server: the HTTP head and
 /// body, bounded.
 pub fn keyserver_http(bytes: &[u8]) {
-    let _ = crate::server::http::read_request(bytes);
-    let _ = crate::server::http::read_response(bytes);
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return;
+    };
+    let input = bytes.to_vec();
+    rt.block_on(async move {
+        // The bytes arrive as a client's request, through hyper's parser with the limits the
+        // server sets, into the conversion and parsing that coffer does itself.
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let svc =
+            hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                use crate::server::request;
+                let mut head = request::Request::head_of(&req);
+                let _ = request::via_list(head.header("X-Coffer-Via"));
+                head.body = http_body_util::Limited::new(req.into_body(), request::MAX_BODY)
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes().to_vec())
+                    .unwrap_or_default();
+                let _ = request::export_of(&head.body);
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                    hyper::body::Bytes::new(),
+                )))
+            });
+        tokio::spawn(async move {
+            let _ = client.write_all(&input).await;
+            let _ = client.shutdown().await;
+            let mut sink = Vec::new();
+            let _ = client.read_to_end(&mut sink).await;
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .max_buf_size(16 * 1024)
+            .keep_alive(false)
+            .serve_connection(hyper_util::rt::TokioIo::new(server), svc);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), conn).await;
+    });
 }

@@ -628,3 +628,108 @@ fn a_grant_for_one_store_reaches_no_other_at_any_level_of_the_tree() {
         r.body
     );
 }
+
+/// A TLS connection to a server on loopback, as `who` (or anonymous).
+fn tls_to(
+    port: u16,
+    server_fp: &str,
+    who: Option<&coffer::keys::HostIdentity>,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let (cfg, _) =
+        coffer::server::tls::client_config(who, Some(server_fp.to_string())).expect("config");
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let conn = rustls::ClientConnection::new(cfg, name).expect("conn");
+    let sock = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    sock.set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    rustls::StreamOwned::new(conn, sock)
+}
+
+fn identity_of(h: &CertHost) -> coffer::keys::HostIdentity {
+    let pass = fs::read_to_string(&h.pass).expect("pass");
+    coffer::keys::Keystore::open(&h.keystore, pass.trim_end().as_bytes())
+        .expect("keystore")
+        .identity()
+        .expect("identity")
+}
+
+#[test]
+fn rights_are_checked_before_a_body_and_a_slow_client_is_cut_off() {
+    use std::io::{Read, Write};
+    let env = Env::new();
+    let (srv_host, reader) = (CertHost::new(&env, "srv"), CertHost::new(&env, "reader"));
+    let port = free_port();
+    let _srv = Server::start(&env, &srv_host, port, &grant(&reader, "read").to_vec());
+    // A push from a client without `write` announces a large body and sends none of it: the
+    // refusal comes at once, from the head alone (waiting for the body would hang the read).
+    let id = identity_of(&reader);
+    let mut s = tls_to(port, &srv_host.fp, Some(&id));
+    write!(
+        s,
+        "POST /v1/keys HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 900000\r\n\r\n"
+    )
+    .expect("head");
+    s.flush().expect("flush");
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 403"), "{text}");
+    assert!(text.contains("lacks the write right"), "{text}");
+    // A body over the limit, from a client with the right, is refused without being kept.
+    let writer = CertHost::new(&env, "writer");
+    drop(_srv);
+    let _srv = Server::start(&env, &srv_host, port, &grant(&writer, "write").to_vec());
+    let wid = identity_of(&writer);
+    let mut s = tls_to(port, &srv_host.fp, Some(&wid));
+    let big = vec![b'x'; 1_200_000];
+    write!(
+        s,
+        "POST /v1/keys HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n",
+        big.len()
+    )
+    .expect("head");
+    let _ = s.write_all(&big);
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    // A client that sends its request head one byte a second is cut off (the head deadline
+    // is 10 s); the bound here is generous, and what is awaited is the server closing.
+    let mut s = tls_to(port, &srv_host.fp, Some(&wid));
+    let head = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    let start = Instant::now();
+    let mut cut = false;
+    for b in head.iter() {
+        if s.write_all(&[*b]).and_then(|_| s.flush()).is_err() {
+            cut = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+        assert!(start.elapsed() < Duration::from_secs(60), "never cut off");
+    }
+    if !cut {
+        // Every byte went out before the cut: the answer must then be a refusal or nothing,
+        // never a served request.
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            !text.starts_with("HTTP/1.1 200"),
+            "a byte-a-second client was served: {text}"
+        );
+    }
+    // The server still answers others.
+    let client = coffer::server::client::Client::new(
+        &format!("https://127.0.0.1:{port}"),
+        Some(srv_host.fp.clone()),
+        Duration::from_secs(5),
+    )
+    .expect("client");
+    assert_eq!(
+        client
+            .request(None, "GET", "/healthz", &[], None)
+            .expect("healthz")
+            .status,
+        200
+    );
+}

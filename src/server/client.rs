@@ -1,10 +1,18 @@
 //! A blocking HTTPS client for the key-server API, used by child servers (heartbeat pushes
-//! and lookups up the chain) and by mounts (the hierarchy key provider). No async runtime.
+//! and lookups up the chain) and by mounts (the hierarchy key provider): hyper's HTTP/1.1
+//! client over tokio-rustls, on a runtime of its own for the one request, so callers stay
+//! blocking. The whole exchange (connect, handshake, request, answer) has one deadline, and
+//! an answer's body is read only up to `MAX_BODY`.
 
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::ToSocketAddrs;
 use std::time::Duration;
 
-use super::{http, tls};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+
+use super::request::MAX_BODY;
+use super::tls;
 use crate::crypto::PublicKey;
 use crate::keys::HostIdentity;
 
@@ -70,27 +78,73 @@ impl Client {
     ) -> Result<Response, ClientError> {
         let unreachable =
             |e: &dyn std::fmt::Display| ClientError::Unreachable(self.url.clone(), e.to_string());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| unreachable(&e))?;
+        let exchange = self.exchange(id, method, path, headers, body);
+        match rt.block_on(async { tokio::time::timeout(self.timeout, exchange).await }) {
+            Ok(r) => r,
+            Err(_) => Err(unreachable(&format!(
+                "did not answer within {}",
+                humane(self.timeout)
+            ))),
+        }
+    }
+
+    async fn exchange(
+        &self,
+        id: Option<&HostIdentity>,
+        method: &str,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Option<&serde_json::Value>,
+    ) -> Result<Response, ClientError> {
+        let unreachable =
+            |e: &dyn std::fmt::Display| ClientError::Unreachable(self.url.clone(), e.to_string());
         let addr = (self.host.as_str(), self.port)
             .to_socket_addrs()
             .map_err(|e| unreachable(&e))?
             .next()
             .ok_or_else(|| unreachable(&"no address"))?;
-        let sock = TcpStream::connect_timeout(&addr, self.timeout).map_err(|e| unreachable(&e))?;
-        sock.set_read_timeout(Some(self.timeout))
-            .map_err(|e| unreachable(&e))?;
-        sock.set_write_timeout(Some(self.timeout))
+        let sock = tokio::net::TcpStream::connect(addr)
+            .await
             .map_err(|e| unreachable(&e))?;
         let (cfg, seen) = tls::client_config(id, self.pin.clone()).map_err(|e| unreachable(&e))?;
         let name = rustls::pki_types::ServerName::try_from(self.host.clone())
             .map_err(|e| unreachable(&e))?;
-        let conn = rustls::ClientConnection::new(cfg, name).map_err(|e| unreachable(&e))?;
-        let mut stream = rustls::StreamOwned::new(conn, sock);
-        let body = body
+        let stream = tokio_rustls::TlsConnector::from(cfg)
+            .connect(name, sock)
+            .await
+            .map_err(|e| unreachable(&e))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| unreachable(&e))?;
+        tokio::spawn(conn);
+        let bytes = body
             .map(|b| serde_json::to_vec(b).unwrap_or_default())
             .unwrap_or_default();
-        http::write_request(&mut stream, method, &self.host, path, headers, &body)
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, self.host.as_str())
+            .header(hyper::header::CONTENT_TYPE, "application/json");
+        for (k, v) in headers {
+            req = req.header(*k, v.as_str());
+        }
+        let req = req
+            .body(Full::new(Bytes::from(bytes)))
             .map_err(|e| unreachable(&e))?;
-        let (status, raw) = http::read_response(&mut stream).map_err(|e| unreachable(&e))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| unreachable(&e))?;
+        let status = resp.status().as_u16();
+        let raw = Limited::new(resp.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|_| ClientError::Malformed(self.url.clone()))?
+            .to_bytes();
         let body =
             serde_json::from_slice(&raw).map_err(|_| ClientError::Malformed(self.url.clone()))?;
         let server_cert = seen.lock().ok().and_then(|s| s.clone());
@@ -119,4 +173,13 @@ pub fn seen_key(r: &Response) -> Option<PublicKey> {
         .as_deref()
         .and_then(|d| tls::cert_key(d).ok())
         .map(|(k, _)| k)
+}
+
+/// "5 s", "500 ms": a timeout as messages say it.
+fn humane(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{} ms", d.as_millis())
+    }
 }

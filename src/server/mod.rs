@@ -13,8 +13,8 @@
 pub mod client;
 mod config;
 mod heartbeat;
-pub(crate) mod http;
 pub mod provider;
+pub mod request;
 mod serve;
 pub mod tls;
 
@@ -25,6 +25,7 @@ use base64::Engine;
 use serde_json::json;
 
 pub use config::{grant_fingerprint, parse_duration, Config, ConfigError, Rights};
+pub use request::Request;
 pub use serve::serve;
 
 use crate::crypto::PublicKey;
@@ -58,6 +59,15 @@ pub struct Settings {
 const VIA: &str = "X-Coffer-Via";
 /// The fingerprint of the client a relayed request is for.
 const FOR: &str = "X-Coffer-For";
+
+/// What an admitted request asks for.
+enum Route<'a> {
+    Health,
+    Chain,
+    List(Caller<'a>),
+    Push(Caller<'a>),
+    Fetch(&'a str, &'a PublicKey, Caller<'a>),
+}
 
 /// Who a request is authorised as: the peer, and (relayed) the original requester.
 struct Caller<'a> {
@@ -144,7 +154,7 @@ impl KeyServer {
     /// Refuse, audited.
     fn refuse(
         &self,
-        req: &http::Request,
+        req: &Request,
         key: Option<&str>,
         fp: Option<&str>,
         status: u16,
@@ -164,7 +174,7 @@ impl KeyServer {
     /// naming its original requester) the peer's relay right and the requester's own grant.
     fn caller<'a>(
         &'a self,
-        req: &'a http::Request,
+        req: &'a Request,
         fp: &'a str,
     ) -> Result<Caller<'a>, (u16, serde_json::Value)> {
         let Some(peer) = self.grants.get(fp) else {
@@ -210,79 +220,87 @@ impl KeyServer {
         })
     }
 
+    /// Decide what a request is and whether it is allowed, from its method, path and headers
+    /// alone: the serving layer calls this before it reads a body.
+    fn route<'a>(
+        &'a self,
+        req: &'a Request,
+        peer: Option<&'a (PublicKey, String)>,
+    ) -> Result<Route<'a>, (u16, serde_json::Value)> {
+        if req.method == "GET" && req.path == "/healthz" {
+            return Ok(Route::Health);
+        }
+        let Some((peer_key, fp)) = peer else {
+            return Err(self.refuse(req, None, None, 401, "no client certificate".into()));
+        };
+        let caller = self.caller(req, fp)?;
+        let need = |ok: bool, right: &str, key: Option<&str>| {
+            if ok {
+                return Ok(());
+            }
+            let who = caller.requester_fp;
+            Err(self.refuse(
+                req,
+                key,
+                Some(who),
+                403,
+                format!("certificate {who} lacks the {right} right"),
+            ))
+        };
+        let r = caller.requester;
+        match (req.method.as_str(), req.path.as_str()) {
+            ("GET", "/v1/chain") => Ok(Route::Chain),
+            ("GET", "/v1/keys") => {
+                need(r.read || r.write, "read", None).map(|_| Route::List(caller))
+            }
+            ("POST", "/v1/keys") => need(r.write, "write", None).map(|_| Route::Push(caller)),
+            ("GET", p) if p.starts_with("/v1/keys/") => {
+                let key_id = &p["/v1/keys/".len()..];
+                need(r.use_, "use", Some(key_id))?;
+                Ok(Route::Fetch(key_id, peer_key, caller))
+            }
+            _ => Err(error(404, "no such endpoint")),
+        }
+    }
+
+    /// Refuse a request before its body is read, if it is to be refused (audited).
+    pub fn admit(
+        &self,
+        req: &Request,
+        peer: Option<&(PublicKey, String)>,
+    ) -> Option<(u16, serde_json::Value)> {
+        self.route(req, peer).err()
+    }
+
     /// Answer one request from a client presenting `peer` (public key, fingerprint).
     pub fn handle(
         &self,
-        req: &http::Request,
-        peer: Option<(PublicKey, String)>,
+        req: &Request,
+        peer: Option<&(PublicKey, String)>,
     ) -> (u16, serde_json::Value) {
-        if req.method == "GET" && req.path == "/healthz" {
-            return (
+        let via = request::via_list(req.header(VIA));
+        match self.route(req, peer) {
+            Err(r) => r,
+            Ok(Route::Health) => (
                 200,
                 json!({ "status": "ok", "fingerprint": self.identity.fingerprint }),
-            );
-        }
-        let Some((peer_key, fp)) = peer else {
-            return self.refuse(req, None, None, 401, "no client certificate".into());
-        };
-        let caller = match self.caller(req, &fp) {
-            Ok(c) => c,
-            Err(r) => return r,
-        };
-        let via: Vec<String> = req
-            .header(VIA)
-            .map(|v| {
-                v.split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default();
-        let need = |ok: bool, right: &str, key: Option<&str>| -> Option<(u16, serde_json::Value)> {
-            (!ok).then(|| {
-                let who = caller.requester_fp;
-                self.refuse(
-                    req,
-                    key,
-                    Some(who),
-                    403,
-                    format!("certificate {who} lacks the {right} right"),
-                )
-            })
-        };
-        match (req.method.as_str(), req.path.as_str()) {
-            ("GET", "/v1/chain") => self.chain(&via),
-            ("GET", "/v1/keys") => {
-                let r = caller.requester;
-                if let Some(r) = need(r.read || r.write, "read", None) {
-                    return r;
-                }
-                match self.ks.entries() {
-                    Ok(e) => (
-                        200,
-                        json!({ "keys": e
-                            .iter()
-                            .filter(|k| caller.covers(&k.store_id, &k.key_id))
-                            .map(|k| k.key_id.clone())
-                            .collect::<Vec<_>>() }),
-                    ),
-                    Err(e) => error(500, e.to_string()),
-                }
+            ),
+            Ok(Route::Chain) => self.chain(&via),
+            Ok(Route::List(caller)) => match self.ks.entries() {
+                Ok(e) => (
+                    200,
+                    json!({ "keys": e
+                        .iter()
+                        .filter(|k| caller.covers(&k.store_id, &k.key_id))
+                        .map(|k| k.key_id.clone())
+                        .collect::<Vec<_>>() }),
+                ),
+                Err(e) => error(500, e.to_string()),
+            },
+            Ok(Route::Push(caller)) => self.push(&req.body, &caller),
+            Ok(Route::Fetch(key_id, peer_key, caller)) => {
+                self.fetch(key_id, peer_key, &caller, &via)
             }
-            ("POST", "/v1/keys") => {
-                if let Some(r) = need(caller.requester.write, "write", None) {
-                    return r;
-                }
-                self.push(&req.body, &caller)
-            }
-            ("GET", p) if p.starts_with("/v1/keys/") => {
-                let key_id = &p["/v1/keys/".len()..];
-                if let Some(r) = need(caller.requester.use_, "use", Some(key_id)) {
-                    return r;
-                }
-                self.fetch(key_id, &peer_key, &caller, &via)
-            }
-            _ => error(404, "no such endpoint"),
         }
     }
 
@@ -327,10 +345,7 @@ impl KeyServer {
 
     fn push(&self, body: &[u8], caller: &Caller<'_>) -> (u16, serde_json::Value) {
         let fp = caller.requester_fp;
-        let blob = match serde_json::from_slice::<serde_json::Value>(body)
-            .ok()
-            .and_then(|v| v["export"].as_str().and_then(|s| B64.decode(s).ok()))
-        {
+        let blob = match request::export_of(body) {
             Some(b) => b,
             None => return error(400, "expected {\"export\": base64}"),
         };

@@ -1,67 +1,175 @@
-//! Serving: the accept loop, one thread per connection, and the heartbeat thread.
+//! Serving: hyper's HTTP/1.1 over tokio-rustls, and the heartbeat thread.
+//!
+//! The limits a hostile client meets: at most `MAX_CONNECTIONS` at once (further ones wait in
+//! the kernel's backlog); the TLS handshake and the request head must each arrive within
+//! `HEAD_DEADLINE`, and a whole connection ends after `CONNECTION_DEADLINE`, so a client that
+//! sends a byte a second is cut off; one request per connection; a request is authorised from
+//! its head before its body is read, and a body is read only up to `MAX_BODY`; an accept
+//! error backs off (up to a second) instead of spinning. The API logic itself (keystore, RSA,
+//! the blocking parent client) runs on tokio's blocking pool.
 
-use std::net::{TcpListener, TcpStream};
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{http, tls, KeyServer};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::Semaphore;
 
-/// Serve until the process ends: one thread per connection, and the heartbeat.
+use super::request::{Request, MAX_BODY};
+use super::{tls, KeyServer};
+use crate::crypto::PublicKey;
+
+pub const MAX_CONNECTIONS: usize = 256;
+pub const HEAD_DEADLINE: Duration = Duration::from_secs(10);
+pub const CONNECTION_DEADLINE: Duration = Duration::from_secs(30);
+const BACKOFF_MIN: Duration = Duration::from_millis(5);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// Serve until the process ends.
 pub fn serve(server: Arc<KeyServer>, listen: &str, heartbeat: Duration) -> Result<(), String> {
-    let listener =
-        TcpListener::bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let std_listener = std::net::TcpListener::bind(listen)
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    std_listener
+        .set_nonblocking(true)
+        .map_err(|e| e.to_string())?;
     let cfg = tls::server_config(server.identity())?;
     if server.has_parent() {
-        let s = server.clone();
-        std::thread::Builder::new()
-            .name("coffer-heartbeat".into())
-            .spawn(move || loop {
-                match s.heartbeat() {
-                    Ok(0) => tracing::debug!("heartbeat: parent has every key"),
-                    Ok(n) => tracing::info!("heartbeat: pushed {n} key(s) to the parent"),
-                    Err(e) => {
-                        tracing::warn!("heartbeat: {e}");
-                        s.audit("heartbeat", None, None, "failed", Some(&e));
-                    }
-                }
-                std::thread::sleep(heartbeat);
-            })
-            .map_err(|e| e.to_string())?;
+        spawn_heartbeat(server.clone(), heartbeat)?;
     }
-    for conn in listener.incoming() {
-        let Ok(sock) = conn else { continue };
-        let (s, cfg) = (server.clone(), cfg.clone());
-        let _ = std::thread::Builder::new()
-            .name("coffer-conn".into())
-            .spawn(move || {
-                if let Err(e) = connection(&s, cfg, sock) {
-                    tracing::debug!("connection: {e}");
-                }
-            });
-    }
-    Ok(())
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("coffer-keyserver")
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the server's runtime: {e}"))?;
+    rt.block_on(accept_loop(server, std_listener, cfg))
 }
 
-fn connection(
-    server: &KeyServer,
+fn spawn_heartbeat(s: Arc<KeyServer>, every: Duration) -> Result<(), String> {
+    std::thread::Builder::new()
+        .name("coffer-heartbeat".into())
+        .spawn(move || loop {
+            match s.heartbeat() {
+                Ok(0) => tracing::debug!("heartbeat: parent has every key"),
+                Ok(n) => tracing::info!("heartbeat: pushed {n} key(s) to the parent"),
+                Err(e) => {
+                    tracing::warn!("heartbeat: {e}");
+                    s.audit("heartbeat", None, None, "failed", Some(&e));
+                }
+            }
+            std::thread::sleep(every);
+        })
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+async fn accept_loop(
+    server: Arc<KeyServer>,
+    std_listener: std::net::TcpListener,
     cfg: Arc<rustls::ServerConfig>,
-    sock: TcpStream,
 ) -> Result<(), String> {
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
+    let listener = tokio::net::TcpListener::from_std(std_listener).map_err(|e| e.to_string())?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return Err("connection limit closed".into());
+        };
+        match listener.accept().await {
+            Ok((sock, addr)) => {
+                backoff = BACKOFF_MIN;
+                let (server, acceptor) = (server.clone(), acceptor.clone());
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let served = tokio::time::timeout(
+                        CONNECTION_DEADLINE,
+                        connection(server, acceptor, sock),
+                    )
+                    .await;
+                    match served {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => tracing::debug!("connection from {addr}: {e}"),
+                        Err(_) => {
+                            tracing::debug!("connection from {addr}: cut off at the deadline")
+                        }
+                    }
+                });
+            }
+            Err(e) => {
+                // EMFILE, ENFILE, ENOBUFS...: wait, and wait longer each time, rather than spin.
+                tracing::warn!("accept: {e}; retrying in {backoff:?}");
+                drop(permit);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+async fn connection(
+    server: Arc<KeyServer>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    sock: tokio::net::TcpStream,
+) -> Result<(), String> {
+    let tls = tokio::time::timeout(HEAD_DEADLINE, acceptor.accept(sock))
+        .await
+        .map_err(|_| "TLS handshake did not finish in time".to_string())?
         .map_err(|e| e.to_string())?;
-    sock.set_write_timeout(Some(Duration::from_secs(10)))
-        .map_err(|e| e.to_string())?;
-    let conn = rustls::ServerConnection::new(cfg).map_err(|e| e.to_string())?;
-    let mut stream = rustls::StreamOwned::new(conn, sock);
-    let req = http::read_request(&mut stream).map_err(|e| e.to_string())?;
-    let peer = stream
-        .conn
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .and_then(|c| tls::cert_key(c).ok());
-    let (status, body) = server.handle(&req, peer);
-    http::write_response(&mut stream, status, &body).map_err(|e| e.to_string())?;
-    stream.conn.send_close_notify();
-    let _ = std::io::Write::flush(&mut stream);
-    Ok(())
+    let peer: Arc<Option<(PublicKey, String)>> = Arc::new(
+        tls.get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(|c| tls::cert_key(c).ok()),
+    );
+    let svc = hyper::service::service_fn(move |req| answer(server.clone(), peer.clone(), req));
+    hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEAD_DEADLINE)
+        .keep_alive(false)
+        .max_buf_size(16 * 1024)
+        .serve_connection(TokioIo::new(tls), svc)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// One request: admitted on its head, then its body read (bounded), then answered on the
+/// blocking pool.
+async fn answer(
+    server: Arc<KeyServer>,
+    peer: Arc<Option<(PublicKey, String)>>,
+    req: hyper::Request<Incoming>,
+) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+    let mut head = Request::head_of(&req);
+    if let Some((status, body)) = server.admit(&head, peer.as_ref().as_ref()) {
+        return Ok(reply(status, &body));
+    }
+    head.body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes().to_vec(),
+        Err(_) => {
+            let msg = serde_json::json!({ "error": "request body too large or cut short" });
+            return Ok(reply(413, &msg));
+        }
+    };
+    let answered =
+        tokio::task::spawn_blocking(move || server.handle(&head, peer.as_ref().as_ref())).await;
+    Ok(match answered {
+        Ok((status, body)) => reply(status, &body),
+        Err(_) => reply(500, &serde_json::json!({ "error": "internal error" })),
+    })
+}
+
+fn reply(status: u16, body: &serde_json::Value) -> hyper::Response<Full<Bytes>> {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut r = hyper::Response::new(Full::new(Bytes::from(bytes)));
+    *r.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
 }
