@@ -7,7 +7,10 @@
 //!
 //! Threat model in one paragraph: whoever holds the store's bytes (a stolen disk, an
 //! auxiliary copy, a curious storage admin) learns neither contents nor names, and cannot
-//! change, swap, cut or graft blocks or files without the reader seeing EIO. They do learn
+//! change, swap, cut or graft blocks or files without the reader seeing EIO; with write
+//! access and no key they can neither plant a file that reads (batches are tagged under a
+//! write key) nor a descriptor field (it is sealed under the master key), nor make coffer
+//! open anything outside the store (see `within`). They do learn
 //! the shape of the tree, approximate sizes and times, and can roll a whole file back to an
 //! older version of itself. Whoever holds the master key (through a provider) reads
 //! everything. See docs/threat-model.md.
