@@ -335,3 +335,61 @@ fn fsck_reads_directory_ivs_and_sidecars_with_caps_and_never_blocks() {
     assert!(names.contains(&Err(Some(libc::EIO))), "{names:?}");
     m.umount();
 }
+
+#[test]
+fn the_store_holds_no_key_in_the_clear() {
+    if !require_fuse() {
+        return;
+    }
+    use base64::Engine;
+    let env = Env::new();
+    let _ = store_with_shadow(&env);
+    let ks = coffer::keys::Keystore::open(&env.keystore, common::PASS.as_bytes()).expect("ks");
+    let desc = coffer::store::Descriptor::load(&env.store).expect("descriptor");
+    let master = ks
+        .get(&desc.current_master().key_id)
+        .expect("get")
+        .expect("master");
+    let keys = coffer::store::unlock_keys(&desc, &master).expect("unlock");
+    let private = keys.private.expect("private");
+    let mut secrets: Vec<Vec<u8>> = vec![
+        master.expose().to_vec(),
+        keys.names.expose().to_vec(),
+        keys.writer
+            .expect("a format-2 store has a write key")
+            .expose()
+            .to_vec(),
+        private.to_der().expect("der")[..64].to_vec(),
+    ];
+    for e in fs::read_dir(env.store.join("batches"))
+        .expect("ls")
+        .flatten()
+    {
+        let rec = fs::read(e.path()).expect("batch");
+        let blob = coffer::format::BatchBlob::decode(&rec).expect("record");
+        let bk = private.unwrap_batch_key(blob.wrapped()).expect("unwrap");
+        secrets.push(bk.expose().to_vec());
+    }
+    assert!(secrets.len() >= 5);
+    let store_bytes: Vec<u8> = Env::all_bytes(&env.store)
+        .into_iter()
+        .flat_map(|(_, b)| b)
+        .collect();
+    for k in &secrets {
+        let probe = &k[..32];
+        for form in [
+            probe.to_vec(),
+            hex::encode(probe).into_bytes(),
+            base64::engine::general_purpose::STANDARD
+                .encode(probe)
+                .into_bytes(),
+        ] {
+            assert!(
+                !store_bytes
+                    .windows(form.len())
+                    .any(|w| w == form.as_slice()),
+                "a key is in the store in the clear"
+            );
+        }
+    }
+}
