@@ -853,3 +853,49 @@ fn a_backup_host_of_a_kms_store_writes_without_the_kms_and_reads_nothing_old() {
     assert_tree(&env.mnt, &files);
     umount(&env, g);
 }
+
+#[test]
+fn a_planted_recovery_record_makes_a_kms_rotation_refuse_before_the_kms_makes_a_key() {
+    let env = Env::new();
+    let id = init_kms(&env, kms());
+    // The attacker's recovery record, from a store it made itself for its own certificate.
+    let evil = Env::new();
+    let pem = evil.path("evil");
+    evil.coffer_ok(&["keys", "recovery-key", "--out", s(&pem)]);
+    evil.init_with(&["--recovery-cert", &format!("{}.pem", pem.display())]);
+    let mut d = descriptor(&env);
+    d["recovery"] = serde_json::from_slice::<serde_json::Value>(
+        &std::fs::read(evil.store.join("coffer.store")).expect("read"),
+    )
+    .expect("json")["recovery"]
+        .clone();
+    std::fs::write(
+        env.store.join("coffer.store"),
+        serde_json::to_vec_pretty(&d).expect("json"),
+    )
+    .expect("plant");
+    let planted = std::fs::read(env.store.join("coffer.store")).expect("read");
+    for cmd in ["rotate", "sync"] {
+        let o = run(&env, kms(), &["keys", cmd, s(&env.store)]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        if cmd == "sync" && o.status.success() {
+            // Nothing newer in the KMS: sync has nothing to seal and writes nothing.
+            assert_eq!(std::fs::read(env.store.join("coffer.store")).expect("read"), planted);
+            continue;
+        }
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {err}");
+        assert!(err.contains("coffer.store was changed or damaged"), "{cmd}: {err}");
+    }
+    assert_eq!(std::fs::read(env.store.join("coffer.store")).expect("read"), planted);
+    let v: serde_json::Value = serde_json::from_str(&ok(
+        &env,
+        kms(),
+        &["keys", "locate", "--store-id", &id, "--json"],
+    ))
+    .expect("json");
+    assert_eq!(
+        v.as_array().expect("list").len(),
+        1,
+        "the KMS made no key for the refused rotation: {v}"
+    );
+}

@@ -4,6 +4,9 @@
 # directory and coffer's ratio to the better anchor, and appends it to docs/benchmarks.md.
 #   tools/bench.sh            1 GiB, 10,000 files, /usr/share/doc
 #   tools/bench.sh --quick    64 MiB, 1,000 files, part of /usr/share/doc (about 2 minutes)
+#   COFFER_BASELINE=REV tools/bench.sh   also runs coffer as built at git revision REV, in the
+#                             same interleaved loop, and adds a coffer/baseline column: what a
+#                             change costs or buys, measured against the same anchors
 # W1 write+sync, W1u the same including unmount and daemon exit, W2 cold read, W3 untar small
 # files + sync, W4 cold tar of them, W5 rsync -a a tree in / again after 1 % changed,
 # W6 rsync --no-whole-file literal bytes after a 4 KiB in-place change, W7 peak RSS.
@@ -19,8 +22,20 @@ coffer="$PWD/target/release/coffer"
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/coffer-bench.XXXXXX")
 # bindfs is a FUSE passthrough (libfuse, no encryption): what FUSE itself costs per workload.
 systems="plain bindfs coffer gocryptfs securefs"
+baseline_bin=""
+if [ -n "${COFFER_BASELINE:-}" ]; then
+  git worktree add --detach -q "$work/baseline-src" "$COFFER_BASELINE"
+  cargo build --release --locked --quiet --manifest-path "$work/baseline-src/Cargo.toml" --target-dir "$PWD/target/baseline"
+  git worktree remove --force "$work/baseline-src"
+  baseline_bin="$PWD/target/baseline/release/coffer"
+  systems="$systems baseline"
+fi
+# The coffer binary a system name stands for.
+cbin() { if [ "$1" = baseline ]; then echo "$baseline_bin"; else echo "$coffer"; fi; }
+is_coffer() { [ "$1" = coffer ] || [ "$1" = baseline ]; }
 cleanup() {
   "$coffer" umount "$work/coffer/mnt" 2>/dev/null || true
+  [ -n "$baseline_bin" ] && { "$baseline_bin" umount "$work/baseline/mnt" 2>/dev/null || true; }
   for s in bindfs gocryptfs securefs; do fusermount3 -uz "$work/$s/mnt" 2>/dev/null || true; done
   rm -rf "$work"
 }
@@ -29,14 +44,15 @@ echo bench-pass > "$work/pass"
 export COFFER_KEYSTORE="$work/ks" COFFER_PASSPHRASE_FILE="$work/pass"
 for s in $systems; do mkdir -p "$work/$s/mnt" "$work/$s/store"; done
 "$coffer" init "$work/coffer/store/s" >/dev/null
+[ -n "$baseline_bin" ] && COFFER_KEYSTORE="$work/ks-baseline" "$baseline_bin" init "$work/baseline/store/s" >/dev/null
 gocryptfs -q -init -passfile "$work/pass" "$work/gocryptfs/store" >/dev/null 2>&1
 securefs create --pass bench-pass "$work/securefs/store" >/dev/null 2>&1
 
 mnt() { if [ "$1" = plain ]; then echo "$work/plain/store"; else echo "$work/$1/mnt"; fi; }
-store() { if [ "$1" = coffer ]; then echo "$work/coffer/store/s"; else echo "$work/$1/store"; fi; }
+store() { if is_coffer "$1"; then echo "$work/$1/store/s"; else echo "$work/$1/store"; fi; }
 pid_of() {
   case $1 in
-    coffer) head -1 "$work/coffer/store/s/lock" ;;
+    coffer|baseline) head -1 "$work/$1/store/s/lock" ;;
     gocryptfs) pgrep -f "gocryptfs.*$work/gocryptfs/mnt" | head -1 ;;
     securefs) pgrep -f "securefs.*$work/securefs/mnt" | head -1 ;;
     bindfs) pgrep -f "bindfs.*$work/bindfs/mnt" | head -1 ;;
@@ -47,6 +63,7 @@ up() {
   case $1 in
     plain) ;;
     coffer) "$coffer" mount "$work/coffer/store/s" "$work/coffer/mnt" --log "$work/coffer.log" ;;
+    baseline) COFFER_KEYSTORE="$work/ks-baseline" "$baseline_bin" mount "$work/baseline/store/s" "$work/baseline/mnt" --log "$work/baseline.log" ;;
     gocryptfs) gocryptfs -q -passfile "$work/pass" "$work/gocryptfs/store" "$work/gocryptfs/mnt" ;;
     bindfs) bindfs "$work/bindfs/store" "$work/bindfs/mnt" ;;
     securefs) securefs mount -b --pass bench-pass "$work/securefs/store" "$work/securefs/mnt" >/dev/null 2>&1
@@ -61,7 +78,7 @@ down() {
     peak_kb="$peak_kb $1:$kb"
   fi
   case $1 in
-    coffer) "$coffer" umount "$work/coffer/mnt" ;;
+    coffer|baseline) "$(cbin "$1")" umount "$work/$1/mnt" ;;
     *) fusermount3 -u "$(mnt "$1")"; while [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; do sleep 0.02; done ;;
   esac
 }
@@ -131,7 +148,11 @@ median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {print a[int((NR
 peak() { echo "$peak_kb" | tr ' ' '\n' | awk -F: -v s="$1" '$1 == s && $2 > m {m = $2} END {printf "%.0f", m/1024}'; }
 
 table=$(
-  printf '| workload | unit | plain | FUSE passthrough (bindfs) | coffer | gocryptfs | securefs | coffer/plain | coffer/passthrough | coffer/better anchor |\n|---|---|---|---|---|---|---|---|---|---|\n'
+  if [ -n "$baseline_bin" ]; then
+    printf '| workload | unit | plain | FUSE passthrough (bindfs) | coffer | gocryptfs | securefs | coffer/plain | coffer/passthrough | coffer/better anchor | baseline (%s) | baseline/better anchor | coffer/baseline |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n' "$COFFER_BASELINE"
+  else
+    printf '| workload | unit | plain | FUSE passthrough (bindfs) | coffer | gocryptfs | securefs | coffer/plain | coffer/passthrough | coffer/better anchor |\n|---|---|---|---|---|---|---|---|---|---|\n'
+  fi
   for w in W1 W1u W2 W3 W4 W5 W5b W6 W7; do
     case $w in
       W1|W1u|W2) unit="MB/s"; better=high ;; W3|W4) unit="files/s"; better=high ;;
@@ -144,8 +165,12 @@ table=$(
     ratio() { awk -v a="$1" -v b="$2" -v hi="$3" 'BEGIN { if (a == "-" || b == "-" || a+0 == 0 || b+0 == 0) {print "-"; exit} r = (hi == "high") ? a / b : b / a; printf "%.2fx", r }'; }
     if [ $better = high ]; then anchor=$(awk -v g="${M[gocryptfs]}" -v s="${M[securefs]}" 'BEGIN {print (g > s) ? g : s}');
     else anchor=$(awk -v g="${M[gocryptfs]}" -v s="${M[securefs]}" 'BEGIN {print (g < s) ? g : s}'); fi
-    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$w" "$unit" "${M[plain]}" "${M[bindfs]}" "${M[coffer]}" "${M[gocryptfs]}" "${M[securefs]}" \
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |' "$w" "$unit" "${M[plain]}" "${M[bindfs]}" "${M[coffer]}" "${M[gocryptfs]}" "${M[securefs]}" \
       "$(ratio "${M[coffer]}" "${M[plain]}" $better)" "$(ratio "${M[coffer]}" "${M[bindfs]}" $better)" "$(ratio "${M[coffer]}" "$anchor" $better)"
+    if [ -n "$baseline_bin" ]; then
+      printf ' %s | %s | %s |' "${M[baseline]}" "$(ratio "${M[baseline]}" "$anchor" $better)" "$(ratio "${M[coffer]}" "${M[baseline]}" $better)"
+    fi
+    printf '\n'
   done
 )
 echo "$table"

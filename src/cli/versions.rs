@@ -131,6 +131,8 @@ fn rotate_kms(a: &RotateArgs, desc: &Descriptor) -> CliResult {
     let audit = kms::audit_log(&keystore_dir(&a.keys))?;
     let provider = KmsProvider::new(&config, desc, &audit);
     let current = kms_master_via(desc, &a.keys, &provider)?;
+    // Refuse a descriptor that does not verify before the KMS is asked to make anything.
+    store::check_for_rotation(desc, &current)?;
     let client = provider.client()?;
     let endpoint = config.endpoint();
     let version = cur.version + 1;

@@ -174,6 +174,16 @@ pub fn credential_keys(
     })
 }
 
+/// What a rotation or sync checks before it makes or adopts anything (a new KMS key, say):
+/// the store is format 2, and its descriptor verifies under the current master key, so that
+/// a refused rotation changes nothing anywhere.
+pub fn check_for_rotation(desc: &Descriptor, current: &MasterKey) -> Result<(), StoreError> {
+    if !desc.authenticated() {
+        return Err(StoreError::NeedsUpgrade(desc.store_id.clone()));
+    }
+    unlock_keys(desc, current).map(|_| ())
+}
+
 /// Rotation: a descriptor whose only master-key version is `version`, under `new_master`.
 /// The private key, the name key and the write key are unsealed with `current` and sealed
 /// again; no data, batch key or catalog record changes. The older records are dropped, so the
@@ -187,9 +197,7 @@ pub fn rewrap(
     version: u32,
     uid: Option<String>,
 ) -> Result<Descriptor, StoreError> {
-    if !desc.authenticated() {
-        return Err(StoreError::NeedsUpgrade(desc.store_id.clone()));
-    }
+    check_for_rotation(desc, current)?;
     if version <= desc.current_master().version {
         return Err(StoreError::Keys(format!(
             "master-key version {version} is not newer than the store's version {}",

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 pub use batch::{read_file as read_batch_file, write_file as write_batch_file};
 pub use descriptor::{Descriptor, MasterKeyRecord, RecoveryRecord, DESCRIPTOR};
-pub use keys::{credential_keys, reseal, rewrap, unlock_keys, StoreKeys};
+pub use keys::{check_for_rotation, credential_keys, reseal, rewrap, unlock_keys, StoreKeys};
 pub use lock::{KeyRecordsLock, StoreLock};
 
 use crate::catalog::{BatchRecord, Catalog, CatalogError, CatalogOp, CatalogWriter};
