@@ -880,13 +880,22 @@ fn a_planted_recovery_record_makes_a_kms_rotation_refuse_before_the_kms_makes_a_
         let err = String::from_utf8_lossy(&o.stderr);
         if cmd == "sync" && o.status.success() {
             // Nothing newer in the KMS: sync has nothing to seal and writes nothing.
-            assert_eq!(std::fs::read(env.store.join("coffer.store")).expect("read"), planted);
+            assert_eq!(
+                std::fs::read(env.store.join("coffer.store")).expect("read"),
+                planted
+            );
             continue;
         }
         assert_eq!(o.status.code(), Some(2), "{cmd}: {err}");
-        assert!(err.contains("coffer.store was changed or damaged"), "{cmd}: {err}");
+        assert!(
+            err.contains("coffer.store was changed or damaged"),
+            "{cmd}: {err}"
+        );
     }
-    assert_eq!(std::fs::read(env.store.join("coffer.store")).expect("read"), planted);
+    assert_eq!(
+        std::fs::read(env.store.join("coffer.store")).expect("read"),
+        planted
+    );
     let v: serde_json::Value = serde_json::from_str(&ok(
         &env,
         kms(),

@@ -263,6 +263,21 @@ fn nothing_outside_the_store_is_opened_through_it() {
     assert_eq!(fs::read_dir(&out_dir).expect("ls").count(), 0);
     fs::remove_file(env.store.join("batches")).expect("rm");
     fs::create_dir(env.store.join("batches")).expect("mkdir");
+    // data -> an empty directory outside: fsck --repair neither walks nor writes there.
+    let saved = env.path("saved-data");
+    fs::rename(env.store.join("data"), &saved).expect("move");
+    let out_data = env.path("outside-data");
+    fs::create_dir(&out_data).expect("mkdir");
+    std::os::unix::fs::symlink(&out_data, env.store.join("data")).expect("symlink");
+    let o = env.coffer(&["fsck", s(&env.store), "--repair"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("not a directory"), "{out}");
+    assert_eq!(fs::read_dir(&out_data).expect("ls").count(), 0);
+    let o = env.coffer(&["mount", s(&env.store), s(&env.mnt)]);
+    assert_eq!(o.status.code(), Some(2));
+    fs::remove_file(env.store.join("data")).expect("rm");
+    fs::rename(&saved, env.store.join("data")).expect("restore");
     // A rotation writes its temporary file under a random name, O_EXCL: a planted link with
     // the old predictable name is left alone and the outside file unchanged.
     let pid_guess = env.store.join(".tmp-coffer.store-1");

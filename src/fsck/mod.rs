@@ -96,6 +96,13 @@ pub fn check(store: &OpenStore, opts: &Options, catalog_bad: Option<String>) -> 
         }
     }
     let data = store.root.join(DATA);
+    if !std::fs::symlink_metadata(&data).is_ok_and(|m| m.is_dir()) {
+        // A symlink there would take the walk (and repairs) outside the store.
+        w.report.problems.push(format!(
+            "{DATA}: not a directory (a symlink?): nothing under it was checked"
+        ));
+        return w.report;
+    }
     w.dir(&data, Path::new(DATA), "");
     w.report.dirs -= 1; // the store's root is not one of the user's directories
     if catalog_bad.is_none() || opts.repair {
@@ -153,7 +160,7 @@ impl Walk<'_> {
         let Some(iv) = iv else {
             let only_internal = entries.iter().all(|e| e.file_name() == DIRIV_NAME);
             if self.opts.repair && only_internal {
-                match crate::store::write_diriv(path) {
+                match crate::store::write_diriv(&self.store.root, rel) {
                     Ok(_) => self.fixed(rel, "empty directory had no IV; wrote a new one"),
                     Err(e) => self.problem(rel, plain, format!("cannot write a directory IV: {e}")),
                 }

@@ -210,7 +210,7 @@ fn init_inner(
         .mode(0o700)
         .create(&data)
         .map_err(io(data.clone()))?;
-    write_diriv(&data)?;
+    write_diriv(store, Path::new(DATA))?;
     let batches = store.join(BATCHES);
     std::fs::DirBuilder::new()
         .mode(0o700)
@@ -231,12 +231,13 @@ fn init_inner(
     Ok(desc)
 }
 
-/// Write a fresh random directory IV into a new ciphertext directory.
-pub fn write_diriv(dir: &Path) -> Result<[u8; DIRIV_LEN], StoreError> {
+/// Write a fresh random directory IV into the ciphertext directory `rel` below the store's
+/// root (every component opened without following a symlink).
+pub fn write_diriv(root: &Path, rel: &Path) -> Result<[u8; DIRIV_LEN], StoreError> {
     let mut iv = [0u8; DIRIV_LEN];
     crypto::random_bytes(&mut iv);
-    let p = dir.join(DIRIV_NAME);
-    let d = crate::within::open_root(dir).map_err(|e| StoreError::Io(p.clone(), e))?;
+    let p = root.join(rel).join(DIRIV_NAME);
+    let d = crate::within::open_dir(root, rel).map_err(|e| StoreError::Io(p.clone(), e))?;
     crate::within::write_atomic_at(&d, std::ffi::OsStr::new(DIRIV_NAME), &iv, 0o400)
         .map_err(|e| StoreError::Io(p, e))?;
     Ok(iv)
