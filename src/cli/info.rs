@@ -144,7 +144,15 @@ pub fn run(a: InfoArgs) -> CliResult {
     }
     println!("store:          {}", info.store);
     println!("store id:       {}", info.store_id);
-    println!("format version: {}", info.format_version);
+    if info.format_version < crate::format::STORE_VERSION {
+        println!(
+            "format version: {} (batches and descriptor not authenticated: `coffer upgrade` makes it {})",
+            info.format_version,
+            crate::format::STORE_VERSION
+        );
+    } else {
+        println!("format version: {}", info.format_version);
+    }
     println!("provider:       {}", info.provider);
     if let Some(k) = &info.kms {
         println!("KMS:            {k}");
