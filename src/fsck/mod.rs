@@ -10,6 +10,7 @@
 //! Problems name ciphertext paths (relative to the store); plaintext names are printed only
 //! when the caller asks for them (`--names`), since reports end up in mail and tickets.
 
+mod files;
 mod records;
 mod salvage;
 
@@ -144,93 +145,27 @@ impl Walk<'_> {
 
     fn dir(&mut self, path: &Path, rel: &Path, plain: &str) {
         self.report.dirs += 1;
-        let root = self.store.root.clone();
-        let iv = match crate::within::read(&root, &rel.join(DIRIV_NAME), DIRIV_LEN) {
-            Ok(v) if v.len() == DIRIV_LEN => {
-                let mut iv = [0u8; DIRIV_LEN];
-                iv.copy_from_slice(&v);
-                Some(iv)
-            }
-            _ => None,
-        };
         let entries: Vec<_> = match std::fs::read_dir(path) {
             Ok(it) => it.flatten().collect(),
             Err(e) => return self.problem(rel, plain, format!("cannot list: {e}")),
         };
-        let Some(iv) = iv else {
-            let only_internal = entries.iter().all(|e| e.file_name() == DIRIV_NAME);
-            if self.opts.repair && only_internal {
-                match crate::store::write_diriv(&self.store.root, rel) {
-                    Ok(_) => self.fixed(rel, "empty directory had no IV; wrote a new one"),
-                    Err(e) => self.problem(rel, plain, format!("cannot write a directory IV: {e}")),
-                }
-            } else {
-                self.problem(
-                    rel,
-                    plain,
-                    "directory IV is missing or damaged: the names in it cannot be read",
-                );
-            }
+        let Some(iv) = self.dir_iv(rel, plain, &entries) else {
             return;
         };
         for e in entries {
             let cname = e.file_name();
-            let b = cname.as_bytes();
             let crel = rel.join(&cname);
-            if b == DIRIV_NAME.as_bytes() || b.starts_with(b".tmp-") {
+            let b = cname.as_bytes();
+            if b == DIRIV_NAME.as_bytes()
+                || b.starts_with(b".tmp-")
+                || self.sidecar(path, &e, &crel)
+            {
                 continue;
             }
-            if let Some(rest) = b.strip_prefix(LONG_SIDECAR_PREFIX.as_bytes()) {
-                let mut entry = LONG_PREFIX.as_bytes().to_vec();
-                entry.extend_from_slice(rest);
-                if !path.join(OsStr::from_bytes(&entry)).exists() {
-                    if self.opts.repair && std::fs::remove_file(e.path()).is_ok() {
-                        self.fixed(&crel, "removed a long-name sidecar without its entry");
-                    } else {
-                        self.problem(&crel, "", "long-name sidecar without its entry");
-                    }
-                }
+            let Some(encoded) = self.encoded_name(rel, &crel, b) else {
                 continue;
-            }
-            let encoded = if let Some((side, hash)) = sidecar_of_entry(b) {
-                let read =
-                    crate::within::read(&root, &rel.join(OsStr::from_bytes(&side)), SIDECAR_MAX)
-                        .map_err(|_| {
-                            "long name has lost its sidecar: the name cannot be read".to_string()
-                        })
-                        .and_then(|v| {
-                            sidecar_encoding(hash, v)
-                                .map_err(|e| format!("{e}: the name cannot be read"))
-                        });
-                match read {
-                    Ok(v) => v,
-                    Err(why) => {
-                        self.problem(&crel, "", why);
-                        continue;
-                    }
-                }
-            } else {
-                String::from_utf8_lossy(b).into_owned()
             };
-            let child_plain = match self.store.names.decrypt(&iv, &encoded) {
-                Ok(n) => format!("{plain}/{}", n.to_string_lossy()),
-                Err(NameError::Unsafe) => {
-                    self.problem(
-                        &crel,
-                        "",
-                        format!("{}; the entry is not listed", NameError::Unsafe),
-                    );
-                    String::new()
-                }
-                Err(_) => {
-                    self.problem(
-                        &crel,
-                        "",
-                        "name fails authentication (tampered, or not made by this store)",
-                    );
-                    String::new()
-                }
-            };
+            let child_plain = self.plain_name(&iv, &encoded, &crel, plain);
             let Ok(meta) = std::fs::symlink_metadata(e.path()) else {
                 continue;
             };
@@ -244,97 +179,106 @@ impl Walk<'_> {
                         if decode_symlink(&self.store.names, t.as_os_str().as_bytes()).is_ok() => {}
                     _ => self.problem(&crel, &child_plain, "symlink target fails authentication"),
                 }
-            } else if ft.is_file() {
-                if !self.seen_inodes.insert(meta.ino()) {
-                    continue; // another name of a file already checked
-                }
-                self.report.files += 1;
-                // Shorter than a header: a create that a crash cut short, before the header
-                // (and so before any content) was written. Nothing in it can ever be read;
-                // repair makes it the empty file it was when created.
-                if self.opts.repair && meta.len() < HEADER_LEN as u64 {
-                    match self
-                        .store
-                        .empty_file()
-                        .map_err(|e| e.to_string())
-                        .and_then(|(h, b)| {
-                            // In place, so the file keeps its inode, mode, owner and times.
-                            let f = open_in_store(self.store, &e.path(), libc::O_WRONLY)?;
-                            (|| {
-                                f.write_all_at(&b, 0)?;
-                                f.set_len(b.len() as u64)?;
-                                f.sync_all()
-                            })()
-                            .map(|_| h)
-                            .map_err(|e| e.to_string())
-                        }) {
-                        Ok(h) => {
-                            self.files.insert(
-                                h.file_id,
-                                FileRecord {
-                                    batch_id: h.batch_id,
-                                    wrapped_key: h.wrapped_key.to_vec(),
-                                    plain_len: 0,
-                                },
-                            );
-                            self.fixed(
-                                &crel,
-                                "its creation was cut short before its header: now an empty file",
-                            );
-                        }
-                        Err(why) => self.problem(&crel, &child_plain, why),
-                    }
-                    continue;
-                }
-                // A header whose batch does not authenticate was not written by a key holder:
-                // reported, never salvaged, never adopted into the catalog.
-                let shape = verify_shape(self.store, &e.path());
-                if let Some(why) = shape
-                    .as_ref()
-                    .ok()
-                    .and_then(|(h, _)| self.batch_problem(&h.batch_id))
-                {
-                    self.problem(&crel, &child_plain, why);
-                    continue;
-                }
-                let checked = if self.opts.keyless {
-                    shape
-                } else {
-                    verify_file(self.store, &e.path())
-                };
-                match checked {
-                    Ok((h, len)) => {
-                        self.report.plain_bytes += len;
-                        self.files.insert(
-                            h.file_id,
-                            FileRecord {
-                                batch_id: h.batch_id,
-                                wrapped_key: h.wrapped_key.to_vec(),
-                                plain_len: len,
-                            },
-                        );
-                    }
-                    Err(why) if self.opts.repair && !self.opts.keyless => {
-                        match salvage::salvage_file(self.store, &e.path()) {
-                            Ok(s) => {
-                                self.report.plain_bytes += s.plain_len;
-                                self.files.insert(
-                                    s.header.file_id,
-                                    FileRecord {
-                                        batch_id: s.header.batch_id,
-                                        wrapped_key: s.header.wrapped_key.to_vec(),
-                                        plain_len: s.plain_len,
-                                    },
-                                );
-                                let what = format!("{why}; {}", s.describe());
-                                tracing::warn!("{}: {what}", crel.display());
-                                self.fixed(&crel, what);
-                            }
-                            Err(not) => self.problem(&crel, &child_plain, format!("{why} ({not})")),
-                        }
-                    }
-                    Err(why) => self.problem(&crel, &child_plain, why),
-                }
+            } else if ft.is_file() && self.seen_inodes.insert(meta.ino()) {
+                // (A second name of a file already checked is skipped.)
+                self.file(&e.path(), &crel, &child_plain, meta.len());
+            }
+        }
+    }
+
+    /// The directory's IV; without one, a problem (or, repairing an empty directory, a new
+    /// IV, and nothing to walk).
+    fn dir_iv(
+        &mut self,
+        rel: &Path,
+        plain: &str,
+        entries: &[std::fs::DirEntry],
+    ) -> Option<[u8; DIRIV_LEN]> {
+        if let Ok(v) = crate::within::read(&self.store.root, &rel.join(DIRIV_NAME), DIRIV_LEN) {
+            if let Ok(iv) = <[u8; DIRIV_LEN]>::try_from(v.as_slice()) {
+                return Some(iv);
+            }
+        }
+        let only_internal = entries.iter().all(|e| e.file_name() == DIRIV_NAME);
+        if self.opts.repair && only_internal {
+            match crate::store::write_diriv(&self.store.root, rel) {
+                Ok(_) => self.fixed(rel, "empty directory had no IV; wrote a new one"),
+                Err(e) => self.problem(rel, plain, format!("cannot write a directory IV: {e}")),
+            }
+        } else {
+            self.problem(
+                rel,
+                plain,
+                "directory IV is missing or damaged: the names in it cannot be read",
+            );
+        }
+        None
+    }
+
+    /// Whether `e` is a long-name sidecar (checked here: it must have its entry).
+    fn sidecar(&mut self, dir: &Path, e: &std::fs::DirEntry, crel: &Path) -> bool {
+        let name = e.file_name();
+        let Some(rest) = name.as_bytes().strip_prefix(LONG_SIDECAR_PREFIX.as_bytes()) else {
+            return false;
+        };
+        let entry = [LONG_PREFIX.as_bytes(), rest].concat();
+        if std::fs::symlink_metadata(dir.join(OsStr::from_bytes(&entry))).is_err() {
+            if self.opts.repair && std::fs::remove_file(e.path()).is_ok() {
+                self.fixed(crel, "removed a long-name sidecar without its entry");
+            } else {
+                self.problem(crel, "", "long-name sidecar without its entry");
+            }
+        }
+        true
+    }
+
+    /// The encoded name of entry `b`: the entry itself, or a long name's sidecar, which must
+    /// hash to the entry's name.
+    fn encoded_name(&mut self, rel: &Path, crel: &Path, b: &[u8]) -> Option<String> {
+        let Some((side, hash)) = sidecar_of_entry(b) else {
+            return Some(String::from_utf8_lossy(b).into_owned());
+        };
+        let side = rel.join(OsStr::from_bytes(&side));
+        let read = crate::within::read(&self.store.root, &side, SIDECAR_MAX)
+            .map_err(|_| "long name has lost its sidecar: the name cannot be read".to_string())
+            .and_then(|v| {
+                sidecar_encoding(hash, v).map_err(|e| format!("{e}: the name cannot be read"))
+            });
+        match read {
+            Ok(v) => Some(v),
+            Err(why) => {
+                self.problem(crel, "", why);
+                None
+            }
+        }
+    }
+
+    /// The entry's plaintext path (for reports with --names); a name that does not decrypt,
+    /// or is not one a file can have, is a problem, and the path stays empty.
+    fn plain_name(
+        &mut self,
+        iv: &[u8; DIRIV_LEN],
+        encoded: &str,
+        crel: &Path,
+        plain: &str,
+    ) -> String {
+        match self.store.names.decrypt(iv, encoded) {
+            Ok(n) => format!("{plain}/{}", n.to_string_lossy()),
+            Err(NameError::Unsafe) => {
+                self.problem(
+                    crel,
+                    "",
+                    format!("{}; the entry is not listed", NameError::Unsafe),
+                );
+                String::new()
+            }
+            Err(_) => {
+                self.problem(
+                    crel,
+                    "",
+                    "name fails authentication (tampered, or not made by this store)",
+                );
+                String::new()
             }
         }
     }
