@@ -10,6 +10,7 @@
 //! requester as well as the relaying server. The server never decrypts anything for a
 //! client: it only unwraps what was wrapped to it.
 
+mod authorize;
 pub mod client;
 mod config;
 mod heartbeat;
@@ -24,6 +25,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde_json::json;
 
+use authorize::{Caller, Route};
 pub use config::{grant_fingerprint, parse_duration, Config, ConfigError, Rights};
 pub use request::Request;
 pub use serve::serve;
@@ -59,31 +61,6 @@ pub struct Settings {
 const VIA: &str = "X-Coffer-Via";
 /// The fingerprint of the client a relayed request is for.
 const FOR: &str = "X-Coffer-For";
-
-/// What an admitted request asks for.
-enum Route<'a> {
-    Health,
-    Chain,
-    List(Caller<'a>),
-    Push(Caller<'a>),
-    Fetch(&'a str, &'a PublicKey, Caller<'a>),
-}
-
-/// Who a request is authorised as: the peer, and (relayed) the original requester.
-struct Caller<'a> {
-    peer_fp: &'a str,
-    peer: &'a Rights,
-    /// The original requester and its rights here; the peer itself when not relayed.
-    requester_fp: &'a str,
-    requester: &'a Rights,
-}
-
-impl Caller<'_> {
-    /// Both the relaying peer and the original requester reach this key.
-    fn covers(&self, store_id: &str, key_id: &str) -> bool {
-        self.peer.covers(store_id, key_id) && self.requester.covers(store_id, key_id)
-    }
-}
 
 fn error(status: u16, msg: impl Into<String>) -> (u16, serde_json::Value) {
     (status, json!({ "error": msg.into() }))
@@ -149,127 +126,6 @@ impl KeyServer {
         {
             tracing::error!("cannot write the audit log: {e}");
         }
-    }
-
-    /// Refuse, audited.
-    fn refuse(
-        &self,
-        req: &Request,
-        key: Option<&str>,
-        fp: Option<&str>,
-        status: u16,
-        why: String,
-    ) -> (u16, serde_json::Value) {
-        self.audit(
-            "request",
-            key,
-            fp,
-            "refused",
-            Some(&format!("{} {}: {why}", req.method, req.path)),
-        );
-        error(status, why)
-    }
-
-    /// Who the request is authorised as: the peer's grant, and for a relayed request (one
-    /// naming its original requester) the peer's relay right and the requester's own grant.
-    fn caller<'a>(
-        &'a self,
-        req: &'a Request,
-        fp: &'a str,
-    ) -> Result<Caller<'a>, (u16, serde_json::Value)> {
-        let Some(peer) = self.grants.get(fp) else {
-            return Err(self.refuse(
-                req,
-                None,
-                Some(fp),
-                403,
-                format!("unknown certificate {fp}: it has no rights on this key server"),
-            ));
-        };
-        let Some(orig) = req.header(FOR).filter(|o| *o != fp) else {
-            return Ok(Caller {
-                peer_fp: fp,
-                peer,
-                requester_fp: fp,
-                requester: peer,
-            });
-        };
-        if !peer.relay {
-            return Err(self.refuse(
-                req,
-                None,
-                Some(fp),
-                403,
-                format!("certificate {fp} lacks the relay right (it asked for {orig})"),
-            ));
-        }
-        let Some(requester) = self.grants.get(orig) else {
-            return Err(self.refuse(
-                req,
-                None,
-                Some(orig),
-                403,
-                format!("certificate {orig} (relayed by {fp}) has no rights on this key server"),
-            ));
-        };
-        Ok(Caller {
-            peer_fp: fp,
-            peer,
-            requester_fp: orig,
-            requester,
-        })
-    }
-
-    /// Decide what a request is and whether it is allowed, from its method, path and headers
-    /// alone: the serving layer calls this before it reads a body.
-    fn route<'a>(
-        &'a self,
-        req: &'a Request,
-        peer: Option<&'a (PublicKey, String)>,
-    ) -> Result<Route<'a>, (u16, serde_json::Value)> {
-        if req.method == "GET" && req.path == "/healthz" {
-            return Ok(Route::Health);
-        }
-        let Some((peer_key, fp)) = peer else {
-            return Err(self.refuse(req, None, None, 401, "no client certificate".into()));
-        };
-        let caller = self.caller(req, fp)?;
-        let need = |ok: bool, right: &str, key: Option<&str>| {
-            if ok {
-                return Ok(());
-            }
-            let who = caller.requester_fp;
-            Err(self.refuse(
-                req,
-                key,
-                Some(who),
-                403,
-                format!("certificate {who} lacks the {right} right"),
-            ))
-        };
-        let r = caller.requester;
-        match (req.method.as_str(), req.path.as_str()) {
-            ("GET", "/v1/chain") => Ok(Route::Chain),
-            ("GET", "/v1/keys") => {
-                need(r.read || r.write, "read", None).map(|_| Route::List(caller))
-            }
-            ("POST", "/v1/keys") => need(r.write, "write", None).map(|_| Route::Push(caller)),
-            ("GET", p) if p.starts_with("/v1/keys/") => {
-                let key_id = &p["/v1/keys/".len()..];
-                need(r.use_, "use", Some(key_id))?;
-                Ok(Route::Fetch(key_id, peer_key, caller))
-            }
-            _ => Err(error(404, "no such endpoint")),
-        }
-    }
-
-    /// Refuse a request before its body is read, if it is to be refused (audited).
-    pub fn admit(
-        &self,
-        req: &Request,
-        peer: Option<&(PublicKey, String)>,
-    ) -> Option<(u16, serde_json::Value)> {
-        self.route(req, peer).err()
     }
 
     /// Answer one request from a client presenting `peer` (public key, fingerprint).
