@@ -87,25 +87,51 @@ pub fn open_dir(root: &Path, rel: &Path) -> std::io::Result<OwnedFd> {
 }
 
 /// Open the regular file `name` in `dir` with `flags` (O_RDONLY, O_RDWR, ...; O_CREAT with
-/// `mode`). A symlink fails with ELOOP; a FIFO, socket or device is refused before any read
-/// or write, and never blocks the open.
+/// `mode`). The name is first opened as a path only (O_PATH|O_NOFOLLOW) and checked: a symlink
+/// fails with ELOOP, and a FIFO, socket or device is refused before it is ever opened for I/O
+/// (opening a device can have effects of its own; opening a FIFO can block).
 pub fn open_at(dir: &impl AsRawFd, name: &OsStr, flags: i32, mode: u32) -> std::io::Result<File> {
     let n = cstr(name)?;
-    let flags = flags | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
     // SAFETY: n is NUL-terminated; the result is checked.
-    let fd =
-        check(unsafe { libc::openat(dir.as_raw_fd(), n.as_ptr(), flags, mode as libc::c_uint) })?;
-    let f = File::from(fd);
-    if !f.metadata()?.file_type().is_file() {
+    let path = check(unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            n.as_ptr(),
+            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    });
+    let path = match path {
+        Ok(p) => p,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) && flags & libc::O_CREAT != 0 => {
+            // Absent: create it exclusively, so nothing can be slipped in between.
+            let f = flags | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+            // SAFETY: n is NUL-terminated; the result is checked.
+            let fd = check(unsafe {
+                libc::openat(dir.as_raw_fd(), n.as_ptr(), f, mode as libc::c_uint)
+            })?;
+            return Ok(File::from(fd));
+        }
+        Err(e) => return Err(e),
+    };
+    if flags & libc::O_EXCL != 0 {
+        return Err(std::io::Error::from_raw_os_error(libc::EEXIST));
+    }
+    let st = File::from(path.try_clone()?).metadata()?;
+    if st.file_type().is_symlink() {
+        return Err(std::io::Error::from_raw_os_error(libc::ELOOP));
+    }
+    if !st.file_type().is_file() {
         return Err(invalid(format!(
             "{} is not a regular file",
             Path::new(name).display()
         )));
     }
-    // Back to blocking I/O for the regular file (O_NONBLOCK only guarded the open).
-    // SAFETY: fcntl on a descriptor `f` owns.
-    unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFL, 0) };
-    Ok(f)
+    // The checked inode itself, reopened for I/O through its descriptor (never by name).
+    let proc = CString::new(format!("/proc/self/fd/{}", path.as_raw_fd()))
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    let f = flags & !(libc::O_CREAT | libc::O_EXCL) | libc::O_CLOEXEC;
+    // SAFETY: proc is NUL-terminated; the result is checked.
+    check(unsafe { libc::open(proc.as_ptr(), f) }).map(File::from)
 }
 
 /// Open the regular file `rel` below `root` (see [`open_at`]).

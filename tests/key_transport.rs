@@ -164,7 +164,10 @@ fn password_exports_refuse_wrong_passwords_and_damaged_files() {
     // Help is wrapped to the terminal's width: compare its words, not its lines.
     let help = a.ok_into(&["keys", "export", "--help"], &mut log);
     let words = help.split_whitespace().collect::<Vec<_>>().join(" ");
-    assert!(words.contains("lost password cannot be recovered"), "{help}");
+    assert!(
+        words.contains("lost password cannot be recovered"),
+        "{help}"
+    );
     let import = |f: &Path, pw: &str, log: &mut Vec<u8>| {
         c.run_into(
             &["keys", "import", s(f), "--password-file", s(&env.path(pw))],

@@ -90,12 +90,16 @@ fn walk(dir: &Path, g: BlockGeometry, c: &mut Counts, seen: &mut std::collection
 pub fn run(a: InfoArgs) -> CliResult {
     let desc = Descriptor::load(&a.store)?;
     let mut c = Counts::default();
-    walk(
-        &a.store.join(DATA),
-        BlockGeometry::new(desc.block_shift),
-        &mut c,
-        &mut Default::default(),
-    );
+    // Counted only when data/ is a directory of the store's own, not a link out of it.
+    let data = a.store.join(DATA);
+    if std::fs::symlink_metadata(&data).is_ok_and(|m| m.is_dir()) {
+        walk(
+            &data,
+            BlockGeometry::new(desc.block_shift),
+            &mut c,
+            &mut Default::default(),
+        );
+    }
     // The catalog is open (and locked) while a mount runs; then its count is not available.
     let mounted = match StoreLock::acquire(&a.store) {
         Ok(_) => None,

@@ -88,28 +88,26 @@ pub fn create_at(dir: &OwnedFd, name: &OsStr, mode: u32) -> Result<File, Errno> 
     Ok(unsafe { File::from_raw_fd(r) })
 }
 
-/// Write a small file in `dir` (long-name sidecars), replacing any old one.
+/// Write a small file in `dir` (long-name sidecars), replacing any old one: never through a
+/// symlink, and never into a FIFO or device planted under its name (crate::within).
 pub fn write_small_at(dir: &OwnedFd, name: &OsStr, bytes: &[u8]) -> Result<(), Errno> {
     use std::io::Write;
-    let n = cstr(name)?;
-    let flags = libc::O_CREAT | libc::O_TRUNC | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    // SAFETY: n is NUL-terminated; the returned fd is checked and then owned.
-    let r = unsafe { libc::openat(dir.as_raw_fd(), n.as_ptr(), flags, 0o600 as libc::c_uint) };
-    if r < 0 {
-        return Err(last());
-    }
-    // SAFETY: r is a fresh descriptor owned by nobody else.
-    let mut f = unsafe { File::from_raw_fd(r) };
+    let flags = libc::O_CREAT | libc::O_TRUNC | libc::O_WRONLY;
+    let mut f = crate::within::open_at(dir, name, flags, 0o600).map_err(errno_of)?;
     f.write_all(bytes).map_err(Errno::from)
+}
+
+fn errno_of(e: std::io::Error) -> Errno {
+    match e.raw_os_error() {
+        Some(n) => Errno::from_i32(n),
+        None => Errno::EIO,
+    }
 }
 
 /// A small file in `dir` (a directory IV, a long-name sidecar): a regular file of at most
 /// `max` bytes, never a symlink, FIFO or device (crate::within).
 pub fn read_small_at(dir: &OwnedFd, name: &OsStr, max: usize) -> Result<Vec<u8>, Errno> {
-    crate::within::read_at(dir, name, max).map_err(|e| match e.raw_os_error() {
-        Some(n) => Errno::from_i32(n),
-        None => Errno::EIO,
-    })
+    crate::within::read_at(dir, name, max).map_err(errno_of)
 }
 
 pub fn mkdir_at(dir: &OwnedFd, name: &OsStr, mode: u32) -> Result<(), Errno> {
