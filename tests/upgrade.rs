@@ -72,6 +72,23 @@ impl Fixture {
     }
 }
 
+/// Plant "X" over the fixture's size-1 file as a host without keys would, then mount and
+/// read it back.
+fn plant_size_1_and_read(f: &Fixture) -> std::io::Result<Vec<u8>> {
+    let st = f.store();
+    let target = attacker::ciphertext_files(&st)
+        .into_iter()
+        .find(|p| fs::metadata(p).map(|m| m.len()).ok() == Some(132 + 1 + 28))
+        .expect("size-1's ciphertext");
+    attacker::plant(&st, &target, b"X", Framing::Bare);
+    let (m, g) = (f.mnt(), MountGuard(f.mnt()));
+    f.ok(&["mount", s(&st), s(&m), "--read-only"]);
+    let got = fs::read(m.join("size-1"));
+    f.ok(&["umount", s(&m)]);
+    drop(g);
+    got
+}
+
 fn data_bytes(store: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     Env::all_bytes(&store.join("data"))
 }
@@ -108,17 +125,8 @@ fn a_format_1_store_warns_upgrades_in_place_and_then_resists_planting() {
     assert_eq!(f.run(&["fsck", s(&st)]).status.code(), Some(0));
 
     // Now a planted file reads EIO, where format 1 could not have told.
-    let target = attacker::ciphertext_files(&st)
-        .into_iter()
-        .find(|p| fs::metadata(p).map(|m| m.len()).ok() == Some(132 + 1 + 28))
-        .expect("size-1's ciphertext");
-    attacker::plant(&st, &target, b"X", Framing::Bare);
-    let (m, g) = (f.mnt(), MountGuard(f.mnt()));
-    f.ok(&["mount", s(&st), s(&m)]);
-    let e = fs::read(m.join("size-1")).expect_err("planted");
+    let e = plant_size_1_and_read(&f).expect_err("planted");
     assert_eq!(e.raw_os_error(), Some(libc::EIO));
-    f.ok(&["umount", s(&m)]);
-    drop(g);
     // And a rotation runs.
     f.ok(&["keys", "rotate", s(&st)]);
 }
@@ -129,18 +137,8 @@ fn format_1_cannot_tell_a_planted_file_which_is_why_it_warns() {
         return;
     }
     let f = Fixture::new();
-    let st = f.store();
-    let target = attacker::ciphertext_files(&st)
-        .into_iter()
-        .find(|p| fs::metadata(p).map(|m| m.len()).ok() == Some(132 + 1 + 28))
-        .expect("size-1's ciphertext");
-    attacker::plant(&st, &target, b"X", Framing::Bare);
-    let (m, g) = (f.mnt(), MountGuard(f.mnt()));
-    f.ok(&["mount", s(&st), s(&m), "--read-only"]);
     // Pinned: this is the weakness format 2 removes (docs/threat-model.md).
-    assert_eq!(fs::read(m.join("size-1")).expect("read"), b"X");
-    f.ok(&["umount", s(&m)]);
-    drop(g);
+    assert_eq!(plant_size_1_and_read(&f).expect("read"), b"X");
 }
 
 #[test]

@@ -80,18 +80,49 @@ pub(super) fn seal_master_record(
     })
 }
 
-/// Unwrap the private key, the name key and the write key of `desc` with `master`; for a
-/// format-2 store, also check the descriptor's seals, so that no field a host without the key
-/// changed (the recovery record, the block size, a label, a KMS UID) is ever acted on.
-pub fn unlock_keys(desc: &Descriptor, master: &MasterKey) -> Result<StoreKeys, StoreError> {
-    let store_id = desc.store_id_bytes()?;
-    let public_der = desc.public_key_der()?;
+/// The descriptor's record for `master` (found by the key's id), and that id.
+fn record_of<'a>(
+    desc: &'a Descriptor,
+    master: &MasterKey,
+) -> Result<(&'a MasterKeyRecord, String), StoreError> {
     let key_id = crypto::master_key_id(master);
     let rec = desc
         .master_keys
         .iter()
         .find(|m| m.key_id == key_id)
         .ok_or_else(|| StoreError::WrongKey(key_id.clone()))?;
+    Ok((rec, key_id))
+}
+
+/// The write key sealed in `rec`, which a format-2 record must hold.
+fn open_write_key(
+    store_id: &[u8; 16],
+    rec: &MasterKeyRecord,
+    master: &MasterKey,
+) -> Result<WriteKey, StoreError> {
+    let broken =
+        |what: &str| StoreError::SealBroken(format!("{what} (master-key version {})", rec.version));
+    let sealed = rec
+        .write_key
+        .as_deref()
+        .ok_or_else(|| broken("write key, which is missing"))?;
+    let bytes = descriptor::unb64(sealed).map_err(|_| broken("sealed write key"))?;
+    crypto::open_key(
+        &kek(WRITE_KEK, master),
+        &key_aad(WRITE_AAD, store_id, rec.version),
+        &bytes,
+    )
+    .map(WriteKey::from_secret)
+    .map_err(|_| broken("sealed write key"))
+}
+
+/// Unwrap the private key, the name key and the write key of `desc` with `master`; for a
+/// format-2 store, also check the descriptor's seals, so that no field a host without the key
+/// changed (the recovery record, the block size, a label, a KMS UID) is ever acted on.
+pub fn unlock_keys(desc: &Descriptor, master: &MasterKey) -> Result<StoreKeys, StoreError> {
+    let store_id = desc.store_id_bytes()?;
+    let public_der = desc.public_key_der()?;
+    let (rec, _) = record_of(desc, master)?;
     // The record names this very key (its id is a hash of the key), so a seal that does not
     // open means the descriptor itself was changed, not that the key is wrong.
     let damaged =
@@ -123,16 +154,10 @@ pub fn unlock_keys(desc: &Descriptor, master: &MasterKey) -> Result<StoreKeys, S
         &rec.name_key,
         "sealed name key",
     )?);
-    let writer = match (desc.authenticated(), &rec.write_key) {
-        (false, _) => None,
-        (true, None) => return Err(damaged("write key, which is missing")),
-        (true, Some(w)) => Some(WriteKey::from_secret(open(
-            WRITE_KEK,
-            &key_aad(WRITE_AAD, &store_id, rec.version),
-            w,
-            "sealed write key",
-        )?)),
-    };
+    let writer = desc
+        .authenticated()
+        .then(|| open_write_key(&store_id, rec, master))
+        .transpose()?;
     if let Some(w) = &writer {
         if !desc.verify_master_seal(master) || !desc.verify_writer_seal(w) {
             return Err(damaged("seal over its fields"));
@@ -225,24 +250,8 @@ pub fn reseal(desc: &mut Descriptor, master: &MasterKey) -> Result<(), StoreErro
         return Ok(());
     }
     let store_id = desc.store_id_bytes()?;
-    let key_id = crypto::master_key_id(master);
-    let rec = desc
-        .master_keys
-        .iter()
-        .find(|m| m.key_id == key_id)
-        .ok_or_else(|| StoreError::WrongKey(key_id.clone()))?;
-    let sealed = rec
-        .write_key
-        .as_deref()
-        .ok_or_else(|| StoreError::SealBroken("write key, which is missing".into()))?;
-    let bytes = descriptor::unb64(sealed)?;
-    let w = crypto::open_key(
-        &kek(WRITE_KEK, master),
-        &key_aad(WRITE_AAD, &store_id, rec.version),
-        &bytes,
-    )
-    .map(WriteKey::from_secret)
-    .map_err(|_| StoreError::SealBroken("sealed write key".into()))?;
+    let (rec, _) = record_of(desc, master)?;
+    let w = open_write_key(&store_id, rec, master)?;
     desc.seal(master, &w);
     Ok(())
 }
