@@ -908,3 +908,29 @@ fn a_planted_recovery_record_makes_a_kms_rotation_refuse_before_the_kms_makes_a_
         "the KMS made no key for the refused rotation: {v}"
     );
 }
+
+#[test]
+fn a_format_1_kms_store_upgrades_with_its_key_from_the_kms() {
+    let env = Env::new();
+    init_kms(&env, kms());
+    let uid = uid_of(&env);
+    common::attacker::make_format_1(&env.store);
+    assert_eq!(descriptor(&env)["version"], 1);
+    fails(
+        &env,
+        kms(),
+        &["keys", "rotate", s(&env.store)],
+        "run `coffer upgrade` on it first",
+    );
+    let out = ok(&env, kms(), &["upgrade", s(&env.store)]);
+    assert!(out.contains("upgraded to format 2"), "{out}");
+    let d = descriptor(&env);
+    assert_eq!(d["version"], 2);
+    assert_eq!(
+        d["master_keys"][0]["uid"],
+        uid.as_str(),
+        "the KMS UID is kept"
+    );
+    ok(&env, kms(), &["fsck", s(&env.store)]);
+    ok(&env, kms(), &["keys", "rotate", s(&env.store)]);
+}

@@ -38,16 +38,7 @@ pub fn rebuild_catalog(root: &Path, store_id: &[u8; 16]) -> Result<Catalog, Stri
     }
     let c =
         Catalog::create(&p, store_id).map_err(|e| format!("cannot create a new catalog: {e}"))?;
-    let dir = root.join(BATCHES);
-    let listing = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    for e in listing.flatten() {
-        let name = e.file_name();
-        let Some(id) = hex::decode(name.as_bytes())
-            .ok()
-            .and_then(|v| <[u8; 16]>::try_from(v).ok())
-        else {
-            continue;
-        };
+    for id in crate::store::batch_ids_on_disk(root).map_err(|e| e.to_string())? {
         let wrapped = crate::store::read_batch_file(root, &id).map_err(|e| e.to_string())?;
         c.put_batch(
             &id,

@@ -68,6 +68,28 @@ pub fn write_file(root: &Path, id: &[u8; 16], record: &[u8]) -> Result<(), Store
         .map_err(|e| StoreError::Io(root.join(rel), e))
 }
 
+/// The ids of every record in `batches/` (names that are not a 32-digit hex id are not
+/// records), listed through a descriptor opened without following a symlink.
+pub fn ids_on_disk(root: &Path) -> Result<Vec<[u8; 16]>, StoreError> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = root.join(super::BATCHES);
+    let fd = crate::within::open_dir(root, Path::new(super::BATCHES))
+        .map_err(|e| StoreError::Io(dir.clone(), e))?;
+    let listing = std::fs::read_dir(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&fd)
+    ))
+    .map_err(|e| StoreError::Io(dir, e))?;
+    Ok(listing
+        .flatten()
+        .filter_map(|e| {
+            hex::decode(e.file_name().as_bytes())
+                .ok()
+                .and_then(|v| <[u8; 16]>::try_from(v).ok())
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,7 +16,9 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-pub use batch::{read_file as read_batch_file, write_file as write_batch_file};
+pub use batch::{
+    ids_on_disk as batch_ids_on_disk, read_file as read_batch_file, write_file as write_batch_file,
+};
 pub use descriptor::{Descriptor, MasterKeyRecord, RecoveryRecord, DESCRIPTOR};
 pub use keys::{check_for_rotation, credential_keys, reseal, rewrap, unlock_keys, StoreKeys};
 pub use lock::{KeyRecordsLock, StoreLock};

@@ -12,7 +12,6 @@
 //! a copy that passed through hands you do not trust.
 
 use std::collections::BTreeSet;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use super::{batch, keys, Descriptor, KeyRecordsLock, StoreError, StoreKeys, StoreLock};
@@ -116,22 +115,7 @@ fn batch_ids(root: &Path, catalog: &Catalog) -> Result<BTreeSet<[u8; 16]>, Store
         .into_iter()
         .map(|(id, _)| id)
         .collect();
-    let dir = root.join(super::BATCHES);
-    let fd = crate::within::open_dir(root, Path::new(super::BATCHES))
-        .map_err(|e| StoreError::Io(dir.clone(), e))?;
-    let listing = std::fs::read_dir(format!(
-        "/proc/self/fd/{}",
-        std::os::fd::AsRawFd::as_raw_fd(&fd)
-    ))
-    .map_err(|e| StoreError::Io(dir.clone(), e))?;
-    for e in listing.flatten() {
-        if let Some(id) = hex::decode(e.file_name().as_bytes())
-            .ok()
-            .and_then(|v| <[u8; 16]>::try_from(v).ok())
-        {
-            ids.insert(id);
-        }
-    }
+    ids.extend(batch::ids_on_disk(root)?);
     Ok(ids)
 }
 
