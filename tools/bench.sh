@@ -10,6 +10,7 @@
 # W1 write+sync, W1u the same including unmount and daemon exit, W2 cold read, W3 untar small
 # files + sync, W4 cold tar of them, W5 rsync -a a tree in / again after 1 % changed,
 # W6 rsync --no-whole-file literal bytes after a 4 KiB in-place change, W7 peak RSS.
+# Runs alternate the order of the systems (forward, then reversed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=0; [ "${1:-}" = "--quick" ] && quick=1
@@ -108,7 +109,10 @@ declare -A R
 add() { R[$1,$2]+="$3 "; }
 
 for run in $(seq "$runs"); do
-  for s in $systems; do
+  # Odd runs go through the systems in order, even runs in reverse, so that no system always
+  # runs right after the same neighbour (or always first or last).
+  order=$systems; [ $((run % 2)) = 0 ] && order=$(echo "$systems" | tr ' ' '\n' | tac | tr '\n' ' ')
+  for s in $order; do
     m=$(mnt "$s")
     # W1 / W1u / W2
     up "$s"; cold

@@ -34,6 +34,16 @@ pub fn random_bytes(buf: &mut [u8]) {
     rand_core::OsRng.fill_bytes(buf);
 }
 
+/// Seed aws-lc's own random generator now. RSA-OAEP draws from it (padding and blinding),
+/// and its first use seeds it from CPU-jitter entropy, about 20 ms of CPU here; a mount does
+/// this before it serves, so that cost is not paid by the first file a backup creates.
+pub fn warm_rng() {
+    let mut b = [0u8; 1];
+    if aws_lc_rs::rand::fill(&mut b).is_err() {
+        tracing::debug!("aws-lc's random generator is not available yet");
+    }
+}
+
 pub fn random_id() -> [u8; 16] {
     let mut id = [0u8; 16];
     random_bytes(&mut id);

@@ -104,6 +104,9 @@ fn time(sec: i64, nsec: i64) -> SystemTime {
 
 impl CofferFs {
     pub fn new(store: Arc<OpenStore>, cfg: MountConfig) -> Result<CofferFs, Errno> {
+        // Writing wraps batch keys and reading unwraps them, both with RSA, which draws
+        // from aws-lc's generator: seed it before serving, not on the first file.
+        crate::crypto::warm_rng();
         let root_fd =
             crate::within::open_dir(&store.root, std::path::Path::new(crate::store::DATA))
                 .map_err(Errno::from)?;
