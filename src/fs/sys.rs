@@ -93,21 +93,14 @@ pub fn create_at(dir: &OwnedFd, name: &OsStr, mode: u32) -> Result<File, Errno> 
 pub fn write_small_at(dir: &OwnedFd, name: &OsStr, bytes: &[u8]) -> Result<(), Errno> {
     use std::io::Write;
     let flags = libc::O_CREAT | libc::O_TRUNC | libc::O_WRONLY;
-    let mut f = crate::within::open_at(dir, name, flags, 0o600).map_err(errno_of)?;
+    let mut f = crate::within::open_at(dir, name, flags, 0o600).map_err(Errno::from)?;
     f.write_all(bytes).map_err(Errno::from)
-}
-
-fn errno_of(e: std::io::Error) -> Errno {
-    match e.raw_os_error() {
-        Some(n) => Errno::from_i32(n),
-        None => Errno::EIO,
-    }
 }
 
 /// A small file in `dir` (a directory IV, a long-name sidecar): a regular file of at most
 /// `max` bytes, never a symlink, FIFO or device (crate::within).
 pub fn read_small_at(dir: &OwnedFd, name: &OsStr, max: usize) -> Result<Vec<u8>, Errno> {
-    crate::within::read_at(dir, name, max).map_err(errno_of)
+    crate::within::read_at(dir, name, max).map_err(Errno::from)
 }
 
 pub fn mkdir_at(dir: &OwnedFd, name: &OsStr, mode: u32) -> Result<(), Errno> {

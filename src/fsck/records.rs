@@ -59,13 +59,9 @@ impl Walk<'_> {
         if let Some(r) = self.batches.get(id) {
             return r.clone();
         }
-        let record = match self.store.catalog.batch(id) {
-            Ok(Some(r)) => Ok(r.wrapped),
-            _ => crate::store::read_batch_file(&self.store.root, id),
-        };
         // Only a record that is there and does not authenticate is flagged here; a lost one
         // is the key check's and the cross-check's to report.
-        let r = match record.and_then(|rec| self.store.check_batch_record(id, &rec)) {
+        let r = match self.store.check_batch(id) {
             Err(e @ crate::store::StoreError::BatchForged(_)) => Some(format!("{e}; {FORGED}")),
             _ => None,
         };

@@ -55,6 +55,19 @@ pub fn open_record<'a>(
     }
 }
 
+/// The record of batch `id`: the catalog's copy, else the one in `batches/` (which keeps a
+/// copy of every record). Not yet believed: see [`open_record`].
+pub fn recorded(
+    catalog: &crate::catalog::Catalog,
+    root: &Path,
+    id: &[u8; 16],
+) -> Result<Vec<u8>, StoreError> {
+    match catalog.batch(id) {
+        Ok(Some(rec)) => Ok(rec.wrapped),
+        _ => read_file(root, id),
+    }
+}
+
 /// `batches/<hex id>` of the store at `root`, read without following symlinks, capped.
 pub fn read_file(root: &Path, id: &[u8; 16]) -> Result<Vec<u8>, StoreError> {
     let rel = Path::new(super::BATCHES).join(hex::encode(id));

@@ -222,7 +222,9 @@ pub fn rewrap(
     version: u32,
     uid: Option<String>,
 ) -> Result<Descriptor, StoreError> {
-    check_for_rotation(desc, current)?;
+    if !desc.authenticated() {
+        return Err(StoreError::NeedsUpgrade(desc.store_id.clone()));
+    }
     if version <= desc.current_master().version {
         return Err(StoreError::Keys(format!(
             "master-key version {version} is not newer than the store's version {}",

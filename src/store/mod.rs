@@ -422,11 +422,7 @@ impl OpenStore {
             return Ok(k.clone());
         }
         let private = self.private.as_ref().ok_or(StoreError::NoPrivateKey)?;
-        let record = match self.catalog.batch(id) {
-            Ok(Some(rec)) => rec.wrapped,
-            // The batches/ directory keeps a copy of every batch record.
-            _ => batch::read_file(&self.root, id)?,
-        };
+        let record = batch::recorded(&self.catalog, &self.root, id)?;
         // The tag is checked before RSA ever sees the wrap: a host without the write key
         // can make no batch read, nor have chosen ciphertext decrypted.
         let wrapped = batch::open_record(self.write_key.as_ref(), &self.store_id, id, &record)?;
@@ -438,9 +434,10 @@ impl OpenStore {
         Ok(key)
     }
 
-    /// Check a batch record (from the catalog or batches/) as a read would, without RSA.
-    pub fn check_batch_record(&self, id: &[u8; 16], record: &[u8]) -> Result<(), StoreError> {
-        batch::open_record(self.write_key.as_ref(), &self.store_id, id, record).map(|_| ())
+    /// Check batch `id`'s record (from the catalog or batches/) as a read would, without RSA.
+    pub fn check_batch(&self, id: &[u8; 16]) -> Result<(), StoreError> {
+        let record = batch::recorded(&self.catalog, &self.root, id)?;
+        batch::open_record(self.write_key.as_ref(), &self.store_id, id, &record).map(|_| ())
     }
 
     /// Unwrap a file's key from its header.

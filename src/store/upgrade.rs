@@ -78,10 +78,7 @@ pub fn upgrade(
     let writer = WriteKey::random();
     let mut report = UpgradeReport::default();
     for id in batch_ids(root, &catalog)? {
-        let record = match catalog.batch(&id) {
-            Ok(Some(r)) => r.wrapped,
-            _ => batch::read_file(root, &id)?,
-        };
+        let record = batch::recorded(&catalog, root, &id)?;
         let wrapped = batch::open_record(None, &store_id, &id, &record)?;
         let private = keys.private.as_ref().ok_or(StoreError::NoPrivateKey)?;
         if private.unwrap_batch_key(wrapped).is_err() {
