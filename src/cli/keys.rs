@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
+use super::credential;
 use super::unlock::{keystore_dir, keystore_holds, kms_master, open_keystore};
 use super::{CliResult, Failure, KeyOpts};
 use crate::crypto::{KdfParams, PrivateKey};
@@ -40,7 +41,7 @@ pub enum KeysCommand {
         name = "backup-credential",
         after_help = "Example (on the host that holds the store's keys):\n  coffer keys backup-credential /srv/backup/store --recipient backuphost.pem --out store.bcred\n\nThe credential carries the store id, its public key and its name key, wrapped to the\nbackup host's certificate; never the master key, the private key or any batch key. On the\nbackup host: `coffer keys import store.bcred`, then `coffer mount STORE MNT` mounts\nbackup-only."
     )]
-    BackupCredential(BackupCredentialArgs),
+    BackupCredential(credential::BackupCredentialArgs),
     /// Give a client certificate rights on a key server (edits its configuration file)
     #[command(
         after_help = "Example:\n  coffer keys grant --config /etc/coffer/keyserver.toml SHA256:9f3a... use,read,write"
@@ -123,20 +124,6 @@ pub struct ListArgs {
 }
 
 #[derive(Args)]
-pub struct BackupCredentialArgs {
-    /// The store
-    pub store: PathBuf,
-    #[command(flatten)]
-    pub keys: KeyOpts,
-    /// The backup host's certificate (`coffer keys cert` there)
-    #[arg(long, value_name = "PEM")]
-    pub recipient: PathBuf,
-    /// The credential file to write (it must not exist)
-    #[arg(long, value_name = "FILE")]
-    pub out: PathBuf,
-}
-
-#[derive(Args)]
 pub struct RecoveryKeyArgs {
     /// The keystore options: when this host has a keystore, the new recovery key's
     /// fingerprint is written to its audit log (no passphrase needed)
@@ -158,7 +145,7 @@ pub fn run(cmd: KeysCommand) -> CliResult {
         KeysCommand::Import(a) => import(a),
         KeysCommand::List(a) => list(a),
         KeysCommand::RecoveryKey(a) => recovery_key(a),
-        KeysCommand::BackupCredential(a) => backup_credential(a),
+        KeysCommand::BackupCredential(a) => credential::backup_credential(a),
         KeysCommand::Grant(a) => super::keyserver::grant(a),
         KeysCommand::Rotate(a) => super::versions::rotate(a),
         KeysCommand::Sync(a) => super::versions::sync(a),
@@ -477,46 +464,6 @@ fn list(a: ListArgs) -> CliResult {
             labels(&c.policy, &c.copy)
         );
     }
-    Ok(0)
-}
-
-fn backup_credential(a: BackupCredentialArgs) -> CliResult {
-    if a.out.exists() {
-        return Err(Failure::from(format!(
-            "{} exists; choose another name or remove it",
-            a.out.display()
-        )));
-    }
-    let (recipient, _) = certificate::read(&a.recipient)?;
-    let (desc, keys) = super::unlock::unlock(&a.store, &a.keys)?;
-    let cred = transport::BackupCredential {
-        store_id: desc.store_id.clone(),
-        public_key: desc.public_key_der()?,
-        name_key: keys.names,
-        write_key: keys.writer,
-        policy: desc.policy.clone(),
-        copy: desc.copy.clone(),
-    };
-    let bytes = transport::seal_to_recipient(&Contents::Credential(cred), &recipient)?;
-    write_new(&a.out, &bytes, 0o600)?;
-    let fp = recipient.fingerprint()?;
-    // The audit log beside the keystore; a kms store's host may have no keystore file.
-    kms::audit_log(&keystore_dir(&a.keys))?
-        .record_with(
-            "backup-credential-export",
-            None,
-            Some(&desc.store_id),
-            Some(&fp),
-            "ok",
-            Some(&a.out.display().to_string()),
-        )
-        .map_err(|e| Failure::from(format!("cannot write the audit log: {e}")))?;
-    println!(
-        "wrote a backup credential for store {} to {} for certificate {fp}: it can write new \
-         backups and never read old ones",
-        desc.store_id,
-        a.out.display()
-    );
     Ok(0)
 }
 

@@ -1,5 +1,6 @@
 //! The command line: one file per subcommand. Errors reach the user as one line on stderr.
 
+mod credential;
 mod fsck;
 mod info;
 mod init;
