@@ -30,7 +30,7 @@ fn fixture() -> Option<&'static Fixture> {
             block_shift: 12,
             policy: None,
             copy: None,
-            provider: "local".into(),
+            provider: crate::store::KeyHome::Local,
             kms: None,
         };
         let first = FirstMaster::random();

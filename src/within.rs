@@ -172,11 +172,7 @@ pub fn write_atomic_at(
     bytes: &[u8],
     mode: u32,
 ) -> std::io::Result<()> {
-    let mut tag = [0u8; 8];
-    crate::crypto::random_bytes(&mut tag);
-    let mut tmp = std::ffi::OsString::from(".tmp-");
-    tmp.push(name);
-    tmp.push(format!("-{}", hex::encode(tag)));
+    let tmp = crate::format::temp_name(name);
     let t = cstr(&tmp)?;
     let n = cstr(name)?;
     let result = (|| {

@@ -429,7 +429,7 @@ fn requests_without_a_certificate_or_from_an_unknown_one_are_refused_and_audited
     let port = free_port();
     let _srv = Server::start(&env, &srv_host, port, &[]);
     let url = format!("https://127.0.0.1:{port}");
-    let client = coffer::server::client::Client::new(
+    let client = coffer::keys::hierarchy::client::Client::new(
         &url,
         Some(srv_host.fp.clone()),
         Duration::from_secs(5),
@@ -468,7 +468,7 @@ fn requests_without_a_certificate_or_from_an_unknown_one_are_refused_and_audited
         "{audit}"
     );
     // A wrong pin is refused by the client before anything is sent.
-    let wrong = coffer::server::client::Client::new(
+    let wrong = coffer::keys::hierarchy::client::Client::new(
         &url,
         Some(stranger.fp.clone()),
         Duration::from_secs(5),
@@ -605,7 +605,7 @@ fn a_grant_for_one_store_reaches_no_other_at_any_level_of_the_tree() {
     let pass = fs::read_to_string(&x.pass).expect("pass");
     let ks = coffer::keys::Keystore::open(&x.keystore, pass.trim_end().as_bytes()).expect("ks");
     let id = ks.identity().expect("identity");
-    let client = coffer::server::client::Client::new(
+    let client = coffer::keys::hierarchy::client::Client::new(
         &format!("https://127.0.0.1:{pt}"),
         Some(top.fp.clone()),
         Duration::from_secs(5),
@@ -635,8 +635,8 @@ fn tls_to(
     server_fp: &str,
     who: Option<&coffer::keys::HostIdentity>,
 ) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
-    let (cfg, _) =
-        coffer::server::tls::client_config(who, Some(server_fp.to_string())).expect("config");
+    let (cfg, _) = coffer::keys::hierarchy::tls::client_config(who, Some(server_fp.to_string()))
+        .expect("config");
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
     let conn = rustls::ClientConnection::new(cfg, name).expect("conn");
     let sock = TcpStream::connect(("127.0.0.1", port)).expect("connect");
@@ -719,7 +719,7 @@ fn rights_are_checked_before_a_body_and_a_slow_client_is_cut_off() {
         );
     }
     // The server still answers others.
-    let client = coffer::server::client::Client::new(
+    let client = coffer::keys::hierarchy::client::Client::new(
         &format!("https://127.0.0.1:{port}"),
         Some(srv_host.fp.clone()),
         Duration::from_secs(5),

@@ -14,6 +14,7 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 pub use writer::{CatalogOp, CatalogWriter};
+// CommitFailure is defined below and used by the writer.
 
 const FILES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("files_v1");
 const BATCHES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("batches_v1");
@@ -31,16 +32,30 @@ pub enum CatalogError {
     Io(#[from] std::io::Error),
 }
 
+/// Why queued catalog updates are not durable, as a sync reports it to every waiter (the
+/// filesystem turns it into an errno: a full disk stays ENOSPC all the way up).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CommitFailure {
+    #[error("the disk is full")]
+    Full,
+    #[error("the disk quota is exceeded")]
+    Quota,
+    #[error("the catalog could not be written")]
+    Failed,
+    #[error("the catalog writer has stopped")]
+    Stopped,
+}
+
 impl CatalogError {
-    /// The errno a filesystem caller should see: ENOSPC or EDQUOT for a full disk or quota,
-    /// else EIO.
-    pub fn errno(&self) -> i32 {
-        match self {
-            CatalogError::Io(e) => match e.raw_os_error() {
-                Some(n) if n == libc::ENOSPC || n == libc::EDQUOT => n,
-                _ => libc::EIO,
-            },
-            _ => libc::EIO,
+    /// What a sync waiting for this commit is told.
+    pub fn commit_failure(&self) -> CommitFailure {
+        let CatalogError::Io(e) = self else {
+            return CommitFailure::Failed;
+        };
+        match e.raw_os_error() {
+            Some(libc::ENOSPC) => CommitFailure::Full,
+            Some(libc::EDQUOT) => CommitFailure::Quota,
+            _ => CommitFailure::Failed,
         }
     }
 }
@@ -351,12 +366,15 @@ mod tests {
     fn a_full_disk_in_redb_stays_enospc() {
         let full = || std::io::Error::from_raw_os_error(libc::ENOSPC);
         assert_eq!(
-            CatalogError::from(redb::Error::Io(full())).errno(),
-            libc::ENOSPC
+            CatalogError::from(redb::Error::Io(full())).commit_failure(),
+            CommitFailure::Full
         );
         let commit = redb::CommitError::Storage(redb::StorageError::Io(full()));
-        assert_eq!(CatalogError::from(commit).errno(), libc::ENOSPC);
-        assert_eq!(CatalogError::Record.errno(), libc::EIO);
+        assert_eq!(
+            CatalogError::from(commit).commit_failure(),
+            CommitFailure::Full
+        );
+        assert_eq!(CatalogError::Record.commit_failure(), CommitFailure::Failed);
     }
 
     #[test]

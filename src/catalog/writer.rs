@@ -8,8 +8,8 @@
 //! thread at once.
 //!
 //! A commit that fails (a full disk) loses nothing: its ops go back to the head of the queue
-//! and are retried, once a second or at the next sync, and each sync reports the errno of
-//! the attempt it waited for (ENOSPC stays ENOSPC). Once space is freed, the next commit
+//! and are retried, once a second or at the next sync, and each sync reports the failure of
+//! the attempt it waited for (a full disk stays a full disk). Once space is freed, the next commit
 //! carries them and syncs succeed again.
 
 use std::collections::VecDeque;
@@ -18,7 +18,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{Catalog, FileRecord};
+use super::{Catalog, CommitFailure, FileRecord};
 
 #[derive(Clone, Debug)]
 pub enum CatalogOp {
@@ -39,7 +39,7 @@ const MAX_GROUP: usize = 4096;
 #[derive(Default)]
 struct Queue {
     ops: VecDeque<CatalogOp>,
-    acks: Vec<Sender<Result<(), i32>>>,
+    acks: Vec<Sender<Result<(), CommitFailure>>>,
     closed: bool,
 }
 
@@ -82,21 +82,21 @@ impl CatalogWriter {
         }
     }
 
-    /// Block until every earlier op is committed durably; else the errno of the failure.
-    pub fn sync(&self) -> Result<(), i32> {
+    /// Block until every earlier op is committed durably; else why not.
+    pub fn sync(&self) -> Result<(), CommitFailure> {
         let (ack_tx, ack_rx) = channel();
         match self.shared.q.lock() {
             Ok(mut q) if !q.closed => {
                 q.acks.push(ack_tx);
                 self.shared.wake.notify_one();
             }
-            _ => return Err(libc::EIO),
+            _ => return Err(CommitFailure::Stopped),
         }
-        ack_rx.recv().unwrap_or(Err(libc::EIO))
+        ack_rx.recv().unwrap_or(Err(CommitFailure::Stopped))
     }
 
     /// Commit what is pending and stop the thread.
-    pub fn close(&self) -> Result<(), i32> {
+    pub fn close(&self) -> Result<(), CommitFailure> {
         let ok = self.sync();
         if let Ok(mut q) = self.shared.q.lock() {
             q.closed = true;
@@ -111,112 +111,126 @@ impl CatalogWriter {
     }
 }
 
+/// The writer thread's own state between rounds.
+struct Round {
+    /// The failure of the last commit, while its ops wait to be retried.
+    failed: Option<CommitFailure>,
+    last_durable: Instant,
+    /// Whether a commit since the last durable one is not yet on disk.
+    volatile: bool,
+}
+
 fn run(catalog: Arc<Catalog>, shared: &Shared) {
-    // The errno of the last failed commit, while its ops wait to be retried.
-    let mut failed: Option<i32> = None;
-    let mut last_durable = Instant::now();
-    // Whether a commit since the last durable one is not yet on disk.
-    let mut volatile = false;
-    loop {
-        let (ops, acks) = {
-            let Ok(mut q) = shared.q.lock() else {
-                return;
-            };
-            if failed.is_some() && q.acks.is_empty() && !q.closed {
-                // The last commit failed: wait a little before trying its ops again.
-                q = match shared.wake.wait_timeout(q, RETRY) {
-                    Ok((q, _)) => q,
-                    Err(_) => return,
-                };
-            }
-            while q.ops.is_empty() && q.acks.is_empty() && !q.closed {
-                // Idle with a commit not yet durable: make it durable within DURABLE_EVERY.
-                let left = DURABLE_EVERY.saturating_sub(last_durable.elapsed());
-                if volatile && left.is_zero() {
-                    break;
-                }
-                q = if volatile {
-                    match shared.wake.wait_timeout(q, left) {
-                        Ok((q, _)) => q,
-                        Err(_) => return,
-                    }
-                } else {
-                    match shared.wake.wait(q) {
-                        Ok(q) => q,
-                        Err(_) => return,
-                    }
-                };
-            }
-            if !q.ops.is_empty() && q.acks.is_empty() && !q.closed {
-                // Ops only: let more arrive, unless a sync cuts the wait short.
-                let until = Instant::now() + GATHER;
-                while q.acks.is_empty() && !q.closed && q.ops.len() < MAX_GROUP {
-                    let left = until.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        break;
-                    }
-                    q = match shared.wake.wait_timeout(q, left) {
-                        Ok((q, _)) => q,
-                        Err(_) => return,
-                    };
-                }
-            }
-            if q.closed && q.ops.is_empty() && q.acks.is_empty() {
-                return;
-            }
-            let n = q.ops.len().min(MAX_GROUP);
-            let ops: Vec<CatalogOp> = q.ops.drain(..n).collect();
-            // Acks wait for the ops queued before them; with more than a group queued, they
-            // stay for the next round.
-            let acks = if q.ops.is_empty() {
-                std::mem::take(&mut q.acks)
-            } else {
-                Vec::new()
-            };
-            (ops, acks)
-        };
+    let mut round = Round {
+        failed: None,
+        last_durable: Instant::now(),
+        volatile: false,
+    };
+    while let Some((ops, acks)) = next_group(shared, &round) {
         // Durable when somebody waits for it or every few seconds; a crash between loses
         // only records that fsck --repair rebuilds from the headers.
-        let durable = !acks.is_empty() || last_durable.elapsed() >= DURABLE_EVERY;
+        let durable = !acks.is_empty() || round.last_durable.elapsed() >= DURABLE_EVERY;
         // A sync with nothing new commits nothing: an empty commit would still rewrite
         // redb's header pages, and every auxiliary rsync copy would then send them again.
-        if !ops.is_empty() || (durable && volatile) {
-            if durable {
-                last_durable = Instant::now();
-            }
-            match catalog.apply(&ops, durable) {
-                Ok(()) => {
-                    volatile = !durable;
-                    if failed.take().is_some() {
-                        tracing::info!("catalog updates committed again");
-                    }
-                }
-                Err(e) => {
-                    let errno = e.errno();
-                    if failed != Some(errno) {
-                        tracing::error!("catalog update failed, will retry: {e}");
-                    }
-                    failed = Some(errno);
-                    // Nothing is dropped: the ops go back, ahead of anything newer.
-                    if let Ok(mut q) = shared.q.lock() {
-                        for op in ops.into_iter().rev() {
-                            q.ops.push_front(op);
-                        }
-                        if q.closed {
-                            // Unmounting: report and stop; fsck --repair rebuilds from the
-                            // file headers what these ops would have recorded.
-                            for a in acks.iter().chain(q.acks.iter()) {
-                                let _ = a.send(Err(errno));
-                            }
-                            return;
-                        }
-                    }
-                }
-            }
+        if (!ops.is_empty() || (durable && round.volatile))
+            && !commit(&catalog, shared, &mut round, ops, &acks, durable)
+        {
+            return;
         }
-        let answer = failed.map_or(Ok(()), Err);
+        let answer = round.failed.map_or(Ok(()), Err);
         for a in acks {
             let _ = a.send(answer);
         }
     }
+}
+
+/// Wait for work, then take the next group of ops and the syncs waiting for them; None when
+/// the writer is closed and drained (or its lock is poisoned).
+type Group = (Vec<CatalogOp>, Vec<Sender<Result<(), CommitFailure>>>);
+
+fn next_group(shared: &Shared, round: &Round) -> Option<Group> {
+    let mut q = shared.q.lock().ok()?;
+    if round.failed.is_some() && q.acks.is_empty() && !q.closed {
+        // The last commit failed: wait a little before trying its ops again.
+        q = shared.wake.wait_timeout(q, RETRY).ok()?.0;
+    }
+    while q.ops.is_empty() && q.acks.is_empty() && !q.closed {
+        // Idle with a commit not yet durable: make it durable within DURABLE_EVERY.
+        let left = DURABLE_EVERY.saturating_sub(round.last_durable.elapsed());
+        if round.volatile && left.is_zero() {
+            break;
+        }
+        q = match round.volatile {
+            true => shared.wake.wait_timeout(q, left).ok()?.0,
+            false => shared.wake.wait(q).ok()?,
+        };
+    }
+    if !q.ops.is_empty() && q.acks.is_empty() && !q.closed {
+        // Ops only: let more arrive, unless a sync cuts the wait short.
+        let until = Instant::now() + GATHER;
+        while q.acks.is_empty() && !q.closed && q.ops.len() < MAX_GROUP {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            q = shared.wake.wait_timeout(q, left).ok()?.0;
+        }
+    }
+    if q.closed && q.ops.is_empty() && q.acks.is_empty() {
+        return None;
+    }
+    let n = q.ops.len().min(MAX_GROUP);
+    let ops: Vec<CatalogOp> = q.ops.drain(..n).collect();
+    // Acks wait for the ops queued before them; with more than a group queued, they stay for
+    // the next round.
+    let acks = match q.ops.is_empty() {
+        true => std::mem::take(&mut q.acks),
+        false => Vec::new(),
+    };
+    Some((ops, acks))
+}
+
+/// Commit one group. A failure loses nothing: the ops go back, ahead of anything newer.
+/// Returns false when the writer must stop (a failure while closing).
+fn commit(
+    catalog: &Catalog,
+    shared: &Shared,
+    round: &mut Round,
+    ops: Vec<CatalogOp>,
+    acks: &[Sender<Result<(), CommitFailure>>],
+    durable: bool,
+) -> bool {
+    if durable {
+        round.last_durable = Instant::now();
+    }
+    let e = match catalog.apply(&ops, durable) {
+        Ok(()) => {
+            round.volatile = !durable;
+            if round.failed.take().is_some() {
+                tracing::info!("catalog updates committed again");
+            }
+            return true;
+        }
+        Err(e) => e,
+    };
+    let failure = e.commit_failure();
+    if round.failed != Some(failure) {
+        tracing::error!("catalog update failed, will retry: {e}");
+    }
+    round.failed = Some(failure);
+    let Ok(mut q) = shared.q.lock() else {
+        return false;
+    };
+    for op in ops.into_iter().rev() {
+        q.ops.push_front(op);
+    }
+    if q.closed {
+        // Unmounting: report and stop; fsck --repair rebuilds from the file headers what
+        // these ops would have recorded.
+        for a in acks.iter().chain(q.acks.iter()) {
+            let _ = a.send(Err(failure));
+        }
+        return false;
+    }
+    true
 }

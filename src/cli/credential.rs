@@ -5,11 +5,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::keys::write_new;
-use super::unlock::keystore_dir;
-use super::{CliResult, Failure, KeyOpts};
-use crate::keys::transport::{self, Contents};
-use crate::keys::{certificate, kms};
+use super::unlock::chain;
+use super::{CliResult, KeyOpts};
+use crate::keys::{certificate, export};
 
 #[derive(Args)]
 pub struct BackupCredentialArgs {
@@ -26,40 +24,12 @@ pub struct BackupCredentialArgs {
 }
 
 pub fn backup_credential(a: BackupCredentialArgs) -> CliResult {
-    if a.out.exists() {
-        return Err(Failure::from(format!(
-            "{} exists; choose another name or remove it",
-            a.out.display()
-        )));
-    }
+    export::check_new(&a.out)?;
     let (recipient, _) = certificate::read(&a.recipient)?;
-    let (desc, keys) = super::unlock::unlock(&a.store, &a.keys)?;
-    let cred = transport::BackupCredential {
-        store_id: desc.store_id.clone(),
-        public_key: desc.public_key_der()?,
-        name_key: keys.names,
-        write_key: keys.writer,
-        policy: desc.policy.clone(),
-        copy: desc.copy.clone(),
-    };
-    let bytes = transport::seal_to_recipient(&Contents::Credential(cred), &recipient)?;
-    write_new(&a.out, &bytes, 0o600)?;
-    let fp = recipient.fingerprint()?;
-    // The audit log beside the keystore; a kms store's host may have no keystore file.
-    kms::audit_log(&keystore_dir(&a.keys))?
-        .record_with(
-            "backup-credential-export",
-            None,
-            Some(&desc.store_id),
-            Some(&fp),
-            "ok",
-            Some(&a.out.display().to_string()),
-        )
-        .map_err(|e| Failure::from(format!("cannot write the audit log: {e}")))?;
+    let (store_id, fp) = export::backup_credential(&chain(&a.keys)?, &a.store, &recipient, &a.out)?;
     println!(
-        "wrote a backup credential for store {} to {} for certificate {fp}: it can write new \
-         backups and never read old ones",
-        desc.store_id,
+        "wrote a backup credential for store {store_id} to {} for certificate {fp}: it can \
+         write new backups and never read old ones",
         a.out.display()
     );
     Ok(0)

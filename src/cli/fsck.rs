@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use super::unlock::{unlock_any, Unlocked};
+use super::unlock::chain;
 use super::{CliResult, Failure, KeyOpts};
 use crate::fsck::{self, CatalogState, Options};
+use crate::keys::{self, unlock::Unlocked};
 use crate::store::{OpenStore, StoreLock};
 
 #[derive(Args)]
@@ -32,8 +33,8 @@ pub fn run(a: FsckArgs) -> CliResult {
         }
         e => Failure::from(e),
     })?;
-    let (desc, keys) = match unlock_any(&a.store, &a.keys, false)? {
-        Unlocked::Full(d, k) | Unlocked::BackupOnly(d, k) => (d, k),
+    let (desc, keys) = match keys::unlock::unlock(&chain(&a.keys)?, &a.store, false)? {
+        Unlocked::Full { desc, keys, .. } | Unlocked::BackupOnly { desc, keys, .. } => (desc, keys),
     };
     let keyless = keys.private.is_none();
     let sid = desc.store_id_bytes()?;

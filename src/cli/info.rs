@@ -7,7 +7,7 @@ use clap::Args;
 use serde::Serialize;
 
 use super::CliResult;
-use crate::format::{plain_len_from_cipher, BlockGeometry, DIRIV_NAME, LONG_SIDECAR_PREFIX};
+use crate::format::{classify, plain_len_from_cipher, BlockGeometry};
 use crate::store::{Descriptor, StoreLock, CATALOG, DATA};
 
 #[derive(Args)]
@@ -69,10 +69,7 @@ fn walk(dir: &Path, g: BlockGeometry, c: &mut Counts, seen: &mut std::collection
         let b = n.as_bytes();
         let Ok(m) = e.metadata() else { continue };
         c.cipher += m.len();
-        if b == DIRIV_NAME.as_bytes()
-            || b.starts_with(LONG_SIDECAR_PREFIX.as_bytes())
-            || b.starts_with(b".tmp-")
-        {
+        if classify(b).is_internal() {
             continue;
         }
         if m.is_dir() {
@@ -119,7 +116,7 @@ pub fn run(a: InfoArgs) -> CliResult {
         store_id: desc.store_id.clone(),
         format_version: desc.version,
         created: desc.created,
-        provider: desc.provider.clone(),
+        provider: desc.provider.as_str().to_string(),
         kms: desc.kms.clone(),
         policy: desc.policy.clone(),
         copy: desc.copy.clone(),

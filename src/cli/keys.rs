@@ -1,20 +1,17 @@
 //! `coffer keys ...`: this host's certificate, export and import of store keys, the key list,
 //! and recovery key pairs.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use super::credential;
-use super::unlock::{keystore_dir, keystore_holds, kms_master, open_keystore};
+use super::unlock::{chain, read_passphrase};
 use super::{CliResult, Failure, KeyOpts};
-use crate::crypto::{KdfParams, PrivateKey};
-use crate::keys::transport::{self, Contents, ExportedKey, Protection, TransportError};
-use crate::keys::{certificate, kms, read_passphrase, Added, AuditLog, KeyEntry, Keystore};
-use crate::store::Descriptor;
+use crate::keys::export::{self, Imported, Wrap};
+use crate::keys::transport::TransportError;
+use crate::keys::{certificate, Added, KeyEntry, KeyError, Keystore};
 
 #[derive(Subcommand)]
 pub enum KeysCommand {
@@ -153,139 +150,42 @@ pub fn run(cmd: KeysCommand) -> CliResult {
     }
 }
 
-/// Create a new file (never overwrite) with `mode` and write `bytes`.
-pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Failure> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => Failure::from(format!(
-                "{} exists; choose another name or remove it",
-                path.display()
-            )),
-            _ => Failure::from(format!("cannot write {}: {e}", path.display())),
-        })?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| Failure::from(format!("cannot write {}: {e}", path.display())))
-}
-
 fn cert(a: CertArgs) -> CliResult {
-    let ks = open_keystore(&a.keys, true)?;
-    let id = ks.identity()?;
+    let chain = chain(&a.keys)?;
+    let (pem, fingerprint) = export::certificate(&chain)?;
     match &a.out {
-        Some(p) => write_new(p, id.certificate.as_bytes(), 0o644)?,
-        None => print!("{}", id.certificate),
+        Some(p) => export::write_new(p, pem.as_bytes(), 0o644)?,
+        None => print!("{pem}"),
     }
-    let _ = ks
-        .audit()
-        .record_with("cert", None, None, Some(&id.fingerprint), "ok", None);
-    eprintln!("certificate fingerprint {}", id.fingerprint);
+    eprintln!("certificate fingerprint {fingerprint}");
     if a.out.is_some() {
-        println!("{}", id.fingerprint);
+        println!("{fingerprint}");
     }
     Ok(0)
 }
 
-/// The store's master keys that this keystore holds, newest first.
-fn store_keys(ks: &Keystore, desc: &Descriptor) -> Result<Vec<ExportedKey>, Failure> {
-    let entries = ks.entries()?;
-    let mut out = Vec::new();
-    let mut records: Vec<_> = desc.master_keys.iter().collect();
-    records.sort_by_key(|r| std::cmp::Reverse(r.version));
-    for rec in records {
-        if let Some(key) = ks.get(&rec.key_id)? {
-            let entry = entries
-                .iter()
-                .find(|e| e.key_id == rec.key_id)
-                .cloned()
-                .unwrap_or(KeyEntry {
-                    key_id: rec.key_id.clone(),
-                    store_id: desc.store_id.clone(),
-                    version: rec.version,
-                    policy: desc.policy.clone(),
-                    copy: desc.copy.clone(),
-                    origin: "created".into(),
-                    created: desc.created,
-                });
-            out.push(ExportedKey { entry, key });
-        }
-    }
-    if out.is_empty() {
-        let current = desc.current_master();
-        return Err(Failure::from(crate::keys::KeyError::NotFound {
-            key_id: current.key_id.clone(),
-            store_id: desc.store_id.clone(),
-            tried: crate::keys::KeyProvider::describe(ks),
-        }));
-    }
-    Ok(out)
-}
-
 fn export(a: ExportArgs) -> CliResult {
-    let desc = Descriptor::load(&a.store)?;
-    if a.out.exists() {
-        return Err(Failure::from(format!(
-            "{} exists; choose another name or remove it",
-            a.out.display()
-        )));
-    }
+    export::check_new(&a.out)?;
     // Read the recipient first: a wrong path should not cost a passphrase prompt.
     let recipient = a.recipient.as_deref().map(certificate::read).transpose()?;
-    let dir = keystore_dir(&a.keys);
-    let current = desc.current_master();
-    // A kms store's key comes from the KMS (its client certificate is the Read right there),
-    // unless this keystore already holds it.
-    let (keys, audit) = if desc.provider == "kms" && !keystore_holds(&dir, &current.key_id) {
-        let key = kms_master(&desc, &a.keys)?;
-        let entry = super::init::key_entry(&desc, current.version, &current.key_id, "kms");
-        (vec![ExportedKey { entry, key }], kms::audit_log(&dir)?)
-    } else {
-        let ks = open_keystore(&a.keys, false)?;
-        (store_keys(&ks, &desc)?, AuditLog::new(ks.audit().path()))
-    };
-    let ids: Vec<(String, String)> = keys
-        .iter()
-        .map(|k| (k.entry.key_id.clone(), k.entry.store_id.clone()))
-        .collect();
-    let contents = Contents::Keys(keys);
-    let (bytes, fingerprint) = match recipient {
-        Some((pk, _)) => {
-            let fp = pk.fingerprint()?;
-            (transport::seal_to_recipient(&contents, &pk)?, fp)
-        }
+    let chain = chain(&a.keys)?;
+    let password;
+    let wrap = match &recipient {
+        Some((pk, _)) => Wrap::Recipient(pk),
         None => {
-            let pw = read_passphrase(a.password_file.as_ref(), "Export password", true)?;
-            (
-                transport::seal_with_password(&contents, &pw, &KdfParams::default())?,
-                "password".to_string(),
-            )
+            password = read_passphrase(a.password_file.as_ref(), "Export password", true)?;
+            Wrap::Password(&password)
         }
     };
-    write_new(&a.out, &bytes, 0o600)?;
-    for (key_id, store_id) in &ids {
-        audit
-            .record_with(
-                "export",
-                Some(key_id),
-                Some(store_id),
-                Some(&fingerprint),
-                "ok",
-                Some(&a.out.display().to_string()),
-            )
-            .map_err(|e| Failure::from(format!("cannot write the audit log: {e}")))?;
-    }
-    let how = if fingerprint == "password" {
-        "under a password (a lost password cannot be recovered)".to_string()
-    } else {
-        format!("for certificate {fingerprint}")
+    let done = export::export(&chain, &a.store, wrap, &a.out)?;
+    let how = match &done.recipient {
+        None => "under a password (a lost password cannot be recovered)".to_string(),
+        Some(fp) => format!("for certificate {fp}"),
     };
+    let store_id = done.keys.first().map(|k| k.1.as_str()).unwrap_or("?");
     println!(
-        "exported {} key(s) of store {} to {} {how}",
-        ids.len(),
-        desc.store_id,
+        "exported {} key(s) of store {store_id} to {} {how}",
+        done.keys.len(),
         a.out.display()
     );
     Ok(0)
@@ -295,108 +195,45 @@ fn import(a: ImportArgs) -> CliResult {
     let what = a.file.display().to_string();
     let bytes =
         std::fs::read(&a.file).map_err(|e| Failure::from(format!("cannot read {what}: {e}")))?;
-    let refused = |e: TransportError| Failure::from(format!("{what}: {e}; nothing was imported"));
-    let protection = transport::protection(&bytes).map_err(refused)?;
-    let ks = open_keystore(&a.keys, true)?;
-    let audit_refusal = |e: &TransportError, fp: Option<&str>| {
-        let _ = ks
-            .audit()
-            .record_with("import", None, None, fp, "refused", Some(&e.to_string()));
+    let chain = chain(&a.keys)?;
+    let password = || {
+        if a.password_file.is_none() && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            return Err(KeyError::Transport(TransportError::NeedsPassword));
+        }
+        Ok(read_passphrase(
+            a.password_file.as_ref(),
+            "Export password",
+            false,
+        )?)
     };
-    let (keys, origin, fingerprint) = match protection {
-        Protection::Password => {
-            if a.password_file.is_none() && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-                return Err(refused(TransportError::NeedsPassword));
-            }
-            let pw = read_passphrase(a.password_file.as_ref(), "Export password", false)?;
-            let keys = transport::open_with_password(&bytes, &pw).map_err(|e| {
-                audit_refusal(&e, None);
-                refused(e)
-            })?;
-            (keys, "import (password)".to_string(), None)
-        }
-        Protection::Recipient { fingerprint } => {
-            if a.password_file.is_some() {
-                return Err(refused(TransportError::NeedsIdentity));
-            }
-            let Some(ours) = ks.identity_fingerprint()? else {
-                let e = TransportError::WrongRecipient {
-                    made_for: fingerprint.clone(),
-                    ours: "none yet (`coffer keys cert` makes it)".into(),
-                };
-                audit_refusal(&e, Some(&fingerprint));
-                return Err(refused(e));
-            };
-            if ours != fingerprint {
-                let e = TransportError::WrongRecipient {
-                    made_for: fingerprint.clone(),
-                    ours,
-                };
-                audit_refusal(&e, Some(&fingerprint));
-                return Err(refused(e));
-            }
-            let id = ks.identity()?;
-            let keys = transport::open_with_identity(&bytes, &id.private).map_err(|e| {
-                audit_refusal(&e, Some(&fingerprint));
-                refused(e)
-            })?;
-            (
-                keys,
-                format!("import (certificate {fingerprint})"),
-                Some(fingerprint),
-            )
-        }
+    let refused = |e: KeyError| match e {
+        KeyError::Transport(t) => Failure::from(format!("{what}: {t}; nothing was imported")),
+        e => Failure::from(e),
     };
-    match keys {
-        Contents::Keys(keys) => add_keys(&ks, keys, &origin, "import", fingerprint.as_deref()),
-        Contents::Credential(c) => {
-            let what = ks.add_credential(&c, &origin, fingerprint.as_deref())?;
-            match what {
-                Added::New => println!(
-                    "imported a backup credential for store {} into {}: this host can write new \
-                     backups into it and never read old ones",
-                    c.store_id,
-                    ks.dir().display()
-                ),
-                Added::AlreadyPresent => {
-                    println!("the backup credential for store {} is already in this keystore: nothing to do", c.store_id)
-                }
-            }
-            Ok(0)
-        }
+    let dir = chain.keystore_dir().display().to_string();
+    match export::import(&chain, &bytes, &password, a.password_file.is_some()).map_err(refused)? {
+        Imported::Keys(keys) => print_added(&keys, &dir),
+        Imported::Credential { store_id, added } => match added {
+            Added::New => println!(
+                "imported a backup credential for store {store_id} into {dir}: this host can \
+                 write new backups into it and never read old ones"
+            ),
+            Added::AlreadyPresent => println!(
+                "the backup credential for store {store_id} is already in this keystore: \
+                 nothing to do"
+            ),
+        },
     }
+    Ok(0)
 }
 
-/// Put keys into the keystore (all or none) and say what happened to each.
-pub fn add_keys(
-    ks: &Keystore,
-    keys: Vec<ExportedKey>,
-    origin: &str,
-    op: &str,
-    fingerprint: Option<&str>,
-) -> CliResult {
-    let entries: Vec<(KeyEntry, &crate::crypto::MasterKey)> = keys
-        .iter()
-        .map(|k| {
-            (
-                KeyEntry {
-                    origin: origin.to_string(),
-                    created: crate::unix_now(),
-                    ..k.entry.clone()
-                },
-                &k.key,
-            )
-        })
-        .collect();
-    let outcomes = ks.add_all(&entries, op, fingerprint)?;
-    for ((entry, _), outcome) in entries.iter().zip(outcomes) {
+/// Say what happened to each key put into the keystore at `dir`.
+pub fn print_added(keys: &[(KeyEntry, Added)], dir: &str) {
+    for (entry, outcome) in keys {
         match outcome {
             Added::New => println!(
-                "imported key {} (store {}, version {}) into {}",
-                entry.key_id,
-                entry.store_id,
-                entry.version,
-                ks.dir().display()
+                "imported key {} (store {}, version {}) into {dir}",
+                entry.key_id, entry.store_id, entry.version
             ),
             Added::AlreadyPresent => println!(
                 "key {} (store {}, version {}) is already in this keystore: nothing to do",
@@ -404,7 +241,6 @@ pub fn add_keys(
             ),
         }
     }
-    Ok(0)
 }
 
 #[derive(Serialize)]
@@ -415,7 +251,7 @@ struct ListingOut {
 }
 
 fn list(a: ListArgs) -> CliResult {
-    let dir = keystore_dir(&a.keys);
+    let dir = chain(&a.keys)?.keystore_dir().to_path_buf();
     let l = ListingOut {
         keystore: dir.display().to_string(),
         listing: Keystore::public_listing(&dir)?,
@@ -471,34 +307,9 @@ fn recovery_key(a: RecoveryKeyArgs) -> CliResult {
     if ![3072, 4096].contains(&a.bits) {
         return Err(Failure::from("--bits must be 3072 or 4096"));
     }
-    let pem_path = PathBuf::from(format!("{}.pem", a.out.display()));
-    let key_path = PathBuf::from(format!("{}.key", a.out.display()));
-    for p in [&pem_path, &key_path] {
-        if p.exists() {
-            return Err(Failure::from(format!(
-                "{} exists; choose another name or remove it",
-                p.display()
-            )));
-        }
-    }
-    let key = PrivateKey::generate(a.bits)?;
-    let cert = certificate::self_signed(&key, "coffer recovery key")?;
-    write_new(&key_path, key.to_pem()?.as_bytes(), 0o600)?;
-    write_new(&pem_path, cert.as_bytes(), 0o644)?;
-    let fp = key.public().fingerprint()?;
-    let dir = keystore_dir(&a.keys);
-    if Keystore::exists(&dir) {
-        let detail = pem_path.display().to_string();
-        let audit = crate::keys::AuditLog::new(&dir.join("audit.log"));
-        let _ = audit.record_with(
-            "recovery-key-create",
-            None,
-            None,
-            Some(&fp),
-            "ok",
-            Some(&detail),
-        );
-    }
+    let chain = chain(&a.keys)?;
+    let fp = export::recovery_key(&chain, &a.out, a.bits)?;
+    let (pem_path, key_path) = export::recovery_paths(&a.out);
     println!("{fp}");
     eprintln!(
         "recovery certificate {} (give it to `coffer init --recovery-cert`); private key {} \

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use super::unlock::open_keystore;
-use super::{init_logging, CliResult, Failure, KeyOpts};
+use super::unlock::read_passphrase;
+use super::{init_logging, CliResult, Failure};
 use crate::keys::{AuditLog, Keystore};
 use crate::server::{self, Config, KeyServer, Rights, Settings};
 
@@ -94,8 +94,8 @@ pub fn grant(a: GrantArgs) -> CliResult {
     Ok(0)
 }
 
-pub fn run(a: KeyserverArgs) -> CliResult {
-    init_logging(None, "info")?;
+/// The key server's settings: flags over its configuration file.
+fn settings(a: &KeyserverArgs) -> Result<(Settings, String, std::time::Duration), Failure> {
     let file = match &a.config {
         Some(p) => Config::load(p)?,
         None => Config::default(),
@@ -105,14 +105,13 @@ pub fn run(a: KeyserverArgs) -> CliResult {
         .clone()
         .or(file.keystore.clone())
         .unwrap_or_else(Keystore::default_dir);
-    let opts = KeyOpts {
-        keystore: Some(keystore.clone()),
-        passphrase_file: a.passphrase_file.clone().or(file.passphrase_file.clone()),
-        key_server: None,
-        key_server_cert: None,
-        kms_config: crate::keys::kms::DEFAULT_PATH.into(),
-    };
-    let ks = open_keystore(&opts, true)?;
+    let pass_file = a.passphrase_file.clone().or(file.passphrase_file.clone());
+    let pass = read_passphrase(
+        pass_file.as_ref(),
+        "Keystore passphrase",
+        !Keystore::exists(&keystore),
+    )?;
+    let ks = Keystore::open_or_create(&keystore, &pass)?;
     let mut grants = HashMap::new();
     for (cert, rights) in &file.grants {
         grants.insert(server::grant_fingerprint(cert)?, Rights::parse(rights)?);
@@ -126,26 +125,19 @@ pub fn run(a: KeyserverArgs) -> CliResult {
             Rights::parse(&[rights.to_string()])?,
         );
     }
-    let timeout = server::parse_duration(
-        a.timeout
-            .as_deref()
-            .or(file.timeout.as_deref())
-            .unwrap_or("5s"),
-    )?;
-    let heartbeat = server::parse_duration(
-        a.heartbeat
-            .as_deref()
-            .or(file.heartbeat.as_deref())
-            .unwrap_or("60s"),
-    )?;
-    let parent_cert = a.parent_cert.clone().or(file.parent_cert.clone());
-    let parent_key = parent_cert
+    let duration = |flag: &Option<String>, conf: &Option<String>, default: &str| {
+        server::parse_duration(flag.as_deref().or(conf.as_deref()).unwrap_or(default))
+    };
+    let timeout = duration(&a.timeout, &file.timeout, "5s")?;
+    let heartbeat = duration(&a.heartbeat, &file.heartbeat, "60s")?;
+    let parent_key = a
+        .parent_cert
+        .clone()
+        .or(file.parent_cert.clone())
         .as_deref()
         .map(crate::keys::certificate::read)
         .transpose()?
         .map(|(k, _)| k);
-    let parent_url = a.parent.clone().or(file.parent.clone());
-    let hierarchy = a.hierarchy || file.hierarchy;
     let listen = a
         .listen
         .clone()
@@ -157,20 +149,27 @@ pub fn run(a: KeyserverArgs) -> CliResult {
             .or(file.audit_log.clone())
             .unwrap_or_else(|| keystore.join("audit.log")),
     );
-    let n_grants = grants.len();
-    let srv = Arc::new(KeyServer::new(Settings {
+    let set = Settings {
         ks,
         grants,
-        parent: parent_url.clone(),
+        parent: a.parent.clone().or(file.parent.clone()),
         parent_key,
-        hierarchy,
+        hierarchy: a.hierarchy || file.hierarchy,
         timeout,
         audit,
-    })?);
+    };
+    Ok((set, listen, heartbeat))
+}
+
+pub fn run(a: KeyserverArgs) -> CliResult {
+    init_logging(None, "info")?;
+    let (set, listen, heartbeat) = settings(&a)?;
+    let (n_grants, parent, hierarchy) = (set.grants.len(), set.parent.clone(), set.hierarchy);
+    let srv = Arc::new(KeyServer::new(set)?);
     eprintln!(
         "coffer keyserver on {listen}, certificate {}, {n_grants} grant(s), parent {}, hierarchy {}",
         srv.fingerprint(),
-        parent_url.as_deref().unwrap_or("none"),
+        parent.as_deref().unwrap_or("none"),
         if hierarchy { "on" } else { "off" }
     );
     server::serve(srv, &listen, heartbeat)?;

@@ -49,25 +49,36 @@ struct Cli {
     cmd: Command,
 }
 
-/// Where the master key is kept on this host.
+/// Where this host finds keys: its keystore, key servers, a KMS (the provider chain).
 #[derive(Args, Clone, Debug)]
 pub struct KeyOpts {
+    /// Client configuration: providers, key servers, KMS, fallback [default:
+    /// /etc/coffer/coffer.toml when it exists]
+    #[arg(long, env = "COFFER_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Keystore directory [default: /var/lib/coffer/keystore for root, else
     /// ~/.local/share/coffer/keystore]. Created on first use by `init`.
     #[arg(long, env = "COFFER_KEYSTORE", value_name = "DIR")]
     pub keystore: Option<PathBuf>,
+    /// Which key providers to ask, and in what order [default: local,hierarchy,kms]
+    #[arg(long, env = "COFFER_PROVIDERS", value_name = "LIST")]
+    pub providers: Option<String>,
     /// A key server to ask when this keystore lacks a store's key (https://HOST:PORT); the
-    /// key arrives wrapped to this keystore's certificate
+    /// key arrives wrapped to this keystore's certificate. Replaces the configuration's.
     #[arg(long, env = "COFFER_KEY_SERVER", value_name = "URL")]
     pub key_server: Option<String>,
     /// The key server's certificate file, or its fingerprint (SHA256:...), to pin it:
     /// required with --key-server (a key is asked only of the server it names)
     #[arg(long, env = "COFFER_KEY_SERVER_CERT", value_name = "PEM|FINGERPRINT")]
     pub key_server_cert: Option<String>,
+    /// How long a key server has to answer (500ms, 5s) [default: 5s]
+    #[arg(long, env = "COFFER_KEY_SERVER_TIMEOUT", value_name = "DURATION")]
+    pub key_server_timeout: Option<String>,
     /// KMS provider configuration (kms.toml: host, port, CA, client certificate and key,
-    /// timeout), for stores whose master key lives in a KMIP server
-    #[arg(long, env = "COFFER_KMS_CONFIG", value_name = "FILE", default_value = crate::keys::kms::DEFAULT_PATH, hide_default_value = false)]
-    pub kms_config: PathBuf,
+    /// timeout), asked for stores whose descriptor names a KMS UID [default:
+    /// /etc/coffer/kms.toml]
+    #[arg(long, env = "COFFER_KMS_CONFIG", value_name = "FILE")]
+    pub kms_config: Option<PathBuf>,
     /// File holding the keystore passphrase (a trailing newline is ignored). Without it,
     /// coffer prompts on a terminal, and refuses when there is none.
     #[arg(long, env = "COFFER_PASSPHRASE_FILE", value_name = "FILE")]

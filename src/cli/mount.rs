@@ -12,10 +12,14 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use super::unlock::{unlock_any, Unlocked};
+use super::unlock::chain_with;
 use super::{init_logging, CliResult, Failure, KeyOpts};
 use crate::fs::{CofferFs, MountConfig};
-use crate::store::{OpenStore, StoreLock};
+use crate::keys::{
+    self,
+    unlock::{BackupOnlyWhy, Unlocked},
+};
+use crate::store::{Descriptor, OpenStore, StoreKeys, StoreLock};
 
 #[derive(Args)]
 pub struct MountArgs {
@@ -50,6 +54,12 @@ pub struct MountArgs {
     /// keystore holds only a backup credential for the store.
     #[arg(long)]
     pub backup_only: bool,
+    /// What to do when no key provider gives the master key (a KMS or key server down):
+    /// `backup-only` mounts with this keystore's backup credential for the store, so new
+    /// backups go on (old files read EACCES), and says which providers failed; `none`
+    /// refuses [default: the configuration's `fallback`, else none]
+    #[arg(long, env = "COFFER_FALLBACK", value_name = "none|backup-only")]
+    pub fallback: Option<String>,
     /// Turn off the kernel's writeback cache. With it off, each close and rename costs one
     /// SETATTR less (rsync of a tree about 8 % faster), but large sequential writes lose the
     /// kernel's pipelining (1 GiB with dd: 180 against 276 MB/s; docs/benchmarks.md)
@@ -133,25 +143,54 @@ fn which(bin: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Unlock the store as the provider chain and the fallback decide, and say on stderr what a
+/// backup-only mount or a failed provider means. Returns the keys and a line for the log.
+fn unlock(root: &Path, a: &MountArgs) -> Result<(Descriptor, StoreKeys, Option<String>), Failure> {
+    let mut flags = a.keys.flags();
+    flags.fallback = a.fallback.clone();
+    let chain = chain_with(flags)?;
+    let (desc, keys, note) = match keys::unlock::unlock(&chain, root, a.backup_only)? {
+        Unlocked::Full {
+            desc,
+            keys,
+            failed,
+            from,
+        } => {
+            let note = (!failed.0.is_empty())
+                .then(|| format!("the master key came from {from}; on the way: {failed}"));
+            (desc, keys, note)
+        }
+        Unlocked::BackupOnly { desc, keys, why } => {
+            let note = match why {
+                BackupOnlyWhy::Asked => None,
+                BackupOnlyWhy::OnlyCredential => Some(format!(
+                    "mounting backup-only: this keystore holds a backup credential for store {}, \
+                     not its key: new files can be written, old ones cannot be read",
+                    desc.store_id
+                )),
+                BackupOnlyWhy::Fallback(failed) => Some(format!(
+                    "mounting backup-only (fallback): no key provider gave the master key of store \
+                     {} ({failed}); new backups can be written, old files cannot be read until \
+                     a provider answers and the store is mounted again",
+                    desc.store_id
+                )),
+            };
+            (desc, keys, note)
+        }
+    };
+    if let Some(n) = &note {
+        eprintln!("coffer: {n}");
+    }
+    Ok((desc, keys, note))
+}
+
 pub fn run(a: MountArgs) -> CliResult {
     let mnt = check_mountpoint(&a.mountpoint)?;
     let root = a
         .store
         .canonicalize()
         .map_err(|_| crate::store::StoreError::NotAStore(a.store.clone()))?;
-    let (desc, keys) = match unlock_any(&root, &a.keys, a.backup_only)? {
-        Unlocked::Full(d, k) => (d, k),
-        Unlocked::BackupOnly(d, k) => {
-            if !a.backup_only {
-                eprintln!(
-                    "coffer: mounting backup-only: this keystore holds a backup credential for store {}, \
-                     not its key: new files can be written, old ones cannot be read",
-                    d.store_id
-                );
-            }
-            (d, k)
-        }
-    };
+    let (desc, keys, note) = unlock(&root, &a)?;
     if !desc.authenticated() {
         eprintln!("{}", super::upgrade::v1_warning(&a.store));
     }
@@ -177,6 +216,9 @@ pub fn run(a: MountArgs) -> CliResult {
     let mode = if a.read_only { "read-only" } else { mode };
     if a.foreground {
         init_logging(a.log.as_deref(), "info")?;
+        if let Some(n) = &note {
+            tracing::warn!("{n}");
+        }
         lock.record(std::process::id(), &mnt.display().to_string(), mode);
         return serve(store, &mnt, cfg, None).map(|_| 0);
     }
@@ -217,6 +259,9 @@ pub fn run(a: MountArgs) -> CliResult {
         let _ = write!(report, "error: cannot open log {}: {e}", log.display());
         // SAFETY: _exit ends the child without running the parent's destructors.
         unsafe { libc::_exit(2) };
+    }
+    if let Some(n) = &note {
+        tracing::warn!("{n}");
     }
     lock.record(std::process::id(), &mnt.display().to_string(), mode);
     let code = match serve(store, &mnt, cfg, Some(report)) {

@@ -5,11 +5,9 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use super::init::seal_recovery;
-use super::unlock::store_master;
-use super::{CliResult, Failure, KeyOpts};
-use crate::store::upgrade::RecoveryPlan;
-use crate::store::{self, Descriptor};
+use super::unlock::chain;
+use super::{CliResult, KeyOpts};
+use crate::keys::upgrade::Recovery;
 
 #[derive(Args)]
 pub struct UpgradeArgs {
@@ -37,47 +35,21 @@ pub fn v1_warning(store: &Path) -> String {
 }
 
 pub fn run(a: UpgradeArgs) -> CliResult {
-    let desc = Descriptor::load(&a.store)?;
-    let master = store_master(&desc, &a.keys)?;
-    let audit = crate::keys::kms::audit_log(&super::unlock::keystore_dir(&a.keys))?;
     let cert = a
         .recovery_cert
         .as_deref()
         .map(crate::keys::certificate::read)
         .transpose()?;
-    let plan = match &cert {
-        Some((pk, pem)) => RecoveryPlan::Reseal(
-            pk.fingerprint()?,
-            Box::new(|d: &Descriptor, m: &crate::crypto::MasterKey| {
-                seal_recovery(d, m, pk, pem, &audit).map(Some)
-            }),
-        ),
-        None if a.drop_recovery => RecoveryPlan::Drop,
-        None => RecoveryPlan::Refuse,
+    let recovery = match &cert {
+        Some((pk, pem)) => Recovery::Reseal(pk, pem),
+        None if a.drop_recovery => Recovery::Drop,
+        None => Recovery::Refuse,
     };
-    let report = store::upgrade::upgrade(&a.store, &master, plan)?;
-    audit
-        .record(
-            "upgrade",
-            Some(&desc.current_master().key_id),
-            Some(&desc.store_id),
-            if report.already {
-                "already-present"
-            } else {
-                "ok"
-            },
-            Some(&format!(
-                "{} batches tagged, {} refused",
-                report.batches,
-                report.refused.len()
-            )),
-        )
-        .map_err(|e| Failure::from(format!("cannot write the audit log: {e}")))?;
+    let chain = chain(&a.keys)?;
+    let report = crate::keys::upgrade::upgrade(&chain, &a.store, recovery)?;
+    let store_id = crate::store::Descriptor::load(&a.store)?.store_id;
     if report.already {
-        println!(
-            "store {} is already format 2; nothing changed",
-            desc.store_id
-        );
+        println!("store {store_id} is already format 2; nothing changed");
         return Ok(0);
     }
     for id in &report.refused {
@@ -87,10 +59,10 @@ pub fn run(a: UpgradeArgs) -> CliResult {
         );
     }
     println!(
-        "store {}: upgraded to format 2: {} batch records authenticated under a new write key, \
-         descriptor sealed; no data was re-encrypted. Backup-only hosts need a new credential \
-         (`coffer keys backup-credential`).",
-        desc.store_id, report.batches
+        "store {store_id}: upgraded to format 2: {} batch records authenticated under a new \
+         write key, descriptor sealed; no data was re-encrypted. Backup-only hosts need a new \
+         credential (`coffer keys backup-credential`).",
+        report.batches
     );
     Ok(if report.refused.is_empty() { 0 } else { 1 })
 }

@@ -13,8 +13,8 @@ pub use block::{
 };
 pub use header::{Header, HEADER_LEN, MAGIC};
 pub use names::{
-    decode_symlink, encode_symlink, sidecar_encoding, sidecar_of_entry, symlink_plain_len,
-    NameCodec, NameError, StoredName, DIRIV_LEN, DIRIV_NAME, LONG_PREFIX, LONG_SIDECAR_PREFIX,
+    classify, decode_symlink, encode_symlink, symlink_plain_len, temp_name, Entry, EntryError,
+    NameCodec, NameError, StoredName, DIRIV_LEN, DIRIV_NAME, SIDECAR_MAX,
 };
 
 /// Version of the ciphertext file header (unchanged by store format 2).

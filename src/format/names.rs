@@ -21,6 +21,10 @@ pub const DIRIV_NAME: &str = ".diriv";
 pub const DIRIV_LEN: usize = 16;
 pub const LONG_PREFIX: &str = ".L";
 pub const LONG_SIDECAR_PREFIX: &str = ".N";
+/// Temporary files and directories of atomic writes: `.tmp-<what>-<random hex>`.
+pub const TMP_PREFIX: &str = ".tmp-";
+/// No long-name sidecar is larger (an encoded name of 255 plaintext bytes is under 400).
+pub const SIDECAR_MAX: usize = 4096;
 const NAME_MAX: usize = 255;
 /// Longest plaintext name accepted: Linux's NAME_MAX.
 const PLAIN_NAME_MAX: usize = 255;
@@ -39,6 +43,71 @@ pub enum NameError {
     Unsafe,
     #[error("long-name sidecar does not hash to its entry's name")]
     SidecarMismatch,
+}
+
+/// What a name in a ciphertext directory is. Every reader of a ciphertext directory (the
+/// mount, fsck, `coffer info`) sorts entries with this one function.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Entry<'a> {
+    /// The directory's IV.
+    DirIv,
+    /// A long name's sidecar `.N<hash>`, which belongs to entry `.L<hash>` (`entry`).
+    Sidecar { entry: Vec<u8> },
+    /// An atomic write's temporary, left behind only by a crash.
+    Temporary,
+    /// A plaintext entry whose encoded name is the entry's own name.
+    Short(&'a [u8]),
+    /// A plaintext entry `.L<hash>` whose encoded name is in the sidecar `sidecar`, and must
+    /// hash to `hash`.
+    Long { sidecar: Vec<u8>, hash: &'a [u8] },
+}
+
+impl Entry<'_> {
+    /// coffer's own files, never entries of the plaintext directory.
+    pub fn is_internal(&self) -> bool {
+        matches!(
+            self,
+            Entry::DirIv | Entry::Sidecar { .. } | Entry::Temporary
+        )
+    }
+}
+
+/// Sort a ciphertext directory's entry name.
+pub fn classify(name: &[u8]) -> Entry<'_> {
+    if name == DIRIV_NAME.as_bytes() {
+        return Entry::DirIv;
+    }
+    if name.starts_with(TMP_PREFIX.as_bytes()) {
+        return Entry::Temporary;
+    }
+    if let Some(hash) = name.strip_prefix(LONG_SIDECAR_PREFIX.as_bytes()) {
+        return Entry::Sidecar {
+            entry: [LONG_PREFIX.as_bytes(), hash].concat(),
+        };
+    }
+    match sidecar_of_entry(name) {
+        Some((sidecar, hash)) => Entry::Long { sidecar, hash },
+        None => Entry::Short(name),
+    }
+}
+
+/// A fresh temporary name for an atomic write of `what`: `.tmp-<what>-<16 random hex>`.
+pub fn temp_name(what: &OsStr) -> OsString {
+    let mut tag = [0u8; 8];
+    crypto::random_bytes(&mut tag);
+    let mut tmp = OsString::from(TMP_PREFIX);
+    tmp.push(what);
+    tmp.push(format!("-{}", hex::encode(tag)));
+    tmp
+}
+
+/// Why an entry's plaintext name cannot be had.
+#[derive(Debug, thiserror::Error)]
+pub enum EntryError {
+    #[error("long name has lost its sidecar: the name cannot be read ({0})")]
+    NoSidecar(std::io::Error),
+    #[error("{0}")]
+    Name(#[from] NameError),
 }
 
 /// For a long-name entry `.L<hash>`: the name of its sidecar `.N<hash>`, and the hash.
@@ -155,6 +224,28 @@ impl NameCodec {
             return Err(NameError::Unsafe);
         }
         Ok(OsString::from_vec(buf))
+    }
+
+    /// The plaintext name of a named entry (`Entry::Short` or `Entry::Long`); `read_sidecar`
+    /// reads a long name's sidecar (capped at SIDECAR_MAX, never following a link).
+    pub fn decode_entry(
+        &self,
+        dir_iv: &[u8; DIRIV_LEN],
+        entry: &Entry<'_>,
+        read_sidecar: impl FnOnce(&OsStr) -> std::io::Result<Vec<u8>>,
+    ) -> Result<OsString, EntryError> {
+        let encoded = match entry {
+            Entry::Short(b) => {
+                String::from_utf8(b.to_vec()).map_err(|_| NameError::Undecryptable)?
+            }
+            Entry::Long { sidecar, hash } => {
+                let content =
+                    read_sidecar(OsStr::from_bytes(sidecar)).map_err(EntryError::NoSidecar)?;
+                sidecar_encoding(hash, content)?
+            }
+            _ => return Err(NameError::Invalid.into()),
+        };
+        Ok(self.decrypt(dir_iv, &encoded)?)
     }
 
     pub fn link_key(&self) -> &Secret32 {

@@ -35,20 +35,7 @@ impl Filesystem for CofferFs {
         if let Err(refused) = config.add_capabilities(caps) {
             tracing::info!("kernel refused capabilities {refused:?}");
         }
-        let mode = if self.cfg.read_only {
-            "read-only"
-        } else if self.cfg.backup_only {
-            "backup-only"
-        } else {
-            "read-write"
-        };
-        tracing::info!("mounted store {} in {mode} mode", self.store.desc.store_id);
-        if self.cfg.backup_only {
-            tracing::info!(
-                "backup-only: new files can be written; files written before this mount cannot be \
-                 read or changed in place (EACCES), since this host holds no private key"
-            );
-        }
+        self.log_mounted();
         Ok(())
     }
 
@@ -63,7 +50,7 @@ impl Filesystem for CofferFs {
             // rsync's lstat, then its rename onto the same name, cost one LOOKUP instead of
             // two. Anything created through this mount replaces the cached entry at once.
             Err(e) if e == Errno::ENOENT => {
-                reply.entry(&self.ttl, &negative_entry(), Generation(0))
+                reply.entry(&self.ttl, &super::negative_entry(), Generation(0))
             }
             Err(e) => reply.error(e),
         }
@@ -397,7 +384,7 @@ impl Filesystem for CofferFs {
     ) {
         match self.store().catalog_sync() {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(Errno::from(std::io::Error::from_raw_os_error(e))),
+            Err(e) => reply.error(super::sys::commit_errno(e)),
         }
     }
 
@@ -476,26 +463,5 @@ impl Filesystem for CofferFs {
             ),
             Err(e) => reply.error(e),
         }
-    }
-}
-
-/// The attributes of a negative lookup reply: inode 0 tells the kernel "no such entry".
-fn negative_entry() -> fuser::FileAttr {
-    fuser::FileAttr {
-        ino: INodeNo(0),
-        size: 0,
-        blocks: 0,
-        atime: SystemTime::UNIX_EPOCH,
-        mtime: SystemTime::UNIX_EPOCH,
-        ctime: SystemTime::UNIX_EPOCH,
-        crtime: SystemTime::UNIX_EPOCH,
-        kind: fuser::FileType::RegularFile,
-        perm: 0,
-        nlink: 0,
-        uid: 0,
-        gid: 0,
-        rdev: 0,
-        blksize: 0,
-        flags: 0,
     }
 }

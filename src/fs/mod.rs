@@ -6,6 +6,7 @@
 //! fuser front; everything here returns `Result<_, Errno>`.
 
 mod adapter;
+mod dirops;
 mod file;
 mod inodes;
 mod ops;
@@ -267,5 +268,44 @@ impl CofferFs {
             tracing::error!("catalog could not be flushed; run coffer fsck --repair");
         }
         tracing::info!("unmounted; catalog flushed");
+    }
+}
+
+/// The attributes of a negative lookup reply: inode 0 tells the kernel "no such entry".
+fn negative_entry() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        crtime: UNIX_EPOCH,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+        flags: 0,
+    }
+}
+
+impl CofferFs {
+    /// Say in the log what this mount may do.
+    fn log_mounted(&self) {
+        let mode = match (self.cfg.read_only, self.cfg.backup_only) {
+            (true, _) => "read-only",
+            (false, true) => "backup-only",
+            (false, false) => "read-write",
+        };
+        tracing::info!("mounted store {} in {mode} mode", self.store.desc.store_id);
+        if self.cfg.backup_only {
+            tracing::info!(
+                "backup-only: new files can be written; files written before this mount cannot be \
+                 read or changed in place (EACCES), since this host holds no private key"
+            );
+        }
     }
 }

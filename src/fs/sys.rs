@@ -265,3 +265,14 @@ pub fn statvfs_fd(fd: &OwnedFd) -> Result<libc::statvfs, Errno> {
 pub fn name_cstr(name: &OsStr) -> Result<CString, Errno> {
     cstr(name)
 }
+
+/// The errno a caller of fsync sees when the catalog could not be made durable: a full disk
+/// stays ENOSPC (and a quota EDQUOT) all the way up; anything else is EIO.
+pub fn commit_errno(f: crate::catalog::CommitFailure) -> Errno {
+    use crate::catalog::CommitFailure;
+    match f {
+        CommitFailure::Full => Errno::ENOSPC,
+        CommitFailure::Quota => Errno::EDQUOT,
+        CommitFailure::Failed | CommitFailure::Stopped => Errno::EIO,
+    }
+}

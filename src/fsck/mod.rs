@@ -27,9 +27,8 @@ use std::sync::Arc;
 use crate::catalog::{Catalog, FileRecord};
 use crate::crypto::BlockCipher;
 use crate::format::{
-    blocks_for, decode_symlink, open_block, plain_len_from_cipher, sidecar_encoding,
-    sidecar_of_entry, BlockGeometry, Header, NameError, BLOCK_OVERHEAD, DIRIV_LEN, DIRIV_NAME,
-    HEADER_LEN, LONG_PREFIX, LONG_SIDECAR_PREFIX,
+    blocks_for, classify, decode_symlink, open_block, plain_len_from_cipher, BlockGeometry, Entry,
+    EntryError, Header, NameError, BLOCK_OVERHEAD, DIRIV_LEN, DIRIV_NAME, HEADER_LEN, SIDECAR_MAX,
 };
 use crate::store::{OpenStore, DATA};
 
@@ -71,8 +70,6 @@ struct Walk<'a> {
 
 /// How fsck marks a file it will not adopt: its batch is not a key holder's.
 const FORGED: &str = "not adopted";
-/// A long-name sidecar holds one encoded name; no longer one is ours.
-const SIDECAR_MAX: usize = 4096;
 
 /// Check (and with `repair`, mend) the store. `catalog_bad` says the caller found the
 /// catalog damaged (and, with repair, already rebuilt it).
@@ -155,17 +152,18 @@ impl Walk<'_> {
         for e in entries {
             let cname = e.file_name();
             let crel = rel.join(&cname);
-            let b = cname.as_bytes();
-            if b == DIRIV_NAME.as_bytes()
-                || b.starts_with(b".tmp-")
-                || self.sidecar(path, &e, &crel)
-            {
-                continue;
+            let entry = classify(cname.as_bytes());
+            match &entry {
+                Entry::DirIv | Entry::Temporary => continue,
+                Entry::Sidecar { entry } => {
+                    self.sidecar(path, &e, &crel, entry);
+                    continue;
+                }
+                Entry::Short(_) | Entry::Long { .. } => {}
             }
-            let Some(encoded) = self.encoded_name(rel, &crel, b) else {
+            let Some(child_plain) = self.plain_name(&iv, &entry, rel, &crel, plain) else {
                 continue;
             };
-            let child_plain = self.plain_name(&iv, &encoded, &crel, plain);
             let Ok(meta) = std::fs::symlink_metadata(e.path()) else {
                 continue;
             };
@@ -215,70 +213,50 @@ impl Walk<'_> {
         None
     }
 
-    /// Whether `e` is a long-name sidecar (checked here: it must have its entry).
-    fn sidecar(&mut self, dir: &Path, e: &std::fs::DirEntry, crel: &Path) -> bool {
-        let name = e.file_name();
-        let Some(rest) = name.as_bytes().strip_prefix(LONG_SIDECAR_PREFIX.as_bytes()) else {
-            return false;
-        };
-        let entry = [LONG_PREFIX.as_bytes(), rest].concat();
-        if std::fs::symlink_metadata(dir.join(OsStr::from_bytes(&entry))).is_err() {
-            if self.opts.repair && std::fs::remove_file(e.path()).is_ok() {
-                self.fixed(crel, "removed a long-name sidecar without its entry");
-            } else {
-                self.problem(crel, "", "long-name sidecar without its entry");
-            }
+    /// A long-name sidecar (checked here: it must have its entry).
+    fn sidecar(&mut self, dir: &Path, e: &std::fs::DirEntry, crel: &Path, entry: &[u8]) {
+        if std::fs::symlink_metadata(dir.join(OsStr::from_bytes(entry))).is_ok() {
+            return;
         }
-        true
-    }
-
-    /// The encoded name of entry `b`: the entry itself, or a long name's sidecar, which must
-    /// hash to the entry's name.
-    fn encoded_name(&mut self, rel: &Path, crel: &Path, b: &[u8]) -> Option<String> {
-        let Some((side, hash)) = sidecar_of_entry(b) else {
-            return Some(String::from_utf8_lossy(b).into_owned());
-        };
-        let side = rel.join(OsStr::from_bytes(&side));
-        let read = crate::within::read(&self.store.root, &side, SIDECAR_MAX)
-            .map_err(|_| "long name has lost its sidecar: the name cannot be read".to_string())
-            .and_then(|v| {
-                sidecar_encoding(hash, v).map_err(|e| format!("{e}: the name cannot be read"))
-            });
-        match read {
-            Ok(v) => Some(v),
-            Err(why) => {
-                self.problem(crel, "", why);
-                None
-            }
+        if self.opts.repair && std::fs::remove_file(e.path()).is_ok() {
+            self.fixed(crel, "removed a long-name sidecar without its entry");
+        } else {
+            self.problem(crel, "", "long-name sidecar without its entry");
         }
     }
 
-    /// The entry's plaintext path (for reports with --names); a name that does not decrypt,
-    /// or is not one a file can have, is a problem, and the path stays empty.
+    /// The entry's plaintext path (for reports with --names), through the same decoding as
+    /// the mount's; a name that cannot be read (a lost or swapped sidecar, a name that fails
+    /// authentication or is not one a file can have) is a problem, and None.
     fn plain_name(
         &mut self,
         iv: &[u8; DIRIV_LEN],
-        encoded: &str,
+        entry: &Entry<'_>,
+        rel: &Path,
         crel: &Path,
         plain: &str,
-    ) -> String {
-        match self.store.names.decrypt(iv, encoded) {
-            Ok(n) => format!("{plain}/{}", n.to_string_lossy()),
-            Err(NameError::Unsafe) => {
-                self.problem(
-                    crel,
-                    "",
-                    format!("{}; the entry is not listed", NameError::Unsafe),
-                );
-                String::new()
+    ) -> Option<String> {
+        let root = self.store.root.clone();
+        let read = |side: &OsStr| crate::within::read(&root, &rel.join(side), SIDECAR_MAX);
+        match self.store.names.decode_entry(iv, entry, read) {
+            Ok(n) => Some(format!("{plain}/{}", n.to_string_lossy())),
+            Err(EntryError::Name(NameError::Unsafe)) => {
+                let why = format!("{}; the entry is not listed", NameError::Unsafe);
+                self.problem(crel, "", why);
+                None
             }
-            Err(_) => {
-                self.problem(
-                    crel,
-                    "",
-                    "name fails authentication (tampered, or not made by this store)",
-                );
-                String::new()
+            Err(EntryError::Name(NameError::Undecryptable | NameError::Invalid)) => {
+                let why = "name fails authentication (tampered, or not made by this store)";
+                self.problem(crel, "", why);
+                None
+            }
+            Err(e @ EntryError::NoSidecar(_)) => {
+                self.problem(crel, "", e);
+                None
+            }
+            Err(e) => {
+                self.problem(crel, "", format!("{e}: the name cannot be read"));
+                None
             }
         }
     }

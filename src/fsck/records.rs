@@ -169,7 +169,7 @@ impl Walk<'_> {
             for e in it.flatten() {
                 let name = e.file_name();
                 let is_dir = e.file_type().map(|t| t.is_dir()).unwrap_or(false);
-                if name.as_bytes().starts_with(b".tmp-") {
+                if crate::format::classify(name.as_bytes()) == crate::format::Entry::Temporary {
                     let rel = e
                         .path()
                         .strip_prefix(&self.store.root)

@@ -1,5 +1,17 @@
 //! The audit log: one JSON object per line, appended, mode 0600. It records who did which key
 //! operation on which key id, and the outcome. It never holds key material.
+//!
+//! The one policy for a log that cannot be written (a full disk, a read-only filesystem, a
+//! path that is not a file):
+//! - **A key operation that releases, creates, stores or changes key material goes ahead only
+//!   once its record is written** ([`AuditLog::record`]). A key is handed out (to a mount, an
+//!   export file, a key-server client) only after the record; an action that cannot be taken
+//!   back once done (a KMS revocation) is recorded after it, and its command then fails,
+//!   saying the action was done but not audited.
+//! - **A refusal or a failure is recorded as well as it can be** ([`AuditLog::refusal`]):
+//!   nothing was released, so an unwritable log cannot let anything through; the refusal
+//!   reaches the caller either way, and a record that cannot be written goes to the process's
+//!   own log (stderr, or the mount's or key server's log file) instead.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -24,8 +36,17 @@ pub struct AuditRecord<'a> {
     pub detail: Option<&'a str>,
 }
 
+#[derive(Clone)]
 pub struct AuditLog {
     path: PathBuf,
+}
+
+/// The audit log could not be written, so the key operation was not done.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write the audit log {}: {source}; the key operation was not done", path.display())]
+pub struct AuditError {
+    pub path: PathBuf,
+    pub source: std::io::Error,
 }
 
 impl AuditLog {
@@ -39,8 +60,7 @@ impl AuditLog {
         &self.path
     }
 
-    /// Append one record. A failure to audit is reported to the caller: a key operation that
-    /// cannot be audited must not proceed silently.
+    /// Append the record of a key operation that goes ahead only once it is written.
     pub fn record(
         &self,
         op: &str,
@@ -48,11 +68,44 @@ impl AuditLog {
         store_id: Option<&str>,
         outcome: &str,
         detail: Option<&str>,
-    ) -> std::io::Result<()> {
+    ) -> Result<(), AuditError> {
         self.record_with(op, key_id, store_id, None, outcome, detail)
     }
 
+    /// The same, naming a certificate fingerprint (an export's recipient, an import's source).
     pub fn record_with(
+        &self,
+        op: &str,
+        key_id: Option<&str>,
+        store_id: Option<&str>,
+        fingerprint: Option<&str>,
+        outcome: &str,
+        detail: Option<&str>,
+    ) -> Result<(), AuditError> {
+        self.append(op, key_id, store_id, fingerprint, outcome, detail)
+            .map_err(|source| AuditError {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    /// Record a refusal or a failure: nothing was released, so a log that cannot be written
+    /// is reported to the process's own log and the caller goes on returning its refusal.
+    pub fn refusal(
+        &self,
+        op: &str,
+        key_id: Option<&str>,
+        store_id: Option<&str>,
+        fingerprint: Option<&str>,
+        outcome: &str,
+        detail: Option<&str>,
+    ) {
+        if let Err(e) = self.record_with(op, key_id, store_id, fingerprint, outcome, detail) {
+            tracing::error!("{op} {outcome}: {e}");
+        }
+    }
+
+    fn append(
         &self,
         op: &str,
         key_id: Option<&str>,
@@ -77,11 +130,16 @@ impl AuditLog {
         };
         let mut line = serde_json::to_vec(&rec).map_err(std::io::Error::other)?;
         line.push(b'\n');
+        // Never through a symlink, and never into anything but a regular file.
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .create(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&self.path)?;
+        if !f.metadata()?.is_file() {
+            return Err(std::io::Error::other("not a regular file"));
+        }
         f.write_all(&line)
     }
 }

@@ -109,6 +109,16 @@ pub fn read(path: &Path) -> Result<(PublicKey, String), CertError> {
     Ok((public_key_of(&pem, &name)?, pem))
 }
 
+/// The fingerprint a peer is pinned to: `SHA256:...` as given, or that of a certificate file.
+pub fn pin_of(cert: &str) -> Result<String, CertError> {
+    if cert.starts_with("SHA256:") {
+        return Ok(cert.to_string());
+    }
+    let (pk, _) = read(Path::new(cert))?;
+    pk.fingerprint()
+        .map_err(|_| CertError::NotRsa(cert.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,61 +1,38 @@
-//! Where a passphrase comes from: a file (flag or COFFER_PASSPHRASE_FILE), or a prompt when
-//! standard input is a terminal. With neither, the command refuses rather than hang.
+//! Where the keystore's passphrase comes from, as the library sees it: a [`Secrets`] that the
+//! binary hands in (a file, or a prompt on a terminal), asked at most once per command by the
+//! chain. Reading a passphrase file is here; prompting is the binary's.
 
-use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::Path;
 
 use zeroize::Zeroizing;
 
 use super::KeystoreError;
 
-pub enum PassphraseSource {
-    File(PathBuf),
-    Prompt,
+/// The passphrases a command may need. The chain asks for the keystore's at most once.
+pub trait Secrets {
+    /// The passphrase of the keystore in `dir`; `new` when it is about to be created (a
+    /// prompt then asks twice).
+    fn keystore_passphrase(
+        &self,
+        dir: &Path,
+        new: bool,
+    ) -> Result<Zeroizing<Vec<u8>>, KeystoreError>;
 }
 
-/// Read the passphrase. `confirm` asks twice at a prompt (for a new keystore).
-pub fn read_passphrase(
-    file: Option<&PathBuf>,
-    what: &str,
-    confirm: bool,
-) -> Result<Zeroizing<Vec<u8>>, KeystoreError> {
-    let mut p = match file {
-        Some(path) => {
-            let bytes = std::fs::read(path).map_err(|e| {
-                KeystoreError::Passphrase(format!(
-                    "cannot read passphrase file {}: {e}",
-                    path.display()
-                ))
-            })?;
-            Zeroizing::new(bytes)
-        }
-        None => {
-            if !std::io::stdin().is_terminal() {
-                return Err(KeystoreError::Passphrase(
-                    "no passphrase: give --passphrase-file or set COFFER_PASSPHRASE_FILE \
-                     (no terminal to prompt on)"
-                        .into(),
-                ));
-            }
-            let first = Zeroizing::new(
-                rpassword::prompt_password(format!("{what}: ")).map_err(|e| {
-                    KeystoreError::Passphrase(format!("cannot read passphrase: {e}"))
-                })?,
-            );
-            if confirm {
-                let again = Zeroizing::new(
-                    rpassword::prompt_password(format!("{what} (again): ")).map_err(|e| {
-                        KeystoreError::Passphrase(format!("cannot read passphrase: {e}"))
-                    })?,
-                );
-                if *first != *again {
-                    return Err(KeystoreError::Passphrase("the passphrases differ".into()));
-                }
-            }
-            Zeroizing::new(first.as_bytes().to_vec())
-        }
-    };
-    // A trailing newline from `echo pw > file` is not part of the passphrase.
+/// A passphrase from a file: a trailing newline (from `echo pw > file`) is not part of it,
+/// and an empty one is refused.
+pub fn passphrase_from_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, KeystoreError> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        KeystoreError::Passphrase(format!(
+            "cannot read passphrase file {}: {e}",
+            path.display()
+        ))
+    })?;
+    trimmed(Zeroizing::new(bytes))
+}
+
+/// Drop a trailing newline; refuse an empty passphrase.
+pub fn trimmed(mut p: Zeroizing<Vec<u8>>) -> Result<Zeroizing<Vec<u8>>, KeystoreError> {
     while matches!(p.last(), Some(b'\n') | Some(b'\r')) {
         p.pop();
     }

@@ -3,7 +3,7 @@
 //! own grant, with the scopes of both. Decided from the request's head alone, before any body
 //! is read; every refusal is audited.
 
-use super::{error, KeyServer, Request, Rights, FOR};
+use super::{ApiError, KeyServer, Request, Rights, FOR};
 use crate::crypto::PublicKey;
 
 /// What an admitted request asks for.
@@ -33,39 +33,19 @@ impl Caller<'_> {
 
 impl KeyServer {
     /// Refuse, audited.
-    fn refuse(
-        &self,
-        req: &Request,
-        key: Option<&str>,
-        fp: Option<&str>,
-        status: u16,
-        why: String,
-    ) -> (u16, serde_json::Value) {
-        self.audit(
-            "request",
-            key,
-            fp,
-            "refused",
-            Some(&format!("{} {}: {why}", req.method, req.path)),
-        );
-        error(status, why)
+    fn refuse(&self, req: &Request, key: Option<&str>, fp: Option<&str>, e: ApiError) -> ApiError {
+        let detail = format!("{} {}: {e}", req.method, req.path);
+        self.audit
+            .refusal("request", key, None, fp, "refused", Some(&detail));
+        e
     }
 
     /// Who the request is authorised as: the peer's grant, and for a relayed request (one
     /// naming its original requester) the peer's relay right and the requester's own grant.
-    fn caller<'a>(
-        &'a self,
-        req: &'a Request,
-        fp: &'a str,
-    ) -> Result<Caller<'a>, (u16, serde_json::Value)> {
+    fn caller<'a>(&'a self, req: &'a Request, fp: &'a str) -> Result<Caller<'a>, ApiError> {
         let Some(peer) = self.grants.get(fp) else {
-            return Err(self.refuse(
-                req,
-                None,
-                Some(fp),
-                403,
-                format!("unknown certificate {fp}: it has no rights on this key server"),
-            ));
+            let e = ApiError::UnknownCertificate(fp.to_string());
+            return Err(self.refuse(req, None, Some(fp), e));
         };
         let Some(orig) = req.header(FOR).filter(|o| *o != fp) else {
             return Ok(Caller {
@@ -76,22 +56,18 @@ impl KeyServer {
             });
         };
         if !peer.relay {
-            return Err(self.refuse(
-                req,
-                None,
-                Some(fp),
-                403,
-                format!("certificate {fp} lacks the relay right (it asked for {orig})"),
-            ));
+            let e = ApiError::NoRelay {
+                peer: fp.to_string(),
+                requester: orig.to_string(),
+            };
+            return Err(self.refuse(req, None, Some(fp), e));
         }
         let Some(requester) = self.grants.get(orig) else {
-            return Err(self.refuse(
-                req,
-                None,
-                Some(orig),
-                403,
-                format!("certificate {orig} (relayed by {fp}) has no rights on this key server"),
-            ));
+            let e = ApiError::UnknownRequester {
+                peer: fp.to_string(),
+                requester: orig.to_string(),
+            };
+            return Err(self.refuse(req, None, Some(orig), e));
         };
         Ok(Caller {
             peer_fp: fp,
@@ -107,15 +83,15 @@ impl KeyServer {
         &'a self,
         req: &'a Request,
         peer: Option<&'a (PublicKey, String)>,
-    ) -> Result<Route<'a>, (u16, serde_json::Value)> {
+    ) -> Result<Route<'a>, ApiError> {
         if req.method == "GET" && req.path == "/healthz" {
             return Ok(Route::Health);
         }
         let Some((peer_key, fp)) = peer else {
-            return Err(self.refuse(req, None, None, 401, "no client certificate".into()));
+            return Err(self.refuse(req, None, None, ApiError::NoCertificate));
         };
         let caller = self.caller(req, fp)?;
-        let need = |ok: bool, right: &str, key: Option<&str>| {
+        let need = |ok: bool, right: &'static str, key: Option<&str>| {
             if ok {
                 return Ok(());
             }
@@ -124,8 +100,7 @@ impl KeyServer {
                 req,
                 key,
                 Some(who),
-                403,
-                format!("certificate {who} lacks the {right} right"),
+                ApiError::LacksRight(who.to_string(), right),
             ))
         };
         let r = caller.requester;
@@ -140,7 +115,7 @@ impl KeyServer {
                 need(r.use_, "use", Some(key_id))?;
                 Ok(Route::Fetch(key_id, peer_key, caller))
             }
-            _ => Err(error(404, "no such endpoint")),
+            _ => Err(ApiError::NoEndpoint),
         }
     }
 
@@ -150,6 +125,6 @@ impl KeyServer {
         req: &Request,
         peer: Option<&(PublicKey, String)>,
     ) -> Option<(u16, serde_json::Value)> {
-        self.route(req, peer).err()
+        self.route(req, peer).err().map(|e| (e.status(), e.body()))
     }
 }

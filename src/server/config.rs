@@ -119,30 +119,13 @@ impl Rights {
 
 /// A grant's subject: a fingerprint as `coffer keys cert` prints it, or a certificate file.
 pub fn grant_fingerprint(cert: &str) -> Result<String, ConfigError> {
-    if cert.starts_with("SHA256:") {
-        return Ok(cert.to_string());
-    }
-    let subject = |e: &dyn std::fmt::Display| ConfigError::Subject(cert.into(), e.to_string());
-    let (pk, _) = crate::keys::certificate::read(Path::new(cert)).map_err(|e| subject(&e))?;
-    pk.fingerprint().map_err(|e| subject(&e))
+    crate::keys::certificate::pin_of(cert)
+        .map_err(|e| ConfigError::Subject(cert.into(), e.to_string()))
 }
 
-/// "60s", "5m", "1h", "500ms" or plain seconds.
+/// "60s", "5m", "1h", "500ms" or plain seconds (the same syntax as every coffer duration).
 pub fn parse_duration(s: &str) -> Result<Duration, ConfigError> {
-    let t = s.trim();
-    let bad = || ConfigError::Duration(s.to_string());
-    let (num, unit) = t
-        .find(|c: char| !c.is_ascii_digit())
-        .map(|i| t.split_at(i))
-        .unwrap_or((t, "s"));
-    let n: u64 = num.parse().map_err(|_| bad())?;
-    Ok(match unit {
-        "ms" => Duration::from_millis(n),
-        "s" | "" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => return Err(bad()),
-    })
+    crate::keys::parse_duration(s).map_err(|_| ConfigError::Duration(s.to_string()))
 }
 
 #[cfg(test)]

@@ -5,8 +5,7 @@
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 
-/// The largest body any request may have (a push of many keys is a few KiB).
-pub const MAX_BODY: usize = 1 << 20;
+pub use crate::keys::hierarchy::MAX_BODY;
 
 pub struct Request {
     pub method: String,

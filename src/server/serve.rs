@@ -18,8 +18,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::Semaphore;
 
 use super::request::{Request, MAX_BODY};
-use super::{tls, KeyServer};
+use super::{ApiError, KeyServer};
 use crate::crypto::PublicKey;
+use crate::keys::hierarchy::tls;
 
 pub const MAX_CONNECTIONS: usize = 256;
 pub const HEAD_DEADLINE: Duration = Duration::from_secs(10);
@@ -28,12 +29,12 @@ const BACKOFF_MIN: Duration = Duration::from_millis(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Serve until the process ends.
-pub fn serve(server: Arc<KeyServer>, listen: &str, heartbeat: Duration) -> Result<(), String> {
-    let std_listener = std::net::TcpListener::bind(listen)
-        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+pub fn serve(server: Arc<KeyServer>, listen: &str, heartbeat: Duration) -> Result<(), ApiError> {
+    let std_listener =
+        std::net::TcpListener::bind(listen).map_err(|e| ApiError::Listen(listen.to_string(), e))?;
     std_listener
         .set_nonblocking(true)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| ApiError::Listen(listen.to_string(), e))?;
     let cfg = tls::server_config(server.identity())?;
     if server.has_parent() {
         spawn_heartbeat(server.clone(), heartbeat)?;
@@ -43,11 +44,11 @@ pub fn serve(server: Arc<KeyServer>, listen: &str, heartbeat: Duration) -> Resul
         .thread_name("coffer-keyserver")
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the server's runtime: {e}"))?;
+        .map_err(ApiError::Start)?;
     rt.block_on(accept_loop(server, std_listener, cfg))
 }
 
-fn spawn_heartbeat(s: Arc<KeyServer>, every: Duration) -> Result<(), String> {
+fn spawn_heartbeat(s: Arc<KeyServer>, every: Duration) -> Result<(), ApiError> {
     std::thread::Builder::new()
         .name("coffer-heartbeat".into())
         .spawn(move || loop {
@@ -56,27 +57,35 @@ fn spawn_heartbeat(s: Arc<KeyServer>, every: Duration) -> Result<(), String> {
                 Ok(n) => tracing::info!("heartbeat: pushed {n} key(s) to the parent"),
                 Err(e) => {
                     tracing::warn!("heartbeat: {e}");
-                    s.audit("heartbeat", None, None, "failed", Some(&e));
+                    s.audit.refusal(
+                        "heartbeat",
+                        None,
+                        None,
+                        None,
+                        "failed",
+                        Some(&e.to_string()),
+                    );
                 }
             }
             std::thread::sleep(every);
         })
         .map(|_| ())
-        .map_err(|e| e.to_string())
+        .map_err(ApiError::Start)
 }
 
 async fn accept_loop(
     server: Arc<KeyServer>,
     std_listener: std::net::TcpListener,
     cfg: Arc<rustls::ServerConfig>,
-) -> Result<(), String> {
-    let listener = tokio::net::TcpListener::from_std(std_listener).map_err(|e| e.to_string())?;
+) -> Result<(), ApiError> {
+    let listener = tokio::net::TcpListener::from_std(std_listener).map_err(ApiError::Start)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut backoff = BACKOFF_MIN;
     loop {
+        // The semaphore is never closed, so this waits for a free connection slot.
         let Ok(permit) = permits.clone().acquire_owned().await else {
-            return Err("connection limit closed".into());
+            continue;
         };
         match listener.accept().await {
             Ok((sock, addr)) => {
@@ -109,15 +118,26 @@ async fn accept_loop(
     }
 }
 
+/// Why a connection ended early (logged at debug level; the client sees nothing more).
+#[derive(Debug, thiserror::Error)]
+enum ConnectionError {
+    #[error("TLS handshake did not finish in time")]
+    HandshakeDeadline,
+    #[error("TLS handshake: {0}")]
+    Handshake(std::io::Error),
+    #[error("HTTP: {0}")]
+    Http(hyper::Error),
+}
+
 async fn connection(
     server: Arc<KeyServer>,
     acceptor: tokio_rustls::TlsAcceptor,
     sock: tokio::net::TcpStream,
-) -> Result<(), String> {
+) -> Result<(), ConnectionError> {
     let tls = tokio::time::timeout(HEAD_DEADLINE, acceptor.accept(sock))
         .await
-        .map_err(|_| "TLS handshake did not finish in time".to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| ConnectionError::HandshakeDeadline)?
+        .map_err(ConnectionError::Handshake)?;
     let peer: Arc<Option<(PublicKey, String)>> = Arc::new(
         tls.get_ref()
             .1
@@ -133,7 +153,7 @@ async fn connection(
         .max_buf_size(16 * 1024)
         .serve_connection(TokioIo::new(tls), svc)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(ConnectionError::Http)
 }
 
 /// One request: admitted on its head, then its body read (bounded), then answered on the

@@ -17,6 +17,25 @@ use super::StoreError;
 pub const DESCRIPTOR: &str = "coffer.store";
 const FORMAT: &str = "coffer-store";
 
+/// Where a store's master keys are made and kept: this host's keystore, or a KMIP server (its
+/// descriptor then records each version's UID). Any provider of the chain may still hold a
+/// copy (an import, a key server); this says which one rotates it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyHome {
+    Local,
+    Kms,
+}
+
+impl KeyHome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyHome::Local => "local",
+            KeyHome::Kms => "kms",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct MasterKeyRecord {
     pub version: u32,
@@ -40,7 +59,8 @@ pub struct Descriptor {
     pub store_id: String,
     pub created: u64,
     pub block_shift: u8,
-    pub provider: String,
+    /// Where the master keys are made (the field is named for format 1 compatibility).
+    pub provider: KeyHome,
     /// The KMS (host:port) where a kms store's master keys were made; a hint for messages and
     /// `coffer info`: the host's own kms.toml says where to connect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -111,7 +131,7 @@ impl Descriptor {
         opt(&mut p, "store_id", Some(&self.store_id));
         opt(&mut p, "created", n(self.created).as_deref());
         opt(&mut p, "block_shift", n(self.block_shift.into()).as_deref());
-        opt(&mut p, "provider", Some(&self.provider));
+        opt(&mut p, "provider", Some(self.provider.as_str()));
         opt(&mut p, "kms", self.kms.as_deref());
         opt(&mut p, "policy", self.policy.as_deref());
         opt(&mut p, "copy", self.copy.as_deref());

@@ -226,10 +226,10 @@ pub fn rewrap(
         return Err(StoreError::NeedsUpgrade(desc.store_id.clone()));
     }
     if version <= desc.current_master().version {
-        return Err(StoreError::Keys(format!(
-            "master-key version {version} is not newer than the store's version {}",
-            desc.current_master().version
-        )));
+        return Err(StoreError::NotNewer {
+            version,
+            current: desc.current_master().version,
+        });
     }
     let keys = unlock_keys(desc, current)?;
     let store_id = desc.store_id_bytes()?;

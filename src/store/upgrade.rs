@@ -143,7 +143,7 @@ fn upgraded_descriptor(
     next.master_keys = vec![record];
     next.recovery = match recovery {
         RecoveryPlan::Refuse | RecoveryPlan::Drop => None,
-        RecoveryPlan::Reseal(_, seal) => seal(&next, master).map_err(StoreError::Keys)?,
+        RecoveryPlan::Reseal(_, seal) => seal(&next, master).map_err(StoreError::Caller)?,
     };
     if let Some(w) = &keys.writer {
         next.seal(master, w);

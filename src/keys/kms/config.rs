@@ -72,7 +72,7 @@ impl KmsConfig {
             None => DEFAULT_TIMEOUT,
             Some(toml::Value::Integer(n)) if n > 0 => Duration::from_secs(n as u64),
             Some(toml::Value::String(s)) => {
-                crate::server::parse_duration(&s).map_err(|e| format!("timeout: {e}"))?
+                crate::keys::parse_duration(&s).map_err(|e| format!("timeout: {e}"))?
             }
             Some(_) => return Err("timeout must be like \"10s\" or a number of seconds".into()),
         };

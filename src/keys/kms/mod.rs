@@ -13,16 +13,14 @@ mod config;
 #[doc(hidden)]
 pub mod fuzz;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
 pub use client::{KeyInfo, KeyLabels, KeyState, KmsClient};
 pub use config::{KmsConfig, DEFAULT_PATH};
 
-use super::{AuditLog, KeyError, KeyProvider, Lookup};
+use super::{AuditError, AuditLog, KeyError, KeyProvider, Lookup, Target};
 use crate::crypto::MasterKey;
-use crate::store::Descriptor;
 
 /// Everything that can go wrong with a KMS, each naming the server (host:port) or the UID,
 /// never a key.
@@ -75,6 +73,8 @@ pub enum KmsError {
         uid: String,
         key_id: String,
     },
+    #[error(transparent)]
+    Audit(#[from] AuditError),
 }
 
 fn secs(d: Duration) -> String {
@@ -102,42 +102,44 @@ pub fn audit_log(keystore_dir: &Path) -> Result<AuditLog, KmsError> {
     Ok(AuditLog::new(&keystore_dir.join("audit.log")))
 }
 
-/// Fetch a store's master keys by the UIDs its descriptor records.
-pub struct KmsProvider<'a> {
-    config: &'a KmsConfig,
-    store_id: String,
-    /// key id -> UID, from the descriptor.
-    uids: HashMap<String, String>,
-    audit: &'a AuditLog,
+/// The KMS as a key provider: fetches a store's master key by the UID its descriptor records,
+/// and checks that what comes back is that key. One connection for every request of a
+/// command (a rotation creates, gets, activates and revokes over it).
+pub struct KmsProvider {
+    config: KmsConfig,
+    audit: AuditLog,
     client: std::cell::OnceCell<KmsClient>,
 }
 
-impl<'a> KmsProvider<'a> {
-    pub fn new(config: &'a KmsConfig, desc: &Descriptor, audit: &'a AuditLog) -> Self {
+impl KmsProvider {
+    pub fn new(config: KmsConfig, audit: AuditLog) -> Self {
         KmsProvider {
             config,
-            store_id: desc.store_id.clone(),
-            uids: desc
-                .master_keys
-                .iter()
-                .filter_map(|m| m.uid.clone().map(|u| (m.key_id.clone(), u)))
-                .collect(),
             audit,
             client: std::cell::OnceCell::new(),
         }
     }
 
-    /// One connection for every request of this command.
+    pub fn config(&self) -> &KmsConfig {
+        &self.config
+    }
+
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// The connection, made on first use.
     pub fn client(&self) -> Result<&KmsClient, KmsError> {
         if let Some(c) = self.client.get() {
             return Ok(c);
         }
-        let c = KmsClient::connect(self.config)?;
+        let c = KmsClient::connect(&self.config)?;
         Ok(self.client.get_or_init(|| c))
     }
 
-    /// Get the key `uid` and check that it is master key `key_id`; audited either way.
-    pub fn fetch(&self, key_id: &str, uid: &str) -> Result<MasterKey, KmsError> {
+    /// Get the key `uid` and check that it is master key `key_id`; audited either way, and
+    /// the key is returned only once its record is written.
+    pub fn fetch(&self, store_id: &str, key_id: &str, uid: &str) -> Result<MasterKey, KmsError> {
         let got = self.client().and_then(|c| {
             let k = c.get_master(uid)?;
             if crate::crypto::master_key_id(&k) != key_id {
@@ -150,35 +152,37 @@ impl<'a> KmsProvider<'a> {
             Ok(k)
         });
         let detail = format!("uid {uid} at {}", self.config.endpoint());
-        let outcome = match &got {
-            Ok(_) => "ok".to_string(),
-            Err(e) => format!("failed: {e}"),
-        };
-        self.audit
-            .record(
+        match &got {
+            Ok(_) => {
+                self.audit
+                    .record("kms-get", Some(key_id), Some(store_id), "ok", Some(&detail))?
+            }
+            Err(e) => self.audit.refusal(
                 "kms-get",
                 Some(key_id),
-                Some(&self.store_id),
-                &outcome,
+                Some(store_id),
+                None,
+                &format!("failed: {e}"),
                 Some(&detail),
-            )
-            .map_err(|e| KmsError::Config {
-                path: self.audit.path().display().to_string(),
-                detail: format!("cannot write the audit log: {e}"),
-            })?;
+            ),
+        }
         got
     }
 }
 
-impl KeyProvider for KmsProvider<'_> {
+impl KeyProvider for KmsProvider {
     fn describe(&self) -> String {
         format!("the KMS at {}", self.config.endpoint())
     }
 
-    fn lookup(&self, key_id: &str) -> Result<Lookup, KeyError> {
-        let Some(uid) = self.uids.get(key_id) else {
+    fn lookup(&self, target: &Target<'_>) -> Result<Lookup, KeyError> {
+        let Some(uid) = target.uid else {
             return Ok(Lookup::NotHere);
         };
-        Ok(Lookup::Found(self.fetch(key_id, uid)?))
+        Ok(Lookup::Found(self.fetch(
+            target.store_id,
+            target.key_id,
+            uid,
+        )?))
     }
 }

@@ -16,34 +16,47 @@ use x509_cert::der::{DecodePem, Encode};
 use crate::crypto::PublicKey;
 use crate::keys::HostIdentity;
 
+/// What can go wrong setting TLS up for a key server or its client.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("bad certificate: {0}")]
+    Certificate(String),
+    #[error("the certificate does not hold an RSA key")]
+    NotRsa,
+    #[error("cannot use the keystore's key for TLS: {0}")]
+    Key(#[from] crate::crypto::CryptoError),
+    #[error("TLS set-up failed: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
 /// DER of a PEM certificate.
-pub fn cert_der(pem: &str) -> Result<CertificateDer<'static>, String> {
-    let c = x509_cert::Certificate::from_pem(pem.as_bytes())
-        .map_err(|e| format!("bad certificate: {e}"))?;
-    Ok(CertificateDer::from(c.to_der().map_err(|e| e.to_string())?))
+pub fn cert_der(pem: &str) -> Result<CertificateDer<'static>, TlsError> {
+    let bad = |e: x509_cert::der::Error| TlsError::Certificate(e.to_string());
+    let c = x509_cert::Certificate::from_pem(pem.as_bytes()).map_err(bad)?;
+    Ok(CertificateDer::from(c.to_der().map_err(bad)?))
 }
 
 /// The RSA public key and fingerprint of a DER certificate.
-pub fn cert_key(der: &[u8]) -> Result<(PublicKey, String), String> {
+pub fn cert_key(der: &[u8]) -> Result<(PublicKey, String), TlsError> {
     use x509_cert::der::Decode;
-    let c = x509_cert::Certificate::from_der(der).map_err(|e| format!("bad certificate: {e}"))?;
+    let bad = |e: x509_cert::der::Error| TlsError::Certificate(e.to_string());
+    let c = x509_cert::Certificate::from_der(der).map_err(bad)?;
     let spki = c
         .tbs_certificate
         .subject_public_key_info
         .to_der()
-        .map_err(|e| e.to_string())?;
-    let pk = PublicKey::from_der(&spki)
-        .map_err(|_| "certificate does not hold an RSA key".to_string())?;
-    let fp = pk.fingerprint().map_err(|e| e.to_string())?;
+        .map_err(bad)?;
+    let pk = PublicKey::from_der(&spki).map_err(|_| TlsError::NotRsa)?;
+    let fp = pk.fingerprint()?;
     Ok((pk, fp))
 }
 
-fn key_der(id: &HostIdentity) -> Result<PrivateKeyDer<'static>, String> {
-    let der = id.private.to_der().map_err(|e| e.to_string())?;
+fn key_der(id: &HostIdentity) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let der = id.private.to_der()?;
     Ok(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(der.to_vec())))
 }
 
@@ -91,14 +104,12 @@ impl ClientCertVerifier for AnyClientCert {
     }
 }
 
-pub fn server_config(id: &HostIdentity) -> Result<Arc<rustls::ServerConfig>, String> {
+pub fn server_config(id: &HostIdentity) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let p = provider();
     let cfg = rustls::ServerConfig::builder_with_provider(p.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(Arc::new(AnyClientCert(p)))
-        .with_single_cert(vec![cert_der(&id.certificate)?], key_der(id)?)
-        .map_err(|e| format!("cannot use the keystore certificate for TLS: {e}"))?;
+        .with_single_cert(vec![cert_der(&id.certificate)?], key_der(id)?)?;
     Ok(Arc::new(cfg))
 }
 
@@ -108,7 +119,7 @@ pub fn server_config(id: &HostIdentity) -> Result<Arc<rustls::ServerConfig>, Str
 struct PinnedServer {
     provider: Arc<CryptoProvider>,
     pin: Option<String>,
-    seen: Arc<Mutex<Option<Vec<u8>>>>,
+    seen: Seen,
 }
 
 impl ServerCertVerifier for PinnedServer {
@@ -120,7 +131,7 @@ impl ServerCertVerifier for PinnedServer {
         _ocsp: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let (_, fp) = cert_key(end_entity).map_err(rustls::Error::General)?;
+        let (_, fp) = cert_key(end_entity).map_err(|e| rustls::Error::General(e.to_string()))?;
         if let Some(pin) = &self.pin {
             if *pin != fp {
                 return Err(rustls::Error::General(format!(
@@ -156,17 +167,19 @@ impl ServerCertVerifier for PinnedServer {
     }
 }
 
+/// Where a client records the certificate the server showed.
+pub type Seen = Arc<Mutex<Option<Vec<u8>>>>;
+
 /// A client configuration presenting `id` (when given) and pinning `pin` (when given).
 /// Returns the slot where the server's certificate is recorded.
 pub fn client_config(
     id: Option<&HostIdentity>,
     pin: Option<String>,
-) -> Result<(Arc<rustls::ClientConfig>, Arc<Mutex<Option<Vec<u8>>>>), String> {
+) -> Result<(Arc<rustls::ClientConfig>, Seen), TlsError> {
     let p = provider();
     let seen = Arc::new(Mutex::new(None));
     let b = rustls::ClientConfig::builder_with_provider(p.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
+        .with_safe_default_protocol_versions()?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(PinnedServer {
             provider: p,
@@ -174,9 +187,7 @@ pub fn client_config(
             seen: seen.clone(),
         }));
     let cfg = match id {
-        Some(id) => b
-            .with_client_auth_cert(vec![cert_der(&id.certificate)?], key_der(id)?)
-            .map_err(|e| e.to_string())?,
+        Some(id) => b.with_client_auth_cert(vec![cert_der(&id.certificate)?], key_der(id)?)?,
         None => b.with_no_client_auth(),
     };
     Ok((Arc::new(cfg), seen))

@@ -5,9 +5,10 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use super::keystore::{io_err, lock, read_file, write_file, Added, Keystore, KeystoreError};
-use super::transport::BackupCredential;
+use super::file::{lock, read_file, write_file};
+use super::{Added, Keystore, KeystoreError};
 use crate::crypto::{self, NameKey, WriteKey};
+use crate::keys::transport::BackupCredential;
 
 /// What the keystore knows about a backup credential, without its keys.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -90,7 +91,7 @@ impl Keystore {
                     _ => false,
                 };
                 if !same_store_keys || (old.write_key.is_some() && !same_write) {
-                    let _ = self.audit.record_with(
+                    self.audit.refusal(
                         "credential-import",
                         None,
                         Some(&c.store_id),
@@ -122,16 +123,14 @@ impl Keystore {
         } else {
             "already-present"
         };
-        self.audit
-            .record_with(
-                "credential-import",
-                None,
-                Some(&c.store_id),
-                fingerprint,
-                what,
-                None,
-            )
-            .map_err(io_err(self.audit.path()))?;
+        self.audit.record_with(
+            "credential-import",
+            None,
+            Some(&c.store_id),
+            fingerprint,
+            what,
+            None,
+        )?;
         Ok(outcome)
     }
 
@@ -147,8 +146,7 @@ impl Keystore {
         };
         let c = self.unseal_credential(stored)?;
         self.audit
-            .record_with("credential-get", None, Some(store_id), None, "ok", None)
-            .map_err(io_err(self.audit.path()))?;
+            .record_with("credential-get", None, Some(store_id), None, "ok", None)?;
         Ok(Some(c))
     }
 
@@ -158,7 +156,7 @@ impl Keystore {
     ) -> Result<BackupCredential, KeystoreError> {
         let sid = &stored.entry.store_id;
         let damaged = || KeystoreError::Damaged {
-            path: self.dir.join(super::keystore::FILE),
+            path: self.dir.join(super::FILE),
             message: format!("backup credential of store {sid} is damaged"),
         };
         let open = |label, s: &str| {

@@ -11,8 +11,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 
-use super::request::MAX_BODY;
-use super::tls;
+use super::{tls, MAX_BODY};
 use crate::crypto::PublicKey;
 use crate::keys::HostIdentity;
 
@@ -32,6 +31,8 @@ pub enum ClientError {
     Refused(String, String),
     #[error("key server {0} gave a malformed answer")]
     Malformed(String),
+    #[error("key server {0}: {1}")]
+    BadUrl(String, &'static str),
 }
 
 pub struct Response {
@@ -43,15 +44,16 @@ pub struct Response {
 
 impl Client {
     /// `url` is https://HOST:PORT; `pin` is the server's fingerprint when known.
-    pub fn new(url: &str, pin: Option<String>, timeout: Duration) -> Result<Client, String> {
+    pub fn new(url: &str, pin: Option<String>, timeout: Duration) -> Result<Client, ClientError> {
+        let bad = |why| ClientError::BadUrl(url.to_string(), why);
         let rest = url
             .strip_prefix("https://")
-            .ok_or_else(|| format!("{url}: key server URLs start with https://"))?;
+            .ok_or_else(|| bad("key server URLs start with https://"))?;
         let rest = rest.trim_end_matches('/');
         let (host, port) = match rest.rsplit_once(':') {
             Some((h, p)) => (
                 h.trim_matches(['[', ']']).to_string(),
-                p.parse().map_err(|_| format!("{url}: bad port"))?,
+                p.parse().map_err(|_| bad("bad port"))?,
             ),
             None => (rest.to_string(), 7443),
         };
