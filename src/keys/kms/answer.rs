@@ -11,7 +11,7 @@ use kmip_protocol::types::response::{
 };
 use zeroize::{Zeroize, Zeroizing};
 
-use super::client::{KeyInfo, KeyState, NS_COPY, NS_POLICY, NS_STORE, NS_VERSION};
+use super::types::{KeyInfo, KeyState, NS_COPY, NS_POLICY, NS_STORE, NS_VERSION};
 use super::KmsError;
 use crate::crypto::MasterKey;
 

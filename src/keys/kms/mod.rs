@@ -12,12 +12,14 @@ mod client;
 mod config;
 #[doc(hidden)]
 pub mod fuzz;
+mod types;
 
 use std::path::Path;
 use std::time::Duration;
 
-pub use client::{KeyInfo, KeyLabels, KeyState, KmsClient};
+pub use client::KmsClient;
 pub use config::{KmsConfig, DEFAULT_PATH};
+pub use types::{KeyInfo, KeyLabels, KeyState};
 
 use super::{AuditError, AuditLog, KeyError, KeyProvider, Lookup, Target};
 use crate::crypto::MasterKey;
