@@ -12,41 +12,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
 use common::{pattern, require_fuse, s, sh_ok, store_bytes_but_descriptor, Env, Host, MountGuard};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn python() -> PathBuf {
-    std::env::var_os("COFFER_TEST_KMS_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("build/kms/venv/bin/python"))
-}
-
-/// The shared development KMS's kms.toml.
-fn kms() -> &'static Path {
-    static CONFIG: OnceLock<PathBuf> = OnceLock::new();
-    CONFIG.get_or_init(|| {
-        if let Some(p) = std::env::var_os("COFFER_TEST_KMS_CONFIG") {
-            return PathBuf::from(p);
-        }
-        let o = Command::new("bash")
-            .arg(root().join("tools/kms-dev.sh"))
-            .arg("start")
-            .output()
-            .expect("run tools/kms-dev.sh");
-        assert!(
-            o.status.success(),
-            "tools/kms-dev.sh start failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let out = String::from_utf8_lossy(&o.stdout);
-        PathBuf::from(out.lines().last().expect("a kms.toml path").trim())
-    })
-}
+use common::kms::{admin, python, root, shared as kms, PrivateKms};
 
 /// Run coffer as a host whose master keys live in the KMS that `config` names.
 fn run(env: &Env, config: &Path, args: &[&str]) -> Output {
@@ -127,21 +96,6 @@ fn uid_of(env: &Env) -> String {
         .as_str()
         .expect("a uid")
         .to_string()
-}
-
-fn admin(config: &Path, args: &[&str]) -> String {
-    let o = Command::new(python())
-        .arg(root().join("tools/kms-admin.py"))
-        .arg(config)
-        .args(args)
-        .output()
-        .expect("run kms-admin.py");
-    assert!(
-        o.status.success(),
-        "kms-admin {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
 fn write_tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -622,48 +576,14 @@ fn a_stopped_kms_fails_clearly_and_a_live_mount_keeps_serving() {
         return;
     }
     let env = Env::new();
-    let kdir = env.path("kms");
-    let port = 20000 + (std::process::id() % 20000) as u16;
-    let kms_dev = |cmd: &str| {
-        Command::new("bash")
-            .arg(root().join("tools/kms-dev.sh"))
-            .arg(cmd)
-            .env("COFFER_KMS_DIR", &kdir)
-            .env("COFFER_KMS_PORT", port.to_string())
-            .env(
-                "COFFER_KMS_VENV",
-                python().parent().and_then(Path::parent).expect("venv"),
-            )
-            .output()
-            .expect("kms-dev.sh")
-    };
-    struct Stop<'a>(&'a dyn Fn(&str) -> Output);
-    impl Drop for Stop<'_> {
-        fn drop(&mut self) {
-            (self.0)("stop");
-        }
-    }
-    let started = kms_dev("start");
-    assert!(
-        started.status.success(),
-        "{}",
-        String::from_utf8_lossy(&started.stderr)
-    );
-    let _stop = Stop(&kms_dev);
-    let cfg = PathBuf::from(
-        String::from_utf8_lossy(&started.stdout)
-            .lines()
-            .last()
-            .expect("path")
-            .trim(),
-    );
+    let k = PrivateKms::start(env.path("kms"), common::kms::private_port(0));
+    let (port, cfg) = (k.port, k.config.clone());
 
     init_kms(&env, &cfg);
     let mnt = env.mnt.clone();
     let g = mount(&env, &cfg, &mnt);
     std::fs::write(mnt.join("before"), pattern(1, 100_000)).expect("write");
-    let stopped = kms_dev("stop");
-    assert!(stopped.status.success());
+    k.stop();
 
     // The live mount: reads and writes as before.
     std::fs::write(mnt.join("after"), pattern(2, 300_000)).expect("write");
@@ -696,8 +616,7 @@ fn a_stopped_kms_fails_clearly_and_a_live_mount_keeps_serving() {
     umount(&env, g);
     fails(&env, &cfg, &["mount", s(&env.store), s(&mnt)], &unreachable);
 
-    let started = kms_dev("start");
-    assert!(started.status.success());
+    k.restart();
     let g = mount(&env, &cfg, &mnt);
     assert_eq!(
         std::fs::read(mnt.join("after")).expect("read"),

@@ -88,7 +88,6 @@ pub struct Chain {
     secrets: Box<dyn Secrets>,
     keystore: OnceCell<Keystore>,
     identity: OnceCell<HostIdentity>,
-    listing: OnceCell<Option<Listing>>,
     kms: OnceCell<KmsProvider>,
 }
 
@@ -99,7 +98,6 @@ impl Chain {
             secrets,
             keystore: OnceCell::new(),
             identity: OnceCell::new(),
-            listing: OnceCell::new(),
             kms: OnceCell::new(),
         }
     }
@@ -112,11 +110,11 @@ impl Chain {
         &self.settings.keystore_dir
     }
 
-    /// What the keystore holds, read without the passphrase; None when there is none.
-    pub fn listing(&self) -> Option<&Listing> {
-        self.listing
-            .get_or_init(|| Keystore::public_listing(self.keystore_dir()).ok())
-            .as_ref()
+    /// What the keystore holds, read without the passphrase; None when there is none. Read
+    /// afresh each time: a command may add keys between two lookups (a rotation, then an
+    /// export in the same program).
+    pub fn listing(&self) -> Option<Listing> {
+        Keystore::public_listing(self.keystore_dir()).ok()
     }
 
     pub fn keystore_exists(&self) -> bool {
@@ -222,7 +220,7 @@ impl Chain {
         attempts: &mut Attempts,
     ) -> Result<Option<(MasterKey, String)>, KeyError> {
         let who = format!("keystore {}", self.keystore_dir().display());
-        let listed = match self.listing() {
+        let listed = match &self.listing() {
             None => {
                 attempts.0.push(Attempt {
                     provider: who,

@@ -5,6 +5,8 @@
 #![allow(dead_code)]
 
 pub mod attacker;
+pub mod keyservers;
+pub mod kms;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,0 +1,132 @@
+//! Key servers for tests: a host with its certificate, a running `coffer keyserver` that is
+//! killed on drop, free ports, grants, and polling for a state with a bound.
+
+use std::fs;
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{s, Env, Host};
+
+/// A host with its certificate made (`coffer keys cert`).
+pub struct CertHost {
+    pub host: Host,
+    pub pem: PathBuf,
+    pub fp: String,
+}
+
+impl std::ops::Deref for CertHost {
+    type Target = Host;
+    fn deref(&self) -> &Host {
+        &self.host
+    }
+}
+
+impl CertHost {
+    pub fn new(env: &Env, name: &str) -> CertHost {
+        let host = Host::new(env, name);
+        let pem = env.path(&format!("{name}.pem"));
+        let fp = host
+            .ok(&["keys", "cert", "--out", s(&pem)])
+            .trim()
+            .to_string();
+        CertHost { host, pem, fp }
+    }
+    pub fn has_key(&self, key_id: &str) -> bool {
+        self.key_ids().iter().any(|k| k == key_id)
+    }
+}
+
+/// A running key server; killed on drop.
+pub struct Server {
+    child: Child,
+    pub port: u16,
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+impl Server {
+    pub fn start(env: &Env, host: &CertHost, port: u16, extra: &[String]) -> Server {
+        let mut args = vec![
+            "keyserver".to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--keystore".into(),
+            host.keystore.display().to_string(),
+            "--passphrase-file".into(),
+            host.pass.display().to_string(),
+        ];
+        args.extend_from_slice(extra);
+        let log = env.path(&format!("server-{}.log", host.name));
+        Server::spawn(args, port, log)
+    }
+    pub fn spawn(args: Vec<String>, port: u16, log: PathBuf) -> Server {
+        let out = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log");
+        let child = Command::new(super::bin())
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("keyserver");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "key server on {port} did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Server {
+            child,
+            port,
+            args,
+            log,
+        }
+    }
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+    pub fn restart(&mut self) {
+        self.stop();
+        *self = Server::spawn(self.args.clone(), self.port, self.log.clone());
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+pub fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < limit,
+            "{what} did not happen within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    start.elapsed()
+}
+
+pub fn grant(h: &CertHost, rights: &str) -> [String; 2] {
+    ["--grant".into(), format!("{}={rights}", h.fp)]
+}
