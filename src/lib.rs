@@ -24,6 +24,7 @@ pub mod fsck;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod keys;
+pub mod mountinfo;
 pub mod server;
 pub mod store;
 pub mod within;

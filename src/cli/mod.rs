@@ -1,6 +1,7 @@
 //! The command line: one file per subcommand. Errors reach the user as one line on stderr.
 
 mod credential;
+mod daemon;
 mod fsck;
 mod info;
 mod init;
@@ -8,7 +9,7 @@ mod keys;
 mod keyserver;
 mod logging;
 mod mount;
-mod mountinfo;
+
 mod recover;
 mod umount;
 mod unlock;

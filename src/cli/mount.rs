@@ -5,16 +5,14 @@
 //! daemon reports through a pipe once the kernel has accepted the mount, so `coffer mount`
 //! returns only when the filesystem is serving.
 
-use std::io::{Read, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use clap::Args;
 
+use super::daemon;
 use super::unlock::chain_with;
 use super::{init_logging, CliResult, Failure, KeyOpts};
-use crate::fs::{CofferFs, MountConfig};
+use crate::fs::MountConfig;
 use crate::keys::{
     self,
     unlock::{BackupOnlyWhy, Unlocked},
@@ -208,237 +206,62 @@ pub fn run(a: MountArgs) -> CliResult {
         writeback_cache: !a.no_writeback_cache,
         backup_only,
     };
-    let mode = if backup_only {
-        "backup-only"
-    } else {
-        "read-write"
+    let mode = match (a.read_only, backup_only) {
+        (true, _) => "read-only",
+        (false, true) => "backup-only",
+        (false, false) => "read-write",
     };
-    let mode = if a.read_only { "read-only" } else { mode };
-    if a.foreground {
-        init_logging(a.log.as_deref(), "info")?;
-        if let Some(n) = &note {
+    let mount = Daemon {
+        store,
+        mnt,
+        cfg,
+        lock,
+        mode,
+        note,
+    };
+    match a.foreground {
+        true => {
+            init_logging(a.log.as_deref(), "info")?;
+            mount.serve(None).map(|_| 0)
+        }
+        false => daemon::run(&log, |report| {
+            if let Err(e) = init_logging(Some(&log), "info") {
+                return Err((
+                    Some(report),
+                    format!("cannot open log {}: {e}", log.display()),
+                ));
+            }
+            mount.serve(Some(report)).map_err(|f| (None, f.message))
+        }),
+    }
+}
+
+/// What the mount daemon serves, and how it says so.
+struct Daemon {
+    store: OpenStore,
+    mnt: PathBuf,
+    cfg: MountConfig,
+    lock: StoreLock,
+    mode: &'static str,
+    note: Option<String>,
+}
+
+impl Daemon {
+    /// Serve until unmounted; `report` (the pipe to `coffer mount`) hears "ok" once the
+    /// kernel accepted the mount, or the error that stopped it before.
+    fn serve(self, report: Option<std::fs::File>) -> Result<(), Failure> {
+        if let Some(n) = &self.note {
             tracing::warn!("{n}");
         }
-        lock.record(std::process::id(), &mnt.display().to_string(), mode);
-        return serve(store, &mnt, cfg, None).map(|_| 0);
-    }
-    // Logging for the daemon is set up after the fork, in the child.
-    let mut fds = [0; 2];
-    // SAFETY: fds is an array of two ints, as pipe2 requires.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(Failure::from(std::io::Error::last_os_error()));
-    }
-    // SAFETY: pipe2 returned two fresh descriptors that nothing else owns.
-    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    // SAFETY: no other thread exists yet in this process (the catalog writer, rayon and the
-    // FUSE workers all start in the child), so the child inherits a consistent state.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(Failure::from(std::io::Error::last_os_error()));
-    }
-    if pid > 0 {
-        drop(wr);
-        let mut msg = String::new();
-        let _ = std::fs::File::from(rd).read_to_string(&mut msg);
-        // The parent leaves without running destructors: the child owns the store now.
-        return match msg.strip_prefix("ok") {
-            Some(_) => Ok(0),
-            None if msg.is_empty() => Err(Failure::from(format!(
-                "the mount daemon exited before mounting; see {}",
-                log.display()
-            ))),
-            None => Err(Failure::from(
-                msg.trim_start_matches("error: ").trim().to_string(),
-            )),
-        };
-    }
-    drop(rd);
-    daemonize();
-    let mut report = std::fs::File::from(wr);
-    if let Err(e) = init_logging(Some(&log), "info") {
-        let _ = write!(report, "error: cannot open log {}: {e}", log.display());
-        // SAFETY: _exit ends the child without running the parent's destructors.
-        unsafe { libc::_exit(2) };
-    }
-    if let Some(n) = &note {
-        tracing::warn!("{n}");
-    }
-    lock.record(std::process::id(), &mnt.display().to_string(), mode);
-    let code = match serve(store, &mnt, cfg, Some(report)) {
-        Ok(()) => 0,
-        Err(f) => {
-            tracing::error!("{}", f.message);
-            2
-        }
-    };
-    drop(lock);
-    std::process::exit(code);
-}
-
-/// Detach from the terminal: new session, standard streams to /dev/null, exact modes.
-fn daemonize() {
-    // SAFETY: setsid, umask, open and dup2 have no memory-safety preconditions here.
-    unsafe {
-        libc::setsid();
-        libc::umask(0);
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-        if null >= 0 {
-            for fd in 0..3 {
-                libc::dup2(null, fd);
-            }
-            if null > 2 {
-                libc::close(null);
-            }
-        }
-    }
-}
-
-fn serve(
-    store: OpenStore,
-    mnt: &Path,
-    cfg: MountConfig,
-    mut ready: Option<std::fs::File>,
-) -> Result<(), Failure> {
-    let fail = |ready: &mut Option<std::fs::File>, msg: String| {
-        if let Some(r) = ready.as_mut() {
-            let _ = write!(r, "error: {msg}");
-        }
-        Failure::from(msg)
-    };
-    if let Err(e) = store.start_catalog_writer() {
-        return Err(fail(
-            &mut ready,
-            format!("cannot start the catalog writer: {e}"),
-        ));
-    }
-    raise_fd_limit();
-    let source = format!("coffer:{}", store.root.display());
-    let store = Arc::new(store);
-    let fs = match CofferFs::new(store.clone(), cfg.clone()) {
-        Ok(fs) => fs,
-        Err(e) => {
-            return Err(fail(
-                &mut ready,
-                format!("cannot open the store's data directory: {e:?}"),
-            ))
-        }
-    };
-    let mut options = vec![
-        fuser::MountOption::FSName(source),
-        fuser::MountOption::Subtype("coffer".into()),
-        fuser::MountOption::DefaultPermissions,
-        fuser::MountOption::NoDev,
-        fuser::MountOption::NoSuid,
-    ];
-    if cfg.read_only {
-        options.push(fuser::MountOption::RO);
-    }
-    let mut config = fuser::Config::default();
-    config.mount_options = options;
-    config.acl = if cfg.allow_other {
-        fuser::SessionACL::All
-    } else {
-        fuser::SessionACL::Owner
-    };
-    config.n_threads = Some(cfg.threads);
-    config.clone_fd = true;
-    let mut session = match fuser::Session::new(fs, mnt, &config) {
-        Ok(s) => s,
-        Err(e) => {
-            let hint = if e.kind() == std::io::ErrorKind::PermissionDenied && cfg.allow_other {
-                " (--allow-other needs user_allow_other in /etc/fuse.conf)"
-            } else {
-                ""
-            };
-            // Nothing was written through a mount that never served; the mount error is the one
-            // to report.
-            let _ = store.catalog_close();
-            return Err(fail(
-                &mut ready,
-                format!("cannot mount on {}: {e}{hint}", mnt.display()),
-            ));
-        }
-    };
-    tracing::info!("serving {} on {}", store.root.display(), mnt.display());
-    raise_readahead(mnt);
-    if let Some(mut r) = ready.take() {
-        let _ = r.write_all(b"ok");
-    }
-    // SIGTERM, SIGINT and SIGHUP unmount cleanly: the session loop then ends and the
-    // filesystem's destroy() flushes the catalog.
-    let mut unmounter = session.unmount_callable();
-    let mnt_owned = mnt.to_path_buf();
-    match signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT, libc::SIGHUP]) {
-        Ok(mut signals) => {
-            let _ = std::thread::Builder::new()
-                .name("coffer-signals".into())
-                .spawn(move || {
-                    if let Some(sig) = signals.forever().next() {
-                        tracing::info!("signal {sig}: unmounting {}", mnt_owned.display());
-                        if let Err(e) = unmounter.unmount() {
-                            tracing::warn!("unmount failed ({e}); detaching lazily");
-                            lazy_unmount(&mnt_owned);
-                        }
-                    }
-                });
-        }
-        Err(e) => tracing::warn!("cannot install signal handlers: {e}"),
-    }
-    let result = session.run();
-    drop(store);
-    result.map_err(|e| Failure::from(format!("FUSE session ended with an error: {e}")))
-}
-
-/// Readahead for the mount, in KiB: the kernel gives FUSE mounts 128 KiB and caps what the
-/// filesystem asks for in init() at that, so only the mount's sysfs entry can raise it. With
-/// 1 MiB, cold sequential reads arrive as 1 MiB requests that the pool decrypts in parallel:
-/// 1,830 against 1,359 MB/s here (docs/benchmarks.md). Needs root; otherwise the default stays.
-const READAHEAD_KB: u32 = 1024;
-
-fn raise_readahead(mnt: &Path) {
-    // The device comes from mountinfo: a stat() of the mount point would be a FUSE request,
-    // and the session loop that answers it has not started yet.
-    let Some(dev) = super::mountinfo::mounts()
-        .into_iter()
-        .rev()
-        .find(|m| m.point == mnt)
-        .map(|m| m.device)
-    else {
-        tracing::info!("readahead stays at the kernel's default (mount not in mountinfo)");
-        return;
-    };
-    let bdi = format!("/sys/class/bdi/{dev}/read_ahead_kb");
-    match std::fs::write(&bdi, READAHEAD_KB.to_string()) {
-        Ok(()) => tracing::debug!("readahead {READAHEAD_KB} KiB via {bdi}"),
-        Err(e) => tracing::info!("readahead stays at the kernel's default ({bdi}: {e})"),
-    }
-}
-
-fn lazy_unmount(mnt: &Path) {
-    use std::os::unix::ffi::OsStrExt;
-    if let Ok(c) = std::ffi::CString::new(mnt.as_os_str().as_bytes()) {
-        // SAFETY: c is NUL-terminated.
-        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
-            let _ = std::process::Command::new("fusermount3")
-                .arg("-uz")
-                .arg(mnt)
-                .status();
-        }
-    }
-}
-
-/// Directory descriptors are cached up to a quarter of the soft limit: raise it to the hard
-/// limit. Files hold no descriptor unless open, so the hard limit itself is left alone.
-fn raise_fd_limit() {
-    let mut r = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: r is a valid rlimit to fill and then to pass back.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
-            r.rlim_cur = r.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
-        }
+        let point = self.mnt.display().to_string();
+        self.lock.record(std::process::id(), &point, self.mode);
+        let report = std::cell::RefCell::new(report);
+        let serving = || daemon::ready(report.borrow_mut().take());
+        let served = crate::fs::serve(self.store, &self.mnt, self.cfg, serving);
+        drop(self.lock);
+        served.map_err(|e| {
+            daemon::failed(report.borrow_mut().take(), &e.to_string());
+            Failure::from(e)
+        })
     }
 }

@@ -20,7 +20,7 @@ pub struct UmountArgs {
 
 /// A mount of coffer's in /proc/self/mountinfo: (mount point, store path).
 pub fn find_mount(mnt: &Path) -> Option<(PathBuf, PathBuf)> {
-    super::mountinfo::mounts().into_iter().find_map(|m| {
+    crate::mountinfo::mounts().into_iter().find_map(|m| {
         let store = m.source.strip_prefix("coffer:")?;
         (m.point == mnt && m.fstype.starts_with("fuse")).then(|| (m.point.clone(), store.into()))
     })

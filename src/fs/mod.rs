@@ -10,6 +10,7 @@ mod dirops;
 mod file;
 mod inodes;
 mod ops;
+mod session;
 mod sys;
 
 use std::collections::HashMap;
@@ -22,6 +23,7 @@ use fuser::{Errno, FileAttr, FileType, INodeNo};
 
 pub use file::OpenFile;
 use inodes::Inode;
+pub use session::{serve, ServeError};
 
 use crate::format::{
     plain_len_from_cipher, symlink_plain_len, BlockGeometry, StoredName, DIRIV_LEN, DIRIV_NAME,

@@ -106,7 +106,6 @@ fn init_kms(
     want_credential: bool,
 ) -> Result<(Descriptor, Option<BackupCredential>), KeyError> {
     let kms = chain.kms()?;
-    let (client, audit) = (kms.client()?, kms.audit());
     let store_id = crate::crypto::random_id();
     let labels = KeyLabels {
         store_id: hex::encode(store_id),
@@ -115,78 +114,97 @@ fn init_kms(
         copy: new.options.copy.clone(),
     };
     let endpoint = kms.config().endpoint();
-    let uid = match client.create_master(&labels) {
+    let uid = match kms.client().and_then(|c| c.create_master(&labels)) {
         Ok(uid) => uid,
         Err(e) => {
             let why = format!("failed: {e}");
-            audit.refusal(
-                "kms-create",
-                None,
-                Some(&labels.store_id),
-                None,
-                &why,
-                Some(&endpoint),
-            );
+            let sid = Some(labels.store_id.as_str());
+            kms.audit()
+                .refusal("kms-create", None, sid, None, &why, Some(&endpoint));
             return Err(e.into());
         }
     };
-    let detail = format!("uid {uid} at {endpoint}");
-    let activated = std::cell::Cell::new(false);
-    let credential = std::cell::RefCell::new(None);
-    let result = (|| -> Result<Descriptor, KeyError> {
-        let key = client.get_master(&uid)?;
-        let key_id = crate::crypto::master_key_id(&key);
-        audit.record(
-            "kms-create",
-            Some(&key_id),
-            Some(&labels.store_id),
-            "ok",
-            Some(&detail),
-        )?;
-        let first = FirstMaster {
-            store_id,
-            key,
-            uid: Some(uid.clone()),
-        };
-        let save = Box::new(|desc: &Descriptor, master: &MasterKey| {
-            if want_credential {
-                let keys = store::unlock_keys(desc, master)?;
-                *credential.borrow_mut() = Some(credential_of(desc, keys)?);
-            }
-            client.activate(&uid)?;
-            activated.set(true);
-            let rec = desc.current_master();
-            audit.record(
-                "kms-activate",
-                Some(&rec.key_id),
-                Some(&desc.store_id),
-                "ok",
-                Some(&detail),
-            )?;
-            Ok(())
-        });
-        let seal = Box::new(
-            |desc: &Descriptor, master: &MasterKey| match &new.recovery {
-                Some((pk, pem)) => seal_recovery(desc, master, pk, pem, audit)
-                    .map(Some)
-                    .map_err(|e| e.into()),
-                None => Ok(None),
-            },
-        );
-        let mut o = new.options.clone();
-        o.kms = Some(endpoint.clone());
-        Ok(store::init(&new.root, &o, first, save, seal)?)
-    })();
-    match result {
-        Ok(desc) => Ok((desc, credential.into_inner())),
+    let made = KmsKey {
+        kms,
+        uid: &uid,
+        detail: format!("uid {uid} at {endpoint}"),
+        activated: std::cell::Cell::new(false),
+        credential: std::cell::RefCell::new(None),
+    };
+    match build_kms_store(new, store_id, &made, want_credential) {
+        Ok(desc) => Ok((desc, made.credential.into_inner())),
         // Nothing refers to the key: take it out of the KMS again.
         Err(e) => Err(super::versions::undo_kms_key(
             kms,
             &labels.store_id,
             &uid,
-            activated.get(),
+            made.activated.get(),
             e,
-            &detail,
+            &made.detail,
         )),
     }
+}
+
+/// A master key the KMS made for a new store, and what happened to it since.
+struct KmsKey<'a> {
+    kms: &'a super::kms::KmsProvider,
+    uid: &'a str,
+    detail: String,
+    activated: std::cell::Cell<bool>,
+    credential: std::cell::RefCell<Option<BackupCredential>>,
+}
+
+/// Build the store under the KMS's key `made`; the key is activated (audited) just before
+/// the descriptor is written, and a backup credential made from the keys if wanted.
+fn build_kms_store(
+    new: &NewStore,
+    store_id: [u8; 16],
+    made: &KmsKey<'_>,
+    want_credential: bool,
+) -> Result<Descriptor, KeyError> {
+    let (client, audit) = (made.kms.client()?, made.kms.audit());
+    let key = client.get_master(made.uid)?;
+    let key_id = crate::crypto::master_key_id(&key);
+    let sid = hex::encode(store_id);
+    audit.record(
+        "kms-create",
+        Some(&key_id),
+        Some(&sid),
+        "ok",
+        Some(&made.detail),
+    )?;
+    let first = FirstMaster {
+        store_id,
+        key,
+        uid: Some(made.uid.to_string()),
+    };
+    let save = Box::new(|desc: &Descriptor, master: &MasterKey| {
+        if want_credential {
+            let keys = store::unlock_keys(desc, master)?;
+            *made.credential.borrow_mut() = Some(credential_of(desc, keys)?);
+        }
+        client.activate(made.uid)?;
+        made.activated.set(true);
+        let rec = desc.current_master();
+        let sid = Some(desc.store_id.as_str());
+        audit.record(
+            "kms-activate",
+            Some(&rec.key_id),
+            sid,
+            "ok",
+            Some(&made.detail),
+        )?;
+        Ok(())
+    });
+    let seal = Box::new(
+        |desc: &Descriptor, master: &MasterKey| match &new.recovery {
+            Some((pk, pem)) => seal_recovery(desc, master, pk, pem, audit)
+                .map(Some)
+                .map_err(|e| e.into()),
+            None => Ok(None),
+        },
+    );
+    let mut o = new.options.clone();
+    o.kms = Some(made.kms.config().endpoint());
+    Ok(store::init(&new.root, &o, first, save, seal)?)
 }

@@ -7,7 +7,8 @@ use base64::Engine;
 use serde_json::json;
 
 use super::{ApiError, KeyServer, VIA};
-use crate::keys::transport::{self, Contents};
+use crate::keys::hierarchy::client::{Client, Response};
+use crate::keys::transport::{self, Contents, ExportedKey};
 
 impl KeyServer {
     /// This server's fingerprint and its ancestors', top last.
@@ -48,41 +49,7 @@ impl KeyServer {
             // KeyServer::new refuses a parent without its pinned certificate.
             return Ok(0);
         };
-        let own = &self.identity.fingerprint;
-        let refused = |r: &crate::keys::hierarchy::client::Response| ApiError::ParentRefused {
-            status: 502,
-            error: parent.refusal(r),
-        };
-        let r = parent.request(
-            Some(&self.identity),
-            "GET",
-            "/v1/chain",
-            &[(VIA, own.clone())],
-            None,
-        )?;
-        if r.status != 200 {
-            return Err(refused(&r));
-        }
-        if r.body["chain"]
-            .as_array()
-            .is_some_and(|c| c.iter().any(|x| x.as_str() == Some(own)))
-        {
-            return Err(ApiError::Cycle(own.clone()));
-        }
-        let r = parent.request(Some(&self.identity), "GET", "/v1/keys", &[], None)?;
-        if r.status != 200 {
-            return Err(refused(&r));
-        }
-        let theirs: Vec<&str> = r.body["keys"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|x| x.as_str()).collect())
-            .unwrap_or_default();
-        let mut missing = Vec::new();
-        for e in self.ks.entries()? {
-            if !theirs.contains(&e.key_id.as_str()) {
-                missing.extend(self.local_key(&e.key_id)?);
-            }
-        }
+        let missing = self.missing_up(parent)?;
         if missing.is_empty() {
             return Ok(0);
         }
@@ -107,16 +74,10 @@ impl KeyServer {
         let pushed = parent
             .request(Some(&self.identity), "POST", "/v1/keys", &[], Some(&body))
             .map_err(ApiError::from)
-            .and_then(|r| {
-                if r.status == 200 {
-                    Ok(())
-                } else {
-                    Err(refused(&r))
-                }
-            });
+            .and_then(|r| ok_or_refused(parent, &r).map(|_| ()));
         if let Err(e) = pushed {
+            let why = e.to_string();
             for (id, store) in &ids {
-                let why = e.to_string();
                 self.audit.refusal(
                     "push-up",
                     Some(id),
@@ -129,5 +90,47 @@ impl KeyServer {
             return Err(e);
         }
         Ok(ids.len())
+    }
+
+    /// The keys of this keystore that the parent lacks, once the parent's chain is shown not
+    /// to hold this server (a push into a tree containing itself is refused).
+    fn missing_up(&self, parent: &Client) -> Result<Vec<ExportedKey>, ApiError> {
+        let own = &self.identity.fingerprint;
+        let via = [(VIA, own.clone())];
+        let r = parent.request(Some(&self.identity), "GET", "/v1/chain", &via, None)?;
+        let chain = ok_or_refused(parent, &r)?;
+        if chain["chain"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|x| x.as_str() == Some(own)))
+        {
+            return Err(ApiError::Cycle(own.clone()));
+        }
+        let r = parent.request(Some(&self.identity), "GET", "/v1/keys", &[], None)?;
+        let theirs: Vec<String> = ok_or_refused(parent, &r)?["keys"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut missing = Vec::new();
+        for e in self.ks.entries()? {
+            if !theirs.contains(&e.key_id) {
+                missing.extend(self.local_key(&e.key_id)?);
+            }
+        }
+        Ok(missing)
+    }
+}
+
+/// The body of a 200 answer, or the parent's refusal.
+fn ok_or_refused<'a>(parent: &Client, r: &'a Response) -> Result<&'a serde_json::Value, ApiError> {
+    match r.status {
+        200 => Ok(&r.body),
+        _ => Err(ApiError::ParentRefused {
+            status: 502,
+            error: parent.refusal(r),
+        }),
     }
 }
