@@ -69,6 +69,9 @@ impl Walk<'_> {
         r
     }
 
+    /// The catalog against the files found: every file recorded as its header says, no
+    /// record without its file, and every batch in use recorded both in the catalog and in
+    /// batches/.
     pub(super) fn cross_check(&mut self) {
         let catalog = self.store.catalog.clone();
         let records: HashMap<[u8; 16], FileRecord> = match catalog.files() {
@@ -81,8 +84,21 @@ impl Walk<'_> {
             }
         };
         let files = std::mem::take(&mut self.files);
+        self.file_records(&files, &records);
+        // Every batch in use must be recorded in both places.
+        let used: HashSet<[u8; 16]> = files.values().map(|r| r.batch_id).collect();
+        for b in used {
+            self.batch_records(&catalog, b);
+        }
+    }
+
+    fn file_records(
+        &mut self,
+        files: &HashMap<[u8; 16], FileRecord>,
+        records: &HashMap<[u8; 16], FileRecord>,
+    ) {
         let cat = Path::new(CATALOG);
-        for (id, rec) in &files {
+        for (id, rec) in files {
             let what = match records.get(id) {
                 None => "has no record",
                 Some(r) if r != rec => "record differs from the file header or length",
@@ -105,56 +121,47 @@ impl Walk<'_> {
                 self.problem(cat, "", msg);
             }
         }
-        // Every batch in use must be recorded in both places.
-        let used: HashSet<[u8; 16]> = files.values().map(|r| r.batch_id).collect();
-        for b in used {
-            let in_cat = matches!(catalog.batch(&b), Ok(Some(_)));
-            let file = self.store.root.join(BATCHES).join(hex::encode(b));
-            let on_disk = std::fs::symlink_metadata(&file).is_ok();
-            match (in_cat, on_disk) {
-                (true, true) => {}
-                (false, true) if self.opts.repair => {
-                    let root = &self.store.root;
-                    let ok = crate::store::read_batch_file(root, &b)
-                        .ok()
-                        .is_some_and(|wrapped| {
-                            catalog
-                                .put_batch(
-                                    &b,
-                                    &BatchRecord {
-                                        wrapped,
-                                        created: crate::unix_now(),
-                                    },
-                                )
-                                .is_ok()
-                        });
-                    if ok {
-                        self.fixed(
-                            cat,
-                            format!("batch {} restored from batches/", hex::encode(b)),
-                        );
-                    }
+    }
+
+    /// Batch `b`, in use: recorded in the catalog and in batches/, or restored from the one
+    /// to the other (with repair), or reported.
+    fn batch_records(&mut self, catalog: &Catalog, b: [u8; 16]) {
+        let cat = Path::new(CATALOG);
+        let root = self.store.root.clone();
+        let name = hex::encode(b);
+        let in_cat = matches!(catalog.batch(&b), Ok(Some(_)));
+        let on_disk = std::fs::symlink_metadata(root.join(BATCHES).join(&name)).is_ok();
+        match (in_cat, on_disk) {
+            (true, true) => {}
+            (false, true) if self.opts.repair => {
+                let ok = crate::store::read_batch_file(&root, &b)
+                    .ok()
+                    .is_some_and(|wrapped| {
+                        let rec = BatchRecord {
+                            wrapped,
+                            created: crate::unix_now(),
+                        };
+                        catalog.put_batch(&b, &rec).is_ok()
+                    });
+                if ok {
+                    self.fixed(cat, format!("batch {name} restored from batches/"));
                 }
-                (true, false) if self.opts.repair => {
-                    let root = &self.store.root;
-                    let ok = matches!(catalog.batch(&b), Ok(Some(r)) if crate::store::write_batch_file(root, &b, &r.wrapped).is_ok());
-                    if ok {
-                        self.fixed(
-                            Path::new(BATCHES),
-                            format!("batch {} restored from the catalog", hex::encode(b)),
-                        );
-                    }
+            }
+            (true, false) if self.opts.repair => {
+                let ok = matches!(catalog.batch(&b), Ok(Some(r))
+                    if crate::store::write_batch_file(&root, &b, &r.wrapped).is_ok());
+                if ok {
+                    let why = format!("batch {name} restored from the catalog");
+                    self.fixed(Path::new(BATCHES), why);
                 }
-                (false, false) => self.problem(
-                    cat,
-                    "",
-                    format!("batch {} is lost: its files cannot be read", hex::encode(b)),
-                ),
-                _ => self.problem(
-                    cat,
-                    "",
-                    format!("batch {} is recorded in one place only", hex::encode(b)),
-                ),
+            }
+            (false, false) => {
+                let why = format!("batch {name} is lost: its files cannot be read");
+                self.problem(cat, "", why)
+            }
+            _ => {
+                let why = format!("batch {name} is recorded in one place only");
+                self.problem(cat, "", why)
             }
         }
     }

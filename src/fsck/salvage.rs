@@ -54,117 +54,158 @@ impl Salvaged {
     }
 }
 
-pub fn salvage_file(store: &OpenStore, path: &Path) -> Result<Salvaged, String> {
-    let f = super::open_in_store(store, path, libc::O_RDWR)?;
-    let header = super::read_header(store, &f)?;
-    let key = store
-        .file_key(&header)
-        .map_err(|e| format!("cannot salvage: the file key does not unwrap ({e})"))?;
-    let cipher = BlockCipher::new(key.secret());
-    let g = BlockGeometry::new(header.block_shift);
-    let bs = g.block_size();
-    let stride = bs + BLOCK_OVERHEAD as u64;
-    let clen = f.metadata().map_err(|e| e.to_string())?.len();
-    let body = clen.saturating_sub(HEADER_LEN as u64);
-    // The ciphertext size of each block present; a tail too short to be a block goes.
-    let mut sizes = vec![stride; (body / stride) as usize];
-    let tail = body % stride;
-    if tail > BLOCK_OVERHEAD as u64 || (tail == BLOCK_OVERHEAD as u64 && sizes.is_empty()) {
-        sizes.push(tail);
-    }
-    // A dropped tail held no plaintext (it was shorter than a block's overhead).
-    let mut cut = 0;
+/// A file being salvaged: its blocks' ciphertext sizes, and each block's plaintext and
+/// final flag where it authenticates either way.
+struct Salvage {
+    f: std::fs::File,
+    header: Header,
+    cipher: BlockCipher,
+    g: BlockGeometry,
+    sizes: Vec<u64>,
+    plains: Vec<Option<(Vec<u8>, bool)>>,
+    /// Bytes cut off the end.
+    cut: u64,
+}
 
-    // Plaintext of every block and whether it was sealed as final; None where it does not
-    // authenticate either way.
-    let mut plains: Vec<Option<(Vec<u8>, bool)>> = Vec::with_capacity(sizes.len());
-    for (i, &size) in sizes.iter().enumerate() {
-        let idx = i as u64;
-        let last = i + 1 == sizes.len();
-        let mut buf = vec![0u8; size as usize];
-        f.read_exact_at(&mut buf, g.block_to_cipher_off(idx))
-            .map_err(|e| format!("read failed: {e}"))?;
-        let mut copy = buf.clone();
-        let got = match open_block(&cipher, &header.file_id, idx, last, &mut buf) {
-            Ok(p) => Some((p.to_vec(), last)),
-            // Sealed with the other flag: an old final block followed by appended blocks,
-            // or a block that was to be final.
-            Err(_) => open_block(&cipher, &header.file_id, idx, !last, &mut copy)
-                .ok()
-                .map(|p| (p.to_vec(), !last)),
-        };
-        plains.push(got);
-    }
-    // A damaged end: the real last block may sit in front of bytes appended after it (try
-    // it at every shorter length, as a final block); else it is cut off, not made zeros.
-    while plains.last().is_some_and(|p| p.is_none()) {
-        let i = sizes.len() - 1;
-        let idx = i as u64;
-        let mut buf = vec![0u8; sizes[i] as usize];
-        f.read_exact_at(&mut buf, g.block_to_cipher_off(idx))
-            .map_err(|e| format!("read failed: {e}"))?;
-        let found = (BLOCK_OVERHEAD..buf.len()).rev().find_map(|l| {
-            let mut b = buf[..l].to_vec();
-            open_block(&cipher, &header.file_id, idx, true, &mut b)
-                .ok()
-                .map(|p| p.to_vec())
-        });
-        match found {
-            Some(p) => {
-                cut += sizes[i] - (p.len() + BLOCK_OVERHEAD) as u64;
-                sizes[i] = (p.len() + BLOCK_OVERHEAD) as u64;
-                plains[i] = Some((p, true));
-                break;
-            }
-            None => {
-                // Cut off, and try the block before it; with none left the file is empty.
-                cut += sizes.pop().unwrap_or(0);
-                plains.pop();
-            }
+/// Keep every block that still authenticates, cut a damaged end, turn a damaged block inside
+/// the file into zeros, and re-seal final flags where the file now ends.
+pub fn salvage_file(store: &OpenStore, path: &Path) -> Result<Salvaged, String> {
+    let mut s = Salvage::open(store, path)?;
+    s.read_blocks()?;
+    s.trim_damaged_end()?;
+    s.reseal()
+}
+
+impl Salvage {
+    fn open(store: &OpenStore, path: &Path) -> Result<Salvage, String> {
+        let f = super::open_in_store(store, path, libc::O_RDWR)?;
+        let header = super::read_header(store, &f)?;
+        let key = store
+            .file_key(&header)
+            .map_err(|e| format!("cannot salvage: the file key does not unwrap ({e})"))?;
+        let g = BlockGeometry::new(header.block_shift);
+        let stride = g.block_size() + BLOCK_OVERHEAD as u64;
+        let clen = f.metadata().map_err(|e| e.to_string())?.len();
+        let body = clen.saturating_sub(HEADER_LEN as u64);
+        // The ciphertext size of each block present; a tail too short to be a block goes
+        // (it held no plaintext: it was shorter than a block's overhead).
+        let mut sizes = vec![stride; (body / stride) as usize];
+        let tail = body % stride;
+        if tail > BLOCK_OVERHEAD as u64 || (tail == BLOCK_OVERHEAD as u64 && sizes.is_empty()) {
+            sizes.push(tail);
         }
+        Ok(Salvage {
+            f,
+            cipher: BlockCipher::new(key.secret()),
+            header,
+            g,
+            sizes,
+            plains: Vec::new(),
+            cut: 0,
+        })
     }
-    let n = sizes.len();
-    let mut zeroed = Vec::new();
-    let mut plain_len = 0;
-    for (i, (size, plain)) in sizes.iter().zip(&plains).enumerate() {
-        let idx = i as u64;
-        let last = i + 1 == n;
-        let len = size - BLOCK_OVERHEAD as u64;
-        // Re-sealed where it does not read, or where its final flag is wrong for where the
-        // file now ends.
-        let rewrite = match plain {
-            Some((_, sealed_last)) => *sealed_last != last,
-            None => true,
+
+    fn read_block(&self, idx: u64, len: u64) -> Result<Vec<u8>, String> {
+        let mut buf = vec![0u8; len as usize];
+        self.f
+            .read_exact_at(&mut buf, self.g.block_to_cipher_off(idx))
+            .map_err(|e| format!("read failed: {e}"))?;
+        Ok(buf)
+    }
+
+    /// Plaintext of every block and whether it was sealed as final; None where it does not
+    /// authenticate either way.
+    fn read_blocks(&mut self) -> Result<(), String> {
+        let id = self.header.file_id;
+        for (i, &size) in self.sizes.iter().enumerate() {
+            let idx = i as u64;
+            let last = i + 1 == self.sizes.len();
+            let mut buf = self.read_block(idx, size)?;
+            let mut copy = buf.clone();
+            let got = match open_block(&self.cipher, &id, idx, last, &mut buf) {
+                Ok(p) => Some((p.to_vec(), last)),
+                // Sealed with the other flag: an old final block followed by appended blocks,
+                // or a block that was to be final.
+                Err(_) => open_block(&self.cipher, &id, idx, !last, &mut copy)
+                    .ok()
+                    .map(|p| (p.to_vec(), !last)),
+            };
+            self.plains.push(got);
+        }
+        Ok(())
+    }
+
+    /// A damaged end: the real last block may sit in front of bytes appended after it (try it
+    /// at every shorter length, as a final block); else it is cut off, not made zeros.
+    fn trim_damaged_end(&mut self) -> Result<(), String> {
+        let id = self.header.file_id;
+        while self.plains.last().is_some_and(|p| p.is_none()) {
+            let i = self.sizes.len() - 1;
+            let idx = i as u64;
+            let buf = self.read_block(idx, self.sizes[i])?;
+            let found = (BLOCK_OVERHEAD..buf.len()).rev().find_map(|l| {
+                let mut b = buf[..l].to_vec();
+                open_block(&self.cipher, &id, idx, true, &mut b)
+                    .ok()
+                    .map(|p| p.to_vec())
+            });
+            let Some(p) = found else {
+                // Cut off, and try the block before it; with none left the file is empty.
+                self.cut += self.sizes.pop().unwrap_or(0);
+                self.plains.pop();
+                continue;
+            };
+            self.cut += self.sizes[i] - (p.len() + BLOCK_OVERHEAD) as u64;
+            self.sizes[i] = (p.len() + BLOCK_OVERHEAD) as u64;
+            self.plains[i] = Some((p, true));
+            break;
+        }
+        Ok(())
+    }
+
+    /// Re-seal each block that does not read (as zeros) or whose final flag is wrong for where
+    /// the file now ends; cut the file there and make it durable.
+    fn reseal(self) -> Result<Salvaged, String> {
+        let (g, id, n) = (self.g, self.header.file_id, self.sizes.len());
+        let bs = g.block_size();
+        let write = |idx: u64, last: bool, data: &[u8], size: usize| {
+            let mut out = vec![0u8; size];
+            seal_block(&self.cipher, &id, idx, last, data, &mut out);
+            self.f
+                .write_all_at(&out, g.block_to_cipher_off(idx))
+                .map_err(|e| format!("write failed: {e}"))
         };
-        if rewrite {
-            let data = match plain {
-                Some((p, _)) => p.clone(),
+        let mut zeroed = Vec::new();
+        let mut plain_len = 0;
+        for (i, (size, plain)) in self.sizes.iter().zip(&self.plains).enumerate() {
+            let (idx, last) = (i as u64, i + 1 == n);
+            let len = size - BLOCK_OVERHEAD as u64;
+            match plain {
+                Some((p, sealed_last)) if *sealed_last != last => {
+                    write(idx, last, p, *size as usize)?
+                }
+                Some(_) => {}
                 None => {
                     zeroed.push((idx * bs, idx * bs + len));
-                    vec![0u8; len as usize]
+                    write(idx, last, &vec![0u8; len as usize], *size as usize)?;
                 }
-            };
-            let mut out = vec![0u8; *size as usize];
-            seal_block(&cipher, &header.file_id, idx, last, &data, &mut out);
-            f.write_all_at(&out, g.block_to_cipher_off(idx))
-                .map_err(|e| format!("write failed: {e}"))?;
+            }
+            plain_len += len;
         }
-        plain_len += len;
+        if n == 0 {
+            // Only a header: give it its empty final block.
+            write(0, true, &[], BLOCK_OVERHEAD)?;
+        }
+        let blocks = self.sizes.iter().sum::<u64>().max(BLOCK_OVERHEAD as u64);
+        let f = &self.f;
+        f.set_len(HEADER_LEN as u64 + blocks)
+            .map_err(|e| format!("cannot cut: {e}"))?;
+        f.sync_all().map_err(|e| format!("cannot sync: {e}"))?;
+        Ok(Salvaged {
+            header: self.header,
+            plain_len,
+            zeroed,
+            cut: self.cut,
+        })
     }
-    if n == 0 {
-        // Only a header: give it its empty final block.
-        let mut out = vec![0u8; BLOCK_OVERHEAD];
-        seal_block(&cipher, &header.file_id, 0, true, &[], &mut out);
-        f.write_all_at(&out, HEADER_LEN as u64)
-            .map_err(|e| format!("write failed: {e}"))?;
-    }
-    let new_len = HEADER_LEN as u64 + sizes.iter().sum::<u64>().max(BLOCK_OVERHEAD as u64);
-    f.set_len(new_len).map_err(|e| format!("cannot cut: {e}"))?;
-    f.sync_all().map_err(|e| format!("cannot sync: {e}"))?;
-    Ok(Salvaged {
-        header,
-        plain_len,
-        zeroed,
-        cut,
-    })
 }

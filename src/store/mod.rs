@@ -11,6 +11,7 @@ mod init;
 mod keys;
 mod lock;
 mod open;
+pub mod summary;
 pub mod upgrade;
 
 use std::path::PathBuf;

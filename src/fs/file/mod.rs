@@ -6,7 +6,8 @@
 //! in parallel with rayon. Reads use pread, never a memory map: a concurrent truncate of the
 //! backing file would raise SIGBUS on a mapped page.
 
-use std::collections::HashMap;
+mod write;
+
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::RwLock;
@@ -17,8 +18,8 @@ use rayon::prelude::*;
 use crate::catalog::{CatalogOp, FileRecord};
 use crate::crypto::BlockCipher;
 use crate::format::{
-    blocks_for, cipher_len_for, open_block, plain_len_from_cipher, seal_block, seal_block_in_place,
-    BlockGeometry, Header, BLOCK_OVERHEAD, HEADER_LEN,
+    blocks_for, cipher_len_for, open_block, plain_len_from_cipher, seal_block, BlockGeometry,
+    Header, BLOCK_OVERHEAD, HEADER_LEN,
 };
 use crate::store::OpenStore;
 
@@ -286,116 +287,6 @@ impl OpenFile {
             let at = st.size;
             self.write_locked(st, at, &zeros)?;
         }
-        Ok(())
-    }
-
-    fn write_locked(&self, st: &mut FileState, off: u64, data: &[u8]) -> Result<(), Errno> {
-        if data.is_empty() {
-            return Ok(());
-        }
-        debug_assert!(off <= st.size);
-        let g = BlockGeometry::new(st.header.block_shift);
-        let bs = g.block_size();
-        let old_size = st.size;
-        let end = off + data.len() as u64;
-        let new_size = old_size.max(end);
-        let old_n = blocks_for(g, old_size);
-        let new_n = blocks_for(g, new_size);
-        let first = g.plain_off_to_block(off);
-        let last = g.plain_off_to_block(end - 1);
-        // A full final block that the write does not touch loses its final flag.
-        let start = if new_n > old_n && old_n - 1 < first {
-            old_n - 1
-        } else {
-            first
-        };
-
-        let stride = bs as usize + BLOCK_OVERHEAD;
-        let c0 = g.block_to_cipher_off(start);
-        // A write that grows the file needs new space, and on a full disk it can stop half
-        // way, after it has replaced the old last block (sealed as final) with its non-final
-        // successor. Keep the bytes it overwrites, to put the file back as it was; the old
-        // blocks it covers in part are then opened from this copy, not read again.
-        let old_clen = cipher_len_for(g, old_size);
-        let undo = if new_size > old_size && c0 < old_clen {
-            let mut b = vec![0u8; (old_clen - c0) as usize];
-            self.file.read_exact_at(&mut b, c0).map_err(|e| {
-                tracing::warn!("{}: read before an extending write failed: {e}", self.label);
-                Errno::from(e)
-            })?;
-            Some(b)
-        } else {
-            None
-        };
-
-        // Old plaintext of blocks that the write covers only in part.
-        let mut old: HashMap<u64, Vec<u8>> = HashMap::new();
-        for idx in start..=last {
-            let b0 = g.block_to_plain_off(idx);
-            let b1 = (b0 + bs).min(new_size);
-            let covered = off <= b0 && end >= b1;
-            if !covered && b0 < old_size {
-                let plain = match &undo {
-                    Some(u) => {
-                        let at = (g.block_to_cipher_off(idx) - c0) as usize;
-                        self.open_copy(st, g, idx, &u[at..(at + stride).min(u.len())])?
-                    }
-                    None => self.block_plain(st, g, idx)?,
-                };
-                old.insert(idx, plain);
-            }
-        }
-
-        let c1 = cipher_len_for(g, new_size).min(g.block_to_cipher_off(last + 1));
-        let mut out = vec![0u8; (c1 - c0) as usize];
-        let id = st.header.file_id;
-        let cipher = self.cipher(st)?;
-        let seal = |(i, chunk): (usize, &mut [u8])| {
-            let idx = start + i as u64;
-            let b0 = g.block_to_plain_off(idx);
-            let plen = chunk.len() - BLOCK_OVERHEAD;
-            let plain = &mut chunk[12..12 + plen];
-            if let Some(o) = old.get(&idx) {
-                let n = o.len().min(plen);
-                plain[..n].copy_from_slice(&o[..n]);
-            }
-            // Overlay the part of `data` that falls in this block.
-            let s = off.max(b0);
-            let e = end.min(b0 + plen as u64);
-            if s < e {
-                plain[(s - b0) as usize..(e - b0) as usize]
-                    .copy_from_slice(&data[(s - off) as usize..(e - off) as usize]);
-            }
-            seal_block_in_place(cipher, &id, idx, idx == new_n - 1, chunk);
-        };
-        if out.len() >= PARALLEL_BYTES {
-            out.par_chunks_mut(stride)
-                .with_min_len((TASK_BYTES / stride).max(1))
-                .enumerate()
-                .for_each(seal);
-        } else {
-            out.chunks_mut(stride).enumerate().for_each(seal);
-        }
-        if let Err(e) = self.file.write_all_at(&out, c0) {
-            tracing::warn!("{}: write failed: {e}", self.label);
-            if let Some(b) = undo {
-                let restored = self
-                    .file
-                    .write_all_at(&b, c0)
-                    .and_then(|_| self.file.set_len(old_clen));
-                if let Err(r) = restored {
-                    tracing::error!(
-                        "{}: could not put the file back after a failed write ({r}); its end \
-                         may read as EIO: run coffer fsck",
-                        self.label
-                    );
-                }
-            }
-            return Err(Errno::from(e));
-        }
-        // Only a new length goes to the catalog: an in-place write leaves it untouched.
-        st.len_dirty |= new_size != old_size;
-        st.size = new_size;
         Ok(())
     }
 
