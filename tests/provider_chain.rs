@@ -17,14 +17,24 @@ use common::{pattern, require_fuse, s, Env, Host, MountGuard};
 
 /// Run coffer as `h` with a KMS configuration (and nothing else from the environment).
 fn run_kms(h: &Host, cfg: &Path, args: &[&str]) -> Output {
-    Command::new(common::bin())
-        .args(args)
-        .env("COFFER_KEYSTORE", &h.keystore)
-        .env("COFFER_PASSPHRASE_FILE", &h.pass)
-        .env("COFFER_KMS_CONFIG", cfg)
-        .env_remove("COFFER_LOG")
-        .output()
-        .expect("coffer")
+    h.run_env(args, &[("COFFER_KMS_CONFIG", cfg)])
+}
+
+/// `from` exports the store's keys (through its chain, with `cfg` as its KMS configuration)
+/// to `to`'s certificate, and `to` imports them.
+fn hand_keys(env: &Env, from: &Host, cfg: &Path, store: &Path, to: &CertHost) {
+    let file = env.path(&format!("{}-to-{}.keys", from.name, to.name));
+    let args = [
+        "keys",
+        "export",
+        s(store),
+        "--recipient",
+        s(&to.pem),
+        "--out",
+        s(&file),
+    ];
+    ok_kms(from, cfg, &args);
+    to.ok(&["keys", "import", s(&file)]);
 }
 
 fn ok_kms(h: &Host, cfg: &Path, args: &[&str]) -> String {
@@ -114,21 +124,7 @@ fn a_kms_store_mounts_through_the_key_server_tree_while_its_kms_is_down() {
     ];
     let _leaf = Server::start(&env, &leaf, pl, &leaf_args);
     // The kms store's key reaches the leaf as an export from the KMS, like any key.
-    let file = env.path("to-leaf.keys");
-    ok_kms(
-        &admin,
-        &k.config,
-        &[
-            "keys",
-            "export",
-            s(&store),
-            "--recipient",
-            s(&leaf.pem),
-            "--out",
-            s(&file),
-        ],
-    );
-    leaf.ok(&["keys", "import", s(&file)]);
+    hand_keys(&env, &admin, &k.config, &store, &leaf);
     wait_for(
         "the kms store's key reaching the top",
         Duration::from_secs(30),
@@ -177,17 +173,7 @@ fn a_local_stores_key_only_on_a_key_server_and_providers_narrowed_or_reordered()
     );
     let store = env.path("store");
     owner.ok(&["init", s(&store), "--rsa-bits", "2048"]);
-    let file = env.path("to-srv.keys");
-    owner.ok(&[
-        "keys",
-        "export",
-        s(&store),
-        "--recipient",
-        s(&srv.pem),
-        "--out",
-        s(&file),
-    ]);
-    srv.ok(&["keys", "import", s(&file)]);
+    hand_keys(&env, &owner, &env.path("no-kms.toml"), &store, &srv);
     let port = free_port();
     let _srv = Server::start(&env, &srv, port, &grant(&client, "use"));
     let url = format!("https://127.0.0.1:{port}");
@@ -425,21 +411,7 @@ fn the_keystore_is_opened_once_with_one_prompt() {
     let admin = admin_host(&env);
     let store = kms_store(&env, &admin, kms);
     // This keystore now holds both a backup credential for the store and its key.
-    let file = env.path("self.keys");
-    ok_kms(
-        &admin,
-        kms,
-        &[
-            "keys",
-            "export",
-            s(&store),
-            "--recipient",
-            s(&admin.pem),
-            "--out",
-            s(&file),
-        ],
-    );
-    admin.ok(&["keys", "import", s(&file)]);
+    hand_keys(&env, &admin, kms, &store, &admin);
     let mnt = env.path("mnt");
     std::fs::create_dir_all(&mnt).expect("mkdir");
     let (prompts, code, out) = on_a_terminal(&admin, kms, &["mount", s(&store), s(&mnt)]);
@@ -500,17 +472,7 @@ fn a_key_operation_that_cannot_be_audited_does_not_happen() {
 
     // A key server does not hand out a key it cannot record handing out.
     let (srv, client) = (CertHost::new(&env, "srv"), CertHost::new(&env, "client"));
-    let file = env.path("to-srv.keys");
-    owner.ok(&[
-        "keys",
-        "export",
-        s(&store),
-        "--recipient",
-        s(&srv.pem),
-        "--out",
-        s(&file),
-    ]);
-    srv.ok(&["keys", "import", s(&file)]);
+    hand_keys(&env, &owner, &env.path("no-kms.toml"), &store, &srv);
     let server_log = env.path("server-audit");
     std::fs::create_dir(&server_log).expect("a directory where the log should be");
     let port = free_port();

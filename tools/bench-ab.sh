@@ -35,20 +35,8 @@ echo bench-pass > "$work/pass"
 export COFFER_PASSPHRASE_FILE="$work/pass"
 for s in A A2 B; do COFFER_KEYSTORE="$work/ks-$s" "$work/bin/$s" init "$work/probe-$s" >/dev/null; rm -rf "$work/probe-$s"; done
 
-mkdir -p "$work/in/small" "$work/in/tree"
-head -c $((big_mb << 20)) /dev/urandom > "$work/in/big"
-python3 - "$work/in/small" "$nfiles" <<'PY'
-import os, sys
-root, n = sys.argv[1], int(sys.argv[2])
-for i in range(n):
-    d = os.path.join(root, f"d{i % 100:02d}")
-    os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, f"f{i}"), "wb") as f:
-        f.write(os.urandom(4096))
-PY
-tar cf "$work/in/small.tar" -C "$work/in" small
-# shellcheck disable=SC2086
-cp -a $tree_glob "$work/in/tree/" 2>/dev/null || true
+. tools/bench-inputs.sh
+bench_inputs "$work/in" "$big_mb" "$nfiles" "$tree_glob"
 
 now() { date +%s%N; }
 secs() { awk -v ns="$1" 'BEGIN {printf "%.3f", ns / 1e9}'; }

@@ -88,22 +88,8 @@ now() { date +%s%N; }
 rate() { awk -v n="$1" -v ns="$2" 'BEGIN {printf "%.1f", n * 1e9 / ns}'; }
 
 # Inputs on the plain disk, prepared once.
-mkdir -p "$work/in"
-head -c $((big_mb << 20)) /dev/urandom > "$work/in/big"
-mkdir -p "$work/in/small"
-python3 - "$work/in/small" "$nfiles" <<'PY'
-import os, sys
-root, n = sys.argv[1], int(sys.argv[2])
-for i in range(n):
-    d = os.path.join(root, f"d{i % 100:02d}")
-    os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, f"f{i}"), "wb") as f:
-        f.write(os.urandom(4096))
-PY
-tar cf "$work/in/small.tar" -C "$work/in" small
-mkdir -p "$work/in/tree"
-# shellcheck disable=SC2086
-cp -a $tree_glob "$work/in/tree/" 2>/dev/null || true
+. tools/bench-inputs.sh
+bench_inputs "$work/in" "$big_mb" "$nfiles" "$tree_glob"
 tree_bytes=$(du -sb "$work/in/tree" | cut -f1); tree_files=$(find "$work/in/tree" -type f | wc -l)
 declare -A R
 add() { R[$1,$2]+="$3 "; }

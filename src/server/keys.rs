@@ -10,6 +10,7 @@ use serde_json::json;
 use super::authorize::Caller;
 use super::{request, ApiError, KeyServer, FOR, VIA};
 use crate::crypto::PublicKey;
+use crate::keys::hierarchy::open_answer;
 use crate::keys::transport::{self, Contents, ExportedKey};
 use crate::keys::{Added, KeyEntry};
 
@@ -153,14 +154,7 @@ impl KeyServer {
         )?;
         match r.status {
             200 => {
-                let blob = r.body["export"]
-                    .as_str()
-                    .and_then(|s| B64.decode(s).ok())
-                    .ok_or(ApiError::ParentMalformed)?;
-                let keys = transport::open_with_identity(&blob, &self.identity.private)
-                    .and_then(Contents::into_keys)
-                    .map_err(|_| ApiError::ParentMalformed)?;
-                Ok(keys.into_iter().find(|k| k.entry.key_id == key_id))
+                open_answer(&r.body, &self.identity, key_id).map_err(|_| ApiError::ParentMalformed)
             }
             404 => Ok(None),
             status @ (403 | 409) => Err(ApiError::ParentRefused {

@@ -322,13 +322,20 @@ impl Host {
 
     /// Run coffer with this host's keystore options.
     pub fn run(&self, args: &[&str]) -> Output {
-        Command::new(bin())
-            .args(args)
+        self.run_env(args, &[])
+    }
+
+    /// The same, with more environment (a KMS configuration, say).
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &Path)]) -> Output {
+        let mut c = Command::new(bin());
+        c.args(args)
             .env("COFFER_KEYSTORE", &self.keystore)
             .env("COFFER_PASSPHRASE_FILE", &self.pass)
-            .env_remove("COFFER_LOG")
-            .output()
-            .expect("coffer")
+            .env_remove("COFFER_LOG");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().expect("coffer")
     }
 
     /// Run, and keep everything it printed in `log` (for leak checks).

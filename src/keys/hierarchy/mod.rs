@@ -11,13 +11,39 @@ use std::time::Duration;
 
 use base64::Engine;
 
-use crate::keys::transport::{self, Contents};
+use crate::keys::transport::{self, Contents, ExportedKey};
 use crate::keys::{HostIdentity, KeyError, KeyProvider, Lookup, Target};
 use client::{Client, ClientError};
 
 /// The largest body any key-server request or answer may have (a push of many keys is a few
 /// KiB).
 pub const MAX_BODY: usize = 1 << 20;
+
+/// What is wrong with a key server's answer to a fetch.
+#[derive(Debug, thiserror::Error)]
+pub enum AnswerError {
+    #[error("malformed answer")]
+    Malformed,
+    #[error("{0}")]
+    Unopened(#[from] transport::TransportError),
+}
+
+/// The key `key_id` in a key server's answer to a fetch (`{"export": base64}`, wrapped to
+/// `identity`). The key id is recomputed from the key's bytes on open: a server cannot hand
+/// over a different key under this id, so an answer without it is "not here".
+pub fn open_answer(
+    body: &serde_json::Value,
+    identity: &HostIdentity,
+    key_id: &str,
+) -> Result<Option<ExportedKey>, AnswerError> {
+    let blob = body["export"]
+        .as_str()
+        .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+        .ok_or(AnswerError::Malformed)?;
+    let keys =
+        transport::open_with_identity(&blob, &identity.private).and_then(Contents::into_keys)?;
+    Ok(keys.into_iter().find(|k| k.entry.key_id == key_id))
+}
 
 /// One key server, asked for master keys with this host's identity.
 pub struct HierarchyProvider<'a> {
@@ -59,22 +85,10 @@ impl KeyProvider for HierarchyProvider<'_> {
             None,
         )?;
         match r.status {
-            200 => {
-                let blob = r.body["export"]
-                    .as_str()
-                    .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
-                    .ok_or_else(|| fail("malformed answer".into()))?;
-                let keys = transport::open_with_identity(&blob, &self.identity.private)
-                    .and_then(Contents::into_keys)
-                    .map_err(|e| fail(e.to_string()))?;
-                // The key id is recomputed from the key's bytes on open: a server cannot hand
-                // over a different key under this id.
-                Ok(keys
-                    .into_iter()
-                    .find(|k| k.entry.key_id == key_id)
-                    .map(|k| Lookup::Found(k.key))
-                    .unwrap_or(Lookup::NotHere))
-            }
+            200 => Ok(open_answer(&r.body, self.identity, key_id)
+                .map_err(|e| fail(e.to_string()))?
+                .map(|k| Lookup::Found(k.key))
+                .unwrap_or(Lookup::NotHere)),
             404 => Ok(Lookup::NotHere),
             _ => Err(self.client.refusal(&r).into()),
         }

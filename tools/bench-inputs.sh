@@ -1,0 +1,21 @@
+# Sourced by tools/bench.sh and tools/bench-ab.sh: the inputs both measure with, made once on
+# the plain disk in DIR: big (BIG_MB of random bytes), small/ (NFILES files of 4 KiB in 100
+# directories) and small.tar, and tree/ (a copy of what TREE_GLOB names).
+#   bench_inputs DIR BIG_MB NFILES TREE_GLOB
+bench_inputs() {
+  local dir=$1 big_mb=$2 nfiles=$3 tree_glob=$4
+  mkdir -p "$dir/small" "$dir/tree"
+  head -c $((big_mb << 20)) /dev/urandom > "$dir/big"
+  python3 - "$dir/small" "$nfiles" <<'PY'
+import os, sys
+root, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    d = os.path.join(root, f"d{i % 100:02d}")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, f"f{i}"), "wb") as f:
+        f.write(os.urandom(4096))
+PY
+  tar cf "$dir/small.tar" -C "$dir" small
+  # shellcheck disable=SC2086
+  cp -a $tree_glob "$dir/tree/" 2>/dev/null || true
+}
