@@ -536,7 +536,7 @@ fn rights_are_checked_before_a_body_and_a_slow_client_is_cut_off() {
     let env = Env::new();
     let (srv_host, reader) = (CertHost::new(&env, "srv"), CertHost::new(&env, "reader"));
     let port = free_port();
-    let _srv = Server::start(&env, &srv_host, port, &grant(&reader, "read").to_vec());
+    let _srv = Server::start(&env, &srv_host, port, grant(&reader, "read").as_ref());
     // A push from a client without `write` announces a large body and sends none of it: the
     // refusal comes at once, from the head alone (waiting for the body would hang the read).
     let id = identity_of(&reader);
@@ -555,7 +555,7 @@ fn rights_are_checked_before_a_body_and_a_slow_client_is_cut_off() {
     // A body over the limit, from a client with the right, is refused without being kept.
     let writer = CertHost::new(&env, "writer");
     drop(_srv);
-    let _srv = Server::start(&env, &srv_host, port, &grant(&writer, "write").to_vec());
+    let _srv = Server::start(&env, &srv_host, port, grant(&writer, "write").as_ref());
     let wid = identity_of(&writer);
     let mut s = tls_to(port, &srv_host.fp, Some(&wid));
     let big = vec![b'x'; 1_200_000];

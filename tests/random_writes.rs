@@ -39,7 +39,7 @@ fn random_writes_match_a_model() {
     let seed = std::env::var("COFFER_TEST_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5EED_C0FF_EE);
+        .unwrap_or(0x005E_EDC0_FFEE);
     eprintln!("seed {seed} (set COFFER_TEST_SEED to replay)");
     let mut rng = Rng(seed | 1);
     let mut models: Vec<Vec<u8>> = vec![Vec::new(); 3];

@@ -162,7 +162,8 @@ fn a_changed_label_block_size_or_uid_is_refused_before_use() {
     let env = Env::new();
     env.init_with(&["--policy", "daily"]);
     let good = attacker::descriptor_json(&env.store);
-    let edits: [(&str, fn(&mut serde_json::Value)); 4] = [
+    type Edit = fn(&mut serde_json::Value);
+    let edits: [(&str, Edit); 4] = [
         ("policy", |v| v["policy"] = "never".into()),
         ("block_shift", |v| v["block_shift"] = 16.into()),
         ("uid", |v| {
