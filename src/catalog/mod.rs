@@ -32,6 +32,20 @@ pub enum CatalogError {
     Io(#[from] std::io::Error),
 }
 
+/// What redb's integrity check found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Integrity {
+    Good,
+    Bad,
+    /// Not checked: the catalog cannot be opened for writing (the reason).
+    NotChecked(String),
+}
+
+/// Errors that mean "this cannot be written here", not "this is damaged".
+fn read_only_errno(n: i32) -> bool {
+    matches!(n, libc::EROFS | libc::EACCES | libc::EPERM)
+}
+
 /// Why queued catalog updates are not durable, as a sync reports it to every waiter (the
 /// filesystem turns it into an errno: a full disk stays ENOSPC all the way up).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -136,6 +150,12 @@ fn open_file(path: &Path, flags: i32) -> Result<std::fs::File, CatalogError> {
     Ok(crate::within::open_at(&d, name, flags, 0o600)?)
 }
 
+/// An existing catalog, read-only (no repair: a catalog a crash left open refuses).
+fn open_read_only(path: &Path) -> Result<redb::ReadOnlyDatabase, CatalogError> {
+    let backend = redb::backends::FileBackend::new(open_file(path, libc::O_RDONLY)?)?;
+    Ok(redb::Builder::new().open_read_only_with_backend(backend)?)
+}
+
 /// An existing catalog, writable (redb repairs one that a crash left open).
 fn open_writable(path: &Path) -> Result<redb::Database, CatalogError> {
     let file = open_file(path, libc::O_RDWR)?;
@@ -175,9 +195,7 @@ impl Catalog {
         }
         drop(file);
         // A catalog a crash left open needs redb's repair, which only a writable open does.
-        let handle = match redb::Builder::new().open_read_only_with_backend(
-            redb::backends::FileBackend::new(open_file(path, libc::O_RDONLY)?)?,
-        ) {
+        let handle = match open_read_only(path) {
             Ok(db) => Handle::Read(db),
             Err(_) => Handle::Write(open_writable(path)?),
         };
@@ -234,7 +252,17 @@ impl Catalog {
                 if let Handle::Read(db) = std::mem::replace(&mut *g, Handle::Closed) {
                     db.close()?;
                 }
-                *g = Handle::Write(open_writable(&self.path)?);
+                match open_writable(&self.path) {
+                    Ok(db) => *g = Handle::Write(db),
+                    Err(e) => {
+                        // A store that cannot be written (read-only media, a snapshot) still
+                        // reads: keep the read-only handle.
+                        if let Ok(db) = open_read_only(&self.path) {
+                            *g = Handle::Read(db);
+                        }
+                        return Err(e);
+                    }
+                }
             }
         }
         self.db.read().map_err(poisoned)
@@ -316,10 +344,21 @@ impl Catalog {
     }
 
     /// redb's own structural check (page checksums and tree shape).
-    pub fn check_integrity(&mut self) -> Result<bool, CatalogError> {
-        drop(self.writable()?);
+    /// redb's own check of the database; it needs a writable catalog. On a store that cannot
+    /// be written it is not done, and says why.
+    pub fn check_integrity(&mut self) -> Result<Integrity, CatalogError> {
+        match self.writable() {
+            Ok(g) => drop(g),
+            Err(CatalogError::Io(e)) if e.raw_os_error().is_some_and(read_only_errno) => {
+                return Ok(Integrity::NotChecked(e.to_string()));
+            }
+            Err(e) => return Err(e),
+        }
         match self.db.get_mut().map_err(poisoned)? {
-            Handle::Write(db) => Ok(db.check_integrity()?),
+            Handle::Write(db) => Ok(match db.check_integrity()? {
+                true => Integrity::Good,
+                false => Integrity::Bad,
+            }),
             _ => Err(CatalogError::Db("catalog is closed".into())),
         }
     }

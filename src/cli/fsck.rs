@@ -27,20 +27,32 @@ pub struct FsckArgs {
 }
 
 pub fn run(a: FsckArgs) -> CliResult {
-    let _lock = StoreLock::acquire(&a.store).map_err(|e| match e {
+    let acquire = match a.repair {
+        true => StoreLock::acquire,
+        false => StoreLock::acquire_for_reading,
+    };
+    let lock = acquire(&a.store).map_err(|e| match e {
         crate::store::StoreError::Io(_, e) if e.kind() == std::io::ErrorKind::NotFound => {
             Failure::from(crate::store::StoreError::NotAStore(a.store.clone()))
         }
         e => Failure::from(e),
     })?;
+    if let Some(why) = lock.unlocked() {
+        eprintln!("coffer: note: {why}");
+    }
     let (desc, keys) = match keys::unlock::unlock(&chain(&a.keys)?, &a.store, false)? {
         Unlocked::Full { desc, keys, .. } | Unlocked::BackupOnly { desc, keys, .. } => (desc, keys),
     };
     let keyless = keys.private.is_none();
     let sid = desc.store_id_bytes()?;
     let mut _scratch = None;
+    let mut unchecked = None;
     let (catalog, bad) = match fsck::open_catalog(&a.store, &sid) {
         CatalogState::Good(c) => (Arc::new(c), None),
+        CatalogState::Unchecked(c, why) => {
+            unchecked = Some(why);
+            (Arc::new(c), None)
+        }
         CatalogState::Bad(why) if a.repair => {
             (Arc::new(fsck::rebuild_catalog(&a.store, &sid)?), Some(why))
         }
@@ -68,6 +80,9 @@ pub fn run(a: FsckArgs) -> CliResult {
     }
     for s in &report.skipped {
         println!("skipped: {s}");
+    }
+    if let Some(why) = unchecked {
+        println!("skipped: the catalog database's own integrity check, which needs it writable ({why}); its records were read and checked");
     }
     println!(
         "{}: {} files ({} bytes), {} directories, {} symlinks checked; {} problems, {} repaired",

@@ -30,9 +30,14 @@ pub struct MountArgs {
     /// Stay in the foreground (log to stderr unless --log is given)
     #[arg(long)]
     pub foreground: bool,
-    /// Mount read-only (for restores and checks)
+    /// Mount read-only (for restores and checks). Works on a store that cannot be written
+    /// (read-only media, a snapshot, a user without write access), without a lock in it
     #[arg(long)]
     pub read_only: bool,
+    /// Mount even over a directory that holds files. They are hidden while the store is
+    /// mounted, and anything a script writes there while it is not is hidden by the next mount
+    #[arg(long)]
+    pub nonempty: bool,
     /// Log file [default: /var/log/coffer/STORE-ID.log for root, else
     /// ~/.local/state/coffer/STORE-ID.log]. Logs name ciphertext paths only.
     #[arg(long, value_name = "FILE")]
@@ -80,7 +85,7 @@ fn default_log(store_id: &str) -> PathBuf {
 }
 
 /// Refuse mount points that cannot work, with the reason.
-fn check_mountpoint(mnt: &Path) -> Result<PathBuf, Failure> {
+fn check_mountpoint(mnt: &Path, nonempty: bool) -> Result<PathBuf, Failure> {
     let meta = match std::fs::metadata(mnt) {
         Ok(m) => m,
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
@@ -111,18 +116,48 @@ fn check_mountpoint(mnt: &Path) -> Result<PathBuf, Failure> {
             abs.display()
         )));
     }
+    // A mount over files hides them: a backup script that wrote into the bare directory while
+    // the store was not mounted would lose sight of what it wrote.
+    let has_entries = std::fs::read_dir(&abs).map(|mut d| d.next().is_some());
+    if !nonempty && has_entries.unwrap_or(false) {
+        return Err(Failure::from(format!(
+            "mount point {} is not empty: a mount would hide its files (move them away, or \
+             give --nonempty to mount over them anyway)",
+            abs.display()
+        )));
+    }
+    check_dev_fuse()?;
+    Ok(abs)
+}
+
+/// /dev/fuse must be there, and (as root, who opens it directly) open for reading and writing;
+/// a user goes through fusermount3, which opens it on the user's behalf.
+fn check_dev_fuse() -> Result<(), Failure> {
     if !Path::new("/dev/fuse").exists() {
         return Err(Failure::from(
             "/dev/fuse is missing: load the fuse kernel module (modprobe fuse)",
         ));
     }
     // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 && which("fusermount3").is_none() {
-        return Err(Failure::from(
-            "fusermount3 is not installed (apt-get install fuse3)",
-        ));
+    if unsafe { libc::geteuid() } != 0 {
+        if which("fusermount3").is_none() {
+            return Err(Failure::from(
+                "fusermount3 is not installed (apt-get install fuse3)",
+            ));
+        }
+        return Ok(());
     }
-    Ok(abs)
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+    {
+        Ok(_) => Ok(()),
+        Err(e) => Err(Failure::from(format!(
+            "cannot open /dev/fuse: {e} (in a container, pass the device in: \
+             --device /dev/fuse, and allow it in the device cgroup)"
+        ))),
+    }
 }
 
 fn is_mountpoint(p: &Path) -> bool {
@@ -183,7 +218,7 @@ fn unlock(root: &Path, a: &MountArgs) -> Result<(Descriptor, StoreKeys, Option<S
 }
 
 pub fn run(a: MountArgs) -> CliResult {
-    let mnt = check_mountpoint(&a.mountpoint)?;
+    let mnt = check_mountpoint(&a.mountpoint, a.nonempty)?;
     let root = a
         .store
         .canonicalize()
@@ -193,7 +228,13 @@ pub fn run(a: MountArgs) -> CliResult {
         eprintln!("{}", super::upgrade::v1_warning(&a.store));
     }
     let backup_only = keys.private.is_none();
-    let lock = StoreLock::acquire(&root)?;
+    let lock = match a.read_only {
+        true => StoreLock::acquire_for_reading(&root)?,
+        false => StoreLock::acquire(&root)?,
+    };
+    if let Some(why) = lock.unlocked() {
+        eprintln!("coffer: note: {why}");
+    }
     let store = OpenStore::open(&root, desc, keys)?;
     let log = a
         .log
@@ -210,6 +251,10 @@ pub fn run(a: MountArgs) -> CliResult {
         (true, _) => "read-only",
         (false, true) => "backup-only",
         (false, false) => "read-write",
+    };
+    let note = match (note, lock.unlocked()) {
+        (Some(n), Some(u)) => Some(format!("{n}; {u}")),
+        (n, u) => n.or(u.map(String::from)),
     };
     let mount = Daemon {
         store,

@@ -26,6 +26,9 @@ pub fn find_mount(mnt: &Path) -> Option<(PathBuf, PathBuf)> {
     })
 }
 
+/// How long a busy mount point is given to become free before umount says it is busy.
+const BUSY_GRACE: Duration = Duration::from_secs(3);
+
 fn alive(pid: u32) -> bool {
     // SAFETY: kill with signal 0 only checks for existence.
     unsafe { libc::kill(pid as i32, 0) == 0 }
@@ -79,10 +82,21 @@ fn unmount(mnt: &Path) -> Result<(), Failure> {
     let c = std::ffi::CString::new(mnt.as_os_str().as_bytes())?;
     // SAFETY: geteuid has no preconditions; c is NUL-terminated.
     if unsafe { libc::geteuid() } == 0 {
-        if unsafe { libc::umount2(c.as_ptr(), 0) } == 0 {
-            return Ok(());
-        }
-        let e = std::io::Error::last_os_error();
+        // Files that a process had open when it exited are released by the kernel a moment
+        // later (delayed fput), so `tar ...; coffer umount` can find the mount busy for a few
+        // milliseconds: try again for a short while before calling it busy.
+        let deadline = Instant::now() + BUSY_GRACE;
+        let e = loop {
+            // SAFETY: c is NUL-terminated.
+            if unsafe { libc::umount2(c.as_ptr(), 0) } == 0 {
+                return Ok(());
+            }
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EBUSY) || Instant::now() > deadline {
+                break e;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
         return Err(match e.raw_os_error() {
             Some(libc::EBUSY) => Failure::from(format!(
                 "{} is busy: files or directories in it are still open (see `fuser -vm {}`)",

@@ -63,11 +63,17 @@ pub fn open_path(dir: &OwnedFd, name: &OsStr) -> Result<OwnedFd, Errno> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Reopen an inode for I/O.
+/// Reopen an inode for I/O. O_NOATIME: the daemon's own reads of the ciphertext must not
+/// move the atime that the plaintext file shows (`touch -a`, `rsync -aU` set it); where the
+/// kernel refuses it (a daemon that does not own the backing file), the open goes on without.
 pub fn reopen(fd: &impl AsRawFd, flags: i32) -> Result<File, Errno> {
     let p = proc_path(fd);
     // SAFETY: p is NUL-terminated; the returned fd is checked and then owned.
-    let r = unsafe { libc::open(p.as_ptr(), flags | libc::O_CLOEXEC) };
+    let mut r = unsafe { libc::open(p.as_ptr(), flags | libc::O_CLOEXEC | libc::O_NOATIME) };
+    if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) {
+        // SAFETY: as above.
+        r = unsafe { libc::open(p.as_ptr(), flags | libc::O_CLOEXEC) };
+    }
     if r < 0 {
         return Err(last());
     }

@@ -7,21 +7,24 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use super::{Walk, FORGED};
-use crate::catalog::{BatchRecord, Catalog, CatalogOp, FileRecord};
+use crate::catalog::{BatchRecord, Catalog, CatalogOp, FileRecord, Integrity};
 use crate::store::{BATCHES, CATALOG, DATA};
 
 /// The catalog for a check: the store's own, or (when it will not open) a rebuilt one with
 /// `repair`, or a scratch one so that the walk can still run.
 pub enum CatalogState {
     Good(Catalog),
+    /// Readable, but redb's integrity check could not run (a store that cannot be written).
+    Unchecked(Catalog, String),
     Bad(String),
 }
 
 pub fn open_catalog(root: &Path, store_id: &[u8; 16]) -> CatalogState {
     match Catalog::open(&root.join(CATALOG), store_id) {
         Ok(mut c) => match c.check_integrity() {
-            Ok(true) => CatalogState::Good(c),
-            Ok(false) => CatalogState::Bad("catalog failed its integrity check".into()),
+            Ok(Integrity::Good) => CatalogState::Good(c),
+            Ok(Integrity::NotChecked(why)) => CatalogState::Unchecked(c, why),
+            Ok(Integrity::Bad) => CatalogState::Bad("catalog failed its integrity check".into()),
             Err(e) => CatalogState::Bad(e.to_string()),
         },
         Err(e) => CatalogState::Bad(e.to_string()),

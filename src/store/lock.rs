@@ -14,7 +14,10 @@ use crate::within;
 /// An exclusive lock on a store: held by a mount's daemon for its lifetime, and by fsck.
 /// The lock file records the holder's pid and mount point (no secrets).
 pub struct StoreLock {
-    file: std::fs::File,
+    /// None: a read-only holder that could not take a lock (see `unlocked`).
+    file: Option<std::fs::File>,
+    /// Why a read-only holder runs without a lock in the store.
+    unlocked: Option<String>,
     /// The process that wrote the record, 0 if none. A mount's parent process hands the lock
     /// to the daemon it forks; only the daemon may clear the record.
     recorded_by: std::sync::atomic::AtomicU32,
@@ -30,6 +33,40 @@ impl StoreLock {
         let dir = within::open_root(root).map_err(io)?;
         let file = within::open_at(&dir, OsStr::new(LOCK), libc::O_RDWR | libc::O_CREAT, 0o600)
             .map_err(io)?;
+        Self::lock(root, file)
+    }
+
+    /// For a holder that only reads (a read-only mount, fsck without --repair): the same lock
+    /// where it can be had. On a store that cannot be written (read-only media, a snapshot, a
+    /// user without write access) an existing lock file is locked through a read-only
+    /// descriptor, and where there is none the holder goes on without one; `unlocked` then
+    /// says why, for the holder to tell the user.
+    pub fn acquire_for_reading(root: &Path) -> Result<StoreLock, StoreError> {
+        let p = root.join(LOCK);
+        let io = |e| StoreError::Io(p.clone(), e);
+        let dir = within::open_root(root).map_err(io)?;
+        let name = OsStr::new(LOCK);
+        let err = match within::open_at(&dir, name, libc::O_RDWR | libc::O_CREAT, 0o600) {
+            Ok(file) => return Self::lock(root, file),
+            Err(e) if read_only_cause(&e) => e,
+            Err(e) => return Err(io(e)),
+        };
+        match within::open_at(&dir, name, libc::O_RDONLY, 0) {
+            Ok(file) => Self::lock(root, file),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(StoreLock {
+                file: None,
+                unlocked: Some(format!(
+                    "cannot take the store's lock ({}: {err}): nothing in the store keeps another \
+                     host from changing it while this reads",
+                    p.display()
+                )),
+                recorded_by: std::sync::atomic::AtomicU32::new(0),
+            }),
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    fn lock(root: &Path, file: std::fs::File) -> Result<StoreLock, StoreError> {
         // SAFETY: the fd is owned by `file` and open.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let holder = match Self::holder(root) {
@@ -40,15 +77,23 @@ impl StoreLock {
             return Err(StoreError::Busy(root.to_path_buf(), holder));
         }
         Ok(StoreLock {
-            file,
+            file: Some(file),
+            unlocked: None,
             recorded_by: std::sync::atomic::AtomicU32::new(0),
         })
+    }
+
+    /// Why this holder runs without a lock in the store, if it does.
+    pub fn unlocked(&self) -> Option<&str> {
+        self.unlocked.as_deref()
     }
 
     /// Record who holds the lock, where, and in which mode.
     pub fn record(&self, pid: u32, mountpoint: &str, mode: &str) {
         use std::io::{Seek, Write};
-        let mut f = &self.file;
+        let Some(mut f) = self.file.as_ref() else {
+            return;
+        };
         let _ = f.set_len(0);
         let _ = f.seek(std::io::SeekFrom::Start(0));
         let _ = write!(f, "{pid}\n{mountpoint}\n{mode}\n");
@@ -78,9 +123,20 @@ impl StoreLock {
 impl Drop for StoreLock {
     fn drop(&mut self) {
         if *self.recorded_by.get_mut() == std::process::id() {
-            let _ = self.file.set_len(0);
+            if let Some(f) = &self.file {
+                let _ = f.set_len(0);
+            }
         }
     }
+}
+
+/// Whether an open for writing failed because the store cannot be written, rather than
+/// because something is wrong with it.
+fn read_only_cause(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EROFS) | Some(libc::EACCES) | Some(libc::EPERM)
+    )
 }
 
 /// An exclusive lock on a store's key records (its descriptor) for a rotation, sync or
