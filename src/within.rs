@@ -86,6 +86,30 @@ pub fn open_dir(root: &Path, rel: &Path) -> std::io::Result<OwnedFd> {
     open_dir_at(&dir, name)
 }
 
+/// The directory `name` in `dir`, made (with `mode`) if it is absent; a symlink or anything
+/// but a directory there is refused.
+pub fn make_dir_at(dir: &impl AsRawFd, name: &OsStr, mode: u32) -> std::io::Result<OwnedFd> {
+    let n = cstr(name)?;
+    // SAFETY: n is NUL-terminated.
+    if unsafe { libc::mkdirat(dir.as_raw_fd(), n.as_ptr(), mode as libc::mode_t) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EEXIST) {
+            return Err(e);
+        }
+    }
+    open_dir_at(dir, name)
+}
+
+/// Remove the file `name` from `dir` (never following a symlink: unlinkat removes the link).
+pub fn unlink_at(dir: &impl AsRawFd, name: &OsStr) -> std::io::Result<()> {
+    let n = cstr(name)?;
+    // SAFETY: n is NUL-terminated.
+    if unsafe { libc::unlinkat(dir.as_raw_fd(), n.as_ptr(), 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Open the regular file `name` in `dir` with `flags` (O_RDONLY, O_RDWR, ...; O_CREAT with
 /// `mode`). The name is first opened as a path only (O_PATH|O_NOFOLLOW) and checked: a symlink
 /// fails with ELOOP, and a FIFO, socket or device is refused before it is ever opened for I/O

@@ -14,6 +14,8 @@ use crate::crypto::{self, BatchKey, CryptoError, FileKey, WRAPPED_KEY_LEN};
 
 pub const MAGIC: &[u8; 4] = b"CFR1";
 pub const HEADER_LEN: usize = 4 + 4 + 16 + 16 + WRAPPED_KEY_LEN + 32;
+/// Where the file id lies in the header (after magic, version, block shift and reserved).
+pub const FILE_ID_OFF: usize = 8;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {
@@ -73,7 +75,7 @@ impl Header {
         b[..4].copy_from_slice(MAGIC);
         b[4] = self.version;
         b[5] = self.block_shift;
-        let mut o = 8;
+        let mut o = FILE_ID_OFF;
         for part in [
             &self.file_id[..],
             &self.batch_id,
@@ -109,7 +111,7 @@ impl Header {
             wrapped_key: [0; WRAPPED_KEY_LEN],
             commitment: [0; 32],
         };
-        h.file_id.copy_from_slice(take(8, 16));
+        h.file_id.copy_from_slice(take(FILE_ID_OFF, 16));
         h.batch_id.copy_from_slice(take(24, 16));
         h.wrapped_key.copy_from_slice(take(40, WRAPPED_KEY_LEN));
         h.commitment.copy_from_slice(take(40 + WRAPPED_KEY_LEN, 32));

@@ -11,10 +11,11 @@ pub use block::{
     blocks_for, cipher_len_for, open_block, plain_len_from_cipher, seal_block, seal_block_in_place,
     BlockGeometry, BLOCK_OVERHEAD,
 };
-pub use header::{Header, HEADER_LEN, MAGIC};
+pub use header::{Header, FILE_ID_OFF, HEADER_LEN, MAGIC};
 pub use names::{
-    classify, decode_symlink, encode_symlink, symlink_plain_len, temp_name, Entry, EntryError,
-    NameCodec, NameError, StoredName, DIRIV_LEN, DIRIV_NAME, SIDECAR_MAX,
+    classify, decode_long_link, decode_symlink, encode_symlink, long_link_blob,
+    long_link_plain_len, symlink_plain_len, temp_name, Entry, EntryError, NameCodec, NameError,
+    StoredLink, StoredName, DIRIV_LEN, DIRIV_NAME, LINK_BLOB_MAX, SIDECAR_MAX,
 };
 
 /// Version of the ciphertext file header (unchanged by store format 2).

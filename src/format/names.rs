@@ -253,29 +253,88 @@ impl NameCodec {
     }
 }
 
-/// Symlink targets are sealed with a random nonce and stored base64url: the stored target's
-/// length gives the plaintext length exactly (for `stat`).
-pub fn encode_symlink(codec: &NameCodec, target: &[u8]) -> Result<String, NameError> {
-    // PATH_MAX is 4096 including the NUL; base64 expands by 4/3.
-    if target.is_empty() || target.len() > 3000 {
+/// The longest symlink target stored in the backing symlink itself; longer ones (up to
+/// Linux's 4095) go to a blob of the store's (`links/`): base64 of a sealed 4095-byte target
+/// would not fit in a backing symlink.
+pub const INLINE_LINK_MAX: usize = 3000;
+/// Linux's longest symlink target (PATH_MAX less its NUL).
+pub const LINK_MAX: usize = 4095;
+/// The backing target of a long symlink: this prefix and its blob's name. base64url never
+/// starts with '.', so an inline target cannot be taken for one.
+pub const LONG_LINK_PREFIX: &str = ".S";
+/// No link blob is larger (a sealed 4095-byte target is 4123 bytes).
+pub const LINK_BLOB_MAX: usize = 8192;
+const LINK_AAD: &[u8] = b"coffer/v1/symlink";
+
+/// How a symlink target is stored.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StoredLink {
+    /// In the backing symlink's target: base64url of the sealed target.
+    Inline(String),
+    /// The backing target is `.S<blob_name>`; the blob `links/<blob_name>` holds the sealed
+    /// target, and `blob_name` is base64url of BLAKE3(blob).
+    Long { blob_name: String, blob: Vec<u8> },
+}
+
+impl StoredLink {
+    /// What the backing symlink points to.
+    pub fn backing_target(&self) -> String {
+        match self {
+            StoredLink::Inline(s) => s.clone(),
+            StoredLink::Long { blob_name, .. } => format!("{LONG_LINK_PREFIX}{blob_name}"),
+        }
+    }
+}
+
+/// Seal a symlink target (1 to 4095 bytes) with a random nonce.
+pub fn encode_symlink(codec: &NameCodec, target: &[u8]) -> Result<StoredLink, NameError> {
+    if target.is_empty() || target.len() > LINK_MAX {
         return Err(NameError::TooLong);
     }
-    Ok(B64.encode(crypto::seal_vec(
-        codec.link_key(),
-        b"coffer/v1/symlink",
-        target,
-    )))
+    let sealed = crypto::seal_vec(codec.link_key(), LINK_AAD, target);
+    if target.len() <= INLINE_LINK_MAX {
+        return Ok(StoredLink::Inline(B64.encode(sealed)));
+    }
+    let blob_name = B64.encode(blake3::hash(&sealed).as_bytes());
+    Ok(StoredLink::Long {
+        blob_name,
+        blob: sealed,
+    })
 }
 
+/// The blob name of a long symlink's backing target, or None for an inline one.
+pub fn long_link_blob(stored: &[u8]) -> Option<&[u8]> {
+    stored.strip_prefix(LONG_LINK_PREFIX.as_bytes())
+}
+
+/// Open an inline symlink target.
 pub fn decode_symlink(codec: &NameCodec, stored: &[u8]) -> Result<Vec<u8>, NameError> {
     let sealed = B64.decode(stored).map_err(|_| NameError::Undecryptable)?;
-    crypto::open_vec(codec.link_key(), b"coffer/v1/symlink", &sealed)
-        .map_err(|_| NameError::Undecryptable)
+    crypto::open_vec(codec.link_key(), LINK_AAD, &sealed).map_err(|_| NameError::Undecryptable)
 }
 
-/// Plaintext length of a symlink target from the stored target's length.
+/// Open a long symlink's blob, which must hash to its name (a blob swapped in for another
+/// is refused before decryption).
+pub fn decode_long_link(
+    codec: &NameCodec,
+    blob_name: &[u8],
+    blob: &[u8],
+) -> Result<Vec<u8>, NameError> {
+    let want = B64.encode(blake3::hash(blob).as_bytes());
+    if !crypto::ct_eq(want.as_bytes(), blob_name) {
+        return Err(NameError::Undecryptable);
+    }
+    crypto::open_vec(codec.link_key(), LINK_AAD, blob).map_err(|_| NameError::Undecryptable)
+}
+
+/// Plaintext length of an inline symlink target from the stored target's length.
 pub fn symlink_plain_len(stored_len: u64) -> u64 {
     (stored_len * 3 / 4).saturating_sub(28)
+}
+
+/// Plaintext length of a long symlink target from its blob's length.
+pub fn long_link_plain_len(blob_len: u64) -> u64 {
+    blob_len.saturating_sub(28)
 }
 
 #[cfg(test)]
@@ -404,7 +463,9 @@ mod tests {
                 Err(NameError::Invalid)
             );
         }
-        let t = encode_symlink(&c, b"../some/target").expect("enc");
+        let StoredLink::Inline(t) = encode_symlink(&c, b"../some/target").expect("enc") else {
+            panic!("a short target is inline");
+        };
         assert!(!t.contains("target"));
         assert_eq!(symlink_plain_len(t.len() as u64), 14);
         assert_eq!(
@@ -414,5 +475,36 @@ mod tests {
         let mut bad = t.into_bytes();
         bad[3] = if bad[3] == b'A' { b'B' } else { b'A' };
         assert!(decode_symlink(&c, &bad).is_err());
+    }
+
+    #[test]
+    fn long_symlink_targets_go_to_a_blob_named_by_its_hash() {
+        let c = codec();
+        let inline = vec![b'a'; INLINE_LINK_MAX];
+        assert!(
+            matches!(encode_symlink(&c, &inline), Ok(StoredLink::Inline(s)) if s.len() < LINK_MAX)
+        );
+        let target = vec![b'x'; LINK_MAX];
+        let stored = encode_symlink(&c, &target).expect("a 4095-byte target");
+        let StoredLink::Long { blob_name, blob } = &stored else {
+            panic!("a long target goes to a blob");
+        };
+        assert!(blob.len() <= LINK_BLOB_MAX);
+        assert_eq!(long_link_plain_len(blob.len() as u64), LINK_MAX as u64);
+        let backing = stored.backing_target();
+        assert!(backing.len() < 64 && backing.starts_with(LONG_LINK_PREFIX));
+        let name = long_link_blob(backing.as_bytes()).expect("a long link");
+        assert_eq!(name, blob_name.as_bytes());
+        assert_eq!(decode_long_link(&c, name, blob).expect("opens"), target);
+        // A blob swapped in from another link does not hash to this name.
+        let StoredLink::Long { blob: other, .. } = encode_symlink(&c, &target).expect("enc") else {
+            panic!("long");
+        };
+        assert!(decode_long_link(&c, name, &other).is_err());
+        assert!(long_link_blob(b"QUJD").is_none());
+        assert_eq!(
+            encode_symlink(&c, &vec![b'x'; LINK_MAX + 1]),
+            Err(NameError::TooLong)
+        );
     }
 }

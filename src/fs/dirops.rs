@@ -13,7 +13,10 @@ use fuser::{Errno, FileAttr, FileType, INodeNo};
 
 use super::{lock, sys, CofferFs, DirEntry, Handle, OpenFile};
 use crate::catalog::CatalogOp;
-use crate::format::{classify, encode_symlink, StoredName, DIRIV_NAME, SIDECAR_MAX};
+use crate::format::{
+    classify, encode_symlink, long_link_blob, StoredLink, StoredName, DIRIV_NAME, FILE_ID_OFF,
+    SIDECAR_MAX,
+};
 
 fn sidecar_of(stored: &StoredName) -> Option<(&OsStr, &[u8])> {
     match stored {
@@ -22,6 +25,14 @@ fn sidecar_of(stored: &StoredName) -> Option<(&OsStr, &[u8])> {
         } => Some((OsStr::new(sidecar), encoded.as_bytes())),
         StoredName::Short(_) => None,
     }
+}
+
+/// What goes with an entry when its last name goes.
+enum Dying {
+    /// A regular file: its catalog record.
+    File([u8; 16]),
+    /// A long symlink: its target blob.
+    Link(Vec<u8>),
 }
 
 impl CofferFs {
@@ -48,16 +59,39 @@ impl CofferFs {
         }
     }
 
-    /// The file id of a regular file that is about to lose its last name, for the catalog.
-    fn dying_file_id(&self, pfd: &OwnedFd, entry: &OsStr) -> Option<[u8; 16]> {
+    /// What goes with an entry that is about to lose its last name: a regular file's catalog
+    /// record, or a long symlink's target blob.
+    fn dying(&self, pfd: &OwnedFd, entry: &OsStr) -> Option<Dying> {
         let st = sys::stat_at(pfd, entry).ok()?;
-        if st.st_mode & libc::S_IFMT != libc::S_IFREG || st.st_nlink != 1 {
+        if st.st_nlink != 1 {
             return None;
         }
-        let f = sys::reopen(&sys::open_path(pfd, entry).ok()?, libc::O_RDONLY).ok()?;
-        let mut id = [0u8; 16];
-        f.read_exact_at(&mut id, 8).ok()?;
-        Some(id)
+        match st.st_mode & libc::S_IFMT {
+            libc::S_IFREG => {
+                let f = sys::reopen(&sys::open_path(pfd, entry).ok()?, libc::O_RDONLY).ok()?;
+                let mut id = [0u8; 16];
+                f.read_exact_at(&mut id, FILE_ID_OFF as u64).ok()?;
+                Some(Dying::File(id))
+            }
+            libc::S_IFLNK => {
+                let stored = sys::readlink_fd(&sys::open_path(pfd, entry).ok()?).ok()?;
+                long_link_blob(&stored).map(|b| Dying::Link(b.to_vec()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Drop what went with an entry whose last name is gone.
+    fn bury(&self, dying: Option<Dying>) {
+        match dying {
+            Some(Dying::File(id)) => self.store.catalog_op(CatalogOp::Remove(id)),
+            Some(Dying::Link(blob)) => {
+                if let Err(e) = crate::store::links::remove_blob(&self.store.root, &blob) {
+                    tracing::warn!("a long symlink's target blob stays behind: {e}");
+                }
+            }
+            None => {}
+        }
     }
 
     pub(super) fn create(
@@ -180,16 +214,14 @@ impl CofferFs {
         let stored = self.stored_name(parent, name)?;
         let (pfd, _) = self.node(parent)?;
         let entry = OsStr::new(stored.entry());
-        let dying = self.dying_file_id(&pfd, entry);
+        let dying = self.dying(&pfd, entry);
         let ino = self.ino_at(&pfd, entry);
         sys::unlink_at(&pfd, entry, 0)?;
         self.drop_sidecar(&pfd, &stored);
         if let Some(ino) = ino {
             self.drop_name(ino, parent, entry);
         }
-        if let Some(id) = dying {
-            self.store.catalog_op(CatalogOp::Remove(id));
-        }
+        self.bury(dying);
         Ok(())
     }
 
@@ -240,8 +272,16 @@ impl CofferFs {
     ) -> Result<FileAttr, Errno> {
         self.writable()?;
         let enc = encode_symlink(&self.store.names, target).map_err(|_| Errno::ENAMETOOLONG)?;
+        // A long target's blob is durable before a symlink names it.
+        if let StoredLink::Long { blob_name, blob } = &enc {
+            crate::store::links::write_blob(&self.store.root, blob_name, blob).map_err(|e| {
+                tracing::warn!("cannot keep a long symlink target: {e}");
+                Errno::EIO
+            })?;
+        }
+        let backing = enc.backing_target();
         self.new_entry(parent, name, uid, gid, |pfd, entry| {
-            sys::symlink_at(enc.as_bytes(), pfd, entry)
+            sys::symlink_at(backing.as_bytes(), pfd, entry)
         })
     }
 
@@ -289,7 +329,7 @@ impl CofferFs {
                 // An empty plaintext directory still holds its IV; remove it first.
                 self.remove_empty_dir(&npfd, ne)?;
             } else {
-                dying = self.dying_file_id(&npfd, ne);
+                dying = self.dying(&npfd, ne);
             }
         }
         self.put_sidecar(&npfd, &new)?;
@@ -300,9 +340,7 @@ impl CofferFs {
             return Err(e);
         }
         self.drop_sidecar(&pfd, &old);
-        if let Some(id) = dying {
-            self.store.catalog_op(CatalogOp::Remove(id));
-        }
+        self.bury(dying);
         if let Some(dst) = dst.filter(|d| *d != src) {
             self.drop_name(dst, newparent, ne);
         }

@@ -192,7 +192,7 @@ impl CofferFs {
                 )
                 .unwrap_or(0),
             },
-            FileType::Symlink => symlink_plain_len(st.st_size as u64),
+            FileType::Symlink => self.symlink_size(ino, st.st_size as u64),
             _ => st.st_size as u64,
         };
         FileAttr {
@@ -273,6 +273,9 @@ impl CofferFs {
     }
 }
 
+/// The length of a long symlink's backing target: ".S" and 43 base64url characters.
+const LONG_LINK_TARGET_LEN: u64 = 45;
+
 /// The attributes of a negative lookup reply: inode 0 tells the kernel "no such entry".
 fn negative_entry() -> FileAttr {
     FileAttr {
@@ -295,6 +298,23 @@ fn negative_entry() -> FileAttr {
 }
 
 impl CofferFs {
+    /// A symlink's plaintext target length: from the backing target's length, or, for a long
+    /// target (a backing target of exactly the marker's length), from its blob's.
+    fn symlink_size(&self, ino: u64, stored_len: u64) -> u64 {
+        if stored_len != LONG_LINK_TARGET_LEN {
+            return symlink_plain_len(stored_len);
+        }
+        let long = self.node(INodeNo(ino)).ok().and_then(|(fd, _)| {
+            let stored = sys::readlink_fd(&fd).ok()?;
+            let name = crate::format::long_link_blob(&stored)?;
+            crate::store::links::blob_len(&self.store.root, name).ok()
+        });
+        match long {
+            Some(n) => crate::format::long_link_plain_len(n),
+            None => symlink_plain_len(stored_len),
+        }
+    }
+
     /// Say in the log what this mount may do.
     fn log_mounted(&self) {
         let mode = match (self.cfg.read_only, self.cfg.backup_only) {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use fuser::{Errno, FileAttr, FileType, INodeNo, TimeOrNow};
 
 use super::{lock, sys, CofferFs, Handle, OpenFile};
-use crate::format::decode_symlink;
+use crate::format::{decode_long_link, decode_symlink, long_link_blob};
 
 fn timespec(t: Option<TimeOrNow>) -> libc::timespec {
     match t {
@@ -148,7 +148,17 @@ impl CofferFs {
     pub(super) fn readlink(&self, ino: INodeNo) -> Result<Vec<u8>, Errno> {
         let (fd, _) = self.node(ino)?;
         let stored = sys::readlink_fd(&fd)?;
-        decode_symlink(&self.store.names, &stored).map_err(|_| {
+        let target = match long_link_blob(&stored) {
+            None => decode_symlink(&self.store.names, &stored),
+            Some(name) => {
+                let blob = crate::store::links::read_blob(&self.store.root, name).map_err(|e| {
+                    tracing::warn!("{}: {e}", self.label(ino.0));
+                    Errno::EIO
+                })?;
+                decode_long_link(&self.store.names, name, &blob)
+            }
+        };
+        target.map_err(|_| {
             tracing::warn!(
                 "{}: symlink target failed authentication",
                 self.label(ino.0)

@@ -9,6 +9,7 @@ mod batch;
 mod descriptor;
 mod init;
 mod keys;
+pub mod links;
 mod lock;
 mod open;
 pub mod summary;
