@@ -151,11 +151,19 @@ pub fn open_at(dir: &impl AsRawFd, name: &OsStr, flags: i32, mode: u32) -> std::
         )));
     }
     // The checked inode itself, reopened for I/O through its descriptor (never by name).
+    // O_NOATIME: reading the store (fsck, a mount) must not move the atime a plaintext file
+    // shows; the kernel allows it only to the file's owner (or CAP_FOWNER), else it goes without.
     let proc = CString::new(format!("/proc/self/fd/{}", path.as_raw_fd()))
         .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
     let f = flags & !(libc::O_CREAT | libc::O_EXCL) | libc::O_CLOEXEC;
     // SAFETY: proc is NUL-terminated; the result is checked.
-    check(unsafe { libc::open(proc.as_ptr(), f) }).map(File::from)
+    match check(unsafe { libc::open(proc.as_ptr(), f | libc::O_NOATIME) }) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+            // SAFETY: as above.
+            check(unsafe { libc::open(proc.as_ptr(), f) }).map(File::from)
+        }
+        r => r.map(File::from),
+    }
 }
 
 /// Open the regular file `rel` below `root` (see [`open_at`]).
