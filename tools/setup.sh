@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what coffer's demo and tests need on a Debian machine, if it is missing:
 # fuse3 (fusermount3), rsync, python3 (the mmap test, and a virtual environment for the PyKMIP
-# server of tools/kms-dev.sh), openssl (its certificates), and a Rust toolchain check.
+# server of tools/kms-dev.sh), openssl (its certificates), attr, acl and libcap2-bin (the
+# fidelity tests), and a Rust toolchain check.
 # Sourced by tools/demo.sh and tools/test.sh; safe to run again.
 set -euo pipefail
 
@@ -12,6 +13,10 @@ command -v python3 >/dev/null 2>&1 || missing+=(python3)
 python3 -m venv --help >/dev/null 2>&1 || missing+=(python3-venv)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v diff >/dev/null 2>&1 || missing+=(diffutils)
+# Extended attributes, ACLs and file capabilities, for the fidelity tests.
+command -v getfattr >/dev/null 2>&1 || missing+=(attr)
+command -v getfacl >/dev/null 2>&1 || missing+=(acl)
+command -v setcap >/dev/null 2>&1 || missing+=(libcap2-bin)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}" >&2
   if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi

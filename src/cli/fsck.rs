@@ -85,12 +85,14 @@ pub fn run(a: FsckArgs) -> CliResult {
         println!("skipped: the catalog database's own integrity check, which needs it writable ({why}); its records were read and checked");
     }
     println!(
-        "{}: {} files ({} bytes), {} directories, {} symlinks checked; {} problems, {} repaired",
+        "{}: {} files ({} bytes), {} directories, {} symlinks, {} extended attributes checked; \
+         {} problems, {} repaired",
         a.store.display(),
         report.files,
         report.plain_bytes,
         report.dirs,
         report.symlinks,
+        report.xattrs,
         report.problems.len(),
         report.repaired.len()
     );

@@ -1,10 +1,12 @@
 //! On-disk bytes only: the ciphertext file header, the block codec and its offset arithmetic,
 //! and the encoding of encrypted names. No I/O policy lives here; see docs/format.md.
 
+pub mod acl;
 mod batch;
 mod block;
 mod header;
 mod names;
+pub mod xattr;
 
 pub use batch::{encode_batch, BatchBlob, BATCH_MAX_LEN, BATCH_TAG_LEN};
 pub use block::{

@@ -5,12 +5,12 @@ use std::path::Path;
 use std::time::SystemTime;
 
 use fuser::{
-    Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
-    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
-    TimeOrNow, WriteFlags,
+    Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner,
+    OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
+use super::xattr::reply_xattr;
 use super::CofferFs;
 
 const MAX_WRITE: u32 = 1 << 20;
@@ -20,18 +20,7 @@ impl Filesystem for CofferFs {
         let _ = config.set_max_write(MAX_WRITE);
         let _ = config.set_max_readahead(MAX_WRITE);
         let _ = config.set_max_background(64);
-        // ATOMIC_O_TRUNC: open() sees O_TRUNC, so a backup-only mount can refuse, at open time,
-        // to write into an old file it cannot read, and accept truncate-and-rewrite.
-        // READDIRPLUS_AUTO: the kernel uses readdirplus when it expects the attributes to be
-        // wanted (the first listing of a directory, and `ls -l`-like patterns), readdir
-        // otherwise.
-        let mut caps = InitFlags::FUSE_PARALLEL_DIROPS
-            | InitFlags::FUSE_ATOMIC_O_TRUNC
-            | InitFlags::FUSE_DO_READDIRPLUS
-            | InitFlags::FUSE_READDIRPLUS_AUTO;
-        if self.cfg.writeback_cache && !self.cfg.read_only {
-            caps |= InitFlags::FUSE_WRITEBACK_CACHE;
-        }
+        let caps = self.kernel_caps();
         if let Err(refused) = config.add_capabilities(caps) {
             tracing::info!("kernel refused capabilities {refused:?}");
         }
@@ -69,7 +58,7 @@ impl Filesystem for CofferFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -85,6 +74,15 @@ impl Filesystem for CofferFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        // Giving a file away drops its privileges (a mode in the same request still wins), and
+        // so does cutting it by a caller other than root (fuser does not pass the kernel's
+        // FATTR_KILL_SUIDGID, so root stands for CAP_FSETID here).
+        let chown = uid.is_some() || gid.is_some();
+        if chown || (size.is_some() && req.uid() != 0) {
+            if let Err(e) = self.kill_privs(ino, mode.is_none()) {
+                return reply.error(e);
+            }
+        }
         match CofferFs::setattr(
             self,
             ino,
@@ -114,11 +112,16 @@ impl Filesystem for CofferFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        match CofferFs::mknod(self, parent, name, mode, rdev, req.uid(), req.gid()) {
+        let made = self.creation(parent, mode, umask).and_then(|c| {
+            let a = CofferFs::mknod(self, parent, name, c.mode, rdev, req.uid(), req.gid())?;
+            self.created(a.ino, &c);
+            Ok(a)
+        });
+        match made {
             Ok(a) => reply.entry(&self.ttl, &a, Generation(0)),
             Err(e) => reply.error(e),
         }
@@ -130,10 +133,15 @@ impl Filesystem for CofferFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
-        match CofferFs::mkdir(self, parent, name, mode, req.uid(), req.gid()) {
+        let made = self.creation(parent, mode, umask).and_then(|c| {
+            let a = CofferFs::mkdir(self, parent, name, c.mode, req.uid(), req.gid())?;
+            self.created(a.ino, &c);
+            Ok(a)
+        });
+        match made {
             Ok(a) => reply.entry(&self.ttl, &a, Generation(0)),
             Err(e) => reply.error(e),
         }
@@ -232,15 +240,20 @@ impl Filesystem for CofferFs {
     fn write(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
+            if let Err(e) = self.kill_privs(ino, true) {
+                return reply.error(e);
+            }
+        }
         match CofferFs::write(self, fh.0, offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(e),
@@ -404,38 +417,42 @@ impl Filesystem for CofferFs {
         }
     }
 
-    // Extended attributes are not stored (rsync -a and cp -a do not need them). ENOSYS tells
-    // the kernel once, and it stops asking (and stops logging) for the rest of the mount.
     fn getxattr(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _size: u32,
+        ino: INodeNo,
+        name: &OsStr,
+        size: u32,
         reply: fuser::ReplyXattr,
     ) {
-        reply.error(Errno::ENOSYS);
+        reply_xattr(CofferFs::getxattr(self, ino, name), size, reply);
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: fuser::ReplyXattr) {
-        reply.error(Errno::ENOSYS);
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {
+        reply_xattr(CofferFs::listxattr(self, ino), size, reply);
     }
 
     fn setxattr(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _value: &[u8],
-        _flags: i32,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::ENOSYS);
+        match CofferFs::setxattr(self, ino, name, value, flags) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
     }
 
-    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::ENOSYS);
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match CofferFs::removexattr(self, ino, name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
@@ -449,11 +466,16 @@ impl Filesystem for CofferFs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        match CofferFs::create(self, parent, name, mode, req.uid(), req.gid()) {
+        let made = self.creation(parent, mode, umask).and_then(|c| {
+            let (a, fh) = CofferFs::create(self, parent, name, c.mode, req.uid(), req.gid())?;
+            self.created(a.ino, &c);
+            Ok((a, fh))
+        });
+        match made {
             Ok((a, fh)) => reply.created(
                 &self.ttl,
                 &a,

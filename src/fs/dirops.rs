@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use fuser::{Errno, FileAttr, FileType, INodeNo};
 
+use super::inodes::Known;
 use super::{lock, sys, CofferFs, DirEntry, Handle, OpenFile};
 use crate::catalog::CatalogOp;
 use crate::format::{
@@ -121,6 +122,7 @@ impl CofferFs {
         let attr = self.remember(parent, entry)?;
         if let Some(n) = lock(&self.inodes)?.get_mut(&attr.ino.0) {
             n.open = Arc::downgrade(&of);
+            n.xattrs = Known::Absent;
         }
         let attr = if self.as_root {
             FileAttr { uid, gid, ..attr }
@@ -172,7 +174,9 @@ impl CofferFs {
             return Err(e);
         }
         self.chown_new(&sys::open_path(&pfd, entry)?, uid, gid);
-        self.remember(parent, entry)
+        let attr = self.remember(parent, entry)?;
+        self.set_known(attr.ino, Known::Absent);
+        Ok(attr)
     }
 
     pub(super) fn mkdir(
@@ -206,7 +210,9 @@ impl CofferFs {
             let _ = sys::unlink_at(&pfd, &tmp, libc::AT_REMOVEDIR);
             return Err(e);
         }
-        self.remember(parent, entry)
+        let attr = self.remember(parent, entry)?;
+        self.set_known(attr.ino, Known::Absent);
+        Ok(attr)
     }
 
     pub(super) fn unlink(&self, parent: INodeNo, name: &OsStr) -> Result<(), Errno> {

@@ -18,6 +18,7 @@ use std::sync::{Arc, Weak};
 use fuser::{Errno, FileAttr, FileType, INodeNo};
 
 use super::{kind_of, lock, sys, CofferFs, OpenFile};
+use crate::format::acl::Acl;
 use crate::format::DIRIV_LEN;
 
 pub(super) struct Inode {
@@ -29,6 +30,19 @@ pub(super) struct Inode {
     pub fd: Option<Arc<OwnedFd>>,
     pub diriv: Option<[u8; DIRIV_LEN]>,
     pub open: Weak<OpenFile>,
+    /// Whether the inode has attributes of ours: the kernel asks for `security.capability`
+    /// at every file's first write and at every chown, and most inodes have none.
+    pub xattrs: Known,
+    /// A directory's default ACL, once read (None inside: it has none).
+    pub default_acl: Option<Option<Acl>>,
+}
+
+/// What this mount knows of something about an inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Known {
+    Unknown,
+    Absent,
+    Present,
 }
 
 impl Inode {
@@ -40,6 +54,8 @@ impl Inode {
             fd: Some(Arc::new(fd)),
             diriv: None,
             open: Weak::new(),
+            xattrs: Known::Unknown,
+            default_acl: None,
         }
     }
 }
@@ -137,6 +153,8 @@ impl CofferFs {
                 fd: None,
                 diriv: None,
                 open: Weak::new(),
+                xattrs: Known::Unknown,
+                default_acl: None,
             });
             n.nlookup += 1;
             if kind == FileType::Directory {

@@ -12,6 +12,7 @@ mod inodes;
 mod ops;
 mod session;
 mod sys;
+mod xattr;
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};

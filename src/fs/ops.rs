@@ -100,7 +100,7 @@ impl CofferFs {
                 Some(f) => f,
                 None => self.open_file(ino)?,
             };
-            of.truncate(&self.store, size)?;
+            self.truncate_keeping_xattrs(ino, &of, size)?;
             of.publish_len(&self.store);
         }
         // An open file is changed through its own descriptor: it may have no name left.
@@ -119,6 +119,7 @@ impl CofferFs {
         if let Some(mode) = mode {
             if kind != FileType::Symlink {
                 sys::chmod_fd(&fd, mode & 0o7777)?;
+                self.acl_follow_chmod(ino, mode)?;
             }
         }
         if uid.is_some() || gid.is_some() {
@@ -174,7 +175,7 @@ impl CofferFs {
         let of = self.open_file(ino)?;
         if flags & libc::O_ACCMODE != libc::O_RDONLY {
             if flags & libc::O_TRUNC != 0 {
-                of.truncate(&self.store, 0)?;
+                self.truncate_keeping_xattrs(ino, &of, 0)?;
                 of.publish_len(&self.store);
             } else if of.is_sealed() {
                 tracing::warn!(

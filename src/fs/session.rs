@@ -164,3 +164,29 @@ fn raise_fd_limit() {
         }
     }
 }
+
+impl CofferFs {
+    /// What the mount asks of the kernel at init.
+    pub(super) fn kernel_caps(&self) -> fuser::InitFlags {
+        use fuser::InitFlags;
+        // ATOMIC_O_TRUNC: open() sees O_TRUNC, so a backup-only mount can refuse, at open time,
+        // to write into an old file it cannot read, and accept truncate-and-rewrite.
+        // READDIRPLUS_AUTO: the kernel uses readdirplus when it expects the attributes to be
+        // wanted (the first listing of a directory, and `ls -l`-like patterns), readdir
+        // otherwise.
+        // POSIX_ACL: the kernel enforces ACLs (with default_permissions) and hands ACLs to
+        // getxattr/setxattr; DONT_MASK: the umask comes to create/mkdir/mknod unapplied, since
+        // a directory's default ACL replaces it.
+        let mut caps = InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_ATOMIC_O_TRUNC
+            | InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_READDIRPLUS_AUTO
+            | InitFlags::FUSE_POSIX_ACL
+            | InitFlags::FUSE_DONT_MASK
+            | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
+        if self.cfg.writeback_cache && !self.cfg.read_only {
+            caps |= InitFlags::FUSE_WRITEBACK_CACHE;
+        }
+        caps
+    }
+}

@@ -47,7 +47,10 @@ impl Walk<'_> {
             verify_file(self.store, path)
         };
         match checked {
-            Ok((h, len)) => self.adopt(&h, len),
+            Ok((h, len)) => {
+                self.attrs(path, crel, plain, &h.file_id);
+                self.adopt(&h, len)
+            }
             Err(why) if self.opts.repair && !self.opts.keyless => {
                 match salvage::salvage_file(self.store, path) {
                     Ok(s) => {

@@ -14,6 +14,7 @@ mod files;
 mod links;
 mod records;
 mod salvage;
+mod xattrs;
 
 pub use records::{open_catalog, rebuild_catalog, CatalogState};
 
@@ -42,6 +43,8 @@ pub struct Report {
     pub files: u64,
     pub dirs: u64,
     pub symlinks: u64,
+    /// Extended attributes checked.
+    pub xattrs: u64,
     pub plain_bytes: u64,
 }
 
@@ -154,6 +157,7 @@ impl Walk<'_> {
         let Some(iv) = self.dir_iv(rel, plain, &entries) else {
             return;
         };
+        self.attrs(path, rel, plain, &iv);
         for e in entries {
             let cname = e.file_name();
             let crel = rel.join(&cname);
@@ -177,9 +181,12 @@ impl Walk<'_> {
                 self.dir(&e.path(), &crel, &child_plain);
             } else if ft.is_symlink() {
                 self.symlink(&e.path(), &crel, &child_plain);
+                self.special_attrs(&e.path(), &crel, &child_plain);
             } else if ft.is_file() && self.seen_inodes.insert(meta.ino()) {
                 // (A second name of a file already checked is skipped.)
                 self.file(&e.path(), &crel, &child_plain, meta.len());
+            } else if !ft.is_file() {
+                self.special_attrs(&e.path(), &crel, &child_plain);
             }
         }
     }

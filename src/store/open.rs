@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use super::{batch, Descriptor, StoreError, StoreKeys, CATALOG, DATA};
 use crate::catalog::{BatchRecord, Catalog, CatalogOp, CatalogWriter, CommitFailure};
 use crate::crypto::{self, BatchKey, FileKey, PrivateKey, PublicKey, WriteKey};
+use crate::format::xattr::XattrCodec;
 use crate::format::{Header, NameCodec};
 
 /// Files wrapped under one batch key before a new one is made.
@@ -21,6 +22,8 @@ pub struct OpenStore {
     pub store_id: [u8; 16],
     pub catalog: Arc<Catalog>,
     pub names: NameCodec,
+    /// Seals and opens extended attributes (under the name key, like names).
+    pub xattrs: XattrCodec,
     pub public: PublicKey,
     private: Option<PrivateKey>,
     /// Format 2: tags new batch records and checks every recorded one.
@@ -71,6 +74,7 @@ impl OpenStore {
             store_id,
             catalog,
             names: NameCodec::new(&names),
+            xattrs: XattrCodec::new(&names),
             public,
             private,
             write_key,

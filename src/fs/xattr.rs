@@ -1,0 +1,470 @@
+//! Extended attributes through the mount: user, trusted and security attributes and POSIX
+//! ACLs, sealed and bound to their inode (format/xattr.rs), with what a Linux filesystem does
+//! around ACLs: a new inode inherits its directory's default ACL, chmod and an access ACL keep
+//! each other in step, and an ACL that says no more than the mode bits is not kept.
+
+use std::ffi::OsStr;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+use fuser::{Errno, FileType, INodeNo};
+
+use super::inodes::Known;
+use super::{lock, sys, CofferFs};
+use crate::format::acl::{self, Acl};
+use crate::format::xattr::{XattrError, ID_ATTR, PREFIX_TRUSTED, PREFIX_USER};
+use crate::format::FILE_ID_OFF;
+
+/// An attribute as found: its backing name, and the (name, value) it opened to.
+type Opened = (String, (Vec<u8>, Vec<u8>));
+
+/// The backing inode an attribute call acts on, and its kind.
+pub(super) struct XNode {
+    fd: Arc<OwnedFd>,
+    kind: FileType,
+}
+
+fn prefix(kind: FileType) -> &'static str {
+    match kind {
+        FileType::RegularFile | FileType::Directory => PREFIX_USER,
+        _ => PREFIX_TRUSTED,
+    }
+}
+
+/// Which attribute names coffer keeps: the namespaces Linux filesystems keep, and POSIX ACLs.
+fn supported(name: &[u8]) -> bool {
+    [&b"user."[..], b"trusted.", b"security."]
+        .iter()
+        .any(|p| name.starts_with(p) && name.len() > p.len())
+        || name == acl::ACCESS.as_bytes()
+        || name == acl::DEFAULT.as_bytes()
+}
+
+fn forged(what: &str, e: XattrError) -> Errno {
+    tracing::warn!("{what}: {e}");
+    Errno::EIO
+}
+
+impl CofferFs {
+    /// The open state of inode `ino`, if a handle has it open.
+    pub(super) fn open_file_of(&self, ino: INodeNo) -> Option<Arc<super::OpenFile>> {
+        super::lock(&self.inodes)
+            .ok()?
+            .get(&ino.0)
+            .and_then(|n| n.open.upgrade())
+    }
+
+    pub(super) fn xnode(&self, ino: INodeNo) -> Result<XNode, Errno> {
+        match self.node(ino) {
+            Ok((fd, kind)) => Ok(XNode { fd, kind }),
+            // A file open but without a name left: its own descriptor.
+            Err(e) => {
+                let f = self.open_file_of(ino).ok_or(e)?;
+                let fd = f.backing().try_clone().map_err(Errno::from)?;
+                Ok(XNode {
+                    fd: Arc::new(OwnedFd::from(fd)),
+                    kind: FileType::RegularFile,
+                })
+            }
+        }
+    }
+
+    /// What inode `ino` is known by (format/xattr.rs); None for a symlink or special file
+    /// that has no attribute yet (and `create` is false).
+    fn xattr_id(&self, ino: INodeNo, n: &XNode, create: bool) -> Result<Option<[u8; 16]>, Errno> {
+        match n.kind {
+            FileType::Directory => self.diriv(ino).map(Some),
+            FileType::RegularFile => {
+                if let Some(f) = self.open_file_of(ino) {
+                    return f.file_id().map(Some);
+                }
+                let f = sys::reopen(n.fd.as_ref(), libc::O_RDONLY)?;
+                let mut id = [0u8; 16];
+                f.read_exact_at(&mut id, FILE_ID_OFF as u64)
+                    .map_err(|_| Errno::EIO)?;
+                Ok(Some(id))
+            }
+            _ => self.special_id(n, create),
+        }
+    }
+
+    fn special_id(&self, n: &XNode, create: bool) -> Result<Option<[u8; 16]>, Errno> {
+        let no_trusted = |e: Errno| match e {
+            // Only a daemon running as root may keep trusted attributes.
+            e if e == Errno::EPERM => Errno::EOPNOTSUPP,
+            e => e,
+        };
+        match sys::get_xattr(n.fd.as_ref(), ID_ATTR) {
+            Ok(v) => v.try_into().map(Some).map_err(|_| Errno::EIO),
+            Err(e) if e == Errno::ENODATA && create => {
+                let id = crate::crypto::random_id();
+                sys::set_xattr(n.fd.as_ref(), ID_ATTR, &id, libc::XATTR_CREATE)
+                    .map_err(no_trusted)?;
+                Ok(Some(id))
+            }
+            Err(e) if e == Errno::ENODATA => Ok(None),
+            Err(e) => Err(no_trusted(e)),
+        }
+    }
+
+    fn known(&self, ino: INodeNo) -> Known {
+        lock(&self.inodes)
+            .ok()
+            .and_then(|t| t.get(&ino.0).map(|n| n.xattrs))
+            .unwrap_or(Known::Unknown)
+    }
+
+    pub(super) fn set_known(&self, ino: INodeNo, k: Known) {
+        if let Ok(mut t) = lock(&self.inodes) {
+            if let Some(n) = t.get_mut(&ino.0) {
+                n.xattrs = k;
+                // An inode known to have no attributes has no default ACL either.
+                n.default_acl = match k {
+                    Known::Absent => Some(None),
+                    _ => None,
+                };
+            }
+        }
+    }
+
+    /// Whether the inode has attributes of ours: from what this mount knows, else one
+    /// listxattr of the backing inode.
+    fn has_attrs(&self, ino: INodeNo, n: &XNode) -> Result<bool, Errno> {
+        match self.known(ino) {
+            Known::Absent => return Ok(false),
+            Known::Present => return Ok(true),
+            Known::Unknown => {}
+        }
+        let any = sys::list_xattrs(n.fd.as_ref())?
+            .iter()
+            .any(|b| b.starts_with(prefix(n.kind)));
+        self.set_known(ino, if any { Known::Present } else { Known::Absent });
+        Ok(any)
+    }
+
+    fn backing_attr(&self, id: &[u8; 16], kind: FileType, name: &[u8]) -> String {
+        format!(
+            "{}{}",
+            prefix(kind),
+            self.store.xattrs.backing_name(id, name)
+        )
+    }
+
+    /// The value of attribute `name`.
+    pub(super) fn getxattr(&self, ino: INodeNo, name: &OsStr) -> Result<Vec<u8>, Errno> {
+        let name = name.as_bytes();
+        if !supported(name) {
+            return Err(Errno::ENODATA);
+        }
+        if self.known(ino) == Known::Absent {
+            return Err(Errno::ENODATA);
+        }
+        let n = self.xnode(ino)?;
+        if !self.has_attrs(ino, &n)? {
+            return Err(Errno::ENODATA);
+        }
+        let id = self.xattr_id(ino, &n, false)?.ok_or(Errno::ENODATA)?;
+        let sealed = sys::get_xattr(n.fd.as_ref(), &self.backing_attr(&id, n.kind, name))?;
+        self.store
+            .xattrs
+            .open_as(&id, name, &sealed)
+            .map_err(|e| forged(&self.label(ino.0), e))
+    }
+
+    /// The names of the inode's attributes, each followed by NUL. One that does not open is
+    /// left out (and logged), as a name that does not decrypt is left out of a listing.
+    pub(super) fn listxattr(&self, ino: INodeNo) -> Result<Vec<u8>, Errno> {
+        if self.known(ino) == Known::Absent {
+            return Ok(Vec::new());
+        }
+        let n = self.xnode(ino)?;
+        if !self.has_attrs(ino, &n)? {
+            return Ok(Vec::new());
+        }
+        let Some(id) = self.xattr_id(ino, &n, false)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for b in sys::list_xattrs(n.fd.as_ref())? {
+            if !b.starts_with(prefix(n.kind)) {
+                continue;
+            }
+            let opened = sys::get_xattr(n.fd.as_ref(), &b)
+                .map_err(|_| XattrError::Forged)
+                .and_then(|s| self.store.xattrs.open(&id, &s));
+            match opened {
+                Ok((name, _)) => {
+                    out.extend_from_slice(&name);
+                    out.push(0);
+                }
+                Err(e) => tracing::warn!("{}: attribute {b} skipped: {e}", self.label(ino.0)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Set attribute `name` (flags XATTR_CREATE, XATTR_REPLACE or 0, as setxattr(2)).
+    pub(super) fn setxattr(
+        &self,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+    ) -> Result<(), Errno> {
+        self.writable()?;
+        let name = name.as_bytes();
+        if !supported(name) {
+            return Err(Errno::EOPNOTSUPP);
+        }
+        let n = self.xnode(ino)?;
+        if name == acl::DEFAULT.as_bytes() && n.kind != FileType::Directory {
+            return Err(Errno::EACCES);
+        }
+        if name == acl::ACCESS.as_bytes() || name == acl::DEFAULT.as_bytes() {
+            let acl = Acl::parse(value).map_err(|_| Errno::EINVAL)?;
+            if name == acl::ACCESS.as_bytes() {
+                return self.set_access_acl(ino, &n, &acl, flags);
+            }
+        }
+        self.put_attr(ino, &n, name, value, flags)
+    }
+
+    fn put_attr(
+        &self,
+        ino: INodeNo,
+        n: &XNode,
+        name: &[u8],
+        value: &[u8],
+        flags: i32,
+    ) -> Result<(), Errno> {
+        let id = self.xattr_id(ino, n, true)?.ok_or(Errno::EOPNOTSUPP)?;
+        let sealed = self
+            .store
+            .xattrs
+            .seal(&id, name, value)
+            .map_err(|e| match e {
+                XattrError::TooLarge => Errno::E2BIG,
+                _ => Errno::ERANGE,
+            })?;
+        sys::set_xattr(
+            n.fd.as_ref(),
+            &self.backing_attr(&id, n.kind, name),
+            &sealed,
+            flags,
+        )?;
+        self.set_known(ino, Known::Present);
+        Ok(())
+    }
+
+    /// An access ACL sets the mode's permission bits too; one that says no more than the mode
+    /// is not kept (as ext4 does).
+    fn set_access_acl(&self, ino: INodeNo, n: &XNode, acl: &Acl, flags: i32) -> Result<(), Errno> {
+        if n.kind != FileType::Symlink {
+            let st = sys::stat_fd(n.fd.as_ref())?;
+            let mode = (st.st_mode & 0o7000) | acl.mode_bits();
+            sys::chmod_fd(n.fd.as_ref(), mode)?;
+        }
+        if !acl.is_minimal() {
+            return self.put_attr(ino, n, acl::ACCESS.as_bytes(), &acl.encode(), flags);
+        }
+        match self.removexattr(ino, OsStr::new(acl::ACCESS)) {
+            Err(e) if e == Errno::ENODATA => Ok(()),
+            r => r,
+        }
+    }
+
+    pub(super) fn removexattr(&self, ino: INodeNo, name: &OsStr) -> Result<(), Errno> {
+        self.writable()?;
+        let name = name.as_bytes();
+        if !supported(name) {
+            return Err(Errno::ENODATA);
+        }
+        if self.known(ino) == Known::Absent {
+            return Err(Errno::ENODATA);
+        }
+        let n = self.xnode(ino)?;
+        let id = self.xattr_id(ino, &n, false)?.ok_or(Errno::ENODATA)?;
+        sys::remove_xattr(n.fd.as_ref(), &self.backing_attr(&id, n.kind, name))?;
+        // Whether any is left is learnt again when it is next asked.
+        self.set_known(ino, Known::Unknown);
+        Ok(())
+    }
+
+    /// After chmod: an access ACL's owner, group-class and other entries follow the new mode.
+    /// A file without any attribute of ours costs one listxattr.
+    pub(super) fn acl_follow_chmod(&self, ino: INodeNo, mode: u32) -> Result<(), Errno> {
+        if self.known(ino) == Known::Absent {
+            return Ok(());
+        }
+        let n = self.xnode(ino)?;
+        if n.kind == FileType::Symlink || !self.has_attrs(ino, &n)? {
+            return Ok(());
+        }
+        let access = OsStr::new(acl::ACCESS);
+        let mut acl = match self.getxattr(ino, access) {
+            Ok(v) => Acl::parse(&v).map_err(|_| Errno::EIO)?,
+            Err(e) if e == Errno::ENODATA => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        acl.chmod(mode);
+        self.put_attr(ino, &n, acl::ACCESS.as_bytes(), &acl.encode(), 0)
+    }
+
+    /// The default ACL of directory `parent`, if it has one: a new inode in it inherits it.
+    pub(super) fn default_acl(&self, parent: INodeNo) -> Result<Option<Acl>, Errno> {
+        let cached = lock(&self.inodes)?
+            .get(&parent.0)
+            .and_then(|n| n.default_acl.clone());
+        if let Some(d) = cached {
+            return Ok(d);
+        }
+        let d = match self.getxattr(parent, OsStr::new(acl::DEFAULT)) {
+            Ok(v) => Some(Acl::parse(&v).map_err(|_| Errno::EIO)?),
+            Err(e) if e == Errno::ENODATA => None,
+            Err(e) => return Err(e),
+        };
+        if let Some(n) = lock(&self.inodes)?.get_mut(&parent.0) {
+            n.default_acl = Some(d.clone());
+        }
+        Ok(d)
+    }
+
+    /// A new inode's ACLs from its directory's default ACL: its access ACL (the mode has been
+    /// limited by it already) and, for a directory, the default ACL itself.
+    pub(super) fn inherit_acls(
+        &self,
+        ino: INodeNo,
+        default: &Acl,
+        access: Option<&Acl>,
+    ) -> Result<(), Errno> {
+        let n = self.xnode(ino)?;
+        if let Some(a) = access {
+            self.put_attr(ino, &n, acl::ACCESS.as_bytes(), &a.encode(), 0)?;
+        }
+        if n.kind == FileType::Directory {
+            self.put_attr(ino, &n, acl::DEFAULT.as_bytes(), &default.encode(), 0)?;
+        }
+        Ok(())
+    }
+
+    /// The mode a new inode in `parent` is made with, and what it inherits: without a default
+    /// ACL in the directory the umask applies; with one, the ACL limits the mode instead.
+    pub(super) fn creation(
+        &self,
+        parent: INodeNo,
+        mode: u32,
+        umask: u32,
+    ) -> Result<Creation, Errno> {
+        Ok(match self.default_acl(parent)? {
+            None => Creation {
+                mode: mode & !(umask & 0o777),
+                inherit: None,
+            },
+            Some(d) => {
+                let (access, mode) = d.inherit(mode);
+                Creation {
+                    mode,
+                    inherit: Some((d, access)),
+                }
+            }
+        })
+    }
+
+    /// Give a new inode the ACLs it inherits. Its mode is already limited by them, so one that
+    /// cannot be set leaves it with no more access than the ACL would give: logged, not fatal.
+    pub(super) fn created(&self, ino: INodeNo, c: &Creation) {
+        if let Some((d, access)) = &c.inherit {
+            if let Err(e) = self.inherit_acls(ino, d, access.as_ref()) {
+                tracing::warn!("{}: inherited ACL not set: {e:?}", self.label(ino.0));
+            }
+        }
+    }
+
+    /// Truncate an open file. Cut to zero it starts afresh under a new file id, and its
+    /// attributes, bound to the old one, are sealed again to the new.
+    pub(super) fn truncate_keeping_xattrs(
+        &self,
+        ino: INodeNo,
+        of: &super::OpenFile,
+        size: u64,
+    ) -> Result<(), Errno> {
+        let old = of.file_id()?;
+        let keep = match self.known(ino) {
+            Known::Absent => Vec::new(),
+            _ => self.opened_attrs(ino, &old)?,
+        };
+        of.truncate(&self.store, size)?;
+        let new = of.file_id()?;
+        if new == old || keep.is_empty() {
+            return Ok(());
+        }
+        let n = self.xnode(ino)?;
+        for (backing, _) in &keep {
+            let _ = sys::remove_xattr(n.fd.as_ref(), backing);
+        }
+        for (_, (name, value)) in &keep {
+            self.put_attr(ino, &n, name, value, 0)?;
+        }
+        Ok(())
+    }
+
+    /// Every attribute of ours on the inode, opened under `id`.
+    fn opened_attrs(&self, ino: INodeNo, id: &[u8; 16]) -> Result<Vec<Opened>, Errno> {
+        let n = self.xnode(ino)?;
+        let mut out = Vec::new();
+        for b in sys::list_xattrs(n.fd.as_ref())? {
+            if !b.starts_with(prefix(n.kind)) {
+                continue;
+            }
+            let sealed = sys::get_xattr(n.fd.as_ref(), &b)?;
+            match self.store.xattrs.open(id, &sealed) {
+                Ok(nv) => out.push((b, nv)),
+                Err(e) => tracing::warn!("{}: attribute {b} dropped: {e}", self.label(ino.0)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// What Linux does to a file written, truncated or given away by someone who may not keep
+    /// its privileges (FUSE_HANDLE_KILLPRIV_V2 leaves it to the filesystem): set-user-ID off,
+    /// set-group-ID off when the group may execute, and its file capability gone.
+    pub(super) fn kill_privs(&self, ino: INodeNo, suid: bool) -> Result<(), Errno> {
+        let n = self.xnode(ino)?;
+        if n.kind != FileType::RegularFile {
+            return Ok(());
+        }
+        if suid {
+            let st = sys::stat_fd(n.fd.as_ref())?;
+            let mut mode = st.st_mode & 0o7777;
+            mode &= !libc::S_ISUID;
+            if mode & libc::S_IXGRP != 0 {
+                mode &= !libc::S_ISGID;
+            }
+            if mode != st.st_mode & 0o7777 {
+                sys::chmod_fd(n.fd.as_ref(), mode)?;
+            }
+        }
+        match self.removexattr(ino, OsStr::new("security.capability")) {
+            Err(e) if e == Errno::ENODATA => Ok(()),
+            r => r,
+        }
+    }
+}
+
+/// How a new inode is made: its mode, and the (default, access) ACLs it inherits.
+pub(super) struct Creation {
+    pub mode: u32,
+    inherit: Option<(Acl, Option<Acl>)>,
+}
+
+/// getxattr and listxattr: a size query (size 0) gets the length, a buffer too small ERANGE.
+pub(super) fn reply_xattr(r: Result<Vec<u8>, Errno>, size: u32, reply: fuser::ReplyXattr) {
+    match r {
+        Ok(v) if size == 0 => reply.size(v.len() as u32),
+        Ok(v) if v.len() > size as usize => reply.error(Errno::ERANGE),
+        Ok(v) => reply.data(&v),
+        Err(e) => reply.error(e),
+    }
+}
