@@ -133,9 +133,20 @@ fn check_mountpoint(mnt: &Path, nonempty: bool) -> Result<PathBuf, Failure> {
 /// /dev/fuse must be there, and (as root, who opens it directly) open for reading and writing;
 /// a user goes through fusermount3, which opens it on the user's behalf.
 fn check_dev_fuse() -> Result<(), Failure> {
-    if !Path::new("/dev/fuse").exists() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = match std::fs::metadata("/dev/fuse") {
+        Ok(m) => m,
+        Err(_) => {
+            return Err(Failure::from(
+                "/dev/fuse is missing: load the fuse kernel module (modprobe fuse)",
+            ))
+        }
+    };
+    // The FUSE device is character device 10:229; anything else there cannot serve a mount.
+    if !meta.file_type().is_char_device() || meta.rdev() != libc::makedev(10, 229) {
         return Err(Failure::from(
-            "/dev/fuse is missing: load the fuse kernel module (modprobe fuse)",
+            "/dev/fuse is not the FUSE device (character device 10:229): recreate it with \
+             mknod /dev/fuse c 10 229, or pass the real device into the container",
         ));
     }
     // SAFETY: geteuid has no preconditions and cannot fail.
