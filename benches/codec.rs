@@ -5,7 +5,7 @@
 
 use coffer::catalog::{Catalog, CatalogOp, FileRecord};
 use coffer::crypto::{BatchKey, BlockCipher, FileKey, PrivateKey, Secret32};
-use coffer::format::{open_block, seal_block, Header, BLOCK_OVERHEAD};
+use coffer::format::{open_block, seal_block, BlockPos, Header, BLOCK_OVERHEAD};
 use divan::counter::{BytesCount, ItemsCount};
 use divan::Bencher;
 
@@ -19,7 +19,7 @@ fn block_seal(b: Bencher, size: usize) {
     let plain = vec![7u8; size];
     let mut out = vec![0u8; size + BLOCK_OVERHEAD];
     b.counter(BytesCount::new(size))
-        .bench_local(|| seal_block(&c, &[1; 16], 3, false, &plain, &mut out));
+        .bench_local(|| seal_block(&c, &[1; 16], BlockPos::dense(3, false), &plain, &mut out));
 }
 
 #[divan::bench(args = [4096, 65536, 1 << 20])]
@@ -27,11 +27,11 @@ fn block_open(b: Bencher, size: usize) {
     let c = BlockCipher::new(&Secret32::random());
     let plain = vec![7u8; size];
     let mut sealed = vec![0u8; size + BLOCK_OVERHEAD];
-    seal_block(&c, &[1; 16], 3, false, &plain, &mut sealed);
+    seal_block(&c, &[1; 16], BlockPos::dense(3, false), &plain, &mut sealed);
     b.counter(BytesCount::new(size))
         .with_inputs(|| sealed.clone())
         .bench_local_refs(|s| {
-            open_block(&c, &[1; 16], 3, false, s)
+            open_block(&c, &[1; 16], BlockPos::dense(3, false), s)
                 .map(|p| p.len())
                 .unwrap_or(0)
         });

@@ -88,8 +88,11 @@ pub fn block(bytes: &[u8]) {
     let _ = crate::format::open_block(
         cipher,
         &[2; 16],
-        u64::from_le_bytes(idx),
-        bytes[0] & 1 == 1,
+        crate::format::BlockPos {
+            idx: u64::from_le_bytes(idx),
+            last: bytes[0] & 1 == 1,
+            holes_before: (bytes[0] & 2 == 2).then_some(u64::from(bytes[0] >> 2)),
+        },
         &mut sealed,
     );
 }

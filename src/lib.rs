@@ -23,6 +23,7 @@ pub mod fs;
 pub mod fsck;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod holes;
 pub mod keys;
 pub mod mountinfo;
 pub mod server;

@@ -5,6 +5,13 @@
 //! is sealed with the final flag set. An empty file is one empty final block, so a file cut
 //! at any block boundary, even down to its header, lacks its final block and fails to open.
 //!
+//! Format 2 files (header version 2) may have holes: a block other than the final one whose
+//! whole ciphertext (nonce, body and tag) is zero bytes is a hole and reads as zeros. Which
+//! blocks are holes is itself authenticated: every data block's AAD carries `holes_before`,
+//! the number of hole blocks immediately before it, so a data block zeroed out by someone
+//! without the key makes the next data block fail to open. Format 1 files have no holes and
+//! no such field.
+//!
 //! Offsets come in two kinds that must never be mixed: plaintext offsets (what the user sees)
 //! and ciphertext offsets (bytes in the backing file). Functions here take and return `u64`
 //! but name which kind in their names.
@@ -76,20 +83,55 @@ pub fn plain_len_from_cipher(g: BlockGeometry, cipher_len: u64) -> Result<u64, F
     Ok((n - 1) * g.block_size() + last - BLOCK_OVERHEAD as u64)
 }
 
-fn aad(file_id: &[u8; 16], idx: u64, last: bool) -> [u8; 25] {
-    let mut a = [0u8; 25];
-    a[..16].copy_from_slice(file_id);
-    a[16..24].copy_from_slice(&idx.to_le_bytes());
-    a[24] = last as u8;
-    a
+/// Where a block sits, as its AAD binds it: its index, whether it is the final block, and in
+/// format 2 files the number of hole blocks right before it (None in format 1 files).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockPos {
+    pub idx: u64,
+    pub last: bool,
+    pub holes_before: Option<u64>,
 }
 
-/// Seal `plain` as block `idx` into `out`, which must be `plain.len() + BLOCK_OVERHEAD` long.
+impl BlockPos {
+    /// A block of a format 1 file (no holes).
+    pub fn dense(idx: u64, last: bool) -> BlockPos {
+        BlockPos {
+            idx,
+            last,
+            holes_before: None,
+        }
+    }
+}
+
+fn aad(file_id: &[u8; 16], pos: BlockPos) -> ([u8; 33], usize) {
+    let mut a = [0u8; 33];
+    a[..16].copy_from_slice(file_id);
+    a[16..24].copy_from_slice(&pos.idx.to_le_bytes());
+    a[24] = pos.last as u8;
+    match pos.holes_before {
+        None => (a, 25),
+        Some(h) => {
+            a[25..33].copy_from_slice(&h.to_le_bytes());
+            (a, 33)
+        }
+    }
+}
+
+/// True when `sealed` (a block's whole ciphertext) is a hole: every byte zero. Real data
+/// fails on its first 16 bytes (the nonce), so only holes are read to the end.
+pub fn is_hole(sealed: &[u8]) -> bool {
+    let mut words = sealed.chunks_exact(16);
+    let zero = words
+        .by_ref()
+        .all(|w| u128::from_ne_bytes(w.try_into().unwrap_or([1; 16])) == 0);
+    zero && words.remainder().iter().all(|&b| b == 0)
+}
+
+/// Seal `plain` as the block at `pos` into `out`, which must be `plain.len() + BLOCK_OVERHEAD` long.
 pub fn seal_block(
     cipher: &BlockCipher,
     file_id: &[u8; 16],
-    idx: u64,
-    last: bool,
+    pos: BlockPos,
     plain: &[u8],
     out: &mut [u8],
 ) {
@@ -97,7 +139,8 @@ pub fn seal_block(
     let (nonce_out, rest) = out.split_at_mut(12);
     let (body, tag_out) = rest.split_at_mut(plain.len());
     body.copy_from_slice(plain);
-    let (nonce, tag) = cipher.seal_in_place(&aad(file_id, idx, last), body);
+    let (a, n) = aad(file_id, pos);
+    let (nonce, tag) = cipher.seal_in_place(&a[..n], body);
     nonce_out.copy_from_slice(&nonce);
     tag_out.copy_from_slice(&tag);
 }
@@ -107,15 +150,15 @@ pub fn seal_block(
 pub fn seal_block_in_place(
     cipher: &BlockCipher,
     file_id: &[u8; 16],
-    idx: u64,
-    last: bool,
+    pos: BlockPos,
     buf: &mut [u8],
 ) {
     debug_assert!(buf.len() >= BLOCK_OVERHEAD);
     let body_len = buf.len() - BLOCK_OVERHEAD;
     let (nonce_out, rest) = buf.split_at_mut(12);
     let (body, tag_out) = rest.split_at_mut(body_len);
-    let (nonce, tag) = cipher.seal_in_place(&aad(file_id, idx, last), body);
+    let (a, n) = aad(file_id, pos);
+    let (nonce, tag) = cipher.seal_in_place(&a[..n], body);
     nonce_out.copy_from_slice(&nonce);
     tag_out.copy_from_slice(&tag);
 }
@@ -124,17 +167,17 @@ pub fn seal_block_in_place(
 pub fn open_block<'a>(
     cipher: &BlockCipher,
     file_id: &[u8; 16],
-    idx: u64,
-    last: bool,
+    pos: BlockPos,
     sealed: &'a mut [u8],
 ) -> Result<&'a mut [u8], FormatError> {
     if sealed.len() < BLOCK_OVERHEAD {
-        return Err(FormatError::BlockShape(idx));
+        return Err(FormatError::BlockShape(pos.idx));
     }
     let (nonce, rest) = sealed.split_at_mut(12);
+    let (a, an) = aad(file_id, pos);
     let n = cipher
-        .open_in_place(nonce, &aad(file_id, idx, last), rest)
-        .map_err(|_| FormatError::BlockAuth(idx))?;
+        .open_in_place(nonce, &a[..an], rest)
+        .map_err(|_| FormatError::BlockAuth(pos.idx))?;
     Ok(&mut rest[..n])
 }
 
@@ -174,16 +217,16 @@ mod tests {
             let c = BlockCipher::new(&Secret32::random());
             let id = [3u8; 16];
             let mut out = vec![0u8; data.len() + BLOCK_OVERHEAD];
-            seal_block(&c, &id, idx, last, &data, &mut out);
+            seal_block(&c, &id, BlockPos::dense(idx, last), &data, &mut out);
             let mut copy = out.clone();
-            prop_assert_eq!(open_block(&c, &id, idx, last, &mut copy).map(|p| p.to_vec()), Ok(data.clone()));
+            prop_assert_eq!(open_block(&c, &id, BlockPos::dense(idx, last), &mut copy).map(|p| p.to_vec()), Ok(data.clone()));
             // Another position, another finality, another file: refused.
             let mut copy = out.clone();
-            prop_assert!(open_block(&c, &id, idx + 1, last, &mut copy).is_err());
+            prop_assert!(open_block(&c, &id, BlockPos::dense(idx + 1, last), &mut copy).is_err());
             let mut copy = out.clone();
-            prop_assert!(open_block(&c, &id, idx, !last, &mut copy).is_err());
+            prop_assert!(open_block(&c, &id, BlockPos::dense(idx, !last), &mut copy).is_err());
             let mut copy = out.clone();
-            prop_assert!(open_block(&c, &[4u8; 16], idx, last, &mut copy).is_err());
+            prop_assert!(open_block(&c, &[4u8; 16], BlockPos::dense(idx, last), &mut copy).is_err());
         }
     }
 
@@ -224,7 +267,13 @@ mod tests {
             .enumerate()
             .map(|(i, chunk)| {
                 let mut out = vec![0u8; chunk.len() + BLOCK_OVERHEAD];
-                seal_block(c, id, i as u64, i + 1 == n, chunk, &mut out);
+                seal_block(
+                    c,
+                    id,
+                    BlockPos::dense(i as u64, i + 1 == n),
+                    chunk,
+                    &mut out,
+                );
                 out
             })
             .collect()
@@ -234,7 +283,9 @@ mod tests {
         let n = sealed.len();
         let mut back = Vec::new();
         for (i, s) in sealed.iter_mut().enumerate() {
-            back.extend_from_slice(open_block(c, id, i as u64, i + 1 == n, s).ok()?);
+            back.extend_from_slice(
+                open_block(c, id, BlockPos::dense(i as u64, i + 1 == n), s).ok()?,
+            );
         }
         Some(back)
     }
@@ -267,5 +318,30 @@ mod tests {
         let mut sealed = seal_all(&c, &id, &data);
         sealed.pop();
         assert_eq!(open_all(&c, &id, &mut sealed), None);
+    }
+
+    #[test]
+    fn holes_before_is_bound_and_zeros_are_holes() {
+        let c = BlockCipher::new(&Secret32::random());
+        let id = [9u8; 16];
+        let at = |h| BlockPos {
+            idx: 5,
+            last: false,
+            holes_before: Some(h),
+        };
+        let mut out = vec![0u8; 100 + BLOCK_OVERHEAD];
+        seal_block(&c, &id, at(2), &[7u8; 100], &mut out);
+        assert!(!is_hole(&out));
+        let mut copy = out.clone();
+        assert!(open_block(&c, &id, at(2), &mut copy).is_ok());
+        // Another count of holes before it, or the format 1 AAD: refused.
+        for other in [at(1), at(3), BlockPos::dense(5, false)] {
+            let mut copy = out.clone();
+            assert!(open_block(&c, &id, other, &mut copy).is_err(), "{other:?}");
+        }
+        assert!(is_hole(&[0u8; 4096 + BLOCK_OVERHEAD]));
+        let mut almost = vec![0u8; 4096 + BLOCK_OVERHEAD];
+        almost[4096 + BLOCK_OVERHEAD - 1] = 1;
+        assert!(!is_hole(&almost));
     }
 }

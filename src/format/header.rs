@@ -1,4 +1,6 @@
-//! The ciphertext file header (132 bytes):
+//! The ciphertext file header (132 bytes). Version 1 files have no holes; version 2 files
+//! (written since store format 2's sparse files) may, and their blocks' AAD says where
+//! (block.rs):
 //!
 //! ```text
 //! magic "CFR1" | version u8 | block_shift u8 | reserved u16 = 0
@@ -66,6 +68,11 @@ impl Header {
         Ok(key)
     }
 
+    /// Whether this file may have holes (version 2), so its blocks carry `holes_before`.
+    pub fn sparse(&self) -> bool {
+        self.version >= 2
+    }
+
     pub fn block_size(&self) -> usize {
         1usize << self.block_shift
     }
@@ -95,7 +102,7 @@ impl Header {
         if &b[..4] != MAGIC {
             return Err(FormatError::BadMagic);
         }
-        if b[4] != super::FORMAT_VERSION {
+        if b[4] != super::FORMAT_VERSION && b[4] != super::FORMAT_VERSION_DENSE {
             return Err(FormatError::Version(b[4]));
         }
         let block_shift = b[5];

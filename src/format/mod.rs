@@ -10,8 +10,8 @@ pub mod xattr;
 
 pub use batch::{encode_batch, BatchBlob, BATCH_MAX_LEN, BATCH_TAG_LEN};
 pub use block::{
-    blocks_for, cipher_len_for, open_block, plain_len_from_cipher, seal_block, seal_block_in_place,
-    BlockGeometry, BLOCK_OVERHEAD,
+    blocks_for, cipher_len_for, is_hole, open_block, plain_len_from_cipher, seal_block,
+    seal_block_in_place, BlockGeometry, BlockPos, BLOCK_OVERHEAD,
 };
 pub use header::{Header, FILE_ID_OFF, HEADER_LEN, MAGIC};
 pub use names::{
@@ -20,8 +20,10 @@ pub use names::{
     StoredLink, StoredName, DIRIV_LEN, DIRIV_NAME, LINK_BLOB_MAX, SIDECAR_MAX,
 };
 
-/// Version of the ciphertext file header (unchanged by store format 2).
-pub const FORMAT_VERSION: u8 = 1;
+/// Version of the ciphertext file header that new files get: 2 may have holes (block.rs).
+pub const FORMAT_VERSION: u8 = 2;
+/// Files written before holes: they still open, read and take writes, without holes.
+pub const FORMAT_VERSION_DENSE: u8 = 1;
 /// Version of the store format that new stores get: 2 authenticates batches and the
 /// descriptor (docs/format.md). Stores of version 1 still open and read.
 pub const STORE_VERSION: u32 = 2;

@@ -336,43 +336,9 @@ impl Filesystem for CofferFs {
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectoryPlus,
+        reply: ReplyDirectoryPlus,
     ) {
-        let entries = match self.dir_entries(fh.0) {
-            Ok(e) => e,
-            Err(e) => return reply.error(e),
-        };
-        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
-            let next = (i + 1) as u64;
-            if e.stored.is_empty() {
-                // "." and "..": the kernel links no dentry for them and counts no lookup.
-                let attr = match self.getattr(INodeNo(e.ino), None) {
-                    Ok(a) => a,
-                    Err(_) => continue,
-                };
-                if reply.add(
-                    INodeNo(e.ino),
-                    next,
-                    &e.name,
-                    &self.ttl,
-                    &attr,
-                    Generation(0),
-                ) {
-                    break;
-                }
-                continue;
-            }
-            // An entry gone since opendir is left out, as readdir would list a stale name.
-            let Ok(attr) = self.remember(ino, &e.stored) else {
-                continue;
-            };
-            if reply.add(attr.ino, next, &e.name, &self.ttl, &attr, Generation(0)) {
-                // Did not fit: the kernel never saw it, so the lookup is not counted.
-                self.forget(attr.ino.0, 1);
-                break;
-            }
-        }
-        reply.ok();
+        self.list_plus(ino, fh.0, offset, reply);
     }
 
     fn releasedir(
@@ -458,6 +424,37 @@ impl Filesystem for CofferFs {
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
         // default_permissions: the kernel has already checked.
         reply.ok();
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        match self.fallocate(fh.0, offset, length, mode) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: fuser::ReplyLseek,
+    ) {
+        match self.seek(fh.0, offset, whence) {
+            Ok(o) => reply.offset(o),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn create(

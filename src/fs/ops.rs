@@ -216,4 +216,85 @@ impl CofferFs {
         let (fd, _) = self.node(INodeNo::ROOT)?;
         sys::statvfs_fd(&fd)
     }
+
+    /// readdirplus: each entry with its attributes, a lookup counted for each the kernel keeps.
+    pub(super) fn list_plus(
+        &self,
+        ino: INodeNo,
+        fh: u64,
+        offset: u64,
+        mut reply: fuser::ReplyDirectoryPlus,
+    ) {
+        let entries = match self.dir_entries(fh) {
+            Ok(e) => e,
+            Err(e) => return reply.error(e),
+        };
+        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+            let next = (i + 1) as u64;
+            if e.stored.is_empty() {
+                // "." and "..": the kernel links no dentry for them and counts no lookup.
+                let attr = match self.getattr(INodeNo(e.ino), None) {
+                    Ok(a) => a,
+                    Err(_) => continue,
+                };
+                if reply.add(
+                    INodeNo(e.ino),
+                    next,
+                    &e.name,
+                    &self.ttl,
+                    &attr,
+                    fuser::Generation(0),
+                ) {
+                    break;
+                }
+                continue;
+            }
+            // An entry gone since opendir is left out, as readdir would list a stale name.
+            let Ok(attr) = self.remember(ino, &e.stored) else {
+                continue;
+            };
+            if reply.add(
+                attr.ino,
+                next,
+                &e.name,
+                &self.ttl,
+                &attr,
+                fuser::Generation(0),
+            ) {
+                // Did not fit: the kernel never saw it, so the lookup is not counted.
+                self.forget(attr.ino.0, 1);
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    /// fallocate: mode 0 and KEEP_SIZE reserve space (mode 0 also grows the file),
+    /// PUNCH_HOLE|KEEP_SIZE makes holes; any other mode is refused with nothing changed.
+    pub(super) fn fallocate(&self, fh: u64, off: u64, len: u64, mode: i32) -> Result<(), Errno> {
+        self.writable()?;
+        let f = self.file_handle(fh)?;
+        let r = match mode {
+            0 => f.allocate(off, len, false),
+            libc::FALLOC_FL_KEEP_SIZE => f.allocate(off, len, true),
+            m if m == libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE => {
+                f.punch_hole(off, len)
+            }
+            _ => Err(Errno::EOPNOTSUPP),
+        };
+        f.publish_len(&self.store);
+        r
+    }
+
+    /// lseek with SEEK_DATA or SEEK_HOLE (the kernel answers the other whences itself).
+    pub(super) fn seek(&self, fh: u64, off: i64, whence: i32) -> Result<i64, Errno> {
+        let f = self.file_handle(fh)?;
+        let off = u64::try_from(off).map_err(|_| Errno::ENXIO)?;
+        let to = match whence {
+            libc::SEEK_DATA => f.seek(off, true)?,
+            libc::SEEK_HOLE => f.seek(off, false)?,
+            _ => return Err(Errno::EINVAL),
+        };
+        i64::try_from(to).map_err(|_| Errno::EOVERFLOW)
+    }
 }

@@ -29,8 +29,9 @@ use std::sync::Arc;
 use crate::catalog::{Catalog, FileRecord};
 use crate::crypto::BlockCipher;
 use crate::format::{
-    blocks_for, classify, open_block, plain_len_from_cipher, BlockGeometry, Entry, EntryError,
-    Header, NameError, BLOCK_OVERHEAD, DIRIV_LEN, DIRIV_NAME, HEADER_LEN, SIDECAR_MAX,
+    blocks_for, classify, is_hole, open_block, plain_len_from_cipher, BlockGeometry, BlockPos,
+    Entry, EntryError, Header, NameError, BLOCK_OVERHEAD, DIRIV_LEN, DIRIV_NAME, HEADER_LEN,
+    SIDECAR_MAX,
 };
 use crate::store::{OpenStore, DATA};
 
@@ -308,6 +309,9 @@ fn read_shape(store: &OpenStore, path: &Path) -> Result<(File, Header, u64, u64)
 }
 
 /// Read and authenticate every block of one ciphertext file; returns its header and length.
+/// In a format 2 file a zero block is a hole, and the data block after a run of holes must
+/// open with the run's length in its AAD; runs the backing filesystem keeps as holes are
+/// counted without being read.
 pub fn verify_file(store: &OpenStore, path: &Path) -> Result<(Header, u64), String> {
     let (f, header, clen, len) = read_shape(store, path)?;
     let key = store
@@ -319,11 +323,18 @@ pub fn verify_file(store: &OpenStore, path: &Path) -> Result<(Header, u64), Stri
     let stride = g.block_size() as usize + BLOCK_OVERHEAD;
     // Read about 1 MiB at a time and authenticate it in parallel, at least 64 KiB per task
     // (one task per 4 KiB block costs more in scheduling than it saves).
-    let run = ((1usize << 20) / stride).max(1) as u64;
+    let run_len = ((1usize << 20) / stride).max(1) as u64;
     let per_task = ((64usize << 10) / stride).max(1);
+    let sparse = header.sparse();
+    let mut holes = 0u64;
     let mut idx = 0;
     while idx < n {
-        let end = (idx + run).min(n);
+        if sparse {
+            let skip = skip_backing_hole(&f, g, idx, n - 1)?;
+            holes += skip;
+            idx += skip;
+        }
+        let end = (idx + run_len).min(n);
         let c0 = g.block_to_cipher_off(idx);
         let c1 = if end == n {
             clen
@@ -333,18 +344,48 @@ pub fn verify_file(store: &OpenStore, path: &Path) -> Result<(Header, u64), Stri
         let mut buf = vec![0u8; (c1 - c0) as usize];
         f.read_exact_at(&mut buf, c0)
             .map_err(|e| format!("read failed: {e}"))?;
+        let pos: Vec<Option<BlockPos>> = buf
+            .chunks(stride)
+            .enumerate()
+            .map(|(i, c)| {
+                let b = idx + i as u64;
+                if sparse && b != n - 1 && is_hole(c) {
+                    holes += 1;
+                    return None;
+                }
+                let at = BlockPos {
+                    idx: b,
+                    last: b == n - 1,
+                    holes_before: sparse.then_some(holes),
+                };
+                holes = 0;
+                Some(at)
+            })
+            .collect();
         use rayon::prelude::*;
         buf.par_chunks_mut(stride)
             .with_min_len(per_task)
-            .enumerate()
-            .try_for_each(|(i, chunk)| {
-                let b = idx + i as u64;
-                open_block(&cipher, &header.file_id, b, b == n - 1, chunk).map(|_| ())
+            .zip(pos.par_iter())
+            .try_for_each(|(chunk, at)| match at {
+                Some(at) => open_block(&cipher, &header.file_id, *at, chunk).map(|_| ()),
+                None => Ok(()),
             })
             .map_err(|e| format!("{e}: the file is damaged or was tampered with"))?;
         idx = end;
     }
     Ok((header, len))
+}
+
+/// How many blocks from `idx` on (before the final one) lie wholly in a backing hole.
+fn skip_backing_hole(f: &File, g: BlockGeometry, idx: u64, final_idx: u64) -> Result<u64, String> {
+    let c0 = g.block_to_cipher_off(idx);
+    let stride = g.block_size() + BLOCK_OVERHEAD as u64;
+    let d = crate::holes::next_data(f, c0).map_err(|e| format!("seek failed: {e}"))?;
+    let first_data = match d {
+        None => final_idx,
+        Some(d) => ((d - HEADER_LEN as u64) / stride).min(final_idx),
+    };
+    Ok(first_data.saturating_sub(idx))
 }
 
 /// Used by `coffer info` and fsck: an OpenStore over a catalog that may be scratch.

@@ -9,7 +9,9 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use crate::crypto::BlockCipher;
-use crate::format::{open_block, seal_block, BlockGeometry, Header, BLOCK_OVERHEAD, HEADER_LEN};
+use crate::format::{
+    is_hole, open_block, seal_block, BlockGeometry, BlockPos, Header, BLOCK_OVERHEAD, HEADER_LEN,
+};
 use crate::store::OpenStore;
 
 pub struct Salvaged {
@@ -54,15 +56,21 @@ impl Salvaged {
     }
 }
 
+/// A block as found: its plaintext and the position it opened at (a hole: zeros, no position).
+struct Got {
+    plain: Vec<u8>,
+    at: Option<BlockPos>,
+}
+
 /// A file being salvaged: its blocks' ciphertext sizes, and each block's plaintext and
-/// final flag where it authenticates either way.
+/// position where it authenticates (final or not; after the holes before it, in format 2).
 struct Salvage {
     f: std::fs::File,
     header: Header,
     cipher: BlockCipher,
     g: BlockGeometry,
     sizes: Vec<u64>,
-    plains: Vec<Option<(Vec<u8>, bool)>>,
+    plains: Vec<Option<Got>>,
     /// Bytes cut off the end.
     cut: u64,
 }
@@ -113,26 +121,49 @@ impl Salvage {
         Ok(buf)
     }
 
-    /// Plaintext of every block and whether it was sealed as final; None where it does not
-    /// authenticate either way.
+    /// Plaintext of every block and where it opened; None where it does not authenticate
+    /// as final or not (after the holes counted before it, in a format 2 file).
     fn read_blocks(&mut self) -> Result<(), String> {
         let id = self.header.file_id;
+        let sparse = self.header.sparse();
+        let mut run = 0u64;
         for (i, &size) in self.sizes.iter().enumerate() {
             let idx = i as u64;
             let last = i + 1 == self.sizes.len();
-            let mut buf = self.read_block(idx, size)?;
-            let mut copy = buf.clone();
-            let got = match open_block(&self.cipher, &id, idx, last, &mut buf) {
-                Ok(p) => Some((p.to_vec(), last)),
-                // Sealed with the other flag: an old final block followed by appended blocks,
-                // or a block that was to be final.
-                Err(_) => open_block(&self.cipher, &id, idx, !last, &mut copy)
-                    .ok()
-                    .map(|p| (p.to_vec(), !last)),
-            };
+            let buf = self.read_block(idx, size)?;
+            if sparse && !last && is_hole(&buf) {
+                let plain = vec![0u8; buf.len() - BLOCK_OVERHEAD];
+                self.plains.push(Some(Got { plain, at: None }));
+                run += 1;
+                continue;
+            }
+            let holes_before = sparse.then_some(run);
+            // Sealed with the other flag: an old final block followed by appended blocks,
+            // or a block that was to be final.
+            let got = [last, !last].into_iter().find_map(|l| {
+                let at = BlockPos {
+                    idx,
+                    last: l,
+                    holes_before,
+                };
+                let mut b = buf.clone();
+                open_block(&self.cipher, &id, at, &mut b).ok().map(|p| Got {
+                    plain: p.to_vec(),
+                    at: Some(at),
+                })
+            });
             self.plains.push(got);
+            run = 0;
         }
         Ok(())
+    }
+
+    /// Holes (as found) right before block `i`.
+    fn run_before(&self, i: usize) -> u64 {
+        let holes = self.plains[..i].iter().rev();
+        holes
+            .take_while(|p| p.as_ref().is_some_and(|g| g.at.is_none()))
+            .count() as u64
     }
 
     /// A damaged end: the real last block may sit in front of bytes appended after it (try it
@@ -143,9 +174,14 @@ impl Salvage {
             let i = self.sizes.len() - 1;
             let idx = i as u64;
             let buf = self.read_block(idx, self.sizes[i])?;
+            let at = BlockPos {
+                idx,
+                last: true,
+                holes_before: self.header.sparse().then(|| self.run_before(i)),
+            };
             let found = (BLOCK_OVERHEAD..buf.len()).rev().find_map(|l| {
                 let mut b = buf[..l].to_vec();
-                open_block(&self.cipher, &id, idx, true, &mut b)
+                open_block(&self.cipher, &id, at, &mut b)
                     .ok()
                     .map(|p| p.to_vec())
             });
@@ -157,44 +193,64 @@ impl Salvage {
             };
             self.cut += self.sizes[i] - (p.len() + BLOCK_OVERHEAD) as u64;
             self.sizes[i] = (p.len() + BLOCK_OVERHEAD) as u64;
-            self.plains[i] = Some((p, true));
+            self.plains[i] = Some(Got {
+                plain: p,
+                at: Some(at),
+            });
             break;
         }
         Ok(())
     }
 
-    /// Re-seal each block that does not read (as zeros) or whose final flag is wrong for where
-    /// the file now ends; cut the file there and make it durable.
+    /// Re-seal each block that does not read (as zeros) or whose position is wrong for where
+    /// the file now ends (its final flag, the holes before it); cut the file there and make
+    /// it durable. Holes stay holes, but for a new final block.
     fn reseal(self) -> Result<Salvaged, String> {
         let (g, id, n) = (self.g, self.header.file_id, self.sizes.len());
         let bs = g.block_size();
-        let write = |idx: u64, last: bool, data: &[u8], size: usize| {
+        let write = |at: BlockPos, data: &[u8], size: usize| {
             let mut out = vec![0u8; size];
-            seal_block(&self.cipher, &id, idx, last, data, &mut out);
+            seal_block(&self.cipher, &id, at, data, &mut out);
             self.f
-                .write_all_at(&out, g.block_to_cipher_off(idx))
+                .write_all_at(&out, g.block_to_cipher_off(at.idx))
                 .map_err(|e| format!("write failed: {e}"))
         };
+        let sparse = self.header.sparse();
         let mut zeroed = Vec::new();
         let mut plain_len = 0;
-        for (i, (size, plain)) in self.sizes.iter().zip(&self.plains).enumerate() {
+        let mut run = 0u64;
+        for (i, (size, got)) in self.sizes.iter().zip(&self.plains).enumerate() {
             let (idx, last) = (i as u64, i + 1 == n);
             let len = size - BLOCK_OVERHEAD as u64;
-            match plain {
-                Some((p, sealed_last)) if *sealed_last != last => {
-                    write(idx, last, p, *size as usize)?
-                }
-                Some(_) => {}
+            plain_len += len;
+            let is_hole = got.as_ref().is_some_and(|g| g.at.is_none());
+            if is_hole && !last {
+                run += 1;
+                continue;
+            }
+            let at = BlockPos {
+                idx,
+                last,
+                holes_before: sparse.then_some(run),
+            };
+            run = 0;
+            match got {
+                Some(g) if g.at == Some(at) => {}
+                Some(g) => write(at, &g.plain, *size as usize)?,
                 None => {
                     zeroed.push((idx * bs, idx * bs + len));
-                    write(idx, last, &vec![0u8; len as usize], *size as usize)?;
+                    write(at, &vec![0u8; len as usize], *size as usize)?;
                 }
             }
-            plain_len += len;
         }
         if n == 0 {
             // Only a header: give it its empty final block.
-            write(0, true, &[], BLOCK_OVERHEAD)?;
+            let at = BlockPos {
+                idx: 0,
+                last: true,
+                holes_before: sparse.then_some(0),
+            };
+            write(at, &[], BLOCK_OVERHEAD)?;
         }
         let blocks = self.sizes.iter().sum::<u64>().max(BLOCK_OVERHEAD as u64);
         let f = &self.f;

@@ -137,8 +137,11 @@ impl OpenStore {
         crate::format::seal_block(
             &crypto::BlockCipher::new(key.secret()),
             &header.file_id,
-            0,
-            true,
+            crate::format::BlockPos {
+                idx: 0,
+                last: true,
+                holes_before: header.sparse().then_some(0),
+            },
             &[],
             &mut buf[crate::format::HEADER_LEN..],
         );

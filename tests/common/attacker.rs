@@ -44,14 +44,12 @@ pub fn plant(store: &Path, target: &Path, plain: &[u8], framing: Framing) -> [u8
     };
     for (i, c) in chunks.iter().enumerate() {
         let mut buf = vec![0u8; c.len() + BLOCK_OVERHEAD];
-        seal_block(
-            &cipher,
-            &header.file_id,
-            i as u64,
-            i + 1 == chunks.len(),
-            c,
-            &mut buf,
-        );
+        let at = coffer::format::BlockPos {
+            idx: i as u64,
+            last: i + 1 == chunks.len(),
+            holes_before: header.sparse().then_some(0),
+        };
+        seal_block(&cipher, &header.file_id, at, c, &mut buf);
         out.extend_from_slice(&buf);
     }
     std::fs::write(target, out).expect("rewrite the ciphertext file");

@@ -6,6 +6,8 @@
 //! in parallel with rayon. Reads use pread, never a memory map: a concurrent truncate of the
 //! backing file would raise SIGBUS on a mapped page.
 
+mod grow;
+mod sparse;
 mod write;
 
 use std::fs::File;
@@ -19,7 +21,7 @@ use crate::catalog::{CatalogOp, FileRecord};
 use crate::crypto::BlockCipher;
 use crate::format::{
     blocks_for, cipher_len_for, open_block, plain_len_from_cipher, seal_block, BlockGeometry,
-    Header, BLOCK_OVERHEAD, HEADER_LEN,
+    BlockPos, Header, BLOCK_OVERHEAD, HEADER_LEN,
 };
 use crate::store::OpenStore;
 
@@ -39,6 +41,8 @@ pub struct OpenFile {
     /// Backing path relative to the store, for log lines (never a plaintext name).
     label: String,
     st: RwLock<FileState>,
+    /// What reads of a format 2 file learned of its holes (sparse.rs).
+    hints: std::sync::Mutex<sparse::HoleHints>,
 }
 
 struct FileState {
@@ -94,6 +98,7 @@ impl OpenFile {
                 size,
                 len_dirty: false,
             }),
+            hints: Default::default(),
         })
     }
 
@@ -104,6 +109,7 @@ impl OpenFile {
             file,
             label,
             st: RwLock::new(st),
+            hints: Default::default(),
         };
         {
             let st = of.read_state()?;
@@ -161,8 +167,7 @@ impl OpenFile {
         seal_block(
             self.cipher(st)?,
             &st.header.file_id,
-            0,
-            true,
+            final_pos(&st.header, 0, Some(0)),
             &[],
             &mut buf[HEADER_LEN..],
         );
@@ -221,12 +226,16 @@ impl OpenFile {
             );
             return Err(eio());
         }
+        if st.header.sparse() {
+            self.open_sparse(st, g, first, final_idx, &mut buf)?;
+            return Ok(buf);
+        }
         let stride = g.block_size() as usize + BLOCK_OVERHEAD;
         let id = st.header.file_id;
         let cipher = self.cipher(st)?;
         let open = |(i, chunk): (usize, &mut [u8])| {
             let idx = first + i as u64;
-            open_block(cipher, &id, idx, idx == final_idx, chunk).map(|_| ())
+            open_block(cipher, &id, BlockPos::dense(idx, idx == final_idx), chunk).map(|_| ())
         };
         let result = if buf.len() >= PARALLEL_BYTES {
             buf.par_chunks_mut(stride)
@@ -254,7 +263,8 @@ impl OpenFile {
     ) -> Result<Vec<u8>, Errno> {
         let mut b = sealed.to_vec();
         let last = idx == blocks_for(g, st.size) - 1;
-        open_block(self.cipher(st)?, &st.header.file_id, idx, last, &mut b).map_err(|e| {
+        let pos = BlockPos::dense(idx, last);
+        open_block(self.cipher(st)?, &st.header.file_id, pos, &mut b).map_err(|e| {
             tracing::warn!("{}: {e} (tampered or damaged ciphertext)", self.label);
             eio()
         })?;
@@ -270,14 +280,24 @@ impl OpenFile {
         Ok(b)
     }
 
-    /// Write `data` at plaintext offset `off`; a gap past the end reads as zeros.
+    /// Write `data` at plaintext offset `off`; a gap past the end reads as zeros (a hole, in
+    /// a format 2 file).
     pub fn write(&self, off: u64, data: &[u8]) -> Result<usize, Errno> {
         let mut st = self.write_state()?;
         if off > st.size {
-            self.extend_locked(&mut st, off)?;
+            self.grow_locked(&mut st, off)?;
         }
         self.write_locked(&mut st, off, data)?;
         Ok(data.len())
+    }
+
+    /// Grow the file to `to` bytes of zeros: a hole in a format 2 file, written zeros in a
+    /// format 1 file.
+    fn grow_locked(&self, st: &mut FileState, to: u64) -> Result<(), Errno> {
+        match st.header.sparse() {
+            true => self.grow_sparse(st, to),
+            false => self.extend_locked(st, to),
+        }
     }
 
     fn extend_locked(&self, st: &mut FileState, to: u64) -> Result<(), Errno> {
@@ -297,8 +317,9 @@ impl OpenFile {
         if new_size == st.size && (st.cipher.is_some() || new_size != 0) {
             return Ok(());
         }
+        self.forget_hints();
         if new_size > st.size {
-            return self.extend_locked(&mut st, new_size);
+            return self.grow_locked(&mut st, new_size);
         }
         if new_size == 0 {
             let fresh = fresh_state(store, &self.label)?;
@@ -313,15 +334,13 @@ impl OpenFile {
         let k = g.plain_off_to_block(new_size - 1);
         let mut plain = self.block_plain(&st, g, k)?;
         plain.truncate((new_size - g.block_to_plain_off(k)) as usize);
+        let lead = match st.header.sparse() {
+            true => Some(self.lead(g, k)?),
+            false => None,
+        };
         let mut out = vec![0u8; plain.len() + BLOCK_OVERHEAD];
-        seal_block(
-            self.cipher(&st)?,
-            &st.header.file_id,
-            k,
-            true,
-            &plain,
-            &mut out,
-        );
+        let pos = final_pos(&st.header, k, lead);
+        seal_block(self.cipher(&st)?, &st.header.file_id, pos, &plain, &mut out);
         self.file
             .write_all_at(&out, g.block_to_cipher_off(k))
             .map_err(Errno::from)?;
@@ -350,6 +369,15 @@ impl OpenFile {
                 store.catalog_op(CatalogOp::SetLen(st.header.file_id, st.size));
             }
         }
+    }
+}
+
+/// The final block `idx`'s position: with the holes before it in a format 2 file.
+fn final_pos(h: &Header, idx: u64, lead: Option<u64>) -> BlockPos {
+    BlockPos {
+        idx,
+        last: true,
+        holes_before: if h.sparse() { lead } else { None },
     }
 }
 

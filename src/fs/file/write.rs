@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use super::{FileState, OpenFile, PARALLEL_BYTES, TASK_BYTES};
 use crate::format::{
-    blocks_for, cipher_len_for, seal_block_in_place, BlockGeometry, BLOCK_OVERHEAD,
+    blocks_for, cipher_len_for, seal_block_in_place, BlockGeometry, BlockPos, BLOCK_OVERHEAD,
 };
 
 impl OpenFile {
@@ -35,17 +35,116 @@ impl OpenFile {
         );
         let undo = self.read_undo(&plan)?;
         let old = self.partial_blocks(st, &plan, undo.as_deref())?;
-        let out = self.seal_blocks(st, &plan, &old, data)?;
-        if let Err(e) = self.file.write_all_at(&out, plan.c0) {
+        let sparse = st.header.sparse();
+        let lead = match sparse {
+            true => Some(self.lead(plan.g, plan.start)?),
+            false => None,
+        };
+        let next = match sparse {
+            true => self.successor(st, &plan)?,
+            false => None,
+        };
+        let (out, holes, tail) = self.seal_blocks(st, &plan, &old, data, lead)?;
+        let resealed = match next {
+            Some(n) => self.reseal_successor(st, &plan, n, &holes, lead)?,
+            None => None,
+        };
+        self.forget_hints();
+        if let Err((e, touched)) = self.put_blocks(&plan, &out, &holes, resealed, lead.unwrap_or(0))
+        {
             tracing::warn!("{}: write failed: {e}", self.label);
-            if let Some(b) = undo {
-                self.put_back(&b, &plan);
+            match (undo, touched) {
+                (Some(b), true) => self.put_back(&b, &plan),
+                _ if plan.new_size > plan.old_size => self.cut_back(&plan),
+                _ => {}
             }
             return Err(Errno::from(e));
+        }
+        if let (Some((lo, hi)), Ok(mut h)) = (
+            super::sparse::trailing_data(plan.start, &holes),
+            self.hints.lock(),
+        ) {
+            h.note_data(lo, hi);
+            // The next write, which starts at this one's last block, need not look back.
+            if let Some(BlockPos {
+                idx,
+                holes_before: Some(n),
+                ..
+            }) = tail
+            {
+                h.note_run(idx - n, idx);
+            }
         }
         // Only a new length goes to the catalog: an in-place write leaves it untouched.
         st.len_dirty |= plan.new_size != plan.old_size;
         st.size = plan.new_size;
+        Ok(())
+    }
+
+    /// Write the sealed blocks: data blocks as they are, hole blocks as holes (punched where
+    /// the old file had bytes, left unwritten past its end), then a resealed successor. What
+    /// lies past the old end goes first: a full disk stops the write there, before a byte of
+    /// the old file has changed (the error says whether one had: `true`).
+    fn put_blocks(
+        &self,
+        p: &WritePlan,
+        out: &[u8],
+        holes: &[bool],
+        resealed: Option<(u64, Vec<u8>)>,
+        lead: u64,
+    ) -> Result<(), (std::io::Error, bool)> {
+        let split = p.old_clen.clamp(p.c0, p.c0 + out.len() as u64);
+        let beyond = |at: u64, len: usize| (at.max(split), (at + len as u64).max(split));
+        let within = |at: u64, len: usize| (at.min(split), (at + len as u64).min(split));
+        self.put_part(p, out, holes, lead, beyond)
+            .map_err(|e| (e, false))?;
+        // Blocks of the old file may be holes this write fills: their space is reserved
+        // first, so that a full disk refuses the write before it has changed anything (a
+        // write stopped half way would leave the blocks after it counting the wrong holes).
+        // An extending write rewrites only the old final block here, which is on disk.
+        let only_final = p.new_size > p.old_size && p.start + 1 == blocks_for(p.g, p.old_size);
+        if split > p.c0 && !only_final {
+            crate::holes::reserve(&self.file, p.c0, split - p.c0).map_err(|e| (e, false))?;
+        }
+        self.put_part(p, out, holes, lead, within)
+            .map_err(|e| (e, true))?;
+        if let Some((at, b)) = resealed {
+            self.file.write_all_at(&b, at).map_err(|e| (e, true))?;
+        }
+        Ok(())
+    }
+
+    /// The part of `out` that `clip` keeps of each run of data blocks or holes.
+    fn put_part(
+        &self,
+        p: &WritePlan,
+        out: &[u8],
+        holes: &[bool],
+        lead: u64,
+        clip: impl Fn(u64, usize) -> (u64, u64),
+    ) -> std::io::Result<()> {
+        let mut i = 0;
+        while i < holes.len() {
+            let h = holes[i];
+            let j = (i..holes.len())
+                .find(|&k| holes[k] != h)
+                .unwrap_or(holes.len());
+            let (s, e) = (i * p.stride, (j * p.stride).min(out.len()));
+            let (a, b) = clip(p.c0 + s as u64, e - s);
+            if a < b && !h {
+                let from = (a - p.c0) as usize;
+                self.file
+                    .write_all_at(&out[from..from + (b - a) as usize], a)?;
+            } else if a < b && a < p.old_clen {
+                // A run right after earlier holes takes their shared 4 KiB with it.
+                let from = match i == 0 && a == p.c0 {
+                    true => crate::holes::hole_start(a, lead),
+                    false => a,
+                };
+                crate::holes::punch(&self.file, from, b - from)?;
+            }
+            i = j;
+        }
         Ok(())
     }
 
@@ -82,11 +181,11 @@ impl OpenFile {
                 continue;
             }
             let plain = match undo {
-                Some(u) => {
+                Some(u) if !st.header.sparse() => {
                     let at = (g.block_to_cipher_off(idx) - p.c0) as usize;
                     self.open_copy(st, g, idx, &u[at..(at + p.stride).min(u.len())])?
                 }
-                None => self.block_plain(st, g, idx)?,
+                _ => self.block_plain(st, g, idx)?,
             };
             old.insert(idx, plain);
         }
@@ -94,18 +193,19 @@ impl OpenFile {
     }
 
     /// The new ciphertext of blocks `start..=last`: old plaintext where the write does not
-    /// reach, `data` where it does, each block sealed under its index and final flag.
+    /// reach, `data` where it does, each block sealed under its position. In a format 2 file
+    /// (`lead` is the count of holes before `start`) a full non-final block of zeros becomes
+    /// a hole: zero ciphertext, flagged in the returned list.
     fn seal_blocks(
         &self,
         st: &FileState,
         p: &WritePlan,
         old: &HashMap<u64, Vec<u8>>,
         data: &[u8],
-    ) -> Result<Vec<u8>, Errno> {
+        lead: Option<u64>,
+    ) -> Result<Sealed, Errno> {
         let mut out = vec![0u8; (p.c1 - p.c0) as usize];
-        let id = st.header.file_id;
-        let cipher = self.cipher(st)?;
-        let seal = |(i, chunk): (usize, &mut [u8])| {
+        let fill = |(i, chunk): (usize, &mut [u8])| {
             let idx = p.start + i as u64;
             let b0 = p.g.block_to_plain_off(idx);
             let plen = chunk.len() - BLOCK_OVERHEAD;
@@ -121,17 +221,104 @@ impl OpenFile {
                 plain[(s - b0) as usize..(e - b0) as usize]
                     .copy_from_slice(&data[(s - p.off) as usize..(e - p.off) as usize]);
             }
-            seal_block_in_place(cipher, &id, idx, idx == p.new_n - 1, chunk);
+            lead.is_some() && idx != p.new_n - 1 && crate::format::is_hole(plain)
         };
-        if out.len() >= PARALLEL_BYTES {
-            out.par_chunks_mut(p.stride)
-                .with_min_len((TASK_BYTES / p.stride).max(1))
+        let big = out.len() >= PARALLEL_BYTES;
+        let min = (TASK_BYTES / p.stride).max(1);
+        let holes: Vec<bool> = match big {
+            true => out
+                .par_chunks_mut(p.stride)
+                .with_min_len(min)
                 .enumerate()
-                .for_each(seal);
-        } else {
-            out.chunks_mut(p.stride).enumerate().for_each(seal);
+                .map(fill)
+                .collect(),
+            false => out.chunks_mut(p.stride).enumerate().map(fill).collect(),
+        };
+        let pos = positions(p, &holes, lead);
+        let id = st.header.file_id;
+        let cipher = self.cipher(st)?;
+        let seal = |(i, chunk): (usize, &mut [u8])| match pos[i] {
+            Some(at) => seal_block_in_place(cipher, &id, at, chunk),
+            None => chunk.fill(0),
+        };
+        match big {
+            true => out
+                .par_chunks_mut(p.stride)
+                .with_min_len(min)
+                .enumerate()
+                .for_each(seal),
+            false => out.chunks_mut(p.stride).enumerate().for_each(seal),
         }
-        Ok(out)
+        let tail = pos.iter().rev().flatten().next().copied();
+        Ok((out, holes, tail))
+    }
+
+    /// An in-place write of a format 2 file may end, or stop ending, a run of holes: the
+    /// first data block after it (`d`) then counts a different number of holes before it.
+    /// Found before the write: `d` and the count it was sealed with.
+    fn successor(&self, st: &FileState, p: &WritePlan) -> Result<Option<(u64, u64)>, Errno> {
+        if p.last + 1 >= p.new_n {
+            return Ok(None);
+        }
+        let final_idx = blocks_for(p.g, st.size) - 1;
+        let d = crate::holes::next_data_block(&self.file, p.g, p.last + 1, final_idx)
+            .map_err(|e| self.io_fail("scan for data", e))?;
+        let before = crate::holes::holes_before(&self.file, p.g, p.last + 1)
+            .map_err(|e| self.io_fail("scan for holes", e))?;
+        Ok(Some((d, d - (p.last + 1) + before)))
+    }
+
+    /// Block `d` sealed again when the holes before it changed count: (offset, ciphertext).
+    fn reseal_successor(
+        &self,
+        st: &FileState,
+        p: &WritePlan,
+        (d, old_count): (u64, u64),
+        holes: &[bool],
+        lead: Option<u64>,
+    ) -> Result<Option<(u64, Vec<u8>)>, Errno> {
+        let trailing = holes.iter().rev().take_while(|&&h| h).count() as u64;
+        let all = trailing == holes.len() as u64;
+        let new_count = d - (p.last + 1) + trailing + if all { lead.unwrap_or(0) } else { 0 };
+        if new_count == old_count {
+            return Ok(None);
+        }
+        let final_idx = blocks_for(p.g, st.size) - 1;
+        let c0 = p.g.block_to_cipher_off(d);
+        let c1 = match d == final_idx {
+            true => cipher_len_for(p.g, st.size),
+            false => c0 + p.stride as u64,
+        };
+        let mut b = vec![0u8; (c1 - c0) as usize];
+        self.file
+            .read_exact_at(&mut b, c0)
+            .map_err(|e| self.io_fail("read", e))?;
+        let at = |h| BlockPos {
+            idx: d,
+            last: d == final_idx,
+            holes_before: Some(h),
+        };
+        let cipher = self.cipher(st)?;
+        let id = st.header.file_id;
+        let plain = crate::format::open_block(cipher, &id, at(old_count), &mut b)
+            .map_err(|e| {
+                tracing::warn!("{}: {e} (tampered or damaged ciphertext)", self.label);
+                Errno::EIO
+            })?
+            .to_vec();
+        let mut out = vec![0u8; plain.len() + BLOCK_OVERHEAD];
+        crate::format::seal_block(cipher, &id, at(new_count), &plain, &mut out);
+        Ok(Some((c0, out)))
+    }
+
+    /// After an extending write that failed before it changed the old file: the old length.
+    fn cut_back(&self, p: &WritePlan) {
+        if let Err(r) = self.file.set_len(p.old_clen) {
+            tracing::error!(
+                "{}: could not cut a failed write back off ({r}); run coffer fsck",
+                self.label
+            );
+        }
     }
 
     /// After a failed extending write: the overwritten bytes back, and the old length.
@@ -148,6 +335,33 @@ impl OpenFile {
             );
         }
     }
+}
+
+/// Sealed blocks at stride, which of them are holes, and the last data block's position.
+type Sealed = (Vec<u8>, Vec<bool>, Option<BlockPos>);
+
+/// Each rewritten block's position: None for a hole, else its index, finality and (format
+/// 2) the holes right before it, counted on from `lead` before the first.
+fn positions(p: &WritePlan, holes: &[bool], lead: Option<u64>) -> Vec<Option<BlockPos>> {
+    let mut run = lead;
+    holes
+        .iter()
+        .enumerate()
+        .map(|(i, &h)| {
+            let idx = p.start + i as u64;
+            if h {
+                run = run.map(|r| r + 1);
+                return None;
+            }
+            let at = BlockPos {
+                idx,
+                last: idx == p.new_n - 1,
+                holes_before: run,
+            };
+            run = run.map(|_| 0);
+            Some(at)
+        })
+        .collect()
 }
 
 /// Which blocks a write of `len` bytes at `off` into a file of `old_size` bytes changes, and
