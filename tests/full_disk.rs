@@ -66,7 +66,12 @@ fn a_full_disk_fails_writes_with_enospc_and_loses_nothing_fsynced() {
         errno = f.sync_all().err().and_then(|e| e.raw_os_error());
     }
     drop(f);
-    assert_eq!(errno, Some(libc::ENOSPC), "a full disk is ENOSPC");
+    assert_eq!(
+        errno,
+        Some(libc::ENOSPC),
+        "a full disk is ENOSPC: {}",
+        env.log_text()
+    );
     // More small files also fail cleanly, or succeed; reading never breaks.
     for i in 0..5 {
         let r = fs::write(m.p(&format!("small-{i}")), pattern(200 + i, 50_000));
