@@ -9,7 +9,9 @@
 #                             change costs or buys, measured against the same anchors
 # W1 write+sync, W1u the same including unmount and daemon exit, W2 cold read, W3 untar small
 # files + sync, W4 cold tar of them, W5 rsync -a a tree in / again after 1 % changed,
-# W6 rsync --no-whole-file literal bytes after a 4 KiB in-place change, W7 peak RSS.
+# W6 rsync --no-whole-file literal bytes after a 4 KiB in-place change, W7 peak RSS,
+# W8 cp --sparse=always of a 2 GiB file holding 1 MiB (a VM image) + sync, W8b the space it
+# takes in the store.
 # Runs alternate the order of the systems (forward, then reversed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -130,6 +132,13 @@ for run in $(seq "$runs"); do
     t0=$(now); rsync -a "$work/tree2/" "$m/tree/"; sync; t1=$(now)
     add W5b "$s" "$(awk -v ns=$((t1 - t0)) 'BEGIN {printf "%.2f", ns/1e9}')"
     rm -rf "$m/tree"
+    # W8 / W8b: a sparse file in, and what it takes on disk
+    sync; k0=$(du -sk "$(store "$s")" | cut -f1)
+    t0=$(now); cp --sparse=always "$work/in/sparse" "$m/sparse"; sync; t1=$(now)
+    k1=$(du -sk "$(store "$s")" | cut -f1)
+    add W8 "$s" "$(awk -v ns=$((t1 - t0)) 'BEGIN {printf "%.2f", ns/1e9}')"
+    add W8b "$s" "$((k1 - k0))"
+    rm -f "$m/sparse"
     down "$s"
     echo "run $run: $s done" >&2
   done
@@ -143,10 +152,11 @@ table=$(
   else
     printf '| workload | unit | plain | FUSE passthrough (bindfs) | coffer | gocryptfs | securefs | coffer/plain | coffer/passthrough | coffer/better anchor |\n|---|---|---|---|---|---|---|---|---|---|\n'
   fi
-  for w in W1 W1u W2 W3 W4 W5 W5b W6 W7; do
+  for w in W1 W1u W2 W3 W4 W5 W5b W6 W7 W8 W8b; do
     case $w in
       W1|W1u|W2) unit="MB/s"; better=high ;; W3|W4) unit="files/s"; better=high ;;
-      W5|W5b) unit="s"; better=low ;; W6) unit="literal bytes"; better=low ;; W7) unit="peak RSS MiB"; better=low ;;
+      W5|W5b|W8) unit="s"; better=low ;; W6) unit="literal bytes"; better=low ;; W7) unit="peak RSS MiB"; better=low ;;
+      W8b) unit="store KiB"; better=low ;;
     esac
     declare -A M
     for s in $systems; do
