@@ -9,6 +9,7 @@ mod common;
 
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use common::{pattern, require_fuse, s, sh, Env};
@@ -35,6 +36,38 @@ fn tmpfs(dir: &Path, size: &str) -> Tmpfs {
     Tmpfs(dir.to_path_buf())
 }
 
+const HOLEY_LEN: u64 = 2_000_000;
+/// Where the fill starts: on a block boundary, so that each 4 KiB it covers is one block.
+const HOLEY_FILL_AT: u64 = 120 * 4096;
+
+/// After a failed fill of `holey`'s holes, remounted: it reads without error, its tail as
+/// written, and each 4 KiB of the fill either as the hole it was or as the fill.
+fn assert_holes_or_fill(env: &Env, tail: &[u8], fill: &[u8]) {
+    let m = env.mount();
+    let got = fs::read(m.p("holey")).unwrap_or_else(|e| panic!("holey: {e}\n{}", env.log_text()));
+    m.umount();
+    assert_eq!(got.len() as u64, HOLEY_LEN);
+    assert!(
+        got[got.len() - tail.len()..] == tail[..],
+        "the tail changed"
+    );
+    let at = HOLEY_FILL_AT as usize;
+    for (i, (g, w)) in got[at..at + fill.len()]
+        .chunks(4096)
+        .zip(fill.chunks(4096))
+        .enumerate()
+    {
+        assert!(
+            g == w || g.iter().all(|&b| b == 0),
+            "fill chunk {i} is neither"
+        );
+    }
+    assert!(
+        got[..at].iter().all(|&b| b == 0),
+        "a hole before the fill changed"
+    );
+}
+
 #[test]
 fn a_full_disk_fails_writes_with_enospc_and_loses_nothing_fsynced() {
     if !require_fuse() {
@@ -50,6 +83,14 @@ fn a_full_disk_fails_writes_with_enospc_and_loses_nothing_fsynced() {
     let kept = pattern(1, 1_500_000);
     let mut f = fs::File::create(m.p("kept")).expect("create");
     f.write_all(&kept).expect("write");
+    f.sync_all().expect("fsync");
+    drop(f);
+
+    // A sparse file: 2 MB of holes and a tail of data.
+    let holey_tail = pattern(5, 4_000);
+    let f = fs::File::create(m.p("holey")).expect("create");
+    f.write_all_at(&holey_tail, HOLEY_LEN - 4_000)
+        .expect("write");
     f.sync_all().expect("fsync");
     drop(f);
 
@@ -91,7 +132,22 @@ fn a_full_disk_fails_writes_with_enospc_and_loses_nothing_fsynced() {
     let r = f.write_all(&tail).and_then(|_| f.sync_all());
     assert_eq!(r.err().and_then(|e| e.raw_os_error()), Some(libc::ENOSPC));
     drop(f);
+    // Filling the holes on the full disk fails, and must not damage what the file held: a
+    // fill stopped half way would leave the tail counting the wrong number of holes (EIO).
+    let fill = pattern(6, 300_000);
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(m.p("holey"))
+        .expect("open");
+    let r = f
+        .write_all_at(&fill, HOLEY_FILL_AT)
+        .and_then(|_| f.sync_all());
+    if let Err(e) = r {
+        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "holey: {e}");
+    }
+    drop(f);
     m.umount();
+    assert_holes_or_fill(&env, &holey_tail, &fill);
 
     // Remounted while still full: what was fsynced reads back, followed by as much of the
     // failed append as did fit (all of it, when only the catalog's commit found no room).

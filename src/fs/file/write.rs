@@ -50,8 +50,7 @@ impl OpenFile {
             None => None,
         };
         self.forget_hints();
-        if let Err((e, touched)) = self.put_blocks(&plan, &out, &holes, resealed, lead.unwrap_or(0))
-        {
+        if let Err((e, touched)) = self.put_blocks(&plan, &out, &holes, resealed, lead) {
             tracing::warn!("{}: write failed: {e}", self.label);
             match (undo, touched) {
                 (Some(b), true) => self.put_back(&b, &plan),
@@ -91,27 +90,46 @@ impl OpenFile {
         out: &[u8],
         holes: &[bool],
         resealed: Option<(u64, Vec<u8>)>,
-        lead: u64,
+        lead: Option<u64>,
     ) -> Result<(), (std::io::Error, bool)> {
         let split = p.old_clen.clamp(p.c0, p.c0 + out.len() as u64);
         let beyond = |at: u64, len: usize| (at.max(split), (at + len as u64).max(split));
         let within = |at: u64, len: usize| (at.min(split), (at + len as u64).min(split));
-        self.put_part(p, out, holes, lead, beyond)
+        self.put_part(p, out, holes, lead.unwrap_or(0), beyond)
             .map_err(|e| (e, false))?;
         // Blocks of the old file may be holes this write fills: their space is reserved
         // first, so that a full disk refuses the write before it has changed anything (a
         // write stopped half way would leave the blocks after it counting the wrong holes).
         // An extending write rewrites only the old final block here, which is on disk.
+        // Nor need blocks that are all holes now (out-of-order writeback fills them): a
+        // write stopped half way punches them again. Reserving them would place them on disk
+        // ahead of the data still in the page cache around them, fragmenting the file (954
+        // extents for a 1 GiB dd instead of 10, and a cold read 12-16 % slower).
         let only_final = p.new_size > p.old_size && p.start + 1 == blocks_for(p.g, p.old_size);
-        if split > p.c0 && !only_final {
+        let refill = split > p.c0 && !only_final && lead.is_some() && self.only_holes(p);
+        if split > p.c0 && !only_final && !refill {
             crate::holes::reserve(&self.file, p.c0, split - p.c0).map_err(|e| (e, false))?;
         }
-        self.put_part(p, out, holes, lead, within)
-            .map_err(|e| (e, true))?;
+        if let Err(e) = self.put_part(p, out, holes, lead.unwrap_or(0), within) {
+            let from = crate::holes::hole_start(p.c0, lead.unwrap_or(0));
+            let undone = refill && crate::holes::punch(&self.file, from, split - from).is_ok();
+            return Err((e, !undone));
+        }
         if let Some((at, b)) = resealed {
             self.file.write_all_at(&b, at).map_err(|e| (e, true))?;
         }
         Ok(())
+    }
+
+    /// Whether every block an in-place write of a format 2 file covers is a hole now: then
+    /// punching them again puts the file back as it was.
+    fn only_holes(&self, p: &WritePlan) -> bool {
+        let old_final = blocks_for(p.g, p.old_size).saturating_sub(1);
+        p.last < old_final
+            && matches!(
+                crate::holes::next_data_block(&self.file, p.g, p.start, old_final),
+                Ok(d) if d > p.last
+            )
     }
 
     /// The part of `out` that `clip` keeps of each run of data blocks or holes.
