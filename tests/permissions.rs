@@ -61,3 +61,57 @@ fn only_the_owner_by_default_and_kernel_checked_modes_with_allow_other() {
     assert!(e.contains("Permission denied"), "{e}");
     m.umount();
 }
+
+/// Set-user-ID, set-group-ID and file capabilities on files that another user writes and
+/// truncates and that root gives away (by name and by open descriptor), as a shell script
+/// run in `dir`; prints each file's mode and capability.
+const PRIVS: &str = r#"set -e
+cd "$1"
+for f in w t c c2; do printf x > $f; chmod 4777 $f; setcap cap_net_raw+ep $f; done
+printf x > g; chmod 2777 g
+printf x > h; chmod 2767 h
+setpriv --reuid 4242 --regid 4242 --clear-groups sh -c \
+  'printf y >> w; printf y >> g; printf y >> h; truncate -s 0 t'
+chown 4242 c
+/usr/bin/python3 -c 'import os; fd = os.open("c2", os.O_RDONLY); os.fchown(fd, 4242, -1)'
+for f in w t c c2 g h; do echo "$f $(stat -c %a $f) $(getcap $f | cut -d' ' -f2)"; done
+"#;
+
+#[test]
+fn privileges_drop_as_on_ext4_when_others_write_or_root_gives_a_file_away() {
+    if !require_fuse() {
+        return;
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: switching users needs root");
+        return;
+    }
+    let env = Env::new();
+    env.init();
+    fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    let plain = env.path("plain");
+    fs::create_dir(&plain).expect("mkdir");
+    fs::set_permissions(&plain, fs::Permissions::from_mode(0o777)).expect("chmod");
+    let run = |dir: &std::path::Path| {
+        let o = Command::new("bash")
+            .args(["-c", PRIVS, "privs"])
+            .arg(dir)
+            .output()
+            .expect("bash");
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success(),
+            "{out}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        out
+    };
+    let want = run(&plain);
+    assert!(want.contains("w 777 \n"), "{want}");
+    let m = env.mount_with(&["--allow-other"]);
+    fs::set_permissions(&env.mnt, fs::Permissions::from_mode(0o777)).expect("chmod root");
+    let got = run(&env.mnt);
+    m.umount();
+    assert_eq!(got, want, "coffer against ext4");
+}

@@ -10,6 +10,7 @@ use fuser::{
     ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
+use super::privs::Caller;
 use super::xattr::reply_xattr;
 use super::CofferFs;
 
@@ -79,7 +80,7 @@ impl Filesystem for CofferFs {
         // FATTR_KILL_SUIDGID, so root stands for CAP_FSETID here).
         let chown = uid.is_some() || gid.is_some();
         if chown || (size.is_some() && req.uid() != 0) {
-            if let Err(e) = self.kill_privs(ino, mode.is_none()) {
+            if let Err(e) = self.kill_privs(ino, mode.is_none(), &Caller::of(req)) {
                 return reply.error(e);
             }
         }
@@ -239,7 +240,7 @@ impl Filesystem for CofferFs {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -250,9 +251,12 @@ impl Filesystem for CofferFs {
         reply: ReplyWrite,
     ) {
         if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
-            if let Err(e) = self.kill_privs(ino, true) {
+            if let Err(e) = self.kill_privs(ino, true, &Caller::of(req)) {
                 return reply.error(e);
             }
+            // The kernel still has the old mode cached, set-user-ID bit and all, and would
+            // show it (and copy it) until the attributes time out.
+            self.attrs_changed(ino);
         }
         match CofferFs::write(self, fh.0, offset, data) {
             Ok(n) => reply.written(n),
@@ -260,6 +264,9 @@ impl Filesystem for CofferFs {
         }
     }
 
+    /// Nothing to do at close: the kernel has written the dirty pages back (and returned
+    /// their errors) before it sends FLUSH, and release publishes the length. ENOSYS tells
+    /// it never to send FLUSH again, a round trip saved on every close.
     fn flush(
         &self,
         _req: &Request,
@@ -268,7 +275,7 @@ impl Filesystem for CofferFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        reply.error(Errno::ENOSYS);
     }
 
     fn release(

@@ -10,6 +10,7 @@ mod dirops;
 mod file;
 mod inodes;
 mod ops;
+mod privs;
 mod session;
 mod sys;
 mod xattr;
@@ -80,6 +81,8 @@ pub struct CofferFs {
     next_fh: AtomicU64,
     as_root: bool,
     ttl: Duration,
+    /// How the mount tells the kernel what changed behind its cache; set once serving.
+    notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, Errno> {
@@ -129,7 +132,22 @@ impl CofferFs {
             // SAFETY: geteuid has no preconditions and cannot fail.
             as_root: unsafe { libc::geteuid() } == 0,
             ttl: Duration::from_secs(5),
+            notifier: Arc::default(),
         })
+    }
+
+    /// Where the session's notifier goes once the session exists (session.rs).
+    pub(crate) fn notifier_slot(&self) -> Arc<std::sync::OnceLock<fuser::Notifier>> {
+        self.notifier.clone()
+    }
+
+    /// The kernel's cached attributes of `ino` are stale: ask it to fetch them again.
+    pub(super) fn attrs_changed(&self, ino: INodeNo) {
+        if let Some(n) = self.notifier.get() {
+            if let Err(e) = n.inval_inode(ino, -1, 0) {
+                tracing::debug!("attribute invalidation of inode {} failed: {e}", ino.0);
+            }
+        }
     }
 
     pub fn store(&self) -> &Arc<OpenStore> {

@@ -42,6 +42,7 @@ pub fn serve(
     let source = format!("coffer:{}", store.root.display());
     let store = Arc::new(store);
     let fs = CofferFs::new(store.clone(), cfg.clone()).map_err(ServeError::DataDir)?;
+    let notifier = fs.notifier_slot();
     let mut session = match fuser::Session::new(fs, mnt, &fuser_config(source, &cfg)) {
         Ok(s) => s,
         Err(e) => {
@@ -59,6 +60,7 @@ pub fn serve(
             });
         }
     };
+    let _ = notifier.set(session.notifier());
     tracing::info!("serving {} on {}", store.root.display(), mnt.display());
     raise_readahead(mnt);
     serving();

@@ -358,3 +358,18 @@ pub fn list_xattrs(fd: &impl AsRawFd) -> Result<Vec<String>, Errno> {
         .filter_map(|s| String::from_utf8(s.to_vec()).ok())
         .collect())
 }
+
+/// The supplementary groups of process `pid` (its Groups: line in /proc), or none if it is
+/// gone or cannot be read.
+pub fn supplementary_groups(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("Groups:")).map(|g| {
+                g.split_whitespace()
+                    .filter_map(|n| n.parse().ok())
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}

@@ -22,8 +22,8 @@ type Opened = (String, (Vec<u8>, Vec<u8>));
 
 /// The backing inode an attribute call acts on, and its kind.
 pub(super) struct XNode {
-    fd: Arc<OwnedFd>,
-    kind: FileType,
+    pub(super) fd: Arc<OwnedFd>,
+    pub(super) kind: FileType,
 }
 
 fn prefix(kind: FileType) -> &'static str {
@@ -425,31 +425,6 @@ impl CofferFs {
             }
         }
         Ok(out)
-    }
-
-    /// What Linux does to a file written, truncated or given away by someone who may not keep
-    /// its privileges (FUSE_HANDLE_KILLPRIV_V2 leaves it to the filesystem): set-user-ID off,
-    /// set-group-ID off when the group may execute, and its file capability gone.
-    pub(super) fn kill_privs(&self, ino: INodeNo, suid: bool) -> Result<(), Errno> {
-        let n = self.xnode(ino)?;
-        if n.kind != FileType::RegularFile {
-            return Ok(());
-        }
-        if suid {
-            let st = sys::stat_fd(n.fd.as_ref())?;
-            let mut mode = st.st_mode & 0o7777;
-            mode &= !libc::S_ISUID;
-            if mode & libc::S_IXGRP != 0 {
-                mode &= !libc::S_ISGID;
-            }
-            if mode != st.st_mode & 0o7777 {
-                sys::chmod_fd(n.fd.as_ref(), mode)?;
-            }
-        }
-        match self.removexattr(ino, OsStr::new("security.capability")) {
-            Err(e) if e == Errno::ENODATA => Ok(()),
-            r => r,
-        }
     }
 }
 

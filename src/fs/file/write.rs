@@ -50,7 +50,14 @@ impl OpenFile {
             None => None,
         };
         self.forget_hints();
-        if let Err((e, touched)) = self.put_blocks(&plan, &out, &holes, resealed, lead) {
+        let one_block = undo.as_ref().is_some_and(|u| u.len() <= plan.stride);
+        let put = match one_block && !holes.contains(&true) && resealed.is_none() {
+            // A growing write that changes only the old final block, whose bytes it keeps:
+            // one write, put back if it fails (a full disk included), not two.
+            true => self.file.write_all_at(&out, plan.c0).map_err(|e| (e, true)),
+            false => self.put_blocks(&plan, &out, &holes, resealed, lead),
+        };
+        if let Err((e, touched)) = put {
             tracing::warn!("{}: write failed: {e}", self.label);
             match (undo, touched) {
                 (Some(b), true) => self.put_back(&b, &plan),
