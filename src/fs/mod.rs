@@ -69,6 +69,14 @@ pub(crate) struct DirEntry {
     pub stored: OsString,
 }
 
+/// How long the kernel may keep entries (negative ones too) and attributes without asking.
+/// The store is this mount's alone (its lock), so nothing changes the backing files behind
+/// the kernel: what changes through the mount, the kernel updates or drops itself, and what
+/// the daemon changes on its own (privileges dropped by a write) it tells the kernel of
+/// (attrs_changed). With 5 s, rsync's generator, which runs ahead of its receiver, saw its
+/// negative entries expire before the receiver renamed each file into place.
+const CACHE_TTL: Duration = Duration::from_secs(3600);
+
 pub struct CofferFs {
     store: Arc<OpenStore>,
     cfg: MountConfig,
@@ -131,7 +139,7 @@ impl CofferFs {
             next_fh: AtomicU64::new(1),
             // SAFETY: geteuid has no preconditions and cannot fail.
             as_root: unsafe { libc::geteuid() } == 0,
-            ttl: Duration::from_secs(5),
+            ttl: CACHE_TTL,
             notifier: Arc::default(),
         })
     }
