@@ -2,7 +2,7 @@
 # Install what coffer's demo and tests need on a Debian machine, if it is missing:
 # fuse3 (fusermount3), rsync, python3 (the mmap test, and a virtual environment for the PyKMIP
 # server of tools/kms-dev.sh), openssl (its certificates), attr, acl and libcap2-bin (the
-# fidelity tests), and a Rust toolchain check.
+# fidelity tests), fio (concurrent writers verified), and a Rust toolchain check.
 # Sourced by tools/demo.sh and tools/test.sh; safe to run again.
 set -euo pipefail
 
@@ -17,6 +17,8 @@ command -v diff >/dev/null 2>&1 || missing+=(diffutils)
 command -v getfattr >/dev/null 2>&1 || missing+=(attr)
 command -v getfacl >/dev/null 2>&1 || missing+=(acl)
 command -v setcap >/dev/null 2>&1 || missing+=(libcap2-bin)
+# fio: concurrent writers checked with its own verify pass (tests/fio_verify.rs).
+command -v fio >/dev/null 2>&1 || missing+=(fio)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}" >&2
   if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
