@@ -115,3 +115,30 @@ fn privileges_drop_as_on_ext4_when_others_write_or_root_gives_a_file_away() {
     m.umount();
     assert_eq!(got, want, "coffer against ext4");
 }
+
+/// access(2) through a mount for its owner alone, which runs without default_permissions
+/// (the daemon answers ACCESS from the backing file, the kernel still checks execute on
+/// regular files): execute needs an x bit, even for root, and a missing name is ENOENT.
+#[test]
+fn access_answers_as_the_backing_file_on_an_owner_only_mount() {
+    if !require_fuse() {
+        return;
+    }
+    let env = Env::new();
+    env.init();
+    let m = env.mount();
+    fs::write(m.p("tool"), b"#!/bin/sh\necho ran\n").expect("write");
+    fs::set_permissions(m.p("tool"), fs::Permissions::from_mode(0o644)).expect("chmod");
+    let x_ok = |p: &std::path::Path| {
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).expect("path");
+        // SAFETY: c is NUL-terminated.
+        unsafe { libc::access(c.as_ptr(), libc::X_OK) == 0 }
+    };
+    assert!(!x_ok(&m.p("tool")), "mode 0644 is not executable");
+    fs::set_permissions(m.p("tool"), fs::Permissions::from_mode(0o755)).expect("chmod");
+    assert!(x_ok(&m.p("tool")), "mode 0755 is executable");
+    let missing = std::ffi::CString::new(m.p("none").as_os_str().as_encoded_bytes()).expect("p");
+    // SAFETY: as above.
+    assert_ne!(unsafe { libc::access(missing.as_ptr(), libc::F_OK) }, 0);
+    m.umount();
+}

@@ -264,9 +264,8 @@ impl Filesystem for CofferFs {
         }
     }
 
-    /// Nothing to do at close: the kernel has written the dirty pages back (and returned
-    /// their errors) before it sends FLUSH, and release publishes the length. ENOSYS tells
-    /// it never to send FLUSH again, a round trip saved on every close.
+    /// Nothing to do at close: the kernel wrote the dirty pages back (returning their errors)
+    /// first, and release publishes the length. ENOSYS: no FLUSH again, a round trip a close.
     fn flush(
         &self,
         _req: &Request,
@@ -428,9 +427,15 @@ impl Filesystem for CofferFs {
         }
     }
 
-    fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
-        // default_permissions: the kernel has already checked.
-        reply.ok();
+    /// Asked only without --allow-other (no default_permissions): the backing file answers.
+    fn access(&self, _req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        match self
+            .node(ino)
+            .and_then(|(fd, _)| super::sys::access_fd(&fd, mask.bits()))
+        {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn fallocate(

@@ -74,10 +74,16 @@ fn fuser_config(source: String, cfg: &MountConfig) -> fuser::Config {
     let mut options = vec![
         fuser::MountOption::FSName(source),
         fuser::MountOption::Subtype("coffer".into()),
-        fuser::MountOption::DefaultPermissions,
         fuser::MountOption::NoDev,
         fuser::MountOption::NoSuid,
     ];
+    // With other users in, the kernel checks modes and ACLs for each (default_permissions).
+    // A mount for its owner alone has one user, the daemon's own, whose backing files say
+    // what it may do: the kernel need not ask for a directory's attributes again at every
+    // path walk after a create or rename (one GETATTR a file for rsync and tar).
+    if cfg.allow_other {
+        options.push(fuser::MountOption::DefaultPermissions);
+    }
     if cfg.read_only {
         options.push(fuser::MountOption::RO);
     }
@@ -179,13 +185,17 @@ impl CofferFs {
         // POSIX_ACL: the kernel enforces ACLs (with default_permissions) and hands ACLs to
         // getxattr/setxattr; DONT_MASK: the umask comes to create/mkdir/mknod unapplied, since
         // a directory's default ACL replaces it.
+        // POSIX_ACL turns default_permissions on, so only a mount with other users asks for it;
+        // without it ACLs are kept and listed as the attributes they are, not enforced.
         let mut caps = InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_ATOMIC_O_TRUNC
             | InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_READDIRPLUS_AUTO
-            | InitFlags::FUSE_POSIX_ACL
             | InitFlags::FUSE_DONT_MASK
             | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
+        if self.cfg.allow_other {
+            caps |= InitFlags::FUSE_POSIX_ACL;
+        }
         if self.cfg.writeback_cache && !self.cfg.read_only {
             caps |= InitFlags::FUSE_WRITEBACK_CACHE;
         }

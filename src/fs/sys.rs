@@ -373,3 +373,14 @@ pub fn supplementary_groups(pid: u32) -> Vec<u32> {
         })
         .unwrap_or_default()
 }
+
+/// access(2) of the file `fd` (an O_PATH descriptor) for this process, as faccessat2 with
+/// AT_EMPTY_PATH answers it.
+pub fn access_fd(fd: &impl AsRawFd, mask: i32) -> Result<(), Errno> {
+    // SAFETY: the path is a NUL-terminated empty string; fd is open for the call.
+    let r = unsafe { libc::faccessat(fd.as_raw_fd(), c"".as_ptr(), mask, libc::AT_EMPTY_PATH) };
+    match r {
+        0 => Ok(()),
+        _ => Err(Errno::from(std::io::Error::last_os_error())),
+    }
+}
