@@ -537,9 +537,11 @@ fn a_silent_kms_times_out_with_its_address() {
     let env = Env::new();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
+    // The connection is held, unanswered, until coffer has given up.
+    let (done, given_up) = std::sync::mpsc::channel::<()>();
     let hold = std::thread::spawn(move || {
         let held: Vec<_> = listener.incoming().take(1).collect();
-        std::thread::sleep(std::time::Duration::from_secs(4));
+        let _ = given_up.recv();
         drop(held);
     });
     let good = std::fs::read_to_string(kms()).expect("read kms.toml");
@@ -564,6 +566,7 @@ fn a_silent_kms_times_out_with_its_address() {
         &format!("the KMS at 127.0.0.1:{port} did not answer within 1 s"),
     );
     assert!(!env.store.exists(), "a failed init left a store behind");
+    let _ = done.send(());
     hold.join().expect("listener");
 }
 

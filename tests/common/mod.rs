@@ -229,10 +229,9 @@ impl Mounted<'_> {
             .args(["-9", &pid.to_string()])
             .status()
             .expect("kill");
-        for _ in 0..200 {
-            if !Path::new(&format!("/proc/{pid}")).exists() {
-                break;
-            }
+        // Polled with a generous bound: the umount below needs the daemon gone.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while Path::new(&format!("/proc/{pid}")).exists() && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         let m = self.env.mnt.to_str().expect("utf8");
