@@ -43,45 +43,34 @@ pub fn punch(f: &File, off: u64, len: u64) -> std::io::Result<()> {
     if len == 0 {
         return Ok(());
     }
-    // SAFETY: the fd is open for the life of `f`.
-    let r = unsafe {
-        libc::fallocate(
-            f.as_raw_fd(),
-            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            off as libc::off_t,
-            len as libc::off_t,
-        )
-    };
-    if r == 0 {
-        return Ok(());
-    }
-    let e = std::io::Error::last_os_error();
-    match e.raw_os_error() {
+    match fallocate(
+        f,
+        libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+        off,
+        len,
+    ) {
         // A filesystem that cannot punch gets the zeros written instead: still a hole to us.
-        Some(libc::EOPNOTSUPP) => write_zeros(f, off, len),
-        _ => Err(e),
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => write_zeros(f, off, len),
+        r => r,
     }
 }
 
 /// Allocate `len` bytes at `off` without changing the file's length or contents, so that
 /// writing them cannot fail for want of space. A filesystem without fallocate is left to it.
 pub fn reserve(f: &File, off: u64, len: u64) -> std::io::Result<()> {
-    // SAFETY: the fd is open for the life of `f`.
-    let r = unsafe {
-        libc::fallocate(
-            f.as_raw_fd(),
-            libc::FALLOC_FL_KEEP_SIZE,
-            off as libc::off_t,
-            len as libc::off_t,
-        )
-    };
-    if r == 0 {
-        return Ok(());
+    match fallocate(f, libc::FALLOC_FL_KEEP_SIZE, off, len) {
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(()),
+        r => r,
     }
-    let e = std::io::Error::last_os_error();
-    match e.raw_os_error() {
-        Some(libc::EOPNOTSUPP) => Ok(()),
-        _ => Err(e),
+}
+
+/// fallocate(2) of `len` bytes at `off` with `mode`.
+pub fn fallocate(f: &File, mode: i32, off: u64, len: u64) -> std::io::Result<()> {
+    // SAFETY: the fd is open for the life of `f`.
+    let r = unsafe { libc::fallocate(f.as_raw_fd(), mode, off as libc::off_t, len as libc::off_t) };
+    match r {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
     }
 }
 

@@ -29,14 +29,22 @@ fn cat_as(uid: u32, file: &std::path::Path) -> Result<Vec<u8>, String> {
     }
 }
 
-#[test]
-fn only_the_owner_by_default_and_kernel_checked_modes_with_allow_other() {
+/// Whether this test can mount and run commands as other users (root); says so when not.
+fn can_switch_users() -> bool {
     if !require_fuse() {
-        return;
+        return false;
     }
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("SKIPPED: switching users needs root");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn only_the_owner_by_default_and_kernel_checked_modes_with_allow_other() {
+    if !can_switch_users() {
         return;
     }
     let env = Env::new();
@@ -79,12 +87,7 @@ for f in w t c c2 g h; do echo "$f $(stat -c %a $f) $(getcap $f | cut -d' ' -f2)
 
 #[test]
 fn privileges_drop_as_on_ext4_when_others_write_or_root_gives_a_file_away() {
-    if !require_fuse() {
-        return;
-    }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED: switching users needs root");
+    if !can_switch_users() {
         return;
     }
     let env = Env::new();

@@ -186,18 +186,8 @@ impl OpenFile {
         }
         let c0 = g.block_to_cipher_off(g.plain_off_to_block(off));
         let c1 = cipher_len_for(g, end.max(st.size));
-        // SAFETY: the fd is open for the life of self.file.
-        let r = unsafe {
-            libc::fallocate(
-                std::os::fd::AsRawFd::as_raw_fd(&self.file),
-                libc::FALLOC_FL_KEEP_SIZE,
-                c0 as libc::off_t,
-                (c1 - c0) as libc::off_t,
-            )
-        };
-        if r != 0 {
-            return Err(Errno::from(std::io::Error::last_os_error()));
-        }
+        holes::fallocate(&self.file, libc::FALLOC_FL_KEEP_SIZE, c0, c1 - c0)
+            .map_err(Errno::from)?;
         if !keep_size && end > st.size {
             self.grow_locked(&mut st, end)?;
         }

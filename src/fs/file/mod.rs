@@ -233,10 +233,21 @@ impl OpenFile {
         let stride = g.block_size() as usize + BLOCK_OVERHEAD;
         let id = st.header.file_id;
         let cipher = self.cipher(st)?;
-        let open = |(i, chunk): (usize, &mut [u8])| {
+        self.open_all(&mut buf, stride, |(i, chunk)| {
             let idx = first + i as u64;
             open_block(cipher, &id, BlockPos::dense(idx, idx == final_idx), chunk).map(|_| ())
-        };
+        })?;
+        Ok(buf)
+    }
+
+    /// Open each block of `buf` (`stride` bytes apart) in place with `open`, in parallel when
+    /// large. A block that does not open makes the whole read EIO.
+    fn open_all<E: std::fmt::Display + Send>(
+        &self,
+        buf: &mut [u8],
+        stride: usize,
+        open: impl Fn((usize, &mut [u8])) -> Result<(), E> + Sync + Send,
+    ) -> Result<(), Errno> {
         let result = if buf.len() >= PARALLEL_BYTES {
             buf.par_chunks_mut(stride)
                 .with_min_len((TASK_BYTES / stride).max(1))
@@ -245,11 +256,10 @@ impl OpenFile {
         } else {
             buf.chunks_mut(stride).enumerate().try_for_each(open)
         };
-        if let Err(e) = result {
+        result.map_err(|e| {
             tracing::warn!("{}: {e} (tampered or damaged ciphertext)", self.label);
-            return Err(eio());
-        }
-        Ok(buf)
+            eio()
+        })
     }
 
     /// Decrypt one block and return its plaintext.

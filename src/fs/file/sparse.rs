@@ -7,9 +7,8 @@
 use std::os::unix::fs::FileExt;
 
 use fuser::Errno;
-use rayon::prelude::*;
 
-use super::{FileState, OpenFile, PARALLEL_BYTES, TASK_BYTES};
+use super::{FileState, OpenFile};
 use crate::format::{is_hole, open_block, BlockGeometry, BlockPos, BLOCK_OVERHEAD};
 use crate::holes;
 
@@ -123,22 +122,10 @@ impl OpenFile {
                 run = 0;
             }
         }
-        let open = |(i, chunk): (usize, &mut [u8])| match pos[i] {
+        self.open_all(buf, stride, |(i, chunk)| match pos[i] {
             Some(p) => open_block(cipher, &id, p, chunk).map(|_| ()),
             None => Ok(()),
-        };
-        let r = if buf.len() >= PARALLEL_BYTES {
-            buf.par_chunks_mut(stride)
-                .with_min_len((TASK_BYTES / stride).max(1))
-                .enumerate()
-                .try_for_each(open)
-        } else {
-            buf.chunks_mut(stride).enumerate().try_for_each(open)
-        };
-        if let Err(e) = r {
-            tracing::warn!("{}: {e} (tampered or damaged ciphertext)", self.label);
-            return Err(eio());
-        }
+        })?;
         if run > 0 {
             self.check_trailing_run(st, g, last + 1 - run, last, final_idx)?;
         }
