@@ -139,6 +139,8 @@ fn read_only_cause(e: &std::io::Error) -> bool {
     )
 }
 
+const BUSY_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// An exclusive lock on a store's key records (its descriptor) for a rotation, sync or
 /// upgrade: flock on the store directory itself, so no file is added to the store.
 pub struct KeyRecordsLock {
@@ -146,14 +148,21 @@ pub struct KeyRecordsLock {
 }
 
 impl KeyRecordsLock {
+    /// A lock released a moment ago may still be held for a few milliseconds by a child that
+    /// another thread forked meanwhile (its copy of the descriptor lasts until its exec), so
+    /// a taken lock is asked again for up to BUSY_GRACE before the store is called busy.
     pub fn acquire(root: &Path) -> Result<KeyRecordsLock, StoreError> {
         let d = within::open_root(root).map_err(|e| StoreError::Io(root.to_path_buf(), e))?;
+        let give_up = std::time::Instant::now() + BUSY_GRACE;
         // SAFETY: the fd is owned by `d` and open.
-        if unsafe { libc::flock(d.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err(StoreError::Busy(
-                root.to_path_buf(),
-                " (another key rotation, sync or upgrade is running)".into(),
-            ));
+        while unsafe { libc::flock(d.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            if std::time::Instant::now() >= give_up {
+                return Err(StoreError::Busy(
+                    root.to_path_buf(),
+                    " (another key rotation, sync or upgrade is running)".into(),
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
         Ok(KeyRecordsLock { _dir: d })
     }
