@@ -6,6 +6,8 @@
 #
 #   tools/bench-ab.sh REV [ROUNDS]      ROUNDS defaults to 8
 #   COFFER_AB_QUICK=1 tools/bench-ab.sh REV 2   (64 MiB, 1,000 files, a small tree)
+#   COFFER_AB_OPTS_B=--no-io-uring tools/bench-ab.sh HEAD 6
+#                       (one build, two ways of mounting it: COFFER_AB_OPTS_A is for A and A2)
 #
 # Why not tools/bench.sh with COFFER_BASELINE: there the two coffers keep one store each, in
 # fixed directories, at fixed places in the order, and an A/A run of that loop (HEAD against
@@ -46,19 +48,23 @@ declare -A R
 one() { # one system, one round, on a fresh store in a fresh directory
   local s=$1 store; store=$(mktemp -d "$work/store-$s.XXXXXX"); rmdir "$store"
   local run=(env COFFER_KEYSTORE="$work/ks-$s" "$work/bin/$s")
+  local opts; if [ "$s" = B ]; then opts=${COFFER_AB_OPTS_B:-}; else opts=${COFFER_AB_OPTS_A:-}; fi
   "${run[@]}" init "$store" >/dev/null
-  "${run[@]}" mount "$store" "$mnt" --log "$work/$s.log"
+  # shellcheck disable=SC2086 # the options are words
+  "${run[@]}" mount "$store" "$mnt" --log "$work/$s.log" $opts
   sync; echo 3 > /proc/sys/vm/drop_caches
   local t0 t1; t0=$(now); dd if="$work/in/big" of="$mnt/big" bs=1M conv=fsync status=none; t1=$(now)
   R[W1,$s]+="$(mbps $((t1 - t0))) "
   "${run[@]}" umount "$mnt"; sync; echo 3 > /proc/sys/vm/drop_caches
-  "${run[@]}" mount "$store" "$mnt" --log "$work/$s.log"
+  # shellcheck disable=SC2086
+  "${run[@]}" mount "$store" "$mnt" --log "$work/$s.log" $opts
   t0=$(now); cat "$mnt/big" > /dev/null; t1=$(now); R[W2,$s]+="$(mbps $((t1 - t0))) "
   rm -f "$mnt/big"
   t0=$(now); tar xf "$work/in/small.tar" -C "$mnt"; sync; t1=$(now)
   R[W3,$s]+="$(fps $((t1 - t0))) "
   "${run[@]}" umount "$mnt"; sync; echo 3 > /proc/sys/vm/drop_caches
-  "${run[@]}" mount "$store" "$mnt" --log "$work/$s.log"
+  # shellcheck disable=SC2086
+  "${run[@]}" mount "$store" "$mnt" --log "$work/$s.log" $opts
   t0=$(now); tar cf - -C "$mnt" small | cat > /dev/null; t1=$(now); R[W4,$s]+="$(fps $((t1 - t0))) "
   rm -rf "$mnt/small"
   rm -rf "$work/tree2"; cp -a "$work/in/tree" "$work/tree2"
@@ -83,7 +89,7 @@ paired() {
     awk -v hi="$hi" '{ r = (hi == "high") ? $1 / $2 : $2 / $1; printf "%.3f ", r }'
 }
 echo
-echo "coffer now (A, A2: the same build) against coffer at $rev (B); $rounds rounds, ${big_mb} MiB, $nfiles files"
+echo "coffer now (A, A2: the same build${COFFER_AB_OPTS_A:+, mounted $COFFER_AB_OPTS_A}) against coffer at $rev (B${COFFER_AB_OPTS_B:+, mounted $COFFER_AB_OPTS_B}); $rounds rounds, ${big_mb} MiB, $nfiles files"
 echo
 echo "Ratios above 1 mean A (coffer now) is better. A/B pairs each round's A with that round's B;"
 echo "A/A2 does the same for identical code, so its spread is this machine's noise."

@@ -68,6 +68,11 @@ pub struct MountArgs {
     /// kernel's pipelining (1 GiB with dd: 180 against 276 MB/s; docs/benchmarks.md)
     #[arg(long)]
     pub no_writeback_cache: bool,
+    /// Serve through /dev/fuse even when the kernel offers FUSE over io_uring (Linux 6.14 or
+    /// later with the fuse module's enable_uring parameter set; coffer uses it by default
+    /// then, one worker per CPU queue and --threads per queue)
+    #[arg(long)]
+    pub no_io_uring: bool,
 }
 
 fn default_log(store_id: &str) -> PathBuf {
@@ -256,6 +261,7 @@ pub fn run(a: MountArgs) -> CliResult {
         allow_other: a.allow_other,
         threads: a.threads as usize,
         writeback_cache: !a.no_writeback_cache,
+        io_uring: !a.no_io_uring,
         backup_only,
     };
     let mode = match (a.read_only, backup_only) {

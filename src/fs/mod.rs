@@ -39,6 +39,9 @@ pub struct MountConfig {
     pub allow_other: bool,
     pub threads: usize,
     pub writeback_cache: bool,
+    /// Serve requests over io_uring when the kernel offers it (the fuse module's enable_uring
+    /// parameter); through /dev/fuse otherwise.
+    pub io_uring: bool,
     /// No private key: old files cannot be read (for the log; the store enforces it).
     pub backup_only: bool,
 }
@@ -50,6 +53,7 @@ impl Default for MountConfig {
             allow_other: false,
             threads: 4,
             writeback_cache: true,
+            io_uring: true,
             backup_only: false,
         }
     }

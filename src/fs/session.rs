@@ -61,7 +61,12 @@ pub fn serve(
         }
     };
     let _ = notifier.set(session.notifier());
-    tracing::info!("serving {} on {}", store.root.display(), mnt.display());
+    tracing::info!(
+        "serving {} on {} through {}",
+        store.root.display(),
+        mnt.display(),
+        session.transport()
+    );
     raise_readahead(mnt);
     serving();
     unmount_on_signals(session.unmount_callable(), mnt.to_path_buf());
@@ -95,6 +100,8 @@ fn fuser_config(source: String, cfg: &MountConfig) -> fuser::Config {
     };
     config.n_threads = Some(cfg.threads);
     config.clone_fd = true;
+    // Each io_uring worker answers one request at a time, as each /dev/fuse thread does.
+    config.io_uring_workers = cfg.io_uring.then_some(cfg.threads);
     config
 }
 

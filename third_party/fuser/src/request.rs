@@ -32,8 +32,11 @@ use crate::session::SessionEventLoop;
 /// Request data structure
 #[derive(Debug)]
 pub(crate) struct RequestWithSender<'a> {
-    /// Channel sender for sending the reply
+    /// Channel sender, for notifications
+    #[allow(dead_code)]
     ch: ChannelSender,
+    /// Where the reply goes: the channel, or the io_uring entry the request came in
+    reply_to: ReplySender,
     /// Parsed request
     pub(crate) request: ll::AnyRequest<'a>,
 }
@@ -49,7 +52,24 @@ impl<'a> RequestWithSender<'a> {
             }
         };
 
-        Some(Self { ch, request })
+        let reply_to = ReplySender::Channel(ch.clone());
+        Some(Self {
+            ch,
+            reply_to,
+            request,
+        })
+    }
+
+    /// A request from `data` whose reply goes to `reply_to`.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn with_reply(
+        ch: ChannelSender,
+        reply_to: ReplySender,
+        data: &'a [u8],
+    ) -> Option<RequestWithSender<'a>> {
+        let mut req = Self::new(ch, data)?;
+        req.reply_to = reply_to;
+        Some(req)
     }
 
     /// Dispatch request to the given filesystem.
@@ -304,7 +324,7 @@ impl<'a> RequestWithSender<'a> {
                     x.offset(),
                     ReplyDirectory::new(
                         self.request.unique(),
-                        ReplySender::Channel(self.ch.clone()),
+                        self.reply_to.clone(),
                         x.size() as usize,
                     ),
                 );
@@ -479,7 +499,7 @@ impl<'a> RequestWithSender<'a> {
                     x.offset(),
                     ReplyDirectoryPlus::new(
                         self.request.unique(),
-                        ReplySender::Channel(self.ch.clone()),
+                        self.reply_to.clone(),
                         x.size() as usize,
                     ),
                 );
@@ -552,7 +572,7 @@ impl<'a> RequestWithSender<'a> {
     /// Create a reply object for this request that can be passed to the filesystem
     /// implementation and makes sure that a request is replied exactly once
     pub(crate) fn reply<T: Reply>(&self) -> T {
-        Reply::new(self.request.unique(), ReplySender::Channel(self.ch.clone()))
+        Reply::new(self.request.unique(), self.reply_to.clone())
     }
 
     /// Returns a Request reference for this request

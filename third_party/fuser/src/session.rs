@@ -139,6 +139,9 @@ pub struct Session<FS: Filesystem> {
     /// The field is set to `Some` when the init message is received.
     pub(crate) proto_version: Option<Version>,
     pub(crate) config: Config,
+    /// The io_uring workers, when the kernel accepted FUSE over io_uring at INIT.
+    #[cfg(target_os = "linux")]
+    pub(crate) uring: Option<crate::uring::Pool>,
 }
 
 impl<FS: Filesystem> AsFd for Session<FS> {
@@ -186,6 +189,8 @@ impl<FS: Filesystem> Session<FS> {
             session_owner: geteuid(),
             proto_version: None,
             config: options.clone(),
+            #[cfg(target_os = "linux")]
+            uring: None,
         };
 
         session.handshake()?;
@@ -214,6 +219,8 @@ impl<FS: Filesystem> Session<FS> {
             session_owner: geteuid(),
             proto_version: None,
             config,
+            #[cfg(target_os = "linux")]
+            uring: None,
         };
 
         session.handshake()?;
@@ -252,6 +259,8 @@ impl<FS: Filesystem> Session<FS> {
             session_owner,
             proto_version: _,
             config,
+            #[cfg(target_os = "linux")]
+            uring,
         } = self;
 
         let n_threads = config.n_threads.unwrap_or(1);
@@ -269,6 +278,8 @@ impl<FS: Filesystem> Session<FS> {
 
         let mut filesystem = Arc::new(filesystem);
 
+        #[cfg(target_os = "linux")]
+        let ring_channel = ch.clone();
         let mut channels = Vec::with_capacity(n_threads);
 
         for _ in 0..n_threads_minus_one {
@@ -304,6 +315,17 @@ impl<FS: Filesystem> Session<FS> {
                     .name(thread_name)
                     .spawn(move || event_loop.event_loop())?,
             );
+        }
+
+        #[cfg(target_os = "linux")]
+        if let Some(pool) = uring {
+            threads.extend(pool.spawn(|thread_name| SessionEventLoop {
+                thread_name,
+                filesystem: filesystem.clone(),
+                ch: ring_channel.clone(),
+                allowed,
+                session_owner,
+            })?);
         }
 
         let mut reply: io::Result<()> = Ok(());
@@ -429,6 +451,9 @@ impl<FS: Filesystem> Session<FS> {
                 return Err(error);
             }
 
+            #[cfg(target_os = "linux")]
+            self.prepare_uring(init.capabilities(), &mut config);
+
             // Remember the ABI version supported by kernel and mark the session initialized.
             self.proto_version = Some(v);
 
@@ -475,6 +500,38 @@ impl<FS: Filesystem> Session<FS> {
 
             return Ok(());
         }
+    }
+
+    /// Sets up the io_uring workers and asks for FUSE over io_uring, when configured and
+    /// offered. Any failure leaves the session on `/dev/fuse`.
+    #[cfg(target_os = "linux")]
+    fn prepare_uring(&mut self, offered: InitFlags, config: &mut KernelConfig) {
+        let Some(per_queue) = self.config.io_uring_workers else {
+            return;
+        };
+        if !offered.contains(InitFlags::FUSE_OVER_IO_URING) {
+            info!("the kernel does not offer FUSE over io_uring; serving through /dev/fuse");
+            return;
+        }
+        let pages = usize::from(config.max_pages()) * page_size::get();
+        let payload = (config.max_write as usize).max(pages).max(8192);
+        match crate::uring::Pool::prepare(&self.ch, per_queue, payload) {
+            Ok(pool) => {
+                if config.add_capabilities(InitFlags::FUSE_OVER_IO_URING).is_ok() {
+                    self.uring = Some(pool);
+                }
+            }
+            Err(e) => warn!("cannot set up FUSE over io_uring ({e}); serving through /dev/fuse"),
+        }
+    }
+
+    /// How requests reach this session: "io_uring (N queues, M workers)", or "/dev/fuse".
+    pub fn transport(&self) -> String {
+        #[cfg(target_os = "linux")]
+        if let Some(pool) = &self.uring {
+            return format!("io_uring ({})", pool.describe());
+        }
+        "/dev/fuse".to_string()
     }
 
     /// Unmount the filesystem

@@ -18,6 +18,10 @@ pub struct Config {
     /// This enables more efficient request processing
     /// when multiple threads are used. Requires Linux 4.5+.
     pub clone_fd: bool,
+    /// Serve requests over io_uring (FUSE_OVER_IO_URING) with this many workers in each of
+    /// the kernel's per-CPU queues, when the kernel offers it; through `/dev/fuse` when it
+    /// does not, or when this is None (the default).
+    pub io_uring_workers: Option<usize>,
 }
 
 /// Mount options accepted by the FUSE filesystem type
