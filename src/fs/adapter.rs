@@ -233,7 +233,7 @@ impl Filesystem for CofferFs {
         reply: ReplyData,
     ) {
         match CofferFs::read(self, fh.0, offset, size) {
-            Ok(d) => reply.data(&d),
+            Ok(d) => reply.data_vectored(&d.slices()),
             Err(e) => reply.error(e),
         }
     }

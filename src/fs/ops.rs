@@ -189,7 +189,7 @@ impl CofferFs {
         self.new_handle(Handle::File(of))
     }
 
-    pub(super) fn read(&self, fh: u64, off: u64, size: u32) -> Result<Vec<u8>, Errno> {
+    pub(super) fn read(&self, fh: u64, off: u64, size: u32) -> Result<super::file::Plain, Errno> {
         self.file_handle(fh)?.read(off, size)
     }
 

@@ -70,7 +70,16 @@ pub fn serve(
     raise_readahead(mnt);
     serving();
     unmount_on_signals(session.unmount_callable(), mnt.to_path_buf());
+    // io_uring workers are pinned to their CPUs, and a thread inherits its creator's CPUs:
+    // rayon's pool must exist before the first request, or a worker creates it, and every
+    // block of every read and write then runs on that worker's one CPU.
+    let _ = rayon::current_num_threads();
+    let over_ring = session.io_uring_requests();
     let result = session.run();
+    if let Some(n) = over_ring {
+        let n = n.load(std::sync::atomic::Ordering::Relaxed);
+        tracing::info!("{n} requests came over io_uring");
+    }
     drop(store);
     result.map_err(ServeError::Session)
 }

@@ -178,29 +178,30 @@ impl OpenFile {
         Ok(())
     }
 
-    /// Read up to `len` plaintext bytes at `off`.
-    pub fn read(&self, off: u64, len: u32) -> Result<Vec<u8>, Errno> {
+    /// Read up to `len` plaintext bytes at `off`: the decrypted blocks, and which bytes of
+    /// them were asked for (the reply sends those without gathering them first).
+    pub fn read(&self, off: u64, len: u32) -> Result<Plain, Errno> {
         let st = self.read_state()?;
         if off >= st.size || len == 0 {
-            return Ok(Vec::new());
+            return Ok(Plain::default());
         }
         let end = st.size.min(off + len as u64);
         let g = BlockGeometry::new(st.header.block_shift);
         let first = g.plain_off_to_block(off);
         let last = g.plain_off_to_block(end - 1);
-        let mut blocks = self.read_blocks(&st, g, first, last)?;
-        // Blocks are now plaintext in place at stride block+overhead; gather the range.
+        let buf = self.read_blocks(&st, g, first, last)?;
+        // Blocks are now plaintext in place at stride block+overhead: nonce, text, tag.
         let stride = g.block_size() as usize + BLOCK_OVERHEAD;
-        let mut out = Vec::with_capacity((end - off) as usize);
-        for (i, chunk) in blocks.chunks_mut(stride).enumerate() {
-            let idx = first + i as u64;
-            let bstart = g.block_to_plain_off(idx);
-            let plain = &chunk[12..chunk.len() - 16];
+        let mut ranges = Vec::with_capacity((last - first + 1) as usize);
+        for (i, chunk) in buf.chunks(stride).enumerate() {
+            let bstart = g.block_to_plain_off(first + i as u64);
+            let at = i * stride + 12;
+            let plain_len = chunk.len() - BLOCK_OVERHEAD;
             let from = (off.max(bstart) - bstart) as usize;
-            let to = ((end - bstart) as usize).min(plain.len());
-            out.extend_from_slice(&plain[from..to]);
+            let to = ((end - bstart) as usize).min(plain_len);
+            ranges.push(at + from..at + to);
         }
-        Ok(out)
+        Ok(Plain { buf, ranges })
     }
 
     /// Read and decrypt blocks first..=last in place; returns the buffer at block stride.
@@ -413,4 +414,21 @@ fn store_catalog_put(store: &OpenStore, st: &FileState) {
             plain_len: st.size,
         },
     ));
+}
+
+/// Plaintext a read produced: decrypted blocks at their ciphertext stride, and the ranges of
+/// them that make up the read, in order.
+#[derive(Default)]
+pub struct Plain {
+    buf: Vec<u8>,
+    ranges: Vec<std::ops::Range<usize>>,
+}
+
+impl Plain {
+    /// The read's bytes, one slice a block (at most 257 for a 1 MiB read of 4 KiB blocks,
+    /// well inside writev's 1024).
+    pub fn slices(&self) -> Vec<std::io::IoSlice<'_>> {
+        let ranges = self.ranges.iter().filter(|r| !r.is_empty());
+        ranges.map(|r| std::io::IoSlice::new(&self.buf[r.clone()])).collect()
+    }
 }

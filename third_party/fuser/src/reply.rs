@@ -218,6 +218,12 @@ impl ReplyData {
         self.reply.send_ll(&ll::ResponseSlice(data));
     }
 
+    /// Reply with the concatenation of `data`, without gathering it first (writev(2) takes at
+    /// most 1024 slices, this one's header included).
+    pub fn data_vectored(self, data: &[IoSlice<'_>]) {
+        self.reply.send_ll(&ll::ResponseSlices(data));
+    }
+
     /// Reply to a request with the given error code
     pub fn error(self, err: Errno) {
         self.reply.error(err);
@@ -828,6 +834,12 @@ impl ReplyXattr {
     /// Reply to a request with the data of an extended attribute
     pub fn data(self, data: &[u8]) {
         self.reply.send_ll(&ll::ResponseSlice(data));
+    }
+
+    /// Reply with the concatenation of `data`, without gathering it first (writev(2) takes at
+    /// most 1024 slices, this one's header included).
+    pub fn data_vectored(self, data: &[IoSlice<'_>]) {
+        self.reply.send_ll(&ll::ResponseSlices(data));
     }
 
     /// Reply to a request with the given error code.

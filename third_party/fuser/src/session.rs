@@ -534,6 +534,16 @@ impl<FS: Filesystem> Session<FS> {
         "/dev/fuse".to_string()
     }
 
+    /// The number of requests answered over io_uring so far (it keeps counting while the
+    /// session runs); None when the session serves through `/dev/fuse` alone.
+    pub fn io_uring_requests(&self) -> Option<Arc<std::sync::atomic::AtomicU64>> {
+        #[cfg(target_os = "linux")]
+        if let Some(pool) = &self.uring {
+            return Some(pool.served());
+        }
+        None
+    }
+
     /// Unmount the filesystem
     pub fn unmount(&mut self) -> io::Result<()> {
         self.mount.umount()

@@ -6,7 +6,10 @@
 //! The kernel keeps one queue per possible CPU and gives a request to the queue of the CPU
 //! its caller runs on; the ring is used only once every queue has an entry registered. Each
 //! worker here owns one io_uring and one entry in one queue, and is pinned to that queue's
-//! CPU, so a synchronous caller and the worker answering it share a core. FORGET, INTERRUPT
+//! CPU, so a synchronous caller and the worker answering it share a core (measured: an rsync
+//! of a tree 1.3x faster than /dev/fuse pinned, no faster unpinned, on a 2-CPU VM where a
+//! wakeup across CPUs is expensive). Threads a filesystem creates from a request inherit
+//! its worker's CPU: thread pools must exist before `run()`. FORGET, INTERRUPT
 //! and notifications still travel over `/dev/fuse`, whose loop keeps running beside these.
 //!
 //! The INIT reply asks for io_uring only after every worker's ring and buffers exist: once
@@ -20,6 +23,8 @@ use std::io;
 use std::os::fd::AsFd;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering;
 use std::thread;
 
 use io_uring::IoUring;
@@ -49,6 +54,7 @@ const CMD_COMMIT_AND_FETCH: u32 = 2;
 pub(crate) struct Pool {
     workers: Vec<Worker>,
     queues: usize,
+    served: Arc<AtomicU64>,
 }
 
 impl Pool {
@@ -56,13 +62,23 @@ impl Pool {
     /// payload buffers of `payload_cap` bytes (the largest request or reply).
     pub(crate) fn prepare(ch: &Channel, per_queue: usize, payload_cap: usize) -> io::Result<Pool> {
         let queues = possible_cpus();
+        let served = Arc::new(AtomicU64::new(0));
         let mut workers = Vec::with_capacity(queues * per_queue);
         for qid in 0..queues {
             for _ in 0..per_queue.max(1) {
-                workers.push(Worker::new(ch.clone(), qid, payload_cap)?);
+                workers.push(Worker::new(ch.clone(), qid, payload_cap, served.clone())?);
             }
         }
-        Ok(Pool { workers, queues })
+        Ok(Pool {
+            workers,
+            queues,
+            served,
+        })
+    }
+
+    /// How many requests the workers have answered, counted as they go.
+    pub(crate) fn served(&self) -> Arc<AtomicU64> {
+        self.served.clone()
     }
 
     pub(crate) fn describe(&self) -> String {
@@ -103,6 +119,8 @@ struct Worker {
     iov: Box<[libc::iovec; 2]>,
     ch: Channel,
     qid: usize,
+    /// Requests served by all workers of the pool.
+    served: Arc<AtomicU64>,
 }
 
 // SAFETY: the iovecs point into the slot's mapping, which the worker owns; nothing else
@@ -116,7 +134,12 @@ impl std::fmt::Debug for Worker {
 }
 
 impl Worker {
-    fn new(ch: Channel, qid: usize, payload_cap: usize) -> io::Result<Worker> {
+    fn new(
+        ch: Channel,
+        qid: usize,
+        payload_cap: usize,
+        served: Arc<AtomicU64>,
+    ) -> io::Result<Worker> {
         let ring = IoUring::<squeue::Entry128, cqueue::Entry>::builder().build(2)?;
         let slot = Slot::new(EntryMem::new(payload_cap)?);
         let iov = Box::new(slot.mem.iovecs());
@@ -126,6 +149,7 @@ impl Worker {
             iov,
             ch,
             qid,
+            served,
         })
     }
 
@@ -154,6 +178,7 @@ impl Worker {
     fn run<FS: Filesystem>(mut self, se: &SessionEventLoop<FS>) -> io::Result<()> {
         pin_to_cpu(self.qid);
         let mut last = self.command(CMD_REGISTER, 0);
+        let mut served_any = false;
         self.submit(&last)?;
         loop {
             match self.ring.submit_and_wait(1) {
@@ -171,19 +196,30 @@ impl Worker {
                     continue;
                 }
                 libc::ENOTCONN | libc::ECONNABORTED | libc::ENODEV => return Ok(()),
-                errno => return Err(self.failed(errno)),
+                errno if !served_any => {
+                    // The kernel refused the registration and went back to /dev/fuse.
+                    let e = io::Error::from_raw_os_error(errno);
+                    warn!("io_uring queue {} refused ({e}); serving through /dev/fuse", self.qid);
+                    return Ok(());
+                }
+                errno => {
+                    // A commit the kernel could not match (its request was aborted): the
+                    // kernel dropped the entry, so hand it the buffers again.
+                    let e = io::Error::from_raw_os_error(errno);
+                    warn!("io_uring queue {}: commit failed ({e}); registering again", self.qid);
+                    served_any = false;
+                    last = self.command(CMD_REGISTER, 0);
+                    self.submit(&last)?;
+                    continue;
+                }
             }
+            served_any = true;
             let commit_id = self.slot.mem.commit_id();
             self.serve(se);
+            self.served.fetch_add(1, Ordering::Relaxed);
             last = self.command(CMD_COMMIT_AND_FETCH, commit_id);
             self.submit(&last)?;
         }
-    }
-
-    fn failed(&self, errno: i32) -> io::Error {
-        let e = io::Error::from_raw_os_error(errno);
-        warn!("io_uring queue {}: {e}; requests go through /dev/fuse", self.qid);
-        e
     }
 
     /// Dispatches the request now in the entry; its reply is in the entry when this returns.
