@@ -7,6 +7,11 @@
 #   COFFER_BASELINE=REV tools/bench.sh   also runs coffer as built at git revision REV, in the
 #                             same interleaved loop, and adds a coffer/baseline column: what a
 #                             change costs or buys, measured against the same anchors
+#   COFFER_BASELINE=HEAD COFFER_BASELINE_OPTS=--no-io-uring tools/bench.sh
+#                             the baseline mounted with options of its own: here, what FUSE
+#                             over io_uring buys, per workload
+# FUSE over io_uring is turned on for the run where the kernel has it (the fuse module's
+# enable_uring parameter, put back afterwards): coffer uses it by default when offered.
 # W1 write+sync, W1u the same including unmount and daemon exit, W2 cold read, W3 untar small
 # files + sync, W4 cold tar of them, W5 rsync -a a tree in / again after 1 % changed,
 # W6 rsync --no-whole-file literal bytes after a 4 KiB in-place change, W7 peak RSS,
@@ -36,7 +41,10 @@ fi
 # The coffer binary a system name stands for.
 cbin() { if [ "$1" = baseline ]; then echo "$baseline_bin"; else echo "$coffer"; fi; }
 is_coffer() { [ "$1" = coffer ] || [ "$1" = baseline ]; }
+uring=/sys/module/fuse/parameters/enable_uring; uring_was=""
+if [ -w "$uring" ]; then uring_was=$(cat "$uring"); echo 1 > "$uring"; fi
 cleanup() {
+  if [ -n "$uring_was" ] && [ "$uring_was" != Y ]; then echo 0 > "$uring"; fi
   "$coffer" umount "$work/coffer/mnt" 2>/dev/null || true
   [ -n "$baseline_bin" ] && { "$baseline_bin" umount "$work/baseline/mnt" 2>/dev/null || true; }
   for s in bindfs gocryptfs securefs; do fusermount3 -uz "$work/$s/mnt" 2>/dev/null || true; done
@@ -66,7 +74,8 @@ up() {
   case $1 in
     plain) ;;
     coffer) "$coffer" mount "$work/coffer/store/s" "$work/coffer/mnt" --log "$work/coffer.log" ;;
-    baseline) COFFER_KEYSTORE="$work/ks-baseline" "$baseline_bin" mount "$work/baseline/store/s" "$work/baseline/mnt" --log "$work/baseline.log" ;;
+    # shellcheck disable=SC2086 # the options are words
+    baseline) COFFER_KEYSTORE="$work/ks-baseline" "$baseline_bin" mount "$work/baseline/store/s" "$work/baseline/mnt" --log "$work/baseline.log" ${COFFER_BASELINE_OPTS:-} ;;
     gocryptfs) gocryptfs -q -passfile "$work/pass" "$work/gocryptfs/store" "$work/gocryptfs/mnt" ;;
     bindfs) bindfs "$work/bindfs/store" "$work/bindfs/mnt" ;;
     securefs) securefs mount -b --pass bench-pass "$work/securefs/store" "$work/securefs/mnt" >/dev/null 2>&1
@@ -148,7 +157,7 @@ peak() { echo "$peak_kb" | tr ' ' '\n' | awk -F: -v s="$1" '$1 == s && $2 > m {m
 
 table=$(
   if [ -n "$baseline_bin" ]; then
-    printf '| workload | unit | plain | FUSE passthrough (bindfs) | coffer | gocryptfs | securefs | coffer/plain | coffer/passthrough | coffer/better anchor | baseline (%s) | baseline/better anchor | coffer/baseline |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n' "$COFFER_BASELINE"
+    printf '| workload | unit | plain | FUSE passthrough (bindfs) | coffer | gocryptfs | securefs | coffer/plain | coffer/passthrough | coffer/better anchor | baseline (%s) | baseline/better anchor | coffer/baseline |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n' "$COFFER_BASELINE${COFFER_BASELINE_OPTS:+ $COFFER_BASELINE_OPTS}"
   else
     printf '| workload | unit | plain | FUSE passthrough (bindfs) | coffer | gocryptfs | securefs | coffer/plain | coffer/passthrough | coffer/better anchor |\n|---|---|---|---|---|---|---|---|---|---|\n'
   fi
@@ -178,7 +187,7 @@ echo "$table"
   echo
   echo "## tools/bench.sh$([ $quick = 1 ] && echo ' --quick'), $(date -u +%Y-%m-%d)"
   echo
-  echo "$(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r); $("$coffer" --version); gocryptfs $(gocryptfs -version | awk '{gsub(";", "", $2); print $2; exit}'); bindfs $(bindfs --version | awk '{print $2; exit}'); securefs from Debian. Medians of $runs; ${big_mb} MiB file, $nfiles small files, tree of $tree_files files / $tree_bytes bytes. Ratios above 1 mean coffer is better (for times, bytes and memory the ratio is inverted)."
+  echo "$(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r); $("$coffer" --version); gocryptfs $(gocryptfs -version | awk '{gsub(";", "", $2); print $2; exit}'); bindfs $(bindfs --version | awk '{print $2; exit}'); securefs from Debian; coffer served through $(sed -n 's/.* INFO serving .* through //p' "$work/coffer.log" | tail -1). Medians of $runs; ${big_mb} MiB file, $nfiles small files, tree of $tree_files files / $tree_bytes bytes. Ratios above 1 mean coffer is better (for times, bytes and memory the ratio is inverted)."
   echo
   echo "$table"
 } >> docs/benchmarks.md
