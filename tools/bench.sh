@@ -2,7 +2,7 @@
 # Side-by-side benchmark: a plain directory (the limit), coffer, gocryptfs and securefs on the
 # same disk, interleaved, median of 3 runs. Prints a table with each system's ratio to the plain
 # directory and coffer's ratio to the better anchor, and appends it to docs/benchmarks.md.
-#   tools/bench.sh            1 GiB, 10,000 files, /usr/share/doc
+#   tools/bench.sh            1 GiB, 10,000 files, /usr/share/doc and /usr/share/man
 #   tools/bench.sh --quick    64 MiB, 1,000 files, part of /usr/share/doc (about 2 minutes)
 #   COFFER_BASELINE=REV tools/bench.sh   also runs coffer as built at git revision REV, in the
 #                             same interleaved loop, and adds a coffer/baseline column: what a
@@ -22,7 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=0; [ "${1:-}" = "--quick" ] && quick=1
 runs=${COFFER_BENCH_RUNS:-3}
-if [ $quick = 1 ]; then big_mb=64; nfiles=1000; tree_glob='/usr/share/doc/[a-c]*'; else big_mb=1024; nfiles=10000; tree_glob='/usr/share/doc/*'; fi
+if [ $quick = 1 ]; then big_mb=64; nfiles=1000; tree_glob='/usr/share/doc/[a-c]*'; else big_mb=1024; nfiles=10000; tree_glob='/usr/share/doc/* /usr/share/man'; fi
 bash tools/setup.sh
 for p in gocryptfs securefs bindfs; do command -v $p >/dev/null || { apt-get install -y -qq $p >/dev/null; }; done
 cargo build --release --locked --quiet
