@@ -304,6 +304,47 @@ fn metadata_chmod_chown_utimens_statfs_mmap_and_stable_inodes() {
     m.umount();
 }
 
+/// The writeback cache sends its cached times back after a rename and at close; the mount
+/// answers one that changes nothing without touching the file (ops.rs, mtime_already). The
+/// times that land must still be the last ones set, whatever was answered on the way.
+#[test]
+fn times_hold_through_renames_and_the_kernels_time_flushes() {
+    if !require_fuse() {
+        return;
+    }
+    let env = Env::new();
+    env.init();
+    let m = env.mount();
+    let touch = |when: &str, rel: &str| {
+        common::sh_ok(&format!("touch -m -d '{when}' '{}'", m.p(rel).display()));
+    };
+    fs::write(m.p("t"), pattern(3, 5000)).expect("write");
+    touch("2001-02-03 04:05:06.5", "t");
+    fs::rename(m.p("t"), m.p("u")).expect("rename");
+    common::sh_ok("sync");
+    touch("2001-02-03 04:05:06.5", "u");
+    let mtime = |m: &common::Mounted, rel: &str| {
+        let st = fs::metadata(m.p(rel)).expect("stat");
+        (st.mtime(), st.mtime_nsec())
+    };
+    assert_eq!(mtime(&m, "u"), (981173106, 500_000_000));
+    OpenOptions::new()
+        .append(true)
+        .open(m.p("u"))
+        .and_then(|mut f| f.write_all(b"more"))
+        .expect("append");
+    common::sh_ok("sync");
+    assert!(mtime(&m, "u").0 > 981173106, "a write moves the time");
+    touch("1999-01-01 00:00:00", "u");
+    fs::rename(m.p("u"), m.p("v")).expect("rename");
+    common::sh_ok("sync");
+    m.umount();
+    let m = env.mount();
+    assert_eq!(mtime(&m, "v"), (915148800, 0));
+    assert_eq!(fs::read(m.p("v")).expect("read").len(), 5004);
+    m.umount();
+}
+
 trait FifoLike {
     fn is_fifo_like(&self) -> bool;
 }
