@@ -61,7 +61,10 @@ fn write_tree(m: &Mounted) {
     xattr_set(&m.p("small"), "user.colour", b"blue");
     fs::write(m.p("moved-from"), pattern(3, 70_000)).unwrap();
     fs::rename(m.p("moved-from"), m.p("moved")).unwrap();
-    let f = fs::OpenOptions::new().write(true).open(m.p("moved")).unwrap();
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(m.p("moved"))
+        .unwrap();
     f.set_len(65_536).unwrap();
 }
 
@@ -78,10 +81,16 @@ fn check_tree(m: &Mounted) {
     let want: Vec<String> = (0..300).map(|i| format!("file-{i:03}")).collect();
     assert_eq!(names, want);
     assert_eq!(fs::read_to_string(m.p("wide/file-299")).unwrap(), "299");
-    assert_eq!(fs::read_link(m.p("link")).unwrap(), Path::new("wide/file-007"));
+    assert_eq!(
+        fs::read_link(m.p("link")).unwrap(),
+        Path::new("wide/file-007")
+    );
     assert_eq!(fs::read_to_string(m.p("link")).unwrap(), "7");
     assert_eq!(xattr_get(&m.p("small"), "user.colour"), b"blue");
-    assert_eq!(fs::read(m.p("moved")).unwrap(), pattern(3, 70_000)[..65_536]);
+    assert_eq!(
+        fs::read(m.p("moved")).unwrap(),
+        pattern(3, 70_000)[..65_536]
+    );
     assert!(!m.p("moved-from").exists());
 }
 
@@ -110,10 +119,20 @@ fn xattr_get(p: &Path, name: &str) -> Vec<u8> {
 fn latest_mount(env: &Env) -> (String, Option<u64>) {
     let log = env.log_text();
     let last = &log[log.rfind(" INFO serving ").expect("a serving line")..];
-    let transport = last.lines().next().unwrap().split(" through ").nth(1).unwrap();
+    let transport = last
+        .lines()
+        .next()
+        .unwrap()
+        .split(" through ")
+        .nth(1)
+        .unwrap();
     let count = last
         .lines()
-        .find_map(|l| l.split(" INFO ").nth(1)?.strip_suffix(" requests came over io_uring"))
+        .find_map(|l| {
+            l.split(" INFO ")
+                .nth(1)?
+                .strip_suffix(" requests came over io_uring")
+        })
         .map(|n| n.parse().unwrap());
     (transport.to_string(), count)
 }

@@ -429,6 +429,8 @@ impl Plain {
     /// well inside writev's 1024).
     pub fn slices(&self) -> Vec<std::io::IoSlice<'_>> {
         let ranges = self.ranges.iter().filter(|r| !r.is_empty());
-        ranges.map(|r| std::io::IoSlice::new(&self.buf[r.clone()])).collect()
+        ranges
+            .map(|r| std::io::IoSlice::new(&self.buf[r.clone()]))
+            .collect()
     }
 }
