@@ -23,7 +23,9 @@ if [ "${COFFER_AB_QUICK:-0}" = 1 ]; then big_mb=64; nfiles=1000; tree_glob='/usr
 else big_mb=1024; nfiles=10000; tree_glob='/usr/share/doc/*'; fi
 bash tools/setup.sh
 cargo build --release --locked --quiet
-work=$(mktemp -d "${TMPDIR:-/var/tmp}/coffer-ab.XXXXXX")
+. tools/bench-disk.sh
+bench_disk_up
+work=$(mktemp -d "$BENCH_BASE/coffer-ab.XXXXXX")
 git worktree add --detach -q "$work/rev-src" "$rev"
 cargo build --release --locked --quiet --manifest-path "$work/rev-src/Cargo.toml" --target-dir "$PWD/target/baseline"
 git worktree remove --force "$work/rev-src"
@@ -31,7 +33,7 @@ mkdir -p "$work/bin"
 cp target/release/coffer "$work/bin/A"; cp target/release/coffer "$work/bin/A2"
 cp target/baseline/release/coffer "$work/bin/B"
 mnt="$work/mnt"; mkdir -p "$mnt"
-cleanup() { for s in A B A2; do "$work/bin/$s" umount "$mnt" 2>/dev/null || true; done; rm -rf "$work"; }
+cleanup() { for s in A B A2; do "$work/bin/$s" umount "$mnt" 2>/dev/null || true; done; rm -rf "$work"; bench_disk_down; }
 trap cleanup EXIT
 echo bench-pass > "$work/pass"
 export COFFER_PASSPHRASE_FILE="$work/pass"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: a plain directory (the limit), coffer, gocryptfs and securefs on the
-# same disk, interleaved, median of 3 runs. Prints a table with each system's ratio to the plain
+# same disk (a fresh journaled ext4 image: tools/bench-disk.sh says why), interleaved, median
+# of 3 runs. Prints a table with each system's ratio to the plain
 # directory and coffer's ratio to the better anchor, and appends it to docs/benchmarks.md.
 #   tools/bench.sh            1 GiB, 10,000 files, /usr/share/doc and /usr/share/man
 #   tools/bench.sh --quick    64 MiB, 1,000 files, part of /usr/share/doc (about 2 minutes)
@@ -27,7 +28,9 @@ bash tools/setup.sh
 for p in gocryptfs securefs bindfs; do command -v $p >/dev/null || { apt-get install -y -qq $p >/dev/null; }; done
 cargo build --release --locked --quiet
 coffer="$PWD/target/release/coffer"
-work=$(mktemp -d "${TMPDIR:-/var/tmp}/coffer-bench.XXXXXX")
+. tools/bench-disk.sh
+bench_disk_up
+work=$(mktemp -d "$BENCH_BASE/coffer-bench.XXXXXX")
 # bindfs is a FUSE passthrough (libfuse, no encryption): what FUSE itself costs per workload.
 systems="plain bindfs coffer gocryptfs securefs"
 baseline_bin=""
@@ -49,6 +52,7 @@ cleanup() {
   [ -n "$baseline_bin" ] && { "$baseline_bin" umount "$work/baseline/mnt" 2>/dev/null || true; }
   for s in bindfs gocryptfs securefs; do fusermount3 -uz "$work/$s/mnt" 2>/dev/null || true; done
   rm -rf "$work"
+  bench_disk_down
 }
 trap cleanup EXIT
 echo bench-pass > "$work/pass"
@@ -187,7 +191,7 @@ echo "$table"
   echo
   echo "## tools/bench.sh$([ $quick = 1 ] && echo ' --quick'), $(date -u +%Y-%m-%d)"
   echo
-  echo "$(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r); $("$coffer" --version); gocryptfs $(gocryptfs -version | awk '{gsub(";", "", $2); print $2; exit}'); bindfs $(bindfs --version | awk '{print $2; exit}'); securefs from Debian; coffer served through $(sed -n 's/.* INFO serving .* through //p' "$work/coffer.log" | tail -1). Medians of $runs; ${big_mb} MiB file, $nfiles small files, tree of $tree_files files / $tree_bytes bytes. Ratios above 1 mean coffer is better (for times, bytes and memory the ratio is inverted)."
+  echo "$(nproc) CPUs, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r); $("$coffer" --version); gocryptfs $(gocryptfs -version | awk '{gsub(";", "", $2); print $2; exit}'); bindfs $(bindfs --version | awk '{print $2; exit}'); securefs from Debian; coffer served through $(sed -n 's/.* INFO serving .* through //p' "$work/coffer.log" | tail -1). On $BENCH_DISK. Medians of $runs; ${big_mb} MiB file, $nfiles small files, tree of $tree_files files / $tree_bytes bytes. Ratios above 1 mean coffer is better (for times, bytes and memory the ratio is inverted)."
   echo
   echo "$table"
 } >> docs/benchmarks.md
