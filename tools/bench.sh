@@ -44,10 +44,10 @@ fi
 # The coffer binary a system name stands for.
 cbin() { if [ "$1" = baseline ]; then echo "$baseline_bin"; else echo "$coffer"; fi; }
 is_coffer() { [ "$1" = coffer ] || [ "$1" = baseline ]; }
-uring=/sys/module/fuse/parameters/enable_uring; uring_was=""
-if [ -w "$uring" ]; then uring_was=$(cat "$uring"); echo 1 > "$uring"; fi
+. tools/fuse-uring.sh
+uring_on || true
 cleanup() {
-  if [ -n "$uring_was" ] && [ "$uring_was" != Y ]; then echo 0 > "$uring"; fi
+  uring_restore
   "$coffer" umount "$work/coffer/mnt" 2>/dev/null || true
   [ -n "$baseline_bin" ] && { "$baseline_bin" umount "$work/baseline/mnt" 2>/dev/null || true; }
   for s in bindfs gocryptfs securefs; do fusermount3 -uz "$work/$s/mnt" 2>/dev/null || true; done

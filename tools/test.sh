@@ -18,17 +18,14 @@ cargo build --all-targets --locked
 # coffer serves over FUSE's io_uring when the kernel offers it, so the suite runs that way
 # (tests/io_uring.rs also mounts through /dev/fuse, both ways). The kernel offers it only with
 # the fuse module's enable_uring parameter set; this sets it for the run and puts it back.
-uring=/sys/module/fuse/parameters/enable_uring
-if [ -w "$uring" ]; then
-  uring_was=$(cat "$uring")
-  echo 1 > "$uring"
-  trap 'bash tools/kms-dev.sh stop; [ "$uring_was" = Y ] || echo 0 > "$uring"' EXIT
-  echo "tools/test.sh: FUSE over io_uring on for this run (was $uring_was)"
+. tools/fuse-uring.sh
+if uring_on; then
+  echo "tools/test.sh: FUSE over io_uring on for this run (was $URING_WAS)"
 else
-  echo "tools/test.sh: WARNING: no $uring here (a kernel before 6.14, or without CONFIG_FUSE_IO_URING);" \
+  echo "tools/test.sh: WARNING: no $URING_PARAM here (a kernel before 6.14, or without CONFIG_FUSE_IO_URING);" \
     "mounts serve through /dev/fuse, and tests/io_uring.rs will fail" >&2
-  trap 'bash tools/kms-dev.sh stop' EXIT
 fi
+trap 'bash tools/kms-dev.sh stop; uring_restore' EXIT
 
 # A real KMIP server on loopback for the kms provider's tests (tests/kms.rs), stopped however
 # this script ends.
