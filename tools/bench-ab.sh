@@ -25,6 +25,10 @@ bash tools/setup.sh
 cargo build --release --locked --quiet
 . tools/bench-disk.sh
 bench_disk_up
+# As in tools/bench.sh: the ring on where the kernel has it (COFFER_AB_OPTS_B=--no-io-uring
+# compares the two transports).
+. tools/fuse-uring.sh
+uring_on || true
 work=$(mktemp -d "$BENCH_BASE/coffer-ab.XXXXXX")
 git worktree add --detach -q "$work/rev-src" "$rev"
 cargo build --release --locked --quiet --manifest-path "$work/rev-src/Cargo.toml" --target-dir "$PWD/target/baseline"
@@ -33,7 +37,7 @@ mkdir -p "$work/bin"
 cp target/release/coffer "$work/bin/A"; cp target/release/coffer "$work/bin/A2"
 cp target/baseline/release/coffer "$work/bin/B"
 mnt="$work/mnt"; mkdir -p "$mnt"
-cleanup() { for s in A B A2; do "$work/bin/$s" umount "$mnt" 2>/dev/null || true; done; rm -rf "$work"; bench_disk_down; }
+cleanup() { for s in A B A2; do "$work/bin/$s" umount "$mnt" 2>/dev/null || true; done; rm -rf "$work"; bench_disk_down; uring_restore; }
 trap cleanup EXIT
 echo bench-pass > "$work/pass"
 export COFFER_PASSPHRASE_FILE="$work/pass"
