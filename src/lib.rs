@@ -15,6 +15,7 @@
 //! older version of itself. Whoever holds the master key (through a provider) reads
 //! everything. See docs/threat-model.md.
 
+pub mod backup;
 pub mod catalog;
 pub mod cli;
 pub mod crypto;

@@ -1,5 +1,6 @@
 //! The command line: one file per subcommand. Errors reach the user as one line on stderr.
 
+mod backup;
 mod credential;
 mod daemon;
 mod fsck;
@@ -33,6 +34,28 @@ Examples:
   coffer info /srv/backup/store --json
 
 Exit codes: 0 success, 1 a check found problems, 2 a usage or operational error.";
+
+const BACKUP_EXAMPLES: &str = "\
+Examples:
+  coffer backup /home /etc /srv/backup/store:hosts/web1      # makes hosts/web1/home and .../etc
+  coffer backup /srv/www/ /srv/backup/store:www --delete     # the contents of /srv/www
+  coffer backup --dry-run --exclude '*.tmp' --exclude-from ex.txt /srv /srv/backup/store:srv
+  coffer backup --json /home /srv/backup/store:home          # one JSON summary at the end
+
+A second run writes only what changed (size or modification time; --checksum compares
+content). Files are written under a temporary name and renamed into place, so an
+interrupted run never leaves half a file; run it again to finish. Owners, modes, times,
+hard links, symlinks, devices, FIFOs, extended attributes, ACLs and holes are kept.
+The store must not be mounted. Exit codes: 0 done, 23 some files failed (each is named on
+stderr), 20 interrupted, 2 an error that stopped the run.";
+
+const RESTORE_EXAMPLES: &str = "\
+Examples:
+  coffer restore /srv/backup/store:hosts/web1/etc /srv/restore     # makes /srv/restore/etc
+  coffer restore /srv/backup/store:hosts/web1/etc/ /etc            # the contents, into /etc
+  coffer restore --exclude '*.log' /srv/backup/store:www /tmp/www
+
+Needs the store's key (a backup-only host cannot restore). Exit codes as for backup.";
 
 #[derive(Parser)]
 #[command(
@@ -98,6 +121,12 @@ enum Command {
         after_help = "Examples:\n  coffer mount /srv/backup/store /mnt/backup --passphrase-file /root/pass\n  coffer mount /srv/backup/store /mnt/backup --read-only --allow-other\n\nStop it with `coffer umount MOUNTPOINT` (or SIGTERM to the daemon)."
     )]
     Mount(mount::MountArgs),
+    /// Back up files into a store without a mount (no FUSE needed): only what changed is written
+    #[command(after_help = BACKUP_EXAMPLES)]
+    Backup(backup::BackupArgs),
+    /// Restore files from a store without a mount
+    #[command(after_help = RESTORE_EXAMPLES)]
+    Restore(backup::RestoreArgs),
     /// Flush and unmount a mounted store, and wait for its daemon to exit
     #[command(after_help = "Example:\n  coffer umount /mnt/backup")]
     Umount(umount::UmountArgs),
@@ -160,6 +189,8 @@ pub fn main() -> i32 {
     let result = match cli.cmd {
         Command::Init(a) => init::run(a),
         Command::Mount(a) => mount::run(a),
+        Command::Backup(a) => backup::run_backup(a),
+        Command::Restore(a) => backup::run_restore(a),
         Command::Umount(a) => umount::run(a),
         Command::Fsck(a) => fsck::run(a),
         Command::Info(a) => info::run(a),

@@ -10,14 +10,10 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use super::daemon;
-use super::unlock::chain_with;
+use super::unlock::unlock_store;
 use super::{init_logging, CliResult, Failure, KeyOpts};
 use crate::fs::MountConfig;
-use crate::keys::{
-    self,
-    unlock::{BackupOnlyWhy, Unlocked},
-};
-use crate::store::{Descriptor, OpenStore, StoreKeys, StoreLock};
+use crate::store::{OpenStore, StoreLock};
 
 #[derive(Args)]
 pub struct MountArgs {
@@ -192,54 +188,19 @@ fn which(bin: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Unlock the store as the provider chain and the fallback decide, and say on stderr what a
-/// backup-only mount or a failed provider means. Returns the keys and a line for the log.
-fn unlock(root: &Path, a: &MountArgs) -> Result<(Descriptor, StoreKeys, Option<String>), Failure> {
-    let mut flags = a.keys.flags();
-    flags.fallback = a.fallback.clone();
-    let chain = chain_with(flags)?;
-    let (desc, keys, note) = match keys::unlock::unlock(&chain, root, a.backup_only)? {
-        Unlocked::Full {
-            desc,
-            keys,
-            failed,
-            from,
-        } => {
-            let note = (!failed.0.is_empty())
-                .then(|| format!("the master key came from {from}; on the way: {failed}"));
-            (desc, keys, note)
-        }
-        Unlocked::BackupOnly { desc, keys, why } => {
-            let note = match why {
-                BackupOnlyWhy::Asked => None,
-                BackupOnlyWhy::OnlyCredential => Some(format!(
-                    "mounting backup-only: this keystore holds a backup credential for store {}, \
-                     not its key: new files can be written, old ones cannot be read",
-                    desc.store_id
-                )),
-                BackupOnlyWhy::Fallback(failed) => Some(format!(
-                    "mounting backup-only (fallback): no key provider gave the master key of store \
-                     {} ({failed}); new backups can be written, old files cannot be read until \
-                     a provider answers and the store is mounted again",
-                    desc.store_id
-                )),
-            };
-            (desc, keys, note)
-        }
-    };
-    if let Some(n) = &note {
-        eprintln!("coffer: {n}");
-    }
-    Ok((desc, keys, note))
-}
-
 pub fn run(a: MountArgs) -> CliResult {
     let mnt = check_mountpoint(&a.mountpoint, a.nonempty)?;
     let root = a
         .store
         .canonicalize()
         .map_err(|_| crate::store::StoreError::NotAStore(a.store.clone()))?;
-    let (desc, keys, note) = unlock(&root, &a)?;
+    let (desc, keys, note) = unlock_store(
+        &root,
+        &a.keys,
+        a.fallback.clone(),
+        a.backup_only,
+        "mounting",
+    )?;
     if !desc.authenticated() {
         eprintln!("{}", super::upgrade::v1_warning(&a.store));
     }

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
 use super::{Failure, KeyOpts};
+use crate::keys::unlock::{BackupOnlyWhy, Unlocked};
 use crate::keys::{self, Chain, ChainSettings, KeyFlags, KeystoreError, Secrets};
+use crate::store::{Descriptor, StoreKeys};
 
 /// A passphrase from a file, else a prompt on the terminal, else a refusal (never a hang).
 pub fn read_passphrase(
@@ -79,4 +81,51 @@ pub fn chain_with(flags: KeyFlags) -> Result<Chain, Failure> {
     let settings = ChainSettings::resolve(&flags)?;
     let file = settings.passphrase_file.clone();
     Ok(Chain::new(settings, Box::new(CliSecrets { file })))
+}
+
+/// Unlock the store as the provider chain and the fallback decide, and say on stderr what a
+/// backup-only run or a failed provider means. Returns the keys and a line for the log.
+pub fn unlock_store(
+    root: &Path,
+    opts: &KeyOpts,
+    fallback: Option<String>,
+    backup_only: bool,
+    doing: &str,
+) -> Result<(Descriptor, StoreKeys, Option<String>), Failure> {
+    let mut flags = opts.flags();
+    flags.fallback = fallback;
+    let chain = chain_with(flags)?;
+    let (desc, keys, note) = match keys::unlock::unlock(&chain, root, backup_only)? {
+        Unlocked::Full {
+            desc,
+            keys,
+            failed,
+            from,
+        } => {
+            let note = (!failed.0.is_empty())
+                .then(|| format!("the master key came from {from}; on the way: {failed}"));
+            (desc, keys, note)
+        }
+        Unlocked::BackupOnly { desc, keys, why } => {
+            let note = match why {
+                BackupOnlyWhy::Asked => None,
+                BackupOnlyWhy::OnlyCredential => Some(format!(
+                    "{doing} backup-only: this keystore holds a backup credential for store {}, \
+                     not its key: new files can be written, old ones cannot be read",
+                    desc.store_id
+                )),
+                BackupOnlyWhy::Fallback(failed) => Some(format!(
+                    "{doing} backup-only (fallback): no key provider gave the master key of store \
+                     {} ({failed}); new backups can be written, old files cannot be read until \
+                     a provider answers",
+                    desc.store_id
+                )),
+            };
+            (desc, keys, note)
+        }
+    };
+    if let Some(n) = &note {
+        eprintln!("coffer: {n}");
+    }
+    Ok((desc, keys, note))
 }

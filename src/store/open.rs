@@ -113,6 +113,11 @@ impl OpenStore {
         self.writer.get().map(|w| w.close()).unwrap_or(Ok(()))
     }
 
+    /// Whether this host holds the private key: old files can be read (not backup-only).
+    pub fn can_read(&self) -> bool {
+        self.private.is_some()
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.root.join(DATA)
     }

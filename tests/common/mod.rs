@@ -7,6 +7,7 @@
 pub mod attacker;
 pub mod keyservers;
 pub mod kms;
+pub mod trees;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -372,6 +372,14 @@ impl OpenFile {
         .map_err(Errno::from)
     }
 
+    /// Send the catalog this file's whole record again (after a run that was killed before
+    /// its catalog updates were committed; the header holds everything the record says).
+    pub fn republish(&self, store: &OpenStore) {
+        if let Ok(st) = self.st.read() {
+            store_catalog_put(store, &st);
+        }
+    }
+
     /// Send the catalog its new length if it changed since the last call.
     pub fn publish_len(&self, store: &OpenStore) {
         if let Ok(mut st) = self.st.write() {

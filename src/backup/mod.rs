@@ -1,0 +1,126 @@
+//! `coffer backup` and `coffer restore`: trees copied into and out of a store without a
+//! mount. The store is served in-process (fs::direct), so names, keys, attributes, holes and
+//! links are written exactly as a mount writes them, and read as it reads them; only the
+//! kernel's round trips are gone, and files are copied by a pool of workers at once.
+//!
+//! Owns: the walk of both trees, rsync's quick check (size and mtime) and `--checksum`,
+//! `--delete`, hard links, what is counted, and what an interrupted run leaves: a file is
+//! written under a temporary name and renamed into place whole, so no reader ever sees half
+//! of one; a rerun removes the leftovers and finishes the job.
+
+mod filter;
+pub mod local;
+mod put;
+mod put_file;
+mod restore;
+mod scan;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+pub use filter::{Filter, FilterError};
+pub use put::backup;
+pub use restore::restore;
+pub use scan::{scan, Totals};
+
+/// The plaintext name prefix of a file being written; what an interrupted run leaves under
+/// it is removed by the next run into that directory.
+pub const PARTIAL: &str = ".coffer-partial.";
+
+/// How a run behaves.
+pub struct Options {
+    /// Worker threads copying files at once.
+    pub jobs: usize,
+    /// Say what would be done, change nothing.
+    pub dry_run: bool,
+    /// Remove from the destination what the source no longer has (backup only).
+    pub delete: bool,
+    /// Compare content, not size and mtime, to decide whether a file changed.
+    pub checksum: bool,
+    pub filter: Filter,
+    /// The last run on the store did not finish: files it may have placed without their
+    /// catalog records committed get them again (from their headers) when found unchanged.
+    pub recheck: bool,
+}
+
+/// What a run did so far; read by a progress display while it runs.
+#[derive(Default)]
+pub struct Counters {
+    pub files: AtomicU64,
+    pub bytes: AtomicU64,
+    pub unchanged: AtomicU64,
+    pub deleted: AtomicU64,
+    pub failed: AtomicU64,
+    pub dirs: AtomicU64,
+    /// Set to stop the run (a signal handler may hold it): workers drop the file in hand
+    /// and start no other.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// The end of a run, for a person or `--json`.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Summary {
+    /// Files, symlinks, links and special files written (new or changed).
+    pub files_written: u64,
+    pub bytes_written: u64,
+    pub unchanged: u64,
+    pub deleted: u64,
+    pub failed: u64,
+    pub directories: u64,
+    pub interrupted: bool,
+    pub dry_run: bool,
+    pub seconds: f64,
+}
+
+impl Counters {
+    fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    pub fn summary(&self, seconds: f64, dry_run: bool) -> Summary {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        Summary {
+            files_written: g(&self.files),
+            bytes_written: g(&self.bytes),
+            unchanged: g(&self.unchanged),
+            deleted: g(&self.deleted),
+            failed: g(&self.failed),
+            directories: g(&self.dirs),
+            interrupted: self.stopped(),
+            dry_run,
+            seconds,
+        }
+    }
+}
+
+/// Where a run tells of a path it could not copy (and goes on), and of what it does in a dry
+/// run. Paths are the plaintext paths the user named: for the user's terminal, never a log.
+pub trait Report: Sync {
+    fn failed(&self, path: &Path, what: &str, e: &std::io::Error);
+    fn would(&self, action: &str, path: &Path);
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("{0}: {1}")]
+    Source(PathBuf, std::io::Error),
+    #[error("{path} in the store: {e}")]
+    Store { path: PathBuf, e: std::io::Error },
+    #[error("{0} in the store is not a directory")]
+    NotADir(PathBuf),
+    #[error("cannot start {0} workers: {1}")]
+    Pool(usize, String),
+    #[error(
+        "this host holds no private key for the store (a backup credential, or a backup-only \
+         fallback): files written before cannot be restored here; restore on a host that has \
+         the store's key"
+    )]
+    NoReadKey,
+    #[error("the store could not be made durable: {0}")]
+    Sync(std::io::Error),
+}

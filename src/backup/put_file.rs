@@ -1,0 +1,347 @@
+//! One non-directory entry into the store: left alone when rsync's quick check (or
+//! `--checksum`) finds it unchanged, else written under a temporary name, given its
+//! attributes and renamed over the old one, so a reader sees the old file or the new, whole.
+
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::FileExt;
+
+use super::local;
+use super::put::{Here, Run};
+use super::{Counters, PARTIAL};
+use crate::fs::direct::{Handle, Kind, SetAttrs, Stat, Tree};
+
+/// Plaintext read and written at once per file.
+const CHUNK: u64 = 4 << 20;
+
+/// A fresh temporary name for a file being written.
+pub(super) fn partial_name() -> OsString {
+    let mut r = [0u8; 8];
+    crate::crypto::random_bytes(&mut r);
+    OsString::from(format!("{PARTIAL}{}", hex::encode(r)))
+}
+
+/// The attributes coffer keeps: the namespaces Linux filesystems keep, and POSIX ACLs.
+fn kept(name: &OsStr) -> bool {
+    let n = name.as_encoded_bytes();
+    [&b"user."[..], b"trusted.", b"security."]
+        .iter()
+        .any(|p| n.starts_with(p))
+        || n == b"system.posix_acl_access"
+        || n == b"system.posix_acl_default"
+}
+
+fn as_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn changed_under_us() -> io::Error {
+    io::Error::other("changed while being read (it is retried by the next run)")
+}
+
+impl Run<'_> {
+    /// A file, symlink, FIFO, socket or device into store directory `parent`; returns its
+    /// inode in the store, held (None in a dry run that would write it).
+    pub(super) fn put_one(
+        &self,
+        sdir: &OwnedFd,
+        name: &OsStr,
+        here: &Here,
+        parent: u64,
+        existing: Option<Stat>,
+        st: &libc::stat,
+    ) -> io::Result<Option<u64>> {
+        if let Some(e) = &existing {
+            if self.unchanged(sdir, name, e, st)? {
+                if !self.opts.dry_run {
+                    if self.opts.recheck && e.kind == Kind::File {
+                        self.tree.record(e.ino)?;
+                    }
+                    self.sync_meta(e.ino, sdir, name, st, Some(e))?;
+                }
+                Counters::add(&self.counters.unchanged, 1);
+                return Ok(Some(e.ino));
+            }
+        }
+        if self.opts.dry_run {
+            self.report.would("write", &here.shown);
+            self.count_written(st);
+            return Ok(existing.map(|e| e.ino));
+        }
+        if let Some(e) = existing {
+            self.tree.forget(e.ino);
+            if e.kind == Kind::Dir {
+                let n = self.remove(parent, name)?;
+                Counters::add(&self.counters.deleted, n);
+            }
+        }
+        let tmp = partial_name();
+        let ino = self.make(sdir, name, parent, &tmp, st)?;
+        let placed = self
+            .sync_meta(ino, sdir, name, st, None)
+            .and_then(|_| self.tree.rename(parent, &tmp, parent, name));
+        if let Err(e) = placed {
+            self.tree.forget(ino);
+            let _ = self.tree.unlink(parent, &tmp);
+            return Err(e);
+        }
+        Counters::add(&self.counters.files, 1);
+        Ok(Some(ino))
+    }
+
+    fn count_written(&self, st: &libc::stat) {
+        Counters::add(&self.counters.files, 1);
+        if st.st_mode & libc::S_IFMT == libc::S_IFREG {
+            Counters::add(&self.counters.bytes, st.st_size as u64);
+        }
+    }
+
+    /// Whether the store's entry `e` already holds what the source's does.
+    fn unchanged(
+        &self,
+        sdir: &OwnedFd,
+        name: &OsStr,
+        e: &Stat,
+        st: &libc::stat,
+    ) -> io::Result<bool> {
+        let kind = Kind::of_mode(st.st_mode);
+        if e.kind != kind {
+            return Ok(false);
+        }
+        match kind {
+            Kind::File if e.size != st.st_size as u64 => Ok(false),
+            Kind::File if self.opts.checksum => self.same_content(e.ino, sdir, name),
+            Kind::File => Ok(e.mtime == local::time(st.st_mtime, st.st_mtime_nsec)),
+            Kind::Symlink => Ok(self.tree.readlink(e.ino)? == local::readlink_at(sdir, name)?),
+            _ => Ok(e.rdev == st.st_rdev as u32),
+        }
+    }
+
+    /// `--checksum`: the store's plaintext against the source's, byte for byte. A file this
+    /// host cannot read (backup-only) counts as changed.
+    fn same_content(&self, ino: u64, sdir: &OwnedFd, name: &OsStr) -> io::Result<bool> {
+        if !self.tree.can_read() {
+            return Ok(false);
+        }
+        let src = local::open_file_at(sdir, name)?;
+        let h = self.tree.open(ino, false)?;
+        let r = compare(self.tree, &h, &src);
+        self.tree.close(h);
+        r
+    }
+
+    /// Make the entry under the temporary name `tmp`; returns its inode, held.
+    fn make(
+        &self,
+        sdir: &OwnedFd,
+        name: &OsStr,
+        parent: u64,
+        tmp: &OsStr,
+        st: &libc::stat,
+    ) -> io::Result<u64> {
+        let owner = (st.st_uid, st.st_gid);
+        match Kind::of_mode(st.st_mode) {
+            Kind::File => self.write_file(sdir, name, parent, tmp, st),
+            Kind::Symlink => {
+                let target = local::readlink_at(sdir, name)?;
+                Ok(self.tree.symlink(parent, tmp, &target, owner)?.ino)
+            }
+            _ => {
+                let mode = st.st_mode & (libc::S_IFMT | 0o7777);
+                Ok(self
+                    .tree
+                    .mknod(parent, tmp, mode, st.st_rdev as u32, owner)?
+                    .ino)
+            }
+        }
+    }
+
+    fn write_file(
+        &self,
+        sdir: &OwnedFd,
+        name: &OsStr,
+        parent: u64,
+        tmp: &OsStr,
+        st: &libc::stat,
+    ) -> io::Result<u64> {
+        let src = local::open_file_at(sdir, name)?;
+        if local::stat_fd(&src)?.st_ino != st.st_ino {
+            return Err(changed_under_us());
+        }
+        let (made, h) = self
+            .tree
+            .create(parent, tmp, 0o600, (st.st_uid, st.st_gid))?;
+        let r = self.copy_in(&src, &h, st.st_size as u64);
+        self.tree.close(h);
+        match r {
+            Ok(()) => Ok(made.ino),
+            Err(e) => {
+                self.tree.forget(made.ino);
+                let _ = self.tree.unlink(parent, tmp);
+                Err(e)
+            }
+        }
+    }
+
+    /// The source's data, hole for hole: only its data ranges are read and written, and the
+    /// length is set at the end (a trailing hole).
+    fn copy_in(&self, src: &File, h: &Handle, size: u64) -> io::Result<()> {
+        let mut buf = vec![0u8; size.min(CHUNK) as usize];
+        let mut off = 0;
+        while off < size {
+            let Some(data) = crate::holes::next_data(src, off)? else {
+                break;
+            };
+            let end = crate::holes::next_hole(src, data)?.min(size);
+            let mut at = data;
+            while at < end {
+                if self.counters.stopped() {
+                    return Err(io::Error::from_raw_os_error(libc::EINTR));
+                }
+                let n = (end - at).min(CHUNK) as usize;
+                let got = read_full(src, &mut buf[..n], at)?;
+                if got < n {
+                    return Err(changed_under_us());
+                }
+                self.tree.write(h, at, &buf[..n])?;
+                Counters::add(&self.counters.bytes, n as u64);
+                at += n as u64;
+            }
+            off = end.max(data + 1);
+        }
+        if off < size {
+            self.tree.set_len(h, size)?;
+        }
+        Ok(())
+    }
+
+    /// The store entry `ino` given the source's attributes: extended attributes and ACLs,
+    /// then owner (as root), mode and times. With `cur` (an entry that was there), only what
+    /// differs is set, so an unchanged tree is not written.
+    pub(super) fn sync_meta(
+        &self,
+        ino: u64,
+        sdir: &OwnedFd,
+        name: &OsStr,
+        st: &libc::stat,
+        cur: Option<&Stat>,
+    ) -> io::Result<()> {
+        let src: BTreeMap<OsString, Vec<u8>> = local::xattrs_at(sdir, name)?
+            .into_iter()
+            .filter(|(n, _)| kept(n))
+            .collect();
+        let dst: BTreeMap<OsString, Vec<u8>> = match cur {
+            None => BTreeMap::new(),
+            Some(_) => self.tree.xattrs(ino)?.into_iter().collect(),
+        };
+        for (n, v) in &src {
+            if dst.get(n) != Some(v) {
+                self.tree.set_xattr(ino, n, v)?;
+            }
+        }
+        for n in dst.keys().filter(|n| !src.contains_key(*n)) {
+            self.tree.remove_xattr(ino, n)?;
+        }
+        let cur = match (cur, src == dst) {
+            (Some(c), true) => Some(c.clone()),
+            (Some(_), false) => Some(self.tree.stat(ino)?),
+            (None, _) => None,
+        };
+        self.tree.set_attrs(ino, &wanted(st, cur.as_ref()))
+    }
+
+    /// Another name of a hard-linked file already in the store as `first`.
+    pub(super) fn link_to(
+        &self,
+        first: Option<u64>,
+        (parent, name, existing, here): (u64, OsString, Option<u64>, Here),
+    ) -> io::Result<()> {
+        if let Some(e) = existing {
+            self.tree.forget(e);
+        }
+        if self.opts.dry_run {
+            match existing.is_some() && existing == first {
+                true => Counters::add(&self.counters.unchanged, 1),
+                false => {
+                    self.report.would("link", &here.shown);
+                    Counters::add(&self.counters.files, 1);
+                }
+            }
+            return Ok(());
+        }
+        let Some(first) = first else {
+            return Err(io::Error::other("its first name could not be backed up"));
+        };
+        if existing == Some(first) {
+            Counters::add(&self.counters.unchanged, 1);
+            return Ok(());
+        }
+        let tmp = partial_name();
+        let made = self.tree.link(first, parent, &tmp)?;
+        self.tree.forget(made.ino);
+        if let Err(e) = self.tree.rename(parent, &tmp, parent, &name) {
+            let _ = self.tree.unlink(parent, &tmp);
+            if e.raw_os_error() != Some(libc::EISDIR) {
+                return Err(e);
+            }
+            self.remove(parent, &name)?;
+            return self.link_to(Some(first), (parent, name, None, here));
+        }
+        Counters::add(&self.counters.files, 1);
+        Ok(())
+    }
+}
+
+/// What to set so that the store's entry shows the source's `st`; `cur` what it shows now.
+fn wanted(st: &libc::stat, cur: Option<&Stat>) -> SetAttrs {
+    let mtime = local::time(st.st_mtime, st.st_mtime_nsec);
+    let atime = local::time(st.st_atime, st.st_atime_nsec);
+    let perm = st.st_mode & 0o7777;
+    let symlink = st.st_mode & libc::S_IFMT == libc::S_IFLNK;
+    let differs = |f: &dyn Fn(&Stat) -> bool| cur.is_none_or(|c| !f(c));
+    let owner = as_root() && differs(&|c| c.uid == st.st_uid && c.gid == st.st_gid);
+    SetAttrs {
+        uid: owner.then_some(st.st_uid),
+        gid: owner.then_some(st.st_gid),
+        perm: (!symlink && differs(&|c| c.perm == perm)).then_some(perm),
+        atime: differs(&|c| c.mtime == mtime).then_some(atime),
+        mtime: differs(&|c| c.mtime == mtime).then_some(mtime),
+    }
+}
+
+/// pread until `buf` is full or the file ends; how much was read.
+fn read_full(f: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match f.read_at(&mut buf[got..], off + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// Whether the open store file and the source file hold the same bytes.
+fn compare(tree: &Tree, h: &Handle, src: &File) -> io::Result<bool> {
+    let mut off = 0u64;
+    let mut theirs = Vec::new();
+    let mut ours = vec![0u8; 1 << 20];
+    loop {
+        theirs.clear();
+        tree.read(h, off, 1 << 20, &mut theirs)?;
+        let got = read_full(src, &mut ours, off)?;
+        if got != theirs.len() || ours[..got] != theirs[..] {
+            return Ok(false);
+        }
+        if got == 0 {
+            return Ok(true);
+        }
+        off += got as u64;
+    }
+}

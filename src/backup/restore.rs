@@ -1,0 +1,334 @@
+//! The restore walk: a directory of the store copied out to this host by the worker pool,
+//! each file written under a temporary name and renamed into place whole, with its owner (as
+//! root), mode, attributes, ACLs, holes, hard links and times.
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rayon::prelude::*;
+
+use super::local;
+use super::put::Here;
+use super::put_file::partial_name;
+use super::{BackupError, Counters, Options, Report, PARTIAL};
+use crate::fs::direct::{Handle, Kind, Stat, Tree};
+
+const CHUNK: u32 = 4 << 20;
+
+type Place = (Arc<OwnedFd>, OsString);
+
+/// A hard-linked store inode on its way out: being written (and who waits), or written.
+enum Linked {
+    Pending(Vec<(Place, Here)>),
+    Done(Option<Place>),
+}
+
+struct Out<'a> {
+    tree: &'a Tree,
+    opts: &'a Options,
+    counters: &'a Counters,
+    report: &'a dyn Report,
+    links: Mutex<HashMap<u64, Linked>>,
+    root: bool,
+}
+
+/// Copy `from` (a path in the store) to `to`: a directory named with a trailing slash has its
+/// contents copied into `to`; otherwise it, or a file, is copied as `to/NAME`. `to` is made
+/// if absent. Needs the store's private key: a backup-only host is refused.
+pub fn restore(
+    tree: &Tree,
+    from: &Path,
+    to: &Path,
+    opts: &Options,
+    counters: &Counters,
+    report: &dyn Report,
+) -> Result<(), BackupError> {
+    if !tree.can_read() {
+        return Err(BackupError::NoReadKey);
+    }
+    let (parent, st) = find(tree, from)?;
+    let out = Out {
+        tree,
+        opts,
+        counters,
+        report,
+        links: Mutex::default(),
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        root: unsafe { libc::geteuid() } == 0,
+    };
+    if !opts.dry_run {
+        match std::fs::create_dir_all(to) {
+            Ok(()) => {}
+            Err(e) => return Err(BackupError::Source(to.to_path_buf(), e)),
+        }
+    }
+    let dfd = match opts.dry_run {
+        true => None,
+        false => Some(Arc::new(
+            local::open_root(to).map_err(|e| BackupError::Source(to.to_path_buf(), e))?,
+        )),
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.jobs)
+        .stack_size(16 << 20)
+        .build()
+        .map_err(|e| BackupError::Pool(opts.jobs, e.to_string()))?;
+    let contents =
+        from.as_os_str().as_encoded_bytes().ends_with(b"/") || from.file_name().is_none();
+    let here = Here {
+        shown: to.to_path_buf(),
+        rel: PathBuf::new(),
+    };
+    pool.install(|| {
+        if contents && st.kind == Kind::Dir {
+            return out.contents(st.ino, dfd, &here);
+        }
+        let name = from.file_name().unwrap_or(OsStr::new("."));
+        let here = Here {
+            shown: to.join(name),
+            rel: PathBuf::from(name),
+        };
+        out.entry(parent, name, dfd, &here);
+    });
+    tree.forget(st.ino);
+    Ok(())
+}
+
+/// The store entry at `path` (held) and its parent directory's inode.
+fn find(tree: &Tree, path: &Path) -> Result<(u64, Stat), BackupError> {
+    let mut parent = Tree::ROOT;
+    let mut cur = tree.stat(Tree::ROOT).map_err(|e| BackupError::Store {
+        path: path.to_path_buf(),
+        e,
+    })?;
+    let mut held = Vec::new();
+    for c in path.components() {
+        let std::path::Component::Normal(name) = c else {
+            continue;
+        };
+        let next = tree.lookup(cur.ino, name).map_err(|e| BackupError::Store {
+            path: path.to_path_buf(),
+            e,
+        })?;
+        let Some(next) = next else {
+            held.iter().for_each(|i| tree.forget(*i));
+            return Err(BackupError::Store {
+                path: path.to_path_buf(),
+                e: io::Error::from_raw_os_error(libc::ENOENT),
+            });
+        };
+        parent = cur.ino;
+        held.push(next.ino);
+        cur = next;
+    }
+    // Every directory on the way stays held (the walk's parents); the last is the caller's.
+    Ok((parent, cur))
+}
+
+impl Out<'_> {
+    fn fail(&self, here: &Here, what: &str, e: &io::Error) {
+        Counters::add(&self.counters.failed, 1);
+        self.report.failed(&here.shown, what, e);
+    }
+
+    /// Store directory `ino`'s entries into `dfd` (None: a dry run).
+    fn contents(&self, ino: u64, dfd: Option<Arc<OwnedFd>>, here: &Here) {
+        let listing = match self.tree.list(ino) {
+            Ok(l) => l,
+            Err(e) => return self.fail(here, "cannot list in the store", &e),
+        };
+        listing.par_iter().for_each(|(name, kind)| {
+            let partial = name.as_encoded_bytes().starts_with(PARTIAL.as_bytes());
+            let at = here.join(name);
+            if partial || self.opts.filter.excludes(&at.rel, *kind == Kind::Dir) {
+                return;
+            }
+            self.entry(ino, name, dfd.clone(), &at);
+        });
+        Counters::add(&self.counters.dirs, 1);
+    }
+
+    fn entry(&self, parent: u64, name: &OsStr, dfd: Option<Arc<OwnedFd>>, here: &Here) {
+        if self.counters.stopped() {
+            return;
+        }
+        let st = match self.tree.lookup(parent, name) {
+            Ok(Some(st)) => st,
+            Ok(None) => return,
+            Err(e) => return self.fail(here, "cannot look up in the store", &e),
+        };
+        let Some(dfd) = dfd else {
+            self.report.would("restore", &here.shown);
+            match st.kind {
+                Kind::Dir => self.contents(st.ino, None, here),
+                _ => {
+                    Counters::add(&self.counters.files, 1);
+                    Counters::add(
+                        &self.counters.bytes,
+                        st.size * (st.kind == Kind::File) as u64,
+                    );
+                }
+            }
+            return self.tree.forget(st.ino);
+        };
+        let r = match st.kind {
+            Kind::Dir => self.dir(&dfd, name, &st, here),
+            Kind::File if st.nlink > 1 => self.linked(&dfd, name, &st, here),
+            _ => self.one(&dfd, name, &st),
+        };
+        if let Err(e) = r {
+            self.fail(here, "cannot restore", &e);
+        }
+        self.tree.forget(st.ino);
+    }
+
+    fn dir(&self, dfd: &Arc<OwnedFd>, name: &OsStr, st: &Stat, here: &Here) -> io::Result<()> {
+        match local::mkdir_at(dfd.as_ref(), name, 0o700) {
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            r => r?,
+        }
+        let sub = Arc::new(local::open_dir_at(dfd.as_ref(), name)?);
+        self.contents(st.ino, Some(sub), here);
+        self.meta(dfd, name, name, st)
+    }
+
+    /// A file, symlink or special file, under a temporary name, then renamed into place.
+    fn one(&self, dfd: &Arc<OwnedFd>, name: &OsStr, st: &Stat) -> io::Result<()> {
+        let tmp = partial_name();
+        let made = self
+            .make(dfd, &tmp, st)
+            .and_then(|_| self.meta(dfd, &tmp, name, st));
+        let placed = made.and_then(|_| local::rename_at(dfd.as_ref(), &tmp, name));
+        if let Err(e) = placed {
+            let _ = local::unlink_at(dfd.as_ref(), &tmp, false);
+            return Err(e);
+        }
+        Counters::add(&self.counters.files, 1);
+        Ok(())
+    }
+
+    fn make(&self, dfd: &OwnedFd, tmp: &OsStr, st: &Stat) -> io::Result<()> {
+        match st.kind {
+            Kind::File => {
+                let f = local::create_at(dfd, tmp)?;
+                let h = self.tree.open(st.ino, false)?;
+                let r = self.copy_out(&h, &f, st.size);
+                self.tree.close(h);
+                r
+            }
+            Kind::Symlink => local::symlink_at(&self.tree.readlink(st.ino)?, dfd, tmp),
+            k => {
+                let fmt = match k {
+                    Kind::Fifo => libc::S_IFIFO,
+                    Kind::Socket => libc::S_IFSOCK,
+                    Kind::Char => libc::S_IFCHR,
+                    _ => libc::S_IFBLK,
+                };
+                local::mknod_at(dfd, tmp, fmt | 0o600, st.rdev as u64)
+            }
+        }
+    }
+
+    /// The store file's data ranges written at their offsets; its length set last, so its
+    /// holes stay holes.
+    fn copy_out(&self, h: &Handle, f: &std::fs::File, size: u64) -> io::Result<()> {
+        let mut buf = Vec::with_capacity(size.min(CHUNK as u64) as usize);
+        let mut off = 0;
+        while let Some(data) = self.tree.next_data(h, off)? {
+            let end = self.tree.next_hole(h, data)?.min(size);
+            let mut at = data;
+            while at < end {
+                if self.counters.stopped() {
+                    return Err(io::Error::from_raw_os_error(libc::EINTR));
+                }
+                buf.clear();
+                let n = (end - at).min(CHUNK as u64) as u32;
+                self.tree.read(h, at, n, &mut buf)?;
+                if buf.is_empty() {
+                    return Err(io::Error::from_raw_os_error(libc::EIO));
+                }
+                f.write_all_at(&buf, at)?;
+                Counters::add(&self.counters.bytes, buf.len() as u64);
+                at += buf.len() as u64;
+            }
+            off = end.max(data + 1);
+            if off >= size {
+                break;
+            }
+        }
+        f.set_len(size)
+    }
+
+    /// Owner (as root) and mode, then attributes and ACLs (a chown would drop a file
+    /// capability), then times, of `tmp` in `dfd`; `name` is the entry's own name (unused
+    /// for directories, where both are the same).
+    fn meta(&self, dfd: &OwnedFd, tmp: &OsStr, _name: &OsStr, st: &Stat) -> io::Result<()> {
+        let owner = self.root.then_some((st.uid, st.gid));
+        let perm = (st.kind != Kind::Symlink).then_some(st.perm);
+        local::owner_mode_at(dfd, tmp, owner, perm)?;
+        for (n, v) in self.tree.xattrs(st.ino)? {
+            local::set_xattr_at(dfd, tmp, &n, &v)?;
+        }
+        local::times_at(dfd, tmp, st.atime, st.mtime)
+    }
+
+    /// A hard-linked file: written by the first name reached, linked by the others once it
+    /// is there (never waiting for it).
+    fn linked(&self, dfd: &Arc<OwnedFd>, name: &OsStr, st: &Stat, here: &Here) -> io::Result<()> {
+        let me: Place = (dfd.clone(), name.to_os_string());
+        {
+            let mut links = self
+                .links
+                .lock()
+                .map_err(|_| io::Error::other("lock poisoned"))?;
+            match links.get_mut(&st.ino) {
+                Some(Linked::Pending(w)) => {
+                    w.push((me, here.clone()));
+                    return Ok(());
+                }
+                Some(Linked::Done(first)) => {
+                    let first = first.clone();
+                    drop(links);
+                    return self.link_to(first.as_ref(), &me);
+                }
+                None => {
+                    links.insert(st.ino, Linked::Pending(Vec::new()));
+                }
+            }
+        }
+        let r = self.one(dfd, name, st);
+        let first = r.as_ref().ok().map(|_| me);
+        let waiting = match self.links.lock() {
+            Ok(mut l) => match l.insert(st.ino, Linked::Done(first.clone())) {
+                Some(Linked::Pending(w)) => w,
+                _ => Vec::new(),
+            },
+            Err(_) => Vec::new(),
+        };
+        for (place, at) in waiting {
+            if let Err(e) = self.link_to(first.as_ref(), &place) {
+                self.fail(&at, "cannot link", &e);
+            }
+        }
+        r
+    }
+
+    fn link_to(&self, first: Option<&Place>, (dfd, name): &Place) -> io::Result<()> {
+        let Some((fdir, fname)) = first else {
+            return Err(io::Error::other("its first name could not be restored"));
+        };
+        let tmp = partial_name();
+        local::link_at(fdir.as_ref(), fname, dfd.as_ref(), &tmp)?;
+        if let Err(e) = local::rename_at(dfd.as_ref(), &tmp, name) {
+            let _ = local::unlink_at(dfd.as_ref(), &tmp, false);
+            return Err(e);
+        }
+        Counters::add(&self.counters.files, 1);
+        Ok(())
+    }
+}

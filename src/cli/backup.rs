@@ -1,0 +1,308 @@
+//! `coffer backup` and `coffer restore`: trees into and out of a store without a mount. This
+//! file parses, unlocks, shows progress and prints the summary; the walk is src/backup.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+
+use super::unlock::unlock_store;
+use super::{CliResult, Failure, KeyOpts};
+use crate::backup::{self, Counters, Filter, Options, Report, Summary, Totals};
+use crate::fs::direct::Tree;
+use crate::store::{OpenStore, StoreLock, DESCRIPTOR};
+
+/// What backup and restore share.
+#[derive(Args)]
+pub struct RunOpts {
+    #[command(flatten)]
+    pub keys: KeyOpts,
+    /// Files copied at once [default: the number of CPUs]
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub jobs: Option<u16>,
+    /// Show what would be copied or deleted, change nothing
+    #[arg(long, short = 'n')]
+    pub dry_run: bool,
+    /// Leave out what matches PATTERN (rsync's rules: `*.tmp` anywhere, `/var/cache` from the
+    /// top, `tmp/` directories only, `**` across directories); repeatable
+    #[arg(long, value_name = "PATTERN")]
+    pub exclude: Vec<String>,
+    /// Patterns to leave out, one a line (# starts a comment); repeatable
+    #[arg(long, value_name = "FILE")]
+    pub exclude_from: Vec<PathBuf>,
+    /// One JSON summary on stdout at the end, and no progress bar
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct BackupArgs {
+    /// Files and directories to back up; a trailing slash copies a directory's contents
+    #[arg(required = true, value_name = "SOURCE")]
+    pub sources: Vec<PathBuf>,
+    /// The store, and a directory in it (made as needed): STORE or STORE:PATH
+    #[arg(value_name = "STORE[:PATH]")]
+    pub dest: String,
+    #[command(flatten)]
+    pub run: RunOpts,
+    /// Remove from the store's directory what the sources no longer have
+    #[arg(long)]
+    pub delete: bool,
+    /// Compare content, not size and modification time, to find what changed
+    #[arg(long, short = 'c')]
+    pub checksum: bool,
+    /// When no key provider gives the master key: `backup-only` goes on with this keystore's
+    /// backup credential (new files can be written), `none` refuses [default: the
+    /// configuration's `fallback`, else none]
+    #[arg(long, env = "COFFER_FALLBACK", value_name = "none|backup-only")]
+    pub fallback: Option<String>,
+}
+
+#[derive(Args)]
+pub struct RestoreArgs {
+    /// What to restore: STORE:PATH (a trailing slash restores a directory's contents)
+    #[arg(value_name = "STORE:PATH")]
+    pub from: String,
+    /// Where to put it (made if absent)
+    #[arg(value_name = "TARGET")]
+    pub to: PathBuf,
+    #[command(flatten)]
+    pub run: RunOpts,
+}
+
+/// Split STORE[:PATH] at the first colon that ends a store's directory.
+fn store_path(arg: &str) -> Result<(PathBuf, PathBuf), Failure> {
+    let is_store = |p: &str| !p.is_empty() && Path::new(p).join(DESCRIPTOR).is_file();
+    for (i, _) in arg.match_indices(':') {
+        if is_store(&arg[..i]) {
+            return Ok((PathBuf::from(&arg[..i]), PathBuf::from(&arg[i + 1..])));
+        }
+    }
+    if is_store(arg) {
+        return Ok((PathBuf::from(arg), PathBuf::new()));
+    }
+    Err(Failure::from(format!(
+        "{arg} names no store: give STORE:PATH, where STORE is a directory holding {DESCRIPTOR}"
+    )))
+}
+
+/// Prints what a run reports, above the progress bar when there is one.
+struct Printer {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Printer {
+    fn say(&self, line: String, err: bool) {
+        match (&self.bar, err) {
+            (Some(b), _) => b.suspend(|| eprintln!("{line}")),
+            (None, true) => eprintln!("{line}"),
+            (None, false) => println!("{line}"),
+        }
+    }
+}
+
+impl Report for Printer {
+    fn failed(&self, path: &Path, what: &str, e: &std::io::Error) {
+        self.say(format!("coffer: {}: {what}: {e}", path.display()), true);
+    }
+
+    fn would(&self, action: &str, path: &Path) {
+        self.say(format!("would {action} {}", path.display()), false);
+    }
+}
+
+fn options(r: &RunOpts, delete: bool, checksum: bool) -> Result<Options, Failure> {
+    let jobs = r.jobs.map(usize::from).unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
+    Ok(Options {
+        jobs,
+        dry_run: r.dry_run,
+        delete,
+        checksum,
+        filter: Filter::new(&r.exclude, &r.exclude_from)?,
+        recheck: false,
+    })
+}
+
+/// Unlock, lock and serve the store in-process.
+/// Returns the tree, the lock, and whether the last holder of the store was killed.
+fn open(
+    root: &Path,
+    r: &RunOpts,
+    fallback: Option<String>,
+    doing: &str,
+    write: bool,
+) -> Result<(Tree, StoreLock, bool), Failure> {
+    let root = root
+        .canonicalize()
+        .map_err(|_| crate::store::StoreError::NotAStore(root.to_path_buf()))?;
+    let (desc, keys, _) = unlock_store(&root, &r.keys, fallback, false, doing)?;
+    let lock = match write {
+        true => StoreLock::acquire(&root)?,
+        false => StoreLock::acquire_for_reading(&root)?,
+    };
+    if let Some(why) = lock.unlocked() {
+        eprintln!("coffer: note: {why}");
+    }
+    // A clean release empties the record: one left behind is a holder that was killed.
+    let killed = StoreLock::holder_mode(&root).filter(|(pid, _, _)| *pid != std::process::id());
+    if let (Some((pid, _, mode)), true) = (&killed, write) {
+        eprintln!(
+            "coffer: note: the last holder of this store (pid {pid}, {mode}) did not finish; \
+             files it left are checked as they are met"
+        );
+    }
+    lock.record(std::process::id(), "", doing);
+    let store = OpenStore::open(&root, desc, keys)?;
+    let tree = Tree::new(store, !write || r.dry_run)?;
+    Ok((tree, lock, killed.is_some()))
+}
+
+/// Ctrl-C (and SIGTERM, SIGHUP) stop the run: the file in hand is finished or dropped, the
+/// store is left consistent, and the summary says the run was interrupted.
+fn stop_on_signals(counters: &Arc<Counters>) -> Result<(), Failure> {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        signal_hook::flag::register(sig, counters.stop.clone())?;
+    }
+    Ok(())
+}
+
+/// A progress bar on a terminal (nothing otherwise), fed from the counters until `done`.
+fn progress(
+    counters: &Arc<Counters>,
+    totals: Option<Arc<Totals>>,
+    json: bool,
+) -> Option<(indicatif::ProgressBar, std::thread::JoinHandle<()>)> {
+    if json || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let style = indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} files  {msg}  ETA {eta}",
+    )
+    .ok()?;
+    let bar = indicatif::ProgressBar::new(0).with_style(style);
+    let (b, c) = (bar.clone(), counters.clone());
+    let start = Instant::now();
+    let t = std::thread::spawn(move || {
+        while !b.is_finished() {
+            let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            let done = g(&c.files) + g(&c.unchanged) + g(&c.failed);
+            let bytes = g(&c.bytes);
+            let rate = bytes as f64 / start.elapsed().as_secs_f64().max(0.001);
+            if let Some(t) = &totals {
+                b.set_length(g(&t.files).max(done));
+            }
+            b.set_position(done);
+            b.set_message(format!(
+                "{}  {}/s",
+                indicatif::HumanBytes(bytes),
+                indicatif::HumanBytes(rate as u64)
+            ));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    Some((bar, t))
+}
+
+/// Print the summary; the exit code: 0, 23 when some paths failed (as rsync), 20 when stopped.
+fn finish(s: &Summary, json: bool, verb: &str) -> CliResult {
+    if json {
+        println!("{}", serde_json::to_string(s)?);
+    } else {
+        let dry = if s.dry_run {
+            " (dry run: nothing changed)"
+        } else {
+            ""
+        };
+        eprintln!(
+            "coffer: {verb} {} files ({}), {} unchanged, {} deleted, {} failed, {} directories in {:.1} s{dry}",
+            s.files_written,
+            indicatif::HumanBytes(s.bytes_written),
+            s.unchanged,
+            s.deleted,
+            s.failed,
+            s.directories,
+            s.seconds
+        );
+    }
+    Ok(match (s.interrupted, s.failed) {
+        (true, _) => {
+            eprintln!("coffer: interrupted: run the same command again to finish");
+            20
+        }
+        (false, 0) => 0,
+        (false, _) => 23,
+    })
+}
+
+/// Run `job` with the counters, a progress bar, and signals that stop it; then the summary.
+fn with_progress(
+    r: &RunOpts,
+    totals: Option<Arc<Totals>>,
+    verb: &str,
+    job: impl FnOnce(&Counters, &Printer) -> Result<(), Failure>,
+) -> CliResult {
+    let counters = Arc::new(Counters::default());
+    stop_on_signals(&counters)?;
+    let start = Instant::now();
+    let bar = progress(&counters, totals, r.json);
+    let printer = Printer {
+        bar: bar.as_ref().map(|(b, _)| b.clone()),
+    };
+    let result = job(&counters, &printer);
+    if let Some((b, t)) = bar {
+        b.finish_and_clear();
+        let _ = t.join();
+    }
+    result?;
+    let s = counters.summary(start.elapsed().as_secs_f64(), r.dry_run);
+    finish(&s, r.json, verb)
+}
+
+pub fn run_backup(a: BackupArgs) -> CliResult {
+    let (root, dest) = store_path(&a.dest)?;
+    let mut opts = options(&a.run, a.delete, a.checksum)?;
+    for s in &a.sources {
+        std::fs::symlink_metadata(s).map_err(|e| format!("{}: {e}", s.display()))?;
+    }
+    let (tree, _lock, killed) = open(&root, &a.run, a.fallback.clone(), "backing up", true)?;
+    opts.recheck = killed;
+    let totals = (!a.run.json && std::io::stderr().is_terminal()).then(|| {
+        let t = Arc::new(Totals::default());
+        let (t2, srcs, ex, exf) = (
+            t.clone(),
+            a.sources.clone(),
+            a.run.exclude.clone(),
+            a.run.exclude_from.clone(),
+        );
+        std::thread::spawn(move || {
+            if let Ok(f) = Filter::new(&ex, &exf) {
+                backup::scan(&srcs, &f, &t2);
+            }
+        });
+        t
+    });
+    with_progress(&a.run, totals, "backed up", |c, p| {
+        let r = backup::backup(&tree, &a.sources, &dest, &opts, c, p);
+        let closed = tree.finish();
+        r?;
+        closed.map_err(|e| Failure::from(format!("the store could not be made durable: {e}")))
+    })
+}
+
+pub fn run_restore(a: RestoreArgs) -> CliResult {
+    let (root, from) = store_path(&a.from)?;
+    let opts = options(&a.run, false, false)?;
+    let (tree, _lock, _) = open(&root, &a.run, None, "restoring", false)?;
+    with_progress(&a.run, None, "restored", |c, p| {
+        let r = backup::restore(&tree, &from, &a.to, &opts, c, p);
+        let _ = tree.finish();
+        r.map_err(Failure::from)
+    })
+}
