@@ -17,6 +17,9 @@ use common::{pattern, require_fuse, s, sh_ok, Env, Host};
 /// socket, an empty file, a file of several blocks, a deep directory.
 fn full_tree(dir: &Path) {
     system_tree(dir);
+    // Written before every time is set in the past (as system_tree does, for rsync's sake).
+    fs::create_dir_all(dir.join("var/deep/a/b/c/d")).expect("mkdir");
+    fs::write(dir.join("var/deep/a/b/c/d/blocks"), pattern(7, 5_000_000)).expect("write");
     let d = s(dir);
     sh_ok(&format!(
         "set -e; mkdir -p {d}/var/deep/a/b/c/d
@@ -28,7 +31,6 @@ fn full_tree(dir: &Path) {
          : > {d}/var/empty
          find {d}/var -depth -exec touch -h -m -d '2021-01-02 03:04:05.5' {{}} +"
     ));
-    fs::write(dir.join("var/deep/a/b/c/d/blocks"), pattern(7, 5_000_000)).expect("write");
 }
 
 /// Run and parse the JSON summary; the exit code must be `code`.
@@ -193,6 +195,82 @@ fn a_second_run_writes_nothing_and_a_change_rewrites_that_file_alone() {
     let out = env.path("out");
     json_run(&env, &["restore", &at(&env, "srv/src/"), s(&out)], 0);
     assert_eq!(dump(&out), dump(&src));
+}
+
+/// The span of bytes where two ciphertexts of one file differ.
+fn differing_span(a: &[u8], b: &[u8]) -> usize {
+    let first = a
+        .iter()
+        .zip(b)
+        .position(|(x, y)| x != y)
+        .unwrap_or(a.len().min(b.len()));
+    let last = a
+        .iter()
+        .rev()
+        .zip(b.iter().rev())
+        .position(|(x, y)| x != y)
+        .unwrap_or(0);
+    a.len().max(b.len()).saturating_sub(first + last)
+}
+
+#[test]
+fn a_changed_file_is_re_encrypted_only_where_it_changed() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("big"), pattern(1, 2 << 20)).expect("write");
+    fs::write(src.join("grows"), pattern(2, 100_000)).expect("write");
+    let dest = at(&env, "p");
+    json_run(&env, &["backup", &format!("{}/", s(&src)), &dest], 0);
+    let before: BTreeMap<PathBuf, Vec<u8>> = Env::all_bytes(&env.store.join("data"))
+        .into_iter()
+        .collect();
+
+    let mut big = pattern(1, 2 << 20);
+    big[1_000_000..1_000_010].copy_from_slice(b"0123456789");
+    fs::write(src.join("big"), &big).expect("change in place");
+    let mut grows = pattern(2, 100_000);
+    grows.extend(pattern(3, 5000));
+    fs::write(src.join("grows"), &grows).expect("append");
+    sh_ok(&format!(
+        "touch -d '+1 minute' '{0}/big' '{0}/grows'",
+        s(&src)
+    ));
+    let v = json_run(&env, &["backup", &format!("{}/", s(&src)), &dest], 0);
+    assert_eq!(v["files_written"], 2);
+    let written = v["bytes_written"].as_u64().expect("bytes");
+    // The store has 4 KiB blocks: one for the change in place; for the append, the old final
+    // block, the one it grew into and what follows.
+    assert!(
+        written <= 3 * 4096 + 5000,
+        "only changed blocks are written: {written} bytes"
+    );
+
+    let after: BTreeMap<PathBuf, Vec<u8>> = Env::all_bytes(&env.store.join("data"))
+        .into_iter()
+        .collect();
+    let spans: Vec<usize> = before
+        .iter()
+        .filter(|(p, b)| b.len() > 1 << 20 && after.get(*p).is_some_and(|a| a != *b))
+        .map(|(p, b)| differing_span(b, &after[p]))
+        .collect();
+    assert_eq!(
+        spans.len(),
+        1,
+        "the big file's ciphertext, at the same name"
+    );
+    // One block's ciphertext: nonce, 4 KiB, tag.
+    assert!(
+        spans[0] <= 12 + 4096 + 16,
+        "differs in one block's span, not more: {spans:?}"
+    );
+
+    let out = env.path("out");
+    json_run(&env, &["restore", &at(&env, "p/"), s(&out)], 0);
+    assert_eq!(fs::read(out.join("big")).expect("read"), big);
+    assert_eq!(fs::read(out.join("grows")).expect("read"), grows);
+    env.assert_fsck_clean();
 }
 
 #[test]

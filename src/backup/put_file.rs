@@ -72,6 +72,12 @@ impl Run<'_> {
             self.count_written(st);
             return Ok(existing.map(|e| e.ino));
         }
+        if let Some(e) = existing.as_ref().filter(|e| self.patchable(e, st)) {
+            let ino = self.update(sdir, name, parent, e, st)?;
+            self.tree.forget(e.ino);
+            Counters::add(&self.counters.files, 1);
+            return Ok(Some(ino));
+        }
         if let Some(e) = existing {
             self.tree.forget(e.ino);
             if e.kind == Kind::Dir {
@@ -91,6 +97,80 @@ impl Run<'_> {
         }
         Counters::add(&self.counters.files, 1);
         Ok(Some(ino))
+    }
+
+    /// Whether a changed file is changed block by block (else written afresh): a regular file
+    /// on both sides, with one name in the store, and content this host can read.
+    fn patchable(&self, e: &Stat, st: &libc::stat) -> bool {
+        e.kind == Kind::File
+            && st.st_mode & libc::S_IFMT == libc::S_IFREG
+            && e.nlink == 1
+            && e.size > 0
+            && st.st_size > 0
+            && self.tree.can_read()
+    }
+
+    /// A changed file: a copy of the store's (fs/clone.rs) with the blocks that differ from
+    /// the source's written, renamed over the original whole. Returns the copy's inode, held.
+    fn update(
+        &self,
+        sdir: &OwnedFd,
+        name: &OsStr,
+        parent: u64,
+        e: &Stat,
+        st: &libc::stat,
+    ) -> io::Result<u64> {
+        let src = local::open_file_at(sdir, name)?;
+        if local::stat_fd(&src)?.st_ino != st.st_ino {
+            return Err(changed_under_us());
+        }
+        let tmp = partial_name();
+        let (made, h) = self.tree.clone_file(e.ino, parent, &tmp)?;
+        let patched = self.patch(&src, &h, e.size, st.st_size as u64);
+        self.tree.close(h);
+        let placed = patched
+            .and_then(|_| self.sync_meta(made.ino, sdir, name, st, Some(e)))
+            .and_then(|_| self.tree.rename(parent, &tmp, parent, name))
+            // The rename dropped the original's catalog record, which was the copy's too.
+            .and_then(|_| self.tree.record(made.ino));
+        if let Err(err) = placed {
+            self.tree.forget(made.ino);
+            let _ = self.tree.unlink(parent, &tmp);
+            return Err(err);
+        }
+        Ok(made.ino)
+    }
+
+    /// Make open copy `h` (`old` bytes) hold the source's `new` bytes, writing only the runs
+    /// of blocks that differ, then what was appended, then the new length.
+    fn patch(&self, src: &File, h: &Handle, old: u64, new: u64) -> io::Result<()> {
+        let bs = self.tree.block_size() as usize;
+        let step = (CHUNK as usize / bs).max(1) * bs;
+        let (mut ours, mut theirs) = (vec![0u8; step], Vec::with_capacity(step));
+        let mut off = 0u64;
+        while off < new {
+            if self.counters.stopped() {
+                return Err(io::Error::from_raw_os_error(libc::EINTR));
+            }
+            let n = (new - off).min(step as u64) as usize;
+            if read_full(src, &mut ours[..n], off)? < n {
+                return Err(changed_under_us());
+            }
+            theirs.clear();
+            if off < old {
+                self.tree.read(h, off, n as u32, &mut theirs)?;
+            }
+            for run in differing(&ours[..n], &theirs, bs) {
+                self.tree
+                    .write(h, off + run.start as u64, &ours[run.clone()])?;
+                Counters::add(&self.counters.bytes, run.len() as u64);
+            }
+            off += n as u64;
+        }
+        if new != old {
+            self.tree.set_len(h, new)?;
+        }
+        Ok(())
     }
 
     fn count_written(&self, st: &libc::stat) {
@@ -313,6 +393,26 @@ fn wanted(st: &libc::stat, cur: Option<&Stat>) -> SetAttrs {
     }
 }
 
+/// The runs of `bs`-byte blocks where `ours` differs from `theirs`, as byte ranges of
+/// `ours`. `theirs` may be shorter: past its end a block of zeros is left out (it becomes a
+/// hole when the length is set), and any other differs.
+fn differing(ours: &[u8], theirs: &[u8], bs: usize) -> Vec<std::ops::Range<usize>> {
+    let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
+    for (i, block) in ours.chunks(bs).enumerate() {
+        let at = i * bs;
+        let same = match theirs.get(at..at + block.len()) {
+            Some(t) => t == block,
+            None => at >= theirs.len() && block.iter().all(|b| *b == 0),
+        };
+        match (same, runs.last_mut()) {
+            (true, _) => {}
+            (false, Some(r)) if r.end == at => r.end = at + block.len(),
+            (false, _) => runs.push(at..at + block.len()),
+        }
+    }
+    runs
+}
+
 /// pread until `buf` is full or the file ends; how much was read.
 fn read_full(f: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
     let mut got = 0;
@@ -325,6 +425,22 @@ fn read_full(f: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
         }
     }
     Ok(got)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::differing;
+
+    #[test]
+    fn differing_blocks_come_in_runs() {
+        let ours = [1u8, 1, 2, 2, 3, 3, 4, 4, 5];
+        assert!(differing(&ours, &ours, 2).is_empty());
+        let theirs = [1u8, 1, 0, 2, 0, 3, 4, 4];
+        assert_eq!(differing(&ours, &theirs, 2), vec![2..6, 8..9]);
+        assert_eq!(differing(&ours, &[], 4), vec![0..9]);
+        let grown = [1u8, 1, 0, 0, 0, 0, 7];
+        assert_eq!(differing(&grown, &[1, 1, 0], 2), vec![2..4, 6..7]);
+    }
 }
 
 /// Whether the open store file and the source file hold the same bytes.

@@ -197,6 +197,22 @@ impl Tree {
         Ok((Stat::of(&a), Handle { fh, ino: a.ino.0 }))
     }
 
+    /// A copy of held regular file `ino` as `name` in `parent`, open for writing: the same
+    /// file to the store (header, key, ciphertext, attributes), so writing it re-encrypts only
+    /// the blocks written. Rename it over the original, then `record` it (fs/clone.rs).
+    pub fn clone_file(&self, ino: u64, parent: u64, name: &OsStr) -> io::Result<(Stat, Handle)> {
+        let (a, fh) = self
+            .fs
+            .clone_file(INodeNo(ino), INodeNo(parent), name)
+            .map_err(io)?;
+        Ok((Stat::of(&a), Handle { fh, ino: a.ino.0 }))
+    }
+
+    /// The store's block size: the unit in which a changed file is re-encrypted.
+    pub fn block_size(&self) -> u64 {
+        1 << self.fs.store.block_shift()
+    }
+
     /// Open a held regular file, for writing (in place) or for reading.
     pub fn open(&self, ino: u64, write: bool) -> io::Result<Handle> {
         let flags = if write { libc::O_RDWR } else { libc::O_RDONLY };

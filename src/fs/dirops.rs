@@ -37,7 +37,7 @@ enum Dying {
 }
 
 impl CofferFs {
-    fn chown_new(&self, fd: &impl AsRawFd, uid: u32, gid: u32) {
+    pub(super) fn chown_new(&self, fd: &impl AsRawFd, uid: u32, gid: u32) {
         // Root's own entries already belong to root.
         if self.as_root && (uid, gid) != (0, 0) {
             if let Err(e) = sys::chown_fd(fd, Some(uid), Some(gid)) {
@@ -47,14 +47,14 @@ impl CofferFs {
     }
 
     /// Write the long-name sidecar (if any) before the entry it names.
-    fn put_sidecar(&self, pfd: &OwnedFd, stored: &StoredName) -> Result<(), Errno> {
+    pub(super) fn put_sidecar(&self, pfd: &OwnedFd, stored: &StoredName) -> Result<(), Errno> {
         if let Some((sidecar, encoded)) = sidecar_of(stored) {
             sys::write_small_at(pfd, sidecar, encoded)?;
         }
         Ok(())
     }
 
-    fn drop_sidecar(&self, pfd: &OwnedFd, stored: &StoredName) {
+    pub(super) fn drop_sidecar(&self, pfd: &OwnedFd, stored: &StoredName) {
         if let Some((sidecar, _)) = sidecar_of(stored) {
             let _ = sys::unlink_at(pfd, sidecar, 0);
         }

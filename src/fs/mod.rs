@@ -6,6 +6,7 @@
 //! fuser front; everything here returns `Result<_, Errno>`.
 
 mod adapter;
+mod clone;
 pub mod direct;
 mod dirops;
 mod file;
