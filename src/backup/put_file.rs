@@ -427,22 +427,6 @@ fn read_full(f: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
     Ok(got)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::differing;
-
-    #[test]
-    fn differing_blocks_come_in_runs() {
-        let ours = [1u8, 1, 2, 2, 3, 3, 4, 4, 5];
-        assert!(differing(&ours, &ours, 2).is_empty());
-        let theirs = [1u8, 1, 0, 2, 0, 3, 4, 4];
-        assert_eq!(differing(&ours, &theirs, 2), vec![2..6, 8..9]);
-        assert_eq!(differing(&ours, &[], 4), vec![0..9]);
-        let grown = [1u8, 1, 0, 0, 0, 0, 7];
-        assert_eq!(differing(&grown, &[1, 1, 0], 2), vec![2..4, 6..7]);
-    }
-}
-
 /// Whether the open store file and the source file hold the same bytes.
 fn compare(tree: &Tree, h: &Handle, src: &File) -> io::Result<bool> {
     let mut off = 0u64;
@@ -459,5 +443,21 @@ fn compare(tree: &Tree, h: &Handle, src: &File) -> io::Result<bool> {
             return Ok(true);
         }
         off += got as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::differing;
+
+    #[test]
+    fn differing_blocks_come_in_runs() {
+        let ours = [1u8, 1, 2, 2, 3, 3, 4, 4, 5];
+        assert!(differing(&ours, &ours, 2).is_empty());
+        let theirs = [1u8, 1, 0, 2, 0, 3, 4, 4];
+        assert_eq!(differing(&ours, &theirs, 2), vec![2..6, 8..9]);
+        assert_eq!(differing(&ours, &[], 4), vec![0..9]);
+        let grown = [1u8, 1, 0, 0, 0, 0, 7];
+        assert_eq!(differing(&grown, &[1, 1, 0], 2), vec![2..4, 6..7]);
     }
 }
