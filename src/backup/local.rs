@@ -81,14 +81,19 @@ fn timespec(t: SystemTime) -> libc::timespec {
     }
 }
 
-/// The names in an open directory ("." and ".." left out).
+/// The names in an open directory ("." and ".." left out), in inode order: about the order
+/// of their places on disk, so a walk in it reads a cold tree mostly forward, where the
+/// directory's own order (a hash, on ext4) jumps about.
 pub fn names(dir: &OwnedFd) -> io::Result<Vec<OsString>> {
+    use std::os::unix::fs::DirEntryExt;
     let path = format!("/proc/self/fd/{}", dir.as_raw_fd());
     let mut out = Vec::new();
     for e in std::fs::read_dir(path)? {
-        out.push(e?.file_name());
+        let e = e?;
+        out.push((e.ino(), e.file_name()));
     }
-    Ok(out)
+    out.sort_unstable_by_key(|e| e.0);
+    Ok(out.into_iter().map(|(_, n)| n).collect())
 }
 
 /// A directory by the path given on the command line (symlinks in it are the caller's).
@@ -100,10 +105,32 @@ pub fn open_dir_at(dir: &impl AsRawFd, name: &OsStr) -> io::Result<OwnedFd> {
     crate::within::open_dir_at(dir, name)
 }
 
-/// A regular file for reading, refusing a symlink, FIFO or device; without moving its atime
-/// where the kernel allows.
-pub fn open_file_at(dir: &impl AsRawFd, name: &OsStr) -> io::Result<File> {
-    crate::within::open_at(dir, name, libc::O_RDONLY, 0)
+/// The regular file `name` in `dir` for reading, and its attributes: one openat that refuses
+/// a symlink (O_NOFOLLOW) and cannot block on a FIFO put there since it was listed
+/// (O_NONBLOCK), then an fstat that refuses anything but a regular file. O_NOATIME where the
+/// kernel allows it (the file's owner, or root), so a backup does not move atimes.
+pub fn open_file_at(dir: &impl AsRawFd, name: &OsStr) -> io::Result<(File, libc::stat)> {
+    let n = cstr(name.as_bytes())?;
+    let flags =
+        libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
+    let open = |f: i32| {
+        // SAFETY: n is NUL-terminated; the result is checked by the caller.
+        unsafe { libc::openat(dir.as_raw_fd(), n.as_ptr(), f) }
+    };
+    let mut fd = open(flags | libc::O_NOATIME);
+    if fd < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) {
+        fd = open(flags);
+    }
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor owned by nobody else.
+    let f = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let st = stat_fd(&f)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(io::Error::other("not a regular file any more"));
+    }
+    Ok((f, st))
 }
 
 pub fn readlink_at(dir: &impl AsRawFd, name: &OsStr) -> io::Result<Vec<u8>> {
@@ -262,6 +289,33 @@ pub fn times_at(
             libc::AT_SYMLINK_NOFOLLOW,
         )
     })
+}
+
+/// Owner (when given), mode, attributes, then times of an open file, through its
+/// descriptor: no lookup by name, in a directory other workers are filling.
+pub fn set_meta_fd(
+    f: &File,
+    owner: Option<(u32, u32)>,
+    perm: u32,
+    xattrs: &[(OsString, Vec<u8>)],
+    atime: SystemTime,
+    mtime: SystemTime,
+) -> io::Result<()> {
+    let fd = f.as_raw_fd();
+    if let Some((uid, gid)) = owner {
+        // SAFETY: fd is open for the call.
+        ok(unsafe { libc::fchown(fd, uid, gid) })?;
+    }
+    // SAFETY: as above.
+    ok(unsafe { libc::fchmod(fd, perm) })?;
+    for (n, v) in xattrs {
+        let n = cstr(n.as_bytes())?;
+        // SAFETY: n is NUL-terminated; v is readable for its length.
+        ok(unsafe { libc::fsetxattr(fd, n.as_ptr(), v.as_ptr().cast(), v.len(), 0) })?;
+    }
+    let times = [timespec(atime), timespec(mtime)];
+    // SAFETY: times is two timespecs; fd is open.
+    ok(unsafe { libc::futimens(fd, times.as_ptr()) })
 }
 
 pub fn rename_at(dir: &impl AsRawFd, from: &OsStr, to: &OsStr) -> io::Result<()> {

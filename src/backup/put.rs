@@ -162,7 +162,7 @@ impl Run<'_> {
                     shown: src.to_path_buf(),
                     rel: PathBuf::from(name),
                 };
-                self.entry(&pfd, name, &here, dest);
+                self.entry(&pfd, name, &here, dest, false);
             }
             Err(e) => self.fail(&here, "cannot open its directory", &e),
         }
@@ -187,7 +187,7 @@ impl Run<'_> {
         }
         names
             .par_iter()
-            .for_each(|n| self.entry(sfd, n, &here.join(n), dest));
+            .for_each(|n| self.entry(sfd, n, &here.join(n), dest, fresh));
         if let Some(d) = dest {
             if !self.opts.dry_run && !self.counters.stopped() {
                 // What the children did to its times is known only now.
@@ -195,7 +195,8 @@ impl Run<'_> {
                     true => Ok(None),
                     false => self.tree.stat(d).map(Some),
                 };
-                let r = cur.and_then(|c| self.sync_meta(d, sfd, OsStr::new("."), st, c.as_ref()));
+                let r =
+                    cur.and_then(|c| self.sync_meta(d, sfd, OsStr::new("."), st, c.as_ref(), None));
                 if let Err(e) = r {
                     self.fail(here, "cannot set attributes in the store", &e);
                 }
@@ -259,8 +260,8 @@ impl Run<'_> {
         Ok(n)
     }
 
-    /// One source entry into store directory `parent`.
-    fn entry(&self, sdir: &OwnedFd, name: &OsStr, here: &Here, parent: Option<u64>) {
+    /// One source entry into store directory `parent` (`fresh`: made by this run, so empty).
+    fn entry(&self, sdir: &OwnedFd, name: &OsStr, here: &Here, parent: Option<u64>, fresh: bool) {
         if self.counters.stopped() {
             return;
         }
@@ -272,7 +273,8 @@ impl Run<'_> {
         if self.opts.filter.excludes(&here.rel, kind == Kind::Dir) {
             return;
         }
-        let existing = match parent.map(|p| self.tree.lookup(p, name)).transpose() {
+        let look = parent.filter(|_| !fresh);
+        let existing = match look.map(|p| self.tree.lookup(p, name)).transpose() {
             Ok(e) => e.flatten(),
             Err(e) => return self.fail(here, "cannot look up in the store", &e),
         };

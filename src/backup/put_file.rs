@@ -17,11 +17,18 @@ use crate::fs::direct::{Handle, Kind, SetAttrs, Stat, Tree};
 /// Plaintext read and written at once per file.
 const CHUNK: u64 = 4 << 20;
 
-/// A fresh temporary name for a file being written.
+/// A fresh temporary name for a file being written: random per process, then counted (it
+/// is created exclusively, so it need not be unguessable, only unused).
 pub(super) fn partial_name() -> OsString {
-    let mut r = [0u8; 8];
-    crate::crypto::random_bytes(&mut r);
-    OsString::from(format!("{PARTIAL}{}", hex::encode(r)))
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| {
+        let mut r = [0u8; 4];
+        crate::crypto::random_bytes(&mut r);
+        hex::encode(r)
+    });
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    OsString::from(format!("{PARTIAL}{prefix}{n:08x}"))
 }
 
 /// The attributes coffer keeps: the namespaces Linux filesystems keep, and POSIX ACLs.
@@ -35,8 +42,9 @@ fn kept(name: &OsStr) -> bool {
 }
 
 fn as_root() -> bool {
+    static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    *ROOT.get_or_init(|| unsafe { libc::geteuid() == 0 })
 }
 
 fn changed_under_us() -> io::Error {
@@ -61,7 +69,7 @@ impl Run<'_> {
                     if self.opts.recheck && e.kind == Kind::File {
                         self.tree.record(e.ino)?;
                     }
-                    self.sync_meta(e.ino, sdir, name, st, Some(e))?;
+                    self.sync_meta(e.ino, sdir, name, st, Some(e), None)?;
                 }
                 Counters::add(&self.counters.unchanged, 1);
                 return Ok(Some(e.ino));
@@ -87,9 +95,12 @@ impl Run<'_> {
         }
         let tmp = partial_name();
         let ino = self.make(sdir, name, parent, &tmp, st)?;
-        let placed = self
-            .sync_meta(ino, sdir, name, st, None)
-            .and_then(|_| self.tree.rename(parent, &tmp, parent, name));
+        // A regular file was given its attributes through its handle (write_file).
+        let placed = match st.st_mode & libc::S_IFMT == libc::S_IFREG {
+            true => Ok(()),
+            false => self.sync_meta(ino, sdir, name, st, None, None),
+        }
+        .and_then(|_| self.tree.rename(parent, &tmp, parent, name));
         if let Err(e) = placed {
             self.tree.forget(ino);
             let _ = self.tree.unlink(parent, &tmp);
@@ -120,16 +131,17 @@ impl Run<'_> {
         e: &Stat,
         st: &libc::stat,
     ) -> io::Result<u64> {
-        let src = local::open_file_at(sdir, name)?;
-        if local::stat_fd(&src)?.st_ino != st.st_ino {
+        let (src, now) = local::open_file_at(sdir, name)?;
+        if now.st_ino != st.st_ino {
             return Err(changed_under_us());
         }
         let tmp = partial_name();
         let (made, h) = self.tree.clone_file(e.ino, parent, &tmp)?;
-        let patched = self.patch(&src, &h, e.size, st.st_size as u64);
+        let patched = self
+            .patch(&src, &h, e.size, st.st_size as u64)
+            .and_then(|_| self.sync_meta(made.ino, sdir, name, st, Some(e), Some(&h)));
         self.tree.close(h);
         let placed = patched
-            .and_then(|_| self.sync_meta(made.ino, sdir, name, st, Some(e)))
             .and_then(|_| self.tree.rename(parent, &tmp, parent, name))
             // The rename dropped the original's catalog record, which was the copy's too.
             .and_then(|_| self.tree.record(made.ino));
@@ -207,7 +219,7 @@ impl Run<'_> {
         if !self.tree.can_read() {
             return Ok(false);
         }
-        let src = local::open_file_at(sdir, name)?;
+        let (src, _) = local::open_file_at(sdir, name)?;
         let h = self.tree.open(ino, false)?;
         let r = compare(self.tree, &h, &src);
         self.tree.close(h);
@@ -248,14 +260,16 @@ impl Run<'_> {
         tmp: &OsStr,
         st: &libc::stat,
     ) -> io::Result<u64> {
-        let src = local::open_file_at(sdir, name)?;
-        if local::stat_fd(&src)?.st_ino != st.st_ino {
+        let (src, now) = local::open_file_at(sdir, name)?;
+        if now.st_ino != st.st_ino {
             return Err(changed_under_us());
         }
         let (made, h) = self
             .tree
             .create(parent, tmp, 0o600, (st.st_uid, st.st_gid))?;
-        let r = self.copy_in(&src, &h, st.st_size as u64);
+        let r = self
+            .copy_in(&src, &h, st.st_size as u64)
+            .and_then(|_| self.sync_meta(made.ino, sdir, name, st, None, Some(&h)));
         self.tree.close(h);
         match r {
             Ok(()) => Ok(made.ino),
@@ -309,6 +323,7 @@ impl Run<'_> {
         name: &OsStr,
         st: &libc::stat,
         cur: Option<&Stat>,
+        open: Option<&Handle>,
     ) -> io::Result<()> {
         let src: BTreeMap<OsString, Vec<u8>> = local::xattrs_at(sdir, name)?
             .into_iter()
@@ -331,7 +346,11 @@ impl Run<'_> {
             (Some(_), false) => Some(self.tree.stat(ino)?),
             (None, _) => None,
         };
-        self.tree.set_attrs(ino, &wanted(st, cur.as_ref()))
+        let want = wanted(st, cur.as_ref());
+        match open {
+            Some(h) => self.tree.set_attrs_open(h, &want),
+            None => self.tree.set_attrs(ino, &want),
+        }
     }
 
     /// Another name of a hard-linked file already in the store as `first`.
@@ -360,10 +379,21 @@ impl Run<'_> {
             Counters::add(&self.counters.unchanged, 1);
             return Ok(());
         }
+        // A link made after its directory was finished would move the directory's times:
+        // they are put back as they were (while it is still being filled, its own turn sets
+        // them later anyway).
+        let before = self.tree.stat(parent)?;
         let tmp = partial_name();
         let made = self.tree.link(first, parent, &tmp)?;
         self.tree.forget(made.ino);
-        if let Err(e) = self.tree.rename(parent, &tmp, parent, &name) {
+        let renamed = self.tree.rename(parent, &tmp, parent, &name);
+        let times = SetAttrs {
+            atime: Some(before.atime),
+            mtime: Some(before.mtime),
+            ..SetAttrs::default()
+        };
+        self.tree.set_attrs(parent, &times)?;
+        if let Err(e) = renamed {
             let _ = self.tree.unlink(parent, &tmp);
             if e.raw_os_error() != Some(libc::EISDIR) {
                 return Err(e);

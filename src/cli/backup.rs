@@ -20,7 +20,8 @@ use crate::store::{OpenStore, StoreLock, DESCRIPTOR};
 pub struct RunOpts {
     #[command(flatten)]
     pub keys: KeyOpts,
-    /// Files copied at once [default: the number of CPUs]
+    /// Files copied at once [default: 8 per CPU, from 8 to 32: most of a run is waiting for
+    /// the disk, and more requests in flight keep it busy (docs/backup.md)]
     #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub jobs: Option<u16>,
     /// Show what would be copied or deleted, change nothing
@@ -116,9 +117,10 @@ impl Report for Printer {
 
 fn options(r: &RunOpts, delete: bool, checksum: bool) -> Result<Options, Failure> {
     let jobs = r.jobs.map(usize::from).unwrap_or_else(|| {
-        std::thread::available_parallelism()
+        let cpus = std::thread::available_parallelism()
             .map(|n| n.get())
-            .unwrap_or(2)
+            .unwrap_or(2);
+        (cpus * 8).clamp(8, 32)
     });
     Ok(Options {
         jobs,
@@ -266,6 +268,9 @@ fn with_progress(
 }
 
 pub fn run_backup(a: BackupArgs) -> CliResult {
+    // What the store layer logs (a damaged file, say) goes to stderr; it names ciphertext
+    // paths only.
+    super::init_logging(None, "warn")?;
     let (root, dest) = store_path(&a.dest)?;
     let mut opts = options(&a.run, a.delete, a.checksum)?;
     for s in &a.sources {
@@ -297,6 +302,7 @@ pub fn run_backup(a: BackupArgs) -> CliResult {
 }
 
 pub fn run_restore(a: RestoreArgs) -> CliResult {
+    super::init_logging(None, "warn")?;
     let (root, from) = store_path(&a.from)?;
     let opts = options(&a.run, false, false)?;
     let (tree, _lock, _) = open(&root, &a.run, None, "restoring", false)?;

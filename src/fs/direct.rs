@@ -155,18 +155,22 @@ impl Tree {
             .map_err(io)
     }
 
-    /// A directory's entries: plaintext name and kind ("." and ".." left out). An entry whose
-    /// name does not authenticate is left out and logged, as in a mount's listing.
+    /// A directory's entries: plaintext name and kind ("." and ".." left out), in the order
+    /// of their backing inodes, which is about the order of their places on disk (a walk in
+    /// it reads a cold store mostly forward). An entry whose name does not authenticate is
+    /// left out and logged, as in a mount's listing.
     pub fn list(&self, dir: u64) -> io::Result<Vec<(OsString, Kind)>> {
         let fh = self.fs.opendir(INodeNo(dir)).map_err(io)?;
         let entries = self.fs.dir_entries(fh);
         self.fs.release(fh);
-        Ok(entries
+        let mut out: Vec<_> = entries
             .map_err(io)?
             .iter()
             .filter(|e| !e.stored.is_empty())
-            .map(|e| (e.name.clone(), Kind::of(e.kind)))
-            .collect())
+            .map(|e| (e.ino, e.name.clone(), Kind::of(e.kind)))
+            .collect();
+        out.sort_unstable_by_key(|e| e.0);
+        Ok(out.into_iter().map(|(_, n, k)| (n, k)).collect())
     }
 
     pub fn mkdir(
@@ -275,11 +279,20 @@ impl Tree {
 
     /// Set owner, then mode, then times (in that order: a chown clears set-ID bits).
     pub fn set_attrs(&self, ino: u64, s: &SetAttrs) -> io::Result<()> {
+        self.set_attrs_fh(ino, None, s)
+    }
+
+    /// The same through an open handle's own descriptor (no lookup by name).
+    pub fn set_attrs_open(&self, h: &Handle, s: &SetAttrs) -> io::Result<()> {
+        self.set_attrs_fh(h.ino, Some(h.fh), s)
+    }
+
+    fn set_attrs_fh(&self, ino: u64, fh: Option<u64>, s: &SetAttrs) -> io::Result<()> {
         let ino = INodeNo(ino);
         if s.uid.is_some() || s.gid.is_some() {
             let a = self
                 .fs
-                .setattr(ino, None, s.uid, s.gid, None, None, None, None);
+                .setattr(ino, None, s.uid, s.gid, None, None, None, fh);
             a.map_err(io)?;
         }
         let at = |t: Option<SystemTime>| t.map(TimeOrNow::SpecificTime);
@@ -287,7 +300,7 @@ impl Tree {
             let (atime, mtime) = (at(s.atime), at(s.mtime));
             let a = self
                 .fs
-                .setattr(ino, s.perm, None, None, None, atime, mtime, None);
+                .setattr(ino, s.perm, None, None, None, atime, mtime, fh);
             a.map_err(io)?;
         }
         Ok(())
