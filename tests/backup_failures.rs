@@ -1,12 +1,13 @@
-//! A `coffer backup` killed with SIGKILL at moments spread over the run (early, in the middle
-//! of the small files, in the large one) and run again: the rerun finishes the job, nothing is
-//! lost or torn, no temporary file is left, and fsck finds the store clean.
+//! `coffer backup` and `coffer restore` when things go wrong: a backup killed with SIGKILL at
+//! moments spread over the run and run again (the rerun finishes the job, nothing is lost or
+//! torn, no temporary file is left, fsck finds the store clean); one stopped with Ctrl-C; a
+//! restore of a store whose ciphertext was tampered with.
 
 mod common;
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::trees::dump;
@@ -43,6 +44,119 @@ fn tree(src: &Path) {
     ));
 }
 
+/// Start a backup of `src/` into `dest`, its output kept.
+fn start_backup(env: &Env, src_arg: &str, dest: &str, extra: &[&str]) -> Child {
+    Command::new(common::bin())
+        .args([&["backup", src_arg, dest][..], extra].concat())
+        .env("COFFER_KEYSTORE", &env.keystore)
+        .env("COFFER_PASSPHRASE_FILE", &env.pass)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn")
+}
+
+/// Poll until the store's data holds `n` more entries than `start`, or the child ended.
+fn wait_for_entries(child: &mut Child, data: &Path, start: usize, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().expect("wait").is_none()
+        && entries_under(data) < start + n
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn ctrl_c_stops_a_backup_cleanly_and_a_rerun_finishes_it() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    tree(&src);
+    let (src_arg, dest) = (format!("{}/", s(&src)), format!("{}:x", s(&env.store)));
+    let data = env.store.join("data");
+    let start = entries_under(&data);
+    let mut child = start_backup(&env, &src_arg, &dest, &["--json", "--jobs", "1"]);
+    wait_for_entries(&mut child, &data, start, 30);
+    // SAFETY: kill has no memory effects; the pid is our child's, not yet reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let o = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(20), "{err}");
+    assert!(
+        err.contains("interrupted: run the same command again to finish"),
+        "{err}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["interrupted"], true);
+    assert!(v["files_written"].as_u64().expect("n") < 2004, "{v}");
+
+    let again = env.coffer(&["backup", &src_arg, &dest]);
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        !said.contains("did not finish"),
+        "a clean stop leaves no stale record: {said}"
+    );
+    env.assert_fsck_clean();
+    let out = env.path("out");
+    env.coffer_ok(&["restore", &format!("{}:x/", s(&env.store)), s(&out)]);
+    assert_eq!(dump(&out), dump(&src));
+}
+
+#[test]
+fn a_restore_of_tampered_ciphertext_names_the_file_and_restores_the_rest() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("victim"), pattern(5, 300_000)).expect("write");
+    fs::write(src.join("other"), pattern(6, 1000)).expect("write");
+    env.coffer_ok(&[
+        "backup",
+        &format!("{}/", s(&src)),
+        &format!("{}:t", s(&env.store)),
+    ]);
+    let victim = Env::all_bytes(&env.store.join("data"))
+        .into_iter()
+        .max_by_key(|(_, b)| b.len())
+        .map(|(p, _)| p)
+        .expect("a ciphertext file");
+    let mut bytes = fs::read(&victim).expect("read");
+    bytes[150_000] ^= 1;
+    fs::write(&victim, bytes).expect("tamper");
+
+    let out = env.path("out");
+    let o = env.coffer(&["restore", &format!("{}:t/", s(&env.store)), s(&out)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(23), "{err}");
+    let named = format!(
+        "{}: cannot restore: Input/output error",
+        out.join("victim").display()
+    );
+    assert!(err.contains(&named), "{err}");
+    assert!(
+        err.contains("tampered or damaged ciphertext"),
+        "the log line says why: {err}"
+    );
+    let log_lines = err.lines().filter(|l| !l.starts_with("coffer: "));
+    assert!(
+        log_lines.clone().count() > 0 && log_lines.clone().all(|l| !l.contains("victim")),
+        "log lines name ciphertext paths only: {err}"
+    );
+    assert_eq!(
+        fs::read(out.join("other")).expect("restored"),
+        pattern(6, 1000)
+    );
+    let left = sh_ok(&format!("ls -A '{}'", s(&out)));
+    assert_eq!(left, "other\n", "nothing half-written is left");
+}
+
 #[test]
 fn a_backup_killed_at_moments_through_the_run_finishes_on_the_next() {
     if !require_fuse() {
@@ -59,21 +173,8 @@ fn a_backup_killed_at_moments_through_the_run_finishes_on_the_next() {
     let (mut killed, mut last_killed) = (0, false);
     for grow in [40usize, 400, 300] {
         let start = entries_under(&data);
-        let mut child = Command::new(common::bin())
-            .args(["backup", &src_arg, &dest, "--jobs", "2"])
-            .env("COFFER_KEYSTORE", &env.keystore)
-            .env("COFFER_PASSPHRASE_FILE", &env.pass)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn");
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while child.try_wait().expect("wait").is_none()
-            && entries_under(&data) < start + grow
-            && Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        let mut child = start_backup(&env, &src_arg, &dest, &["--jobs", "2"]);
+        wait_for_entries(&mut child, &data, start, grow);
         last_killed = child.try_wait().expect("wait").is_none();
         if last_killed {
             child.kill().expect("SIGKILL");

@@ -29,6 +29,7 @@ fn full_tree(dir: &Path) {
          mknod {d}/var/null c 1 3
          python3 -c 'import socket; socket.socket(socket.AF_UNIX).bind(\"{d}/var/sock\")'
          : > {d}/var/empty
+         ln {d}/etc/app/conf {d}/var/deep/a/conf.far
          find {d}/var -depth -exec touch -h -m -d '2021-01-02 03:04:05.5' {{}} +"
     ));
 }
@@ -89,7 +90,7 @@ fn backup_keeps_what_a_system_tree_carries_and_a_mount_reads_it() {
         0,
     );
     assert_eq!(summary["failed"], 0);
-    assert_eq!(summary["files_written"], 12, "{summary}");
+    assert_eq!(summary["files_written"], 13, "{summary}");
 
     let m = env.mount_with(&["--read-only"]);
     assert_eq!(
@@ -108,6 +109,13 @@ fn backup_keeps_what_a_system_tree_carries_and_a_mount_reads_it() {
     let summary = json_run(&env, &["restore", &at(&env, "hosts/web1/"), s(&out)], 0);
     assert_eq!(summary["failed"], 0);
     assert_eq!(dump(&out), want, "restore gives back what backup took");
+    let ino = |p: &str| out.join(p).symlink_metadata().expect("stat").ino();
+    let first = ino("etc/app/conf");
+    assert_eq!(
+        (ino("etc/app/conf.hard"), ino("var/deep/a/conf.far")),
+        (first, first),
+        "hard links stay links"
+    );
     assert!(
         allocated_kib(&out.join("var/sparse")) < 1024,
         "and holes stay holes"
