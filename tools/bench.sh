@@ -19,6 +19,7 @@
 # W8 cp --sparse=always of a 2 GiB file holding 1 MiB (a VM image) + sync, W8b the space it
 # takes in the store.
 # Runs alternate the order of the systems (forward, then reversed).
+# Then tools/bench-backup.sh: coffer backup/restore against restic and rsync through a mount.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=0; [ "${1:-}" = "--quick" ] && quick=1
@@ -195,3 +196,9 @@ echo "$table"
   echo
   echo "$table"
 } >> docs/benchmarks.md
+# Backup and restore without a mount (coffer backup/restore against restic), on a disk of
+# their own once this run's is gone; COFFER_BENCH_BACKUP=0 leaves them out.
+if [ "${COFFER_BENCH_BACKUP:-1}" = 1 ]; then
+  cleanup; trap - EXIT
+  bash tools/bench-backup.sh $([ $quick = 1 ] && echo --quick)
+fi

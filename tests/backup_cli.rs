@@ -1,0 +1,153 @@
+//! What a person sees of `coffer backup` and `coffer restore`: a progress bar on a terminal
+//! and nothing of it otherwise, `--help` with examples, and one clear line for each mistake
+//! (no store at the path, a bad pattern, a missing source, a store that is mounted).
+
+mod common;
+
+use std::fs;
+
+use common::{pattern, require_fuse, s, sh, Env};
+
+fn tree(env: &Env) -> std::path::PathBuf {
+    let src = env.path("src");
+    for i in 0..3000u64 {
+        let d = src.join(format!("d{}", i % 10));
+        fs::create_dir_all(&d).expect("mkdir");
+        fs::write(d.join(format!("f{i}")), pattern(i, 700)).expect("write");
+    }
+    src
+}
+
+#[test]
+fn a_progress_bar_on_a_terminal_and_none_elsewhere() {
+    let env = Env::new();
+    env.init();
+    let src = tree(&env);
+    // script(1) gives the run a terminal; one worker makes it last long enough to draw.
+    let o = sh(&format!(
+        "COFFER_KEYSTORE='{}' COFFER_PASSPHRASE_FILE='{}' script -qec \"{} backup -j 1 '{}/' '{}:a'\" /dev/null",
+        s(&env.keystore),
+        s(&env.pass),
+        common::bin(),
+        s(&src),
+        s(&env.store)
+    ));
+    let shown = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{shown}");
+    assert!(
+        shown.contains("files") && shown.contains("ETA"),
+        "a bar was drawn: {shown}"
+    );
+    assert!(shown.contains("backed up 3000 files"), "{shown}");
+
+    let o = env.coffer(&[
+        "backup",
+        "-j",
+        "1",
+        &format!("{}/", s(&src)),
+        &format!("{}:b", s(&env.store)),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(err.lines().count(), 1, "no bar, one summary line: {err:?}");
+    assert!(
+        err.starts_with("coffer: backed up 3000 files") && !err.contains('\r'),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn help_shows_examples() {
+    let env = Env::new();
+    for cmd in ["backup", "restore"] {
+        let out = String::from_utf8_lossy(&env.coffer(&[cmd, "--help"]).stdout).into_owned();
+        assert!(
+            out.contains("Examples:") && out.contains(&format!("coffer {cmd} ")),
+            "{out}"
+        );
+        assert!(out.contains("--exclude") && out.contains("--dry-run") && out.contains("--json"));
+    }
+}
+
+#[test]
+fn each_mistake_gets_one_clear_line() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    let store = s(&env.store).to_string();
+    let cases: [(Vec<String>, String); 4] = [
+        (
+            vec![
+                "backup".into(),
+                s(&src).into(),
+                format!("{}/nothere:x", s(&env.dir.path().to_path_buf())),
+            ],
+            "names no store: give STORE:PATH".into(),
+        ),
+        (
+            vec![
+                "backup".into(),
+                s(&src).into(),
+                format!("{store}:x"),
+                "--exclude".into(),
+                "a[".into(),
+            ],
+            "bad exclude pattern \"a[\"".into(),
+        ),
+        (
+            vec![
+                "backup".into(),
+                s(&env.path("missing")).into(),
+                format!("{store}:x"),
+            ],
+            "missing: No such file or directory".into(),
+        ),
+        (
+            vec![
+                "restore".into(),
+                format!("{store}:not/there"),
+                s(&env.path("out")).into(),
+            ],
+            "not/there in the store: No such file or directory".into(),
+        ),
+    ];
+    for (args, want) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = env.coffer(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(&want), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn a_mounted_store_is_refused_with_where_it_is_mounted() {
+    if !require_fuse() {
+        return;
+    }
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    let m = env.mount();
+    for args in [
+        vec!["backup", s(&src), &format!("{}:x", s(&env.store))],
+        vec![
+            "restore",
+            &format!("{}:", s(&env.store)),
+            s(&env.path("out")),
+        ],
+    ] {
+        let args: Vec<&str> = args.iter().map(|a| a.as_ref()).collect();
+        let o = env.coffer(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains(&format!("is in use (mounted at {}", s(&env.mnt))),
+            "{err}"
+        );
+    }
+    m.umount();
+}
