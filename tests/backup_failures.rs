@@ -209,3 +209,55 @@ fn a_backup_killed_at_moments_through_the_run_finishes_on_the_next() {
     assert_eq!(left, "", "no temporary file is left");
     m.umount();
 }
+
+#[test]
+fn a_restore_never_writes_through_a_symlink_planted_in_its_target() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("etc")).expect("mkdir");
+    fs::write(src.join("etc/passwd"), b"from the backup").expect("write");
+    fs::write(src.join("motd"), b"from the backup").expect("write");
+    env.coffer_ok(&[
+        "backup",
+        &format!("{}/", s(&src)),
+        &format!("{}:t", s(&env.store)),
+    ]);
+
+    // Someone who can write the target plants symlinks where the restore will write.
+    let (victim_dir, victim_file) = (env.path("victim-dir"), env.path("victim-file"));
+    fs::create_dir_all(&victim_dir).expect("mkdir");
+    fs::write(&victim_file, b"untouched").expect("write");
+    let out = env.path("out");
+    fs::create_dir_all(&out).expect("mkdir");
+    std::os::unix::fs::symlink(&victim_dir, out.join("etc")).expect("symlink");
+    std::os::unix::fs::symlink(&victim_file, out.join("motd")).expect("symlink");
+
+    let o = env.coffer(&["restore", &format!("{}:t/", s(&env.store)), s(&out)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(
+        o.status.code(),
+        Some(23),
+        "the planted directory is refused: {err}"
+    );
+    assert!(
+        err.contains(&format!("{}: cannot restore", out.join("etc").display())),
+        "{err}"
+    );
+    assert_eq!(
+        fs::read_dir(&victim_dir).expect("ls").count(),
+        0,
+        "nothing written through it"
+    );
+    assert_eq!(fs::read(&victim_file).expect("read"), b"untouched");
+    let motd = out.join("motd");
+    assert!(
+        !motd
+            .symlink_metadata()
+            .expect("stat")
+            .file_type()
+            .is_symlink(),
+        "replaced, not followed"
+    );
+    assert_eq!(fs::read(&motd).expect("read"), b"from the backup");
+}

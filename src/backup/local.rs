@@ -265,8 +265,10 @@ pub fn owner_mode_at(
         ok(unsafe { libc::fchownat(d, n.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW) })?;
     }
     if let Some(perm) = perm {
-        // SAFETY: as above (fchmodat follows: never given a symlink's name).
-        ok(unsafe { libc::fchmodat(d, n.as_ptr(), perm, 0) })?;
+        // Never through a symlink swapped in under the name: glibc refuses one (EOPNOTSUPP)
+        // with AT_SYMLINK_NOFOLLOW.
+        // SAFETY: as above.
+        ok(unsafe { libc::fchmodat(d, n.as_ptr(), perm, libc::AT_SYMLINK_NOFOLLOW) })?;
     }
     Ok(())
 }
@@ -294,7 +296,7 @@ pub fn times_at(
 /// Owner (when given), mode, attributes, then times of an open file, through its
 /// descriptor: no lookup by name, in a directory other workers are filling.
 pub fn set_meta_fd(
-    f: &File,
+    f: &impl AsRawFd,
     owner: Option<(u32, u32)>,
     perm: u32,
     xattrs: &[(OsString, Vec<u8>)],

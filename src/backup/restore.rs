@@ -206,8 +206,19 @@ impl Out<'_> {
             r => r.map(|_| true)?,
         };
         let fd = Arc::new(local::open_dir_at(dfd.fd.as_ref(), name)?);
-        self.contents(st.ino, Some(Dest { fd, fresh }), here);
-        self.meta(&dfd.fd, name, name, st)
+        self.contents(
+            st.ino,
+            Some(Dest {
+                fd: fd.clone(),
+                fresh,
+            }),
+            here,
+        );
+        // Through the descriptor opened above, never by name: the directory is the one
+        // that was filled, whatever was put under its name meanwhile.
+        let owner = self.root.then_some((st.uid, st.gid));
+        let xattrs = self.tree.xattrs(st.ino)?;
+        local::set_meta_fd(fd.as_ref(), owner, st.perm, &xattrs, st.atime, st.mtime)
     }
 
     /// A file, symlink or special file: under a temporary name, then renamed over what was
@@ -222,7 +233,7 @@ impl Out<'_> {
             Kind::File => self.file(fd, &tmp, st),
             _ => self
                 .make(fd, &tmp, st)
-                .and_then(|_| self.meta(fd, &tmp, name, st)),
+                .and_then(|_| self.meta(fd, &tmp, st)),
         };
         let placed = match dfd.fresh {
             true => made,
@@ -293,9 +304,9 @@ impl Out<'_> {
     }
 
     /// Owner (as root) and mode, then attributes and ACLs (a chown would drop a file
-    /// capability), then times, of `tmp` in `dfd`; `name` is the entry's own name (unused
-    /// for directories, where both are the same).
-    fn meta(&self, dfd: &OwnedFd, tmp: &OsStr, _name: &OsStr, st: &Stat) -> io::Result<()> {
+    /// capability), then times, of the symlink or special file `tmp` in `dfd`, never
+    /// following it.
+    fn meta(&self, dfd: &OwnedFd, tmp: &OsStr, st: &Stat) -> io::Result<()> {
         let owner = self.root.then_some((st.uid, st.gid));
         let perm = (st.kind != Kind::Symlink).then_some(st.perm);
         local::owner_mode_at(dfd, tmp, owner, perm)?;
