@@ -81,7 +81,7 @@ fn each_mistake_gets_one_clear_line() {
             vec![
                 "backup".into(),
                 s(&src).into(),
-                format!("{}/nothere:x", s(&env.dir.path().to_path_buf())),
+                format!("{}/nothere:x", s(env.dir.path())),
             ],
             "names no store: give STORE:PATH".into(),
         ),
