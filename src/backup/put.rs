@@ -185,9 +185,9 @@ impl Run<'_> {
         if let (Some(d), false) = (dest, fresh) {
             self.tidy(d, here, &names);
         }
-        names
-            .par_iter()
-            .for_each(|n| self.entry(sfd, n, &here.join(n), dest, fresh));
+        super::in_turn(&names, self.opts.jobs, |n| {
+            self.entry(sfd, n, &here.join(n), dest, fresh)
+        });
         if let Some(d) = dest {
             if !self.opts.dry_run && !self.counters.stopped() {
                 // What the children did to its times is known only now.

@@ -10,8 +10,6 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use rayon::prelude::*;
-
 use super::local;
 use super::put::Here;
 use super::put_file::partial_name;
@@ -155,7 +153,7 @@ impl Out<'_> {
             Ok(l) => l,
             Err(e) => return self.fail(here, "cannot list in the store", &e),
         };
-        listing.par_iter().for_each(|(name, kind)| {
+        super::in_turn(&listing, self.opts.jobs, |(name, kind)| {
             let partial = name.as_encoded_bytes().starts_with(PARTIAL.as_bytes());
             let at = here.join(name);
             if partial || self.opts.filter.excludes(&at.rel, *kind == Kind::Dir) {
