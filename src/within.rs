@@ -240,6 +240,38 @@ pub fn write_atomic(root: &Path, rel: &Path, bytes: &[u8], mode: u32) -> std::io
     write_atomic_at(&dir, name, bytes, mode)
 }
 
+/// Ask the kernel to read the regular files of directory `dir` ahead, each one's inode and
+/// first 64 KiB, in inode order (about their order on disk), for a walk whose workers open
+/// them next: a cold tree is otherwise read at the pace of each file's reads in turn. Each
+/// is opened O_NOFOLLOW|O_NONBLOCK (a symlink or a FIFO put there since the listing is
+/// skipped or not waited on) and closed at once; only a hint, so whatever fails is skipped.
+pub fn read_ahead_dir(dir: &impl AsRawFd) {
+    use std::os::unix::fs::DirEntryExt;
+    let Ok(listing) = std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd())) else {
+        return;
+    };
+    let mut files: Vec<(u64, std::ffi::OsString)> = listing
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| (e.ino(), e.file_name()))
+        .collect();
+    files.sort_unstable();
+    let flags =
+        libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
+    for (_, name) in files {
+        let Ok(n) = cstr(&name) else {
+            continue;
+        };
+        // SAFETY: n is NUL-terminated; the descriptor is checked, then owned and closed.
+        let f =
+            check(unsafe { libc::openat(dir.as_raw_fd(), n.as_ptr(), flags | libc::O_NOATIME) });
+        if let Ok(f) = f {
+            // SAFETY: f is open; readahead only queues reads into the page cache.
+            unsafe { libc::readahead(f.as_raw_fd(), 0, 64 << 10) };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,6 +46,9 @@ pub(super) struct Run<'a> {
     links: Mutex<HashMap<(u64, u64), Linked>>,
     /// Inodes held to the end of the run: directories, and first names of hard links.
     held: Mutex<Vec<u64>>,
+    /// Source directories to read ahead, as the walk starts them (within::read_ahead_dir).
+    /// Taken at the end of the walk, which ends the reading-ahead thread.
+    ahead: Mutex<Option<std::sync::mpsc::Sender<OwnedFd>>>,
 }
 
 /// Copy `sources` into directory `dest` of the store (made as needed). A source named with a
@@ -59,6 +62,7 @@ pub fn backup(
     counters: &Counters,
     report: &dyn Report,
 ) -> Result<(), BackupError> {
+    let (ahead, dirs) = std::sync::mpsc::channel::<OwnedFd>();
     let run = Run {
         tree,
         opts,
@@ -66,6 +70,7 @@ pub fn backup(
         report,
         links: Mutex::default(),
         held: Mutex::default(),
+        ahead: Mutex::new(Some(ahead)),
     };
     let dest_ino = run.dest_dir(dest)?;
     let pool = rayon::ThreadPoolBuilder::new()
@@ -73,7 +78,15 @@ pub fn backup(
         .stack_size(16 << 20)
         .build()
         .map_err(|e| BackupError::Pool(opts.jobs, e.to_string()))?;
-    pool.install(|| sources.par_iter().for_each(|s| run.source(s, dest_ino)));
+    // One thread reads ahead the files of each source directory the walk starts; it ends
+    // when the walk does.
+    std::thread::scope(|scope| {
+        scope.spawn(move || dirs.iter().for_each(|d| crate::within::read_ahead_dir(&d)));
+        pool.install(|| sources.par_iter().for_each(|s| run.source(s, dest_ino)));
+        if let Ok(mut a) = run.ahead.lock() {
+            a.take();
+        }
+    });
     for ino in run.held.lock().map(|h| h.clone()).unwrap_or_default() {
         tree.forget(ino);
     }
@@ -182,6 +195,11 @@ impl Run<'_> {
             Ok(n) => n,
             Err(e) => return self.fail(here, "cannot list", &e),
         };
+        if let (Ok(fd), Ok(a)) = (sfd.try_clone(), self.ahead.lock()) {
+            if let Some(a) = a.as_ref() {
+                let _ = a.send(fd);
+            }
+        }
         if let (Some(d), false) = (dest, fresh) {
             self.tidy(d, here, &names);
         }

@@ -42,6 +42,8 @@ struct Out<'a> {
     report: &'a dyn Report,
     links: Mutex<HashMap<u64, Linked>>,
     root: bool,
+    /// Directories to read ahead, in the order the walk starts them (Tree::prefetch).
+    ahead: std::sync::mpsc::Sender<u64>,
 }
 
 /// Copy `from` (a path in the store) to `to`: a directory named with a trailing slash has its
@@ -59,6 +61,7 @@ pub fn restore(
         return Err(BackupError::NoReadKey);
     }
     let (parent, st) = find(tree, from)?;
+    let (ahead, dirs) = std::sync::mpsc::channel::<u64>();
     let out = Out {
         tree,
         opts,
@@ -67,6 +70,7 @@ pub fn restore(
         links: Mutex::default(),
         // SAFETY: geteuid has no preconditions and cannot fail.
         root: unsafe { libc::geteuid() } == 0,
+        ahead,
     };
     let fresh = std::fs::symlink_metadata(to).is_err();
     if !opts.dry_run {
@@ -95,16 +99,22 @@ pub fn restore(
         shown: to.to_path_buf(),
         rel: PathBuf::new(),
     };
-    pool.install(|| {
-        if contents && st.kind == Kind::Dir {
-            return out.contents(st.ino, dfd, &here);
-        }
-        let name = from.file_name().unwrap_or(OsStr::new("."));
-        let here = Here {
-            shown: to.join(name),
-            rel: PathBuf::from(name),
-        };
-        out.entry(parent, name, dfd, &here);
+    // One thread reads ahead the files of each directory the walk starts (a cold store is
+    // read at the pace of its per-file reads otherwise); it ends when the walk does.
+    std::thread::scope(|scope| {
+        scope.spawn(move || dirs.iter().for_each(|d| tree.prefetch(d)));
+        pool.install(|| {
+            if contents && st.kind == Kind::Dir {
+                return out.contents(st.ino, dfd, &here);
+            }
+            let name = from.file_name().unwrap_or(OsStr::new("."));
+            let here = Here {
+                shown: to.join(name),
+                rel: PathBuf::from(name),
+            };
+            out.entry(parent, name, dfd, &here);
+        });
+        drop(out);
     });
     tree.forget(st.ino);
     Ok(())
@@ -149,6 +159,9 @@ impl Out<'_> {
 
     /// Store directory `ino`'s entries into `dfd` (None: a dry run).
     fn contents(&self, ino: u64, dfd: Option<Dest>, here: &Here) {
+        if dfd.is_some() {
+            let _ = self.ahead.send(ino);
+        }
         let listing = match self.tree.list(ino) {
             Ok(l) => l,
             Err(e) => return self.fail(here, "cannot list in the store", &e),

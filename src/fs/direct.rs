@@ -173,6 +173,14 @@ impl Tree {
         Ok(out.into_iter().map(|(_, n, k)| (n, k)).collect())
     }
 
+    /// Ask the kernel to read directory `dir`'s backing files ahead (within::read_ahead_dir),
+    /// for a walk that opens them next. Only a hint: what fails is skipped.
+    pub fn prefetch(&self, dir: u64) {
+        if let Ok((fd, _)) = self.fs.node(INodeNo(dir)) {
+            crate::within::read_ahead_dir(&*fd);
+        }
+    }
+
     pub fn mkdir(
         &self,
         parent: u64,
