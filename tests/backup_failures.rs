@@ -261,3 +261,68 @@ fn a_restore_never_writes_through_a_symlink_planted_in_its_target() {
     );
     assert_eq!(fs::read(&motd).expect("read"), b"from the backup");
 }
+
+#[test]
+fn a_store_on_read_only_media_restores() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("a"), pattern(8, 9000)).expect("write");
+    env.coffer_ok(&[
+        "backup",
+        &format!("{}/", s(&src)),
+        &format!("{}:t", s(&env.store)),
+    ]);
+    let out = env.path("out");
+    // A mount namespace of its own, where the store is a read-only bind mount.
+    let script = format!(
+        "set -e; mount --make-rprivate /; mount --bind '{store}' '{store}'
+         mount -o remount,bind,ro '{store}'; ! touch '{store}/probe' 2>/dev/null
+         COFFER_KEYSTORE='{ks}' COFFER_PASSPHRASE_FILE='{pass}' {bin} restore '{store}:t/' '{out}'",
+        store = s(&env.store),
+        ks = s(&env.keystore),
+        pass = s(&env.pass),
+        bin = common::bin(),
+        out = s(&out)
+    );
+    let o = Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .output()
+        .expect("unshare");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(fs::read(out.join("a")).expect("restored"), pattern(8, 9000));
+}
+
+#[test]
+fn the_run_after_a_killed_holder_removes_what_its_interrupted_operations_left() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("d")).expect("mkdir");
+    fs::write(src.join("d/f"), b"f").expect("write");
+    let dest = format!("{}:x", s(&env.store));
+    env.coffer_ok(&["backup", &format!("{}/", s(&src)), &dest]);
+    // What a holder killed inside a mkdir leaves: the new directory under its temporary name
+    // (with its IV), and the holder's lock record.
+    let data = env.store.join("data");
+    let x = fs::read_dir(&data)
+        .expect("ls")
+        .flatten()
+        .find(|e| e.path().is_dir())
+        .expect("x")
+        .path();
+    let left = x.join(".tmp-mkdir-0123456789abcdef");
+    fs::create_dir(&left).expect("mkdir");
+    fs::write(left.join(".diriv"), [7u8; 16]).expect("write");
+    fs::write(env.store.join("lock"), "999999\n\nbacking up\n").expect("record");
+    let o = env.coffer(&["backup", &format!("{}/", s(&src)), &dest]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("pid 999999, backing up) did not finish"),
+        "{err}"
+    );
+    assert!(!left.exists(), "the leftover is gone");
+    env.assert_fsck_clean();
+}

@@ -112,6 +112,13 @@ impl Run<'_> {
     fn dest_dir(&self, dest: &Path) -> Result<Option<u64>, BackupError> {
         let mut cur = Tree::ROOT;
         let mut path = PathBuf::new();
+        if self.opts.recheck && !self.opts.dry_run {
+            let e = |e| BackupError::Store {
+                path: PathBuf::from("/"),
+                e,
+            };
+            self.tree.remove_leftovers(cur).map_err(e)?;
+        }
         for c in dest.components() {
             let std::path::Component::Normal(name) = c else {
                 continue;
@@ -132,6 +139,9 @@ impl Run<'_> {
             };
             self.hold(next.ino);
             cur = next.ino;
+            if self.opts.recheck && !self.opts.dry_run {
+                self.tree.remove_leftovers(cur).map_err(err)?;
+            }
         }
         Ok(Some(cur))
     }
@@ -202,6 +212,11 @@ impl Run<'_> {
         }
         if let (Some(d), false) = (dest, fresh) {
             self.tidy(d, here, &names);
+        }
+        if let (Some(d), true, false) = (dest, self.opts.recheck, self.opts.dry_run) {
+            if let Err(e) = self.tree.remove_leftovers(d) {
+                self.fail(here, "cannot tidy in the store", &e);
+            }
         }
         super::in_turn(&names, self.opts.jobs, |n| {
             self.entry(sfd, n, &here.join(n), dest, fresh)

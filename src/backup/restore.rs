@@ -16,7 +16,9 @@ use super::put_file::partial_name;
 use super::{BackupError, Counters, Options, Report, PARTIAL};
 use crate::fs::direct::{Handle, Kind, Stat, Tree};
 
-const CHUNK: u32 = 4 << 20;
+/// Plaintext read, decrypted and written at once: small enough that a large file's pieces
+/// in flight on every worker stay a few tens of MiB.
+const PIECE: u64 = 1 << 20;
 
 type Place = (Dest, OsString);
 
@@ -287,31 +289,45 @@ impl Out<'_> {
     /// The store file's data ranges written at their offsets; its length set last, so its
     /// holes stay holes.
     fn copy_out(&self, h: &Handle, f: &std::fs::File, size: u64) -> io::Result<()> {
-        let mut buf = Vec::with_capacity(size.min(CHUNK as u64) as usize);
         let mut off = 0;
         while let Some(data) = self.tree.next_data(h, off)? {
             let end = self.tree.next_hole(h, data)?.min(size);
-            let mut at = data;
-            while at < end {
-                if self.counters.stopped() {
-                    return Err(io::Error::from_raw_os_error(libc::EINTR));
-                }
-                buf.clear();
-                let n = (end - at).min(CHUNK as u64) as u32;
-                self.tree.read(h, at, n, &mut buf)?;
-                if buf.is_empty() {
-                    return Err(io::Error::from_raw_os_error(libc::EIO));
-                }
-                f.write_all_at(&buf, at)?;
-                Counters::add(&self.counters.bytes, buf.len() as u64);
-                at += buf.len() as u64;
-            }
+            self.copy_range(h, f, data, end)?;
             off = end.max(data + 1);
             if off >= size {
                 break;
             }
         }
         f.set_len(size)
+    }
+
+    /// Plaintext `from..to` of the store file into `f` at the same offsets. A long range is
+    /// cut into pieces that several workers read, decrypt and write at once, so one large
+    /// file keeps the disk and both CPUs busy instead of reading, then decrypting, then
+    /// writing in turn.
+    fn copy_range(&self, h: &Handle, f: &std::fs::File, from: u64, to: u64) -> io::Result<()> {
+        let piece = |at: u64| -> io::Result<()> {
+            if self.counters.stopped() {
+                return Err(io::Error::from_raw_os_error(libc::EINTR));
+            }
+            let n = (to - at).min(PIECE);
+            let mut buf = Vec::with_capacity(n as usize);
+            self.tree.read(h, at, n as u32, &mut buf)?;
+            if buf.len() as u64 != n {
+                return Err(io::Error::from_raw_os_error(libc::EIO));
+            }
+            f.write_all_at(&buf, at)?;
+            Counters::add(&self.counters.bytes, n);
+            Ok(())
+        };
+        let starts: Vec<u64> = (from..to).step_by(PIECE as usize).collect();
+        match starts.len() {
+            0..=2 => starts.into_iter().try_for_each(piece),
+            _ => {
+                use rayon::prelude::*;
+                starts.into_par_iter().try_for_each(piece)
+            }
+        }
     }
 
     /// Owner (as root) and mode, then attributes and ACLs (a chown would drop a file
