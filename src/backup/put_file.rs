@@ -51,6 +51,15 @@ fn changed_under_us() -> io::Error {
     io::Error::other("changed while being read (it is retried by the next run)")
 }
 
+/// The source file `name` in `sdir` for reading, if it is still the one `st` describes.
+fn open_source(sdir: &OwnedFd, name: &OsStr, st: &libc::stat) -> io::Result<File> {
+    let (src, now) = local::open_file_at(sdir, name)?;
+    if now.st_ino != st.st_ino {
+        return Err(changed_under_us());
+    }
+    Ok(src)
+}
+
 impl Run<'_> {
     /// A file, symlink, FIFO, socket or device into store directory `parent`; returns its
     /// inode in the store, held (None in a dry run that would write it).
@@ -131,10 +140,7 @@ impl Run<'_> {
         e: &Stat,
         st: &libc::stat,
     ) -> io::Result<u64> {
-        let (src, now) = local::open_file_at(sdir, name)?;
-        if now.st_ino != st.st_ino {
-            return Err(changed_under_us());
-        }
+        let src = open_source(sdir, name, st)?;
         let tmp = partial_name();
         let (made, h) = self.tree.clone_file(e.ino, parent, &tmp)?;
         let patched = self
@@ -260,10 +266,7 @@ impl Run<'_> {
         tmp: &OsStr,
         st: &libc::stat,
     ) -> io::Result<u64> {
-        let (src, now) = local::open_file_at(sdir, name)?;
-        if now.st_ino != st.st_ino {
-            return Err(changed_under_us());
-        }
+        let src = open_source(sdir, name, st)?;
         let (made, h) = self
             .tree
             .create(parent, tmp, 0o600, (st.st_uid, st.st_gid))?;
