@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 fn cstr(b: &[u8]) -> io::Result<CString> {
     CString::new(b).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
@@ -54,15 +54,7 @@ pub fn stat_fd(fd: &impl AsRawFd) -> io::Result<libc::stat> {
     Ok(unsafe { st.assume_init() })
 }
 
-/// A stat time as a SystemTime (to the nanosecond; before 1970 too).
-pub fn time(sec: i64, nsec: i64) -> SystemTime {
-    match sec >= 0 {
-        true => UNIX_EPOCH + Duration::new(sec as u64, nsec as u32),
-        false => {
-            UNIX_EPOCH - Duration::from_secs(sec.unsigned_abs()) + Duration::from_nanos(nsec as u64)
-        }
-    }
-}
+pub use crate::fs::time;
 
 fn timespec(t: SystemTime) -> libc::timespec {
     let (sec, nsec) = match t.duration_since(UNIX_EPOCH) {

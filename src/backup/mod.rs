@@ -9,6 +9,7 @@
 //! of one; a rerun removes the leftovers and finishes the job.
 
 mod filter;
+mod links;
 pub mod local;
 mod put;
 mod put_file;

@@ -2,7 +2,7 @@
 //! directories first created and last given their attributes (their children change their
 //! times), what changed written afresh, what did not left alone.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::OwnedFd;
@@ -11,6 +11,7 @@ use std::sync::Mutex;
 
 use rayon::prelude::*;
 
+use super::links::{Links, Turn};
 use super::local;
 use super::{BackupError, Counters, Options, Report, PARTIAL};
 use crate::fs::direct::{Kind, Stat, Tree};
@@ -31,19 +32,16 @@ impl Here {
     }
 }
 
-/// A hard-linked source inode: being written by its first name (and who waits for it), or
-/// written (its inode in the store; None if that failed).
-enum Linked {
-    Pending(Vec<(u64, OsString, Option<u64>, Here)>),
-    Done(Option<u64>),
-}
+/// Another name of a hard-linked source inode: store directory, name, the inode the store
+/// has there (held), and the source path.
+pub(super) type LinkName = (u64, OsString, Option<u64>, Here);
 
 pub(super) struct Run<'a> {
     pub tree: &'a Tree,
     pub opts: &'a Options,
     pub counters: &'a Counters,
     pub report: &'a dyn Report,
-    links: Mutex<HashMap<(u64, u64), Linked>>,
+    links: Links<(u64, u64), u64, LinkName>,
     /// Inodes held to the end of the run: directories, and first names of hard links.
     held: Mutex<Vec<u64>>,
     /// Source directories to read ahead, as the walk starts them (within::read_ahead_dir).
@@ -68,7 +66,7 @@ pub fn backup(
         opts,
         counters,
         report,
-        links: Mutex::default(),
+        links: Links::default(),
         held: Mutex::default(),
         ahead: Mutex::new(Some(ahead)),
     };
@@ -381,9 +379,8 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// A hard-linked file: its first name is written as any file; each other name becomes a
-    /// link to that, once it is there (never waiting for it: a worker that waited could be the
-    /// one that has to finish it).
+    /// A hard-linked file (links.rs): its first name is written as any file; each other name
+    /// becomes a link to that, once it is there.
     fn put_linked(
         &self,
         sdir: &OwnedFd,
@@ -400,39 +397,17 @@ impl Run<'_> {
             existing.as_ref().map(|s| s.ino),
             here.clone(),
         );
-        {
-            let mut links = self
-                .links
-                .lock()
-                .map_err(|_| io::Error::other("lock poisoned"))?;
-            match links.get_mut(&key) {
-                Some(Linked::Pending(waiting)) => {
-                    waiting.push(me);
-                    return Ok(());
-                }
-                Some(Linked::Done(first)) => {
-                    let first = *first;
-                    drop(links);
-                    return self.link_to(first, me);
-                }
-                None => {
-                    links.insert(key, Linked::Pending(Vec::new()));
-                }
-            }
+        match self.links.turn(key, me) {
+            Turn::Queued => return Ok(()),
+            Turn::After(first, me) => return self.link_to(first, me),
+            Turn::First(_) => {}
         }
         let first = self.put_one(sdir, name, here, parent, existing, st);
         let kept = first.as_ref().ok().copied().flatten();
         if let Some(ino) = kept {
             self.hold(ino);
         }
-        let waiting = match self.links.lock() {
-            Ok(mut l) => match l.insert(key, Linked::Done(kept)) {
-                Some(Linked::Pending(w)) => w,
-                _ => Vec::new(),
-            },
-            Err(_) => Vec::new(),
-        };
-        for w in waiting {
+        for w in self.links.done(key, kept) {
             let at = w.3.clone();
             if let Err(e) = self.link_to(kept, w) {
                 self.fail(&at, "cannot link", &e);

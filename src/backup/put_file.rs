@@ -111,9 +111,7 @@ impl Run<'_> {
         }
         .and_then(|_| self.tree.rename(parent, &tmp, parent, name));
         if let Err(e) = placed {
-            self.tree.forget(ino);
-            let _ = self.tree.unlink(parent, &tmp);
-            return Err(e);
+            return Err(self.discard(ino, parent, &tmp, e));
         }
         Counters::add(&self.counters.files, 1);
         Ok(Some(ino))
@@ -152,9 +150,7 @@ impl Run<'_> {
             // The rename dropped the original's catalog record, which was the copy's too.
             .and_then(|_| self.tree.record(made.ino));
         if let Err(err) = placed {
-            self.tree.forget(made.ino);
-            let _ = self.tree.unlink(parent, &tmp);
-            return Err(err);
+            return Err(self.discard(made.ino, parent, &tmp, err));
         }
         Ok(made.ino)
     }
@@ -189,6 +185,14 @@ impl Run<'_> {
             self.tree.set_len(h, new)?;
         }
         Ok(())
+    }
+
+    /// Let go of held inode `ino`, made under the temporary name `tmp` by a step that then
+    /// failed with `e`, and remove it; returns `e`.
+    fn discard(&self, ino: u64, parent: u64, tmp: &OsStr, e: io::Error) -> io::Error {
+        self.tree.forget(ino);
+        let _ = self.tree.unlink(parent, tmp);
+        e
     }
 
     fn count_written(&self, st: &libc::stat) {
@@ -276,11 +280,7 @@ impl Run<'_> {
         self.tree.close(h);
         match r {
             Ok(()) => Ok(made.ino),
-            Err(e) => {
-                self.tree.forget(made.ino);
-                let _ = self.tree.unlink(parent, tmp);
-                Err(e)
-            }
+            Err(e) => Err(self.discard(made.ino, parent, tmp, e)),
         }
     }
 

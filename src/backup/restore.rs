@@ -2,14 +2,14 @@
 //! each file written under a temporary name and renamed into place whole, with its owner (as
 //! root), mode, attributes, ACLs, holes, hard links and times.
 
-use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use super::links::{Links, Turn};
 use super::local;
 use super::put::Here;
 use super::put_file::partial_name;
@@ -31,18 +31,12 @@ struct Dest {
     fresh: bool,
 }
 
-/// A hard-linked store inode on its way out: being written (and who waits), or written.
-enum Linked {
-    Pending(Vec<(Place, Here)>),
-    Done(Option<Place>),
-}
-
 struct Out<'a> {
     tree: &'a Tree,
     opts: &'a Options,
     counters: &'a Counters,
     report: &'a dyn Report,
-    links: Mutex<HashMap<u64, Linked>>,
+    links: Links<u64, Place, (Place, Here)>,
     root: bool,
     /// Directories to read ahead, in the order the walk starts them (Tree::prefetch).
     ahead: std::sync::mpsc::Sender<u64>,
@@ -69,7 +63,7 @@ pub fn restore(
         opts,
         counters,
         report,
-        links: Mutex::default(),
+        links: Links::default(),
         // SAFETY: geteuid has no preconditions and cannot fail.
         root: unsafe { libc::geteuid() } == 0,
         ahead,
@@ -347,36 +341,14 @@ impl Out<'_> {
     /// is there (never waiting for it).
     fn linked(&self, dfd: &Dest, name: &OsStr, st: &Stat, here: &Here) -> io::Result<()> {
         let me: Place = (dfd.clone(), name.to_os_string());
-        {
-            let mut links = self
-                .links
-                .lock()
-                .map_err(|_| io::Error::other("lock poisoned"))?;
-            match links.get_mut(&st.ino) {
-                Some(Linked::Pending(w)) => {
-                    w.push((me, here.clone()));
-                    return Ok(());
-                }
-                Some(Linked::Done(first)) => {
-                    let first = first.clone();
-                    drop(links);
-                    return self.link_to(first.as_ref(), &me, false);
-                }
-                None => {
-                    links.insert(st.ino, Linked::Pending(Vec::new()));
-                }
-            }
+        match self.links.turn(st.ino, (me, here.clone())) {
+            Turn::Queued => return Ok(()),
+            Turn::After(first, (me, _)) => return self.link_to(first.as_ref(), &me, false),
+            Turn::First(_) => {}
         }
         let r = self.one(dfd, name, st);
-        let first = r.as_ref().ok().map(|_| me);
-        let waiting = match self.links.lock() {
-            Ok(mut l) => match l.insert(st.ino, Linked::Done(first.clone())) {
-                Some(Linked::Pending(w)) => w,
-                _ => Vec::new(),
-            },
-            Err(_) => Vec::new(),
-        };
-        for (place, at) in waiting {
+        let first = r.as_ref().ok().map(|_| (dfd.clone(), name.to_os_string()));
+        for (place, at) in self.links.done(st.ino, first.clone()) {
             // Linked into a directory that may be done: its times are kept as they were.
             if let Err(e) = self.link_to(first.as_ref(), &place, true) {
                 self.fail(&at, "cannot link", &e);

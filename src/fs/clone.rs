@@ -15,7 +15,7 @@ use std::sync::Arc;
 use fuser::{Errno, FileAttr, FileType, INodeNo};
 
 use super::inodes::Known;
-use super::{lock, sys, CofferFs, Handle, OpenFile};
+use super::{sys, CofferFs, OpenFile};
 use crate::format::xattr::{PREFIX_TRUSTED, PREFIX_USER};
 
 impl CofferFs {
@@ -57,13 +57,7 @@ impl CofferFs {
                 return Err(e);
             }
         };
-        let attr = self.remember(parent, entry)?;
-        if let Some(n) = lock(&self.inodes)?.get_mut(&attr.ino.0) {
-            n.open = Arc::downgrade(&of);
-            n.xattrs = Known::Unknown;
-        }
-        let fh = self.new_handle(Handle::File(of))?;
-        Ok((attr, fh))
+        self.opened_new(parent, entry, of, Known::Unknown)
     }
 }
 

@@ -97,12 +97,6 @@ pub struct Handle {
     ino: u64,
 }
 
-impl Handle {
-    pub fn ino(&self) -> u64 {
-        self.ino
-    }
-}
-
 fn io(e: Errno) -> io::Error {
     io::Error::from_raw_os_error(e.code())
 }

@@ -119,17 +119,12 @@ impl CofferFs {
                 return Err(e);
             }
         };
-        let attr = self.remember(parent, entry)?;
-        if let Some(n) = lock(&self.inodes)?.get_mut(&attr.ino.0) {
-            n.open = Arc::downgrade(&of);
-            n.xattrs = Known::Absent;
-        }
+        let (attr, fh) = self.opened_new(parent, entry, of, Known::Absent)?;
         let attr = if self.as_root {
             FileAttr { uid, gid, ..attr }
         } else {
             attr
         };
-        let fh = self.new_handle(Handle::File(of))?;
         Ok((attr, fh))
     }
 

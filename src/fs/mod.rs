@@ -115,7 +115,8 @@ fn kind_of(mode: u32) -> FileType {
     }
 }
 
-fn time(sec: i64, nsec: i64) -> SystemTime {
+/// A stat time (seconds and nanoseconds) as a SystemTime, before 1970 too.
+pub fn time(sec: i64, nsec: i64) -> SystemTime {
     if sec >= 0 {
         UNIX_EPOCH + Duration::new(sec as u64, nsec as u32)
     } else {
@@ -288,6 +289,24 @@ impl CofferFs {
         }
         n.open = Arc::downgrade(&of);
         Ok(of)
+    }
+
+    /// A new regular file just made as `entry` in `parent`, open as `of`: counted as a lookup,
+    /// known to its inode as open (with what is known of its attributes), and given a handle.
+    fn opened_new(
+        &self,
+        parent: INodeNo,
+        entry: &OsStr,
+        of: Arc<OpenFile>,
+        xattrs: inodes::Known,
+    ) -> Result<(FileAttr, u64), Errno> {
+        let attr = self.remember(parent, entry)?;
+        if let Some(n) = lock(&self.inodes)?.get_mut(&attr.ino.0) {
+            n.open = Arc::downgrade(&of);
+            n.xattrs = xattrs;
+        }
+        let fh = self.new_handle(Handle::File(of))?;
+        Ok((attr, fh))
     }
 
     /// Flush the catalog (on unmount).
