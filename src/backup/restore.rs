@@ -280,19 +280,24 @@ impl Out<'_> {
         local::mknod_at(dfd, tmp, fmt | 0o600, st.rdev as u64)
     }
 
-    /// The store file's data ranges written at their offsets; its length set last, so its
-    /// holes stay holes.
+    /// The store file's data ranges written at their offsets into `f` (new and empty); its
+    /// length set last when it ends in a hole, so holes stay holes. (A truncate to the
+    /// length it has is not free: a journal transaction per file.)
     fn copy_out(&self, h: &Handle, f: &std::fs::File, size: u64) -> io::Result<()> {
-        let mut off = 0;
+        let (mut off, mut written) = (0, 0);
         while let Some(data) = self.tree.next_data(h, off)? {
             let end = self.tree.next_hole(h, data)?.min(size);
             self.copy_range(h, f, data, end)?;
+            written = written.max(end);
             off = end.max(data + 1);
             if off >= size {
                 break;
             }
         }
-        f.set_len(size)
+        match written < size {
+            true => f.set_len(size),
+            false => Ok(()),
+        }
     }
 
     /// Plaintext `from..to` of the store file into `f` at the same offsets. A long range is

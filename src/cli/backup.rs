@@ -20,8 +20,8 @@ use crate::store::{OpenStore, StoreLock, DESCRIPTOR};
 pub struct RunOpts {
     #[command(flatten)]
     pub keys: KeyOpts,
-    /// Files copied at once [default: 8 per CPU, from 8 to 32: most of a run is waiting for
-    /// the disk, and more requests in flight keep it busy (docs/backup.md)]
+    /// Files copied at once [default: 4 per CPU, from 4 to 32: enough requests in flight to
+    /// keep a cold disk busy, few enough not to crowd the CPUs (docs/backup.md)]
     #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub jobs: Option<u16>,
     /// Show what would be copied or deleted, change nothing
@@ -120,7 +120,7 @@ fn options(r: &RunOpts, delete: bool, checksum: bool) -> Result<Options, Failure
         let cpus = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
-        (cpus * 8).clamp(8, 32)
+        (cpus * 4).clamp(4, 32)
     });
     Ok(Options {
         jobs,
