@@ -240,28 +240,45 @@ pub fn write_atomic(root: &Path, rel: &Path, bytes: &[u8], mode: u32) -> std::io
     write_atomic_at(&dir, name, bytes, mode)
 }
 
-/// Ask the kernel to read the regular files of directory `dir` ahead, each one's inode and
-/// first 64 KiB, in inode order (about their order on disk), for a walk whose workers open
-/// them next: a cold tree is otherwise read at the pace of each file's reads in turn. Each
-/// is opened O_NOFOLLOW|O_NONBLOCK (a symlink or a FIFO put there since the listing is
-/// skipped or not waited on) and closed at once; only a hint, so whatever fails is skipped.
-pub fn read_ahead_dir(dir: &impl AsRawFd) {
+/// What `read_ahead_dir` asks the kernel to read ahead.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Ahead {
+    /// Each regular file's inode and first 64 KiB: for a walk that reads the files.
+    Data,
+    /// Each entry's inode only: for a walk that compares attributes (an incremental backup,
+    /// where reading every file's data ahead would be read for nothing).
+    Inodes,
+}
+
+/// Ask the kernel to read the entries of directory `dir` ahead, in inode order (about their
+/// order on disk), for a walk whose workers open or stat them next: a cold tree is otherwise
+/// read at the pace of each file's reads in turn. Files are opened O_NOFOLLOW|O_NONBLOCK (a
+/// symlink or a FIFO put there since the listing is skipped or not waited on) and closed at
+/// once; only a hint, so whatever fails is skipped.
+pub fn read_ahead_dir(dir: &impl AsRawFd, what: Ahead) {
     use std::os::unix::fs::DirEntryExt;
     let Ok(listing) = std::fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd())) else {
         return;
     };
-    let mut files: Vec<(u64, std::ffi::OsString)> = listing
+    let mut entries: Vec<(u64, std::ffi::OsString)> = listing
         .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter(|e| what == Ahead::Inodes || e.file_type().is_ok_and(|t| t.is_file()))
         .map(|e| (e.ino(), e.file_name()))
         .collect();
-    files.sort_unstable();
+    entries.sort_unstable();
     let flags =
         libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC;
-    for (_, name) in files {
+    for (_, name) in entries {
         let Ok(n) = cstr(&name) else {
             continue;
         };
+        if what == Ahead::Inodes {
+            // SAFETY: n is NUL-terminated; st is written by the call and only dropped.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: as above; AT_SYMLINK_NOFOLLOW never follows a link.
+            unsafe { libc::fstatat(dir.as_raw_fd(), n.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+            continue;
+        }
         // SAFETY: n is NUL-terminated; the descriptor is checked, then owned and closed.
         let f =
             check(unsafe { libc::openat(dir.as_raw_fd(), n.as_ptr(), flags | libc::O_NOATIME) });

@@ -15,6 +15,7 @@ use super::links::{Links, Turn};
 use super::local;
 use super::{BackupError, Counters, Options, Report, PARTIAL};
 use crate::fs::direct::{Kind, Stat, Tree};
+use crate::within::{read_ahead_dir, Ahead};
 
 /// A source entry's place: the path shown to the user, and the path the filter matches.
 #[derive(Clone)]
@@ -44,9 +45,10 @@ pub(super) struct Run<'a> {
     links: Links<(u64, u64), u64, LinkName>,
     /// Inodes held to the end of the run: directories, and first names of hard links.
     held: Mutex<Vec<u64>>,
-    /// Source directories to read ahead, as the walk starts them (within::read_ahead_dir).
+    /// Source directories to read ahead, as the walk starts them (within::read_ahead_dir),
+    /// each with the store directory it goes into when that was there before this run.
     /// Taken at the end of the walk, which ends the reading-ahead thread.
-    ahead: Mutex<Option<std::sync::mpsc::Sender<OwnedFd>>>,
+    ahead: Mutex<Option<std::sync::mpsc::Sender<(OwnedFd, Option<u64>)>>>,
 }
 
 /// Copy `sources` into directory `dest` of the store (made as needed). A source named with a
@@ -60,7 +62,7 @@ pub fn backup(
     counters: &Counters,
     report: &dyn Report,
 ) -> Result<(), BackupError> {
-    let (ahead, dirs) = std::sync::mpsc::channel::<OwnedFd>();
+    let (ahead, dirs) = std::sync::mpsc::channel::<(OwnedFd, Option<u64>)>();
     let run = Run {
         tree,
         opts,
@@ -76,10 +78,22 @@ pub fn backup(
         .stack_size(16 << 20)
         .build()
         .map_err(|e| BackupError::Pool(opts.jobs, e.to_string()))?;
-    // One thread reads ahead the files of each source directory the walk starts; it ends
-    // when the walk does.
+    // One thread reads ahead each source directory the walk starts; it ends when the walk
+    // does. Into a directory of the store made by this run, every file is read: their data.
+    // Into one that was there, most files are unchanged and only compared: the inodes on
+    // both sides.
     std::thread::scope(|scope| {
-        scope.spawn(move || dirs.iter().for_each(|d| crate::within::read_ahead_dir(&d)));
+        scope.spawn(move || {
+            for (d, there) in dirs.iter() {
+                match there {
+                    None => read_ahead_dir(&d, Ahead::Data),
+                    Some(s) => {
+                        read_ahead_dir(&d, Ahead::Inodes);
+                        tree.prefetch(s, Ahead::Inodes);
+                    }
+                }
+            }
+        });
         pool.install(|| sources.par_iter().for_each(|s| run.source(s, dest_ino)));
         if let Ok(mut a) = run.ahead.lock() {
             a.take();
@@ -205,7 +219,7 @@ impl Run<'_> {
         };
         if let (Ok(fd), Ok(a)) = (sfd.try_clone(), self.ahead.lock()) {
             if let Some(a) = a.as_ref() {
-                let _ = a.send(fd);
+                let _ = a.send((fd, dest.filter(|_| !fresh)));
             }
         }
         if let (Some(d), false) = (dest, fresh) {

@@ -15,6 +15,7 @@ use super::put::Here;
 use super::put_file::partial_name;
 use super::{BackupError, Counters, Options, Report, PARTIAL};
 use crate::fs::direct::{Handle, Kind, Stat, Tree};
+use crate::within::Ahead;
 
 /// Plaintext read, decrypted and written at once: small enough that a large file's pieces
 /// in flight on every worker stay a few tens of MiB.
@@ -98,7 +99,7 @@ pub fn restore(
     // One thread reads ahead the files of each directory the walk starts (a cold store is
     // read at the pace of its per-file reads otherwise); it ends when the walk does.
     std::thread::scope(|scope| {
-        scope.spawn(move || dirs.iter().for_each(|d| tree.prefetch(d)));
+        scope.spawn(move || dirs.iter().for_each(|d| tree.prefetch(d, Ahead::Data)));
         pool.install(|| {
             if contents && st.kind == Kind::Dir {
                 return out.contents(st.ino, dfd, &here);

@@ -16,6 +16,7 @@ use fuser::{Errno, FileAttr, FileType, INodeNo, TimeOrNow};
 
 use super::{CofferFs, MountConfig};
 use crate::store::OpenStore;
+use crate::within::Ahead;
 
 /// What an entry is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -199,11 +200,11 @@ impl Tree {
         Ok(n)
     }
 
-    /// Ask the kernel to read directory `dir`'s backing files ahead (within::read_ahead_dir),
-    /// for a walk that opens them next. Only a hint: what fails is skipped.
-    pub fn prefetch(&self, dir: u64) {
+    /// Ask the kernel to read directory `dir`'s backing entries ahead (within::read_ahead_dir),
+    /// for a walk that opens or looks them up next. Only a hint: what fails is skipped.
+    pub fn prefetch(&self, dir: u64, what: Ahead) {
         if let Ok((fd, _)) = self.fs.node(INodeNo(dir)) {
-            crate::within::read_ahead_dir(&*fd);
+            crate::within::read_ahead_dir(&*fd, what);
         }
     }
 
