@@ -5,10 +5,11 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::Args;
 
+use super::progress::{Bar, Sample};
 use super::unlock::unlock_store;
 use super::{CliResult, Failure, KeyOpts};
 use crate::backup::{self, Counters, Filter, Options, Report, Summary, Totals};
@@ -91,21 +92,21 @@ fn store_path(arg: &str) -> Result<(PathBuf, PathBuf), Failure> {
 }
 
 /// Prints what a run reports, above the progress bar when there is one.
-struct Printer {
-    bar: Option<indicatif::ProgressBar>,
+struct Printer<'a> {
+    bar: Option<&'a Bar>,
 }
 
-impl Printer {
+impl Printer<'_> {
     fn say(&self, line: String, err: bool) {
         match (&self.bar, err) {
-            (Some(b), _) => b.suspend(|| eprintln!("{line}")),
+            (Some(b), _) => b.println(&line, err),
             (None, true) => eprintln!("{line}"),
             (None, false) => println!("{line}"),
         }
     }
 }
 
-impl Report for Printer {
+impl Report for Printer<'_> {
     fn failed(&self, path: &Path, what: &str, e: &std::io::Error) {
         self.say(format!("coffer: {}: {what}: {e}", path.display()), true);
     }
@@ -175,41 +176,17 @@ fn stop_on_signals(counters: &Arc<Counters>) -> Result<(), Failure> {
     Ok(())
 }
 
-/// A progress bar on a terminal (nothing otherwise), fed from the counters until `done`.
-fn progress(
-    counters: &Arc<Counters>,
-    totals: Option<Arc<Totals>>,
-    json: bool,
-) -> Option<(indicatif::ProgressBar, std::thread::JoinHandle<()>)> {
-    if json || !std::io::stderr().is_terminal() {
-        return None;
-    }
-    let style = indicatif::ProgressStyle::with_template(
-        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} files  {msg}  ETA {eta}",
-    )
-    .ok()?;
-    let bar = indicatif::ProgressBar::new(0).with_style(style);
-    let (b, c) = (bar.clone(), counters.clone());
-    let start = Instant::now();
-    let t = std::thread::spawn(move || {
-        while !b.is_finished() {
-            let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-            let done = g(&c.files) + g(&c.unchanged) + g(&c.failed);
-            let bytes = g(&c.bytes);
-            let rate = bytes as f64 / start.elapsed().as_secs_f64().max(0.001);
-            if let Some(t) = &totals {
-                b.set_length(g(&t.files).max(done));
-            }
-            b.set_position(done);
-            b.set_message(format!(
-                "{}  {}/s",
-                indicatif::HumanBytes(bytes),
-                indicatif::HumanBytes(rate as u64)
-            ));
-            std::thread::sleep(Duration::from_millis(200));
+/// A progress bar on a terminal (nothing otherwise), fed from the counters.
+fn progress(counters: &Arc<Counters>, totals: Option<Arc<Totals>>, json: bool) -> Option<Bar> {
+    let c = counters.clone();
+    Bar::start(json, "files", move || {
+        let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        Sample {
+            done: g(&c.files) + g(&c.unchanged) + g(&c.failed),
+            total: totals.as_ref().map(|t| g(&t.files)),
+            bytes: Some(g(&c.bytes)),
         }
-    });
-    Some((bar, t))
+    })
 }
 
 /// Print the summary; the exit code: 0, 23 when some paths failed (as rsync), 20 when stopped.
@@ -254,13 +231,9 @@ fn with_progress(
     stop_on_signals(&counters)?;
     let start = Instant::now();
     let bar = progress(&counters, totals, r.json);
-    let printer = Printer {
-        bar: bar.as_ref().map(|(b, _)| b.clone()),
-    };
-    let result = job(&counters, &printer);
-    if let Some((b, t)) = bar {
-        b.finish_and_clear();
-        let _ = t.join();
+    let result = job(&counters, &Printer { bar: bar.as_ref() });
+    if let Some(b) = bar {
+        b.finish();
     }
     result?;
     let s = counters.summary(start.elapsed().as_secs_f64(), r.dry_run);

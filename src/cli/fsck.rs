@@ -1,10 +1,12 @@
 //! `coffer fsck STORE`: check, and with --repair mend, a store that is not mounted.
 
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use clap::Args;
 
+use super::progress::{Bar, Sample};
 use super::unlock::chain;
 use super::{CliResult, Failure, KeyOpts};
 use crate::fsck::{self, CatalogState, Options};
@@ -24,6 +26,18 @@ pub struct FsckArgs {
     /// Also print the plaintext path of each damaged file (reports are otherwise free of names)
     #[arg(long)]
     pub names: bool,
+    /// Print the findings and counts as one JSON object on stdout (and no progress bar)
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `--json` prints.
+#[derive(serde::Serialize)]
+struct JsonReport<'a> {
+    store: &'a std::path::Path,
+    #[serde(flatten)]
+    report: &'a fsck::Report,
+    clean: bool,
 }
 
 pub fn run(a: FsckArgs) -> CliResult {
@@ -63,15 +77,38 @@ pub fn run(a: FsckArgs) -> CliResult {
         }
     };
     let store = OpenStore::with_catalog(&a.store, desc, keys, catalog)?;
-    let report = fsck::check(
-        &store,
-        &Options {
-            repair: a.repair,
-            show_names: a.names,
-            keyless,
-        },
-        bad,
-    );
+    let progress = Arc::new(fsck::Progress::default());
+    let (p, root) = (progress.clone(), a.store.clone());
+    std::thread::spawn(move || p.count(&root));
+    let p = progress.clone();
+    let bar = Bar::start(a.json, "files", move || Sample {
+        done: p.files.load(Ordering::Relaxed),
+        total: Some(p.total_files.load(Ordering::Relaxed)),
+        bytes: Some(p.bytes.load(Ordering::Relaxed)),
+    });
+    let opts = Options {
+        repair: a.repair,
+        show_names: a.names,
+        keyless,
+        progress: Some(progress),
+    };
+    let mut report = fsck::check(&store, &opts, bad);
+    if let Some(b) = bar {
+        b.finish();
+    }
+    if let Some(why) = unchecked {
+        report.skipped.push(format!("the catalog database's own integrity check, which needs it writable ({why}); its records were read and checked"));
+    }
+    let code = if report.unrepaired() > 0 { 1 } else { 0 };
+    if a.json {
+        let j = JsonReport {
+            store: &a.store,
+            report: &report,
+            clean: code == 0,
+        };
+        println!("{}", serde_json::to_string(&j)?);
+        return Ok(code);
+    }
     for p in &report.problems {
         println!("problem: {p}");
     }
@@ -80,9 +117,6 @@ pub fn run(a: FsckArgs) -> CliResult {
     }
     for s in &report.skipped {
         println!("skipped: {s}");
-    }
-    if let Some(why) = unchecked {
-        println!("skipped: the catalog database's own integrity check, which needs it writable ({why}); its records were read and checked");
     }
     println!(
         "{}: {} files ({} bytes), {} directories, {} symlinks, {} extended attributes checked; \
@@ -96,5 +130,5 @@ pub fn run(a: FsckArgs) -> CliResult {
         report.problems.len(),
         report.repaired.len()
     );
-    Ok(if report.unrepaired() > 0 { 1 } else { 0 })
+    Ok(code)
 }

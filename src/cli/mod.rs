@@ -10,6 +10,7 @@ mod keys;
 mod keyserver;
 mod logging;
 mod mount;
+mod progress;
 
 mod recover;
 mod umount;
@@ -132,7 +133,7 @@ enum Command {
     Umount(umount::UmountArgs),
     /// Check every header, block, name and catalog record of a store
     #[command(
-        after_help = "Examples:\n  coffer fsck /srv/backup/store --passphrase-file /root/pass\n  coffer fsck /srv/backup/store --passphrase-file /root/pass --repair\n\nExit code 1 when problems remain. The store must not be mounted."
+        after_help = "Examples:\n  coffer fsck /srv/backup/store --passphrase-file /root/pass\n  coffer fsck /srv/backup/store --passphrase-file /root/pass --repair\n  coffer fsck /srv/backup/store --json        # findings and counts as one JSON object\n\nA progress bar on a terminal. Exit code 1 when problems remain. The store must not be mounted."
     )]
     Fsck(fsck::FsckArgs),
     /// Show a store's id, format, provider, key ids and sizes (never a secret)

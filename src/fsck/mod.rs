@@ -24,6 +24,7 @@ use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::catalog::{Catalog, FileRecord};
@@ -35,7 +36,7 @@ use crate::format::{
 };
 use crate::store::{OpenStore, DATA};
 
-#[derive(Default, Debug)]
+#[derive(Default, Debug, serde::Serialize)]
 pub struct Report {
     pub problems: Vec<String>,
     pub repaired: Vec<String>,
@@ -55,12 +56,45 @@ impl Report {
     }
 }
 
+#[derive(Default)]
 pub struct Options {
     pub repair: bool,
     pub show_names: bool,
     /// No private key (a backup credential): check headers, lengths, names and the catalog,
     /// and skip what needs file keys (block authentication, key unwrap).
     pub keyless: bool,
+    /// Counted as the walk goes, for a progress bar.
+    pub progress: Option<Arc<Progress>>,
+}
+
+/// Files and ciphertext bytes checked so far, and (once `count` has run) how many there are.
+#[derive(Default, Debug)]
+pub struct Progress {
+    pub files: AtomicU64,
+    pub bytes: AtomicU64,
+    pub total_files: AtomicU64,
+}
+
+impl Progress {
+    /// Count the store's ciphertext files into `total_files` (for an ETA): a walk of names and
+    /// types alone, never following a symlink. Run beside the check; only an estimate.
+    pub fn count(&self, root: &Path) {
+        let mut dirs = vec![root.join(DATA)];
+        while let Some(d) = dirs.pop() {
+            let Ok(rd) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                match e.file_type() {
+                    Ok(t) if t.is_dir() => dirs.push(e.path()),
+                    Ok(t) if t.is_file() && e.file_name() != DIRIV_NAME => {
+                        self.total_files.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
 }
 
 struct Walk<'a> {

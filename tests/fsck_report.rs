@@ -1,0 +1,90 @@
+//! What `coffer fsck` shows of a long check: a progress bar on a terminal and nothing of it
+//! otherwise, and `--json` with every finding and count, on a clean store and a damaged one.
+
+mod common;
+
+use std::fs;
+
+use common::{pattern, s, sh, Env};
+
+/// A store of 3000 small files, written without a mount.
+fn filled() -> Env {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    for i in 0..3000u64 {
+        let d = src.join(format!("d{}", i % 10));
+        fs::create_dir_all(&d).expect("mkdir");
+        fs::write(d.join(format!("f{i}")), pattern(i, 700)).expect("write");
+    }
+    env.coffer_ok(&["backup", &format!("{}/", s(&src)), &format!("{}:a", s(&env.store))]);
+    env
+}
+
+fn json(env: &Env) -> (i32, serde_json::Value) {
+    let o = env.coffer(&["fsck", s(&env.store), "--json"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(out.lines().count(), 1, "one JSON object: {out}");
+    assert!(o.stderr.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v = serde_json::from_str(&out).expect("JSON");
+    (o.status.code().expect("exit"), v)
+}
+
+#[test]
+fn fsck_json_has_every_finding_and_count() {
+    let env = filled();
+    let (code, v) = json(&env);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["clean"], true);
+    assert_eq!(v["files"], 3000);
+    assert_eq!(v["dirs"], 11);
+    assert_eq!(v["plain_bytes"], 3000 * 700);
+    assert_eq!(v["problems"], serde_json::json!([]));
+    assert_eq!(v["store"], s(&env.store));
+
+    // One ciphertext file damaged: a problem that names it by its ciphertext path only.
+    let victim = common::sh_ok(&format!(
+        "find {}/data -type f ! -name .diriv | sort | head -n 1",
+        s(&env.store)
+    ));
+    let victim = victim.trim();
+    let mut bytes = fs::read(victim).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    fs::write(victim, bytes).expect("write");
+    let (code, v) = json(&env);
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(v["clean"], false);
+    let problems = v["problems"].as_array().expect("problems");
+    let name = std::path::Path::new(victim).file_name().expect("name").to_string_lossy();
+    assert!(
+        problems.iter().any(|p| p.as_str().is_some_and(|p| p.contains(name.as_ref())
+            && p.contains("failed authentication"))),
+        "{v}"
+    );
+    assert!(!v.to_string().contains("/f0"), "no plaintext name: {v}");
+}
+
+#[test]
+fn fsck_shows_a_bar_on_a_terminal_and_none_elsewhere() {
+    let env = filled();
+    // script(1) gives the check a terminal.
+    let o = sh(&format!(
+        "COFFER_KEYSTORE='{}' COFFER_PASSPHRASE_FILE='{}' script -qec \"{} fsck '{}'\" /dev/null",
+        s(&env.keystore),
+        s(&env.pass),
+        common::bin(),
+        s(&env.store)
+    ));
+    let shown = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{shown}");
+    assert!(shown.contains("files") && shown.contains("ETA"), "a bar was drawn: {shown}");
+    assert!(shown.contains("3000 files"), "{shown}");
+
+    let o = env.coffer(&["fsck", s(&env.store)]);
+    assert!(o.status.success());
+    assert!(o.stderr.is_empty(), "no bar: {:?}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(out.lines().count(), 1, "the summary alone: {out}");
+    assert!(out.contains("3000 files"), "{out}");
+}
