@@ -4,6 +4,7 @@ mod backup;
 mod credential;
 mod daemon;
 mod fsck;
+mod fstab;
 mod info;
 mod init;
 mod keys;
@@ -179,7 +180,16 @@ impl<E: std::fmt::Display> From<E> for Failure {
 pub type CliResult = Result<i32, Failure>;
 
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let args = match fstab::helper_call(&args) {
+        None => args,
+        Some(Ok(mount)) => mount,
+        Some(Err(f)) => {
+            eprintln!("coffer: {}", f.message);
+            return f.code;
+        }
+    };
+    let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };

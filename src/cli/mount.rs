@@ -42,6 +42,13 @@ pub struct MountArgs {
     /// (default_permissions), so a restore can run as the files' owners
     #[arg(long)]
     pub allow_other: bool,
+    /// Do not let programs be run from the mount (the kernel's noexec). It is always nosuid
+    /// and nodev: a backup holds other hosts' setuid programs and device nodes
+    #[arg(long)]
+    pub noexec: bool,
+    /// Do not update access times (the kernel's noatime)
+    #[arg(long)]
+    pub noatime: bool,
     /// FUSE worker threads
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub threads: u16,
@@ -224,6 +231,8 @@ pub fn run(a: MountArgs) -> CliResult {
         writeback_cache: !a.no_writeback_cache,
         io_uring: !a.no_io_uring,
         backup_only,
+        noexec: a.noexec,
+        noatime: a.noatime,
     };
     let mode = match (a.read_only, backup_only) {
         (true, _) => "read-only",

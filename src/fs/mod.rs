@@ -46,6 +46,9 @@ pub struct MountConfig {
     pub io_uring: bool,
     /// No private key: old files cannot be read (for the log; the store enforces it).
     pub backup_only: bool,
+    /// The kernel's noexec and noatime mount flags (nosuid and nodev are always set).
+    pub noexec: bool,
+    pub noatime: bool,
 }
 
 impl Default for MountConfig {
@@ -57,6 +60,8 @@ impl Default for MountConfig {
             writeback_cache: true,
             io_uring: true,
             backup_only: false,
+            noexec: false,
+            noatime: false,
         }
     }
 }

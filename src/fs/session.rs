@@ -101,6 +101,12 @@ fn fuser_config(source: String, cfg: &MountConfig) -> fuser::Config {
     if cfg.read_only {
         options.push(fuser::MountOption::RO);
     }
+    if cfg.noexec {
+        options.push(fuser::MountOption::NoExec);
+    }
+    if cfg.noatime {
+        options.push(fuser::MountOption::NoAtime);
+    }
     let mut config = fuser::Config::default();
     config.mount_options = options;
     config.acl = match cfg.allow_other {
