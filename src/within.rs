@@ -276,7 +276,14 @@ pub fn read_ahead_dir(dir: &impl AsRawFd, what: Ahead) {
             // SAFETY: n is NUL-terminated; st is written by the call and only dropped.
             let mut st: libc::stat = unsafe { std::mem::zeroed() };
             // SAFETY: as above; AT_SYMLINK_NOFOLLOW never follows a link.
-            unsafe { libc::fstatat(dir.as_raw_fd(), n.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+            unsafe {
+                libc::fstatat(
+                    dir.as_raw_fd(),
+                    n.as_ptr(),
+                    &mut st,
+                    libc::AT_SYMLINK_NOFOLLOW,
+                )
+            };
             continue;
         }
         // SAFETY: n is NUL-terminated; the descriptor is checked, then owned and closed.

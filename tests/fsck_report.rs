@@ -17,7 +17,11 @@ fn filled() -> Env {
         fs::create_dir_all(&d).expect("mkdir");
         fs::write(d.join(format!("f{i}")), pattern(i, 700)).expect("write");
     }
-    env.coffer_ok(&["backup", &format!("{}/", s(&src)), &format!("{}:a", s(&env.store))]);
+    env.coffer_ok(&[
+        "backup",
+        &format!("{}/", s(&src)),
+        &format!("{}:a", s(&env.store)),
+    ]);
     env
 }
 
@@ -25,7 +29,11 @@ fn json(env: &Env) -> (i32, serde_json::Value) {
     let o = env.coffer(&["fsck", s(&env.store), "--json"]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(out.lines().count(), 1, "one JSON object: {out}");
-    assert!(o.stderr.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let v = serde_json::from_str(&out).expect("JSON");
     (o.status.code().expect("exit"), v)
 }
@@ -56,10 +64,14 @@ fn fsck_json_has_every_finding_and_count() {
     assert_eq!(code, 1, "{v}");
     assert_eq!(v["clean"], false);
     let problems = v["problems"].as_array().expect("problems");
-    let name = std::path::Path::new(victim).file_name().expect("name").to_string_lossy();
+    let name = std::path::Path::new(victim)
+        .file_name()
+        .expect("name")
+        .to_string_lossy();
     assert!(
-        problems.iter().any(|p| p.as_str().is_some_and(|p| p.contains(name.as_ref())
-            && p.contains("failed authentication"))),
+        problems.iter().any(|p| p
+            .as_str()
+            .is_some_and(|p| p.contains(name.as_ref()) && p.contains("failed authentication"))),
         "{v}"
     );
     assert!(!v.to_string().contains("/f0"), "no plaintext name: {v}");
@@ -78,12 +90,19 @@ fn fsck_shows_a_bar_on_a_terminal_and_none_elsewhere() {
     ));
     let shown = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{shown}");
-    assert!(shown.contains("files") && shown.contains("ETA"), "a bar was drawn: {shown}");
+    assert!(
+        shown.contains("files") && shown.contains("ETA"),
+        "a bar was drawn: {shown}"
+    );
     assert!(shown.contains("3000 files"), "{shown}");
 
     let o = env.coffer(&["fsck", s(&env.store)]);
     assert!(o.status.success());
-    assert!(o.stderr.is_empty(), "no bar: {:?}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.stderr.is_empty(),
+        "no bar: {:?}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let out = String::from_utf8_lossy(&o.stdout);
     assert_eq!(out.lines().count(), 1, "the summary alone: {out}");
     assert!(out.contains("3000 files"), "{out}");

@@ -46,7 +46,10 @@ fn wait_released(store: &Path) -> bool {
 fn admin_fstab_line() -> String {
     let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/admin.md"))
         .expect("docs/admin.md");
-    let block = doc.split("```fstab\n").nth(1).expect("an fstab block in docs/admin.md");
+    let block = doc
+        .split("```fstab\n")
+        .nth(1)
+        .expect("an fstab block in docs/admin.md");
     let line = block.lines().next().expect("its line");
     assert!(line.contains(" fuse.coffer "), "{line}");
     line.to_string()
@@ -87,10 +90,16 @@ fn an_fstab_line_mounts_with_mount_and_unmounts_with_umount() {
         "mount, write, umount: {out}{}",
         String::from_utf8_lossy(&o.stderr)
     );
-    assert!(wait_released(&env.store), "after umount the daemon flushes, releases the store and exits");
+    assert!(
+        wait_released(&env.store),
+        "after umount the daemon flushes, releases the store and exits"
+    );
     // What went in through the fstab mount is there for an ordinary one.
     let mounted = env.mount();
-    assert_eq!(std::fs::read(mounted.p("file")).expect("read"), b"kept by fstab");
+    assert_eq!(
+        std::fs::read(mounted.p("file")).expect("read"),
+        b"kept by fstab"
+    );
     mounted.umount();
     env.assert_fsck_clean();
 }
@@ -115,16 +124,25 @@ fn mount_t_fuse_coffer_takes_every_flag_as_an_option() {
     );
     let o = in_namespace(&env, "", &script);
     let out = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{out}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(out.starts_with("from before"), "{out}");
     let line = out.lines().find(|l| l.contains(m)).expect("mountinfo line");
     for flag in ["ro", "nosuid", "nodev", "noexec"] {
         assert!(
-            line.split_whitespace().nth(5).is_some_and(|f| f.split(',').any(|x| x == flag)),
+            line.split_whitespace()
+                .nth(5)
+                .is_some_and(|f| f.split(',').any(|x| x == flag)),
             "{flag} in {line}"
         );
     }
-    assert!(out.contains("Read-only file system"), "ro is read-only: {out}");
+    assert!(
+        out.contains("Read-only file system"),
+        "ro is read-only: {out}"
+    );
     assert!(wait_released(&env.store));
 }
 
@@ -139,21 +157,40 @@ fn a_bad_option_or_passphrase_fails_the_mount_with_one_line() {
     let wrong = env.path("wrong");
     std::fs::write(&wrong, "not the passphrase\n").expect("write");
     let cases = [
-        (format!("{},frobnicate", options(&env)), "unknown mount option frobnicate"),
-        (format!("{},keystore", options(&env)), "mount option keystore needs a value"),
         (
-            format!("keystore={},passphrase_file={}", s(&env.keystore), s(&wrong)),
+            format!("{},frobnicate", options(&env)),
+            "unknown mount option frobnicate",
+        ),
+        (
+            format!("{},keystore", options(&env)),
+            "mount option keystore needs a value",
+        ),
+        (
+            format!(
+                "keystore={},passphrase_file={}",
+                s(&env.keystore),
+                s(&wrong)
+            ),
             "wrong passphrase",
         ),
     ];
     for (opts, want) in cases {
-        let o = in_namespace(&env, "", &format!("mount -t fuse.coffer {st} {m} -o {opts}"));
+        let o = in_namespace(
+            &env,
+            "",
+            &format!("mount -t fuse.coffer {st} {m} -o {opts}"),
+        );
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success(), "{opts}: mounted");
         assert_eq!(err.lines().count(), 1, "{opts}: one line: {err}");
-        assert!(err.starts_with("coffer: ") && err.contains(want), "{opts}: want {want:?}, got {err}");
         assert!(
-            !std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo").contains(m),
+            err.starts_with("coffer: ") && err.contains(want),
+            "{opts}: want {want:?}, got {err}"
+        );
+        assert!(
+            !std::fs::read_to_string("/proc/self/mountinfo")
+                .expect("mountinfo")
+                .contains(m),
             "nothing mounted"
         );
     }

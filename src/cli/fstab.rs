@@ -19,11 +19,35 @@ use super::Failure;
 /// Options that belong to mount(8), systemd or the fstab line, not to the filesystem.
 fn ignored(name: &str) -> bool {
     const IGNORED: &[&str] = &[
-        "defaults", "auto", "noauto", "nofail", "_netdev", "user", "users", "nouser", "owner",
-        "group", "rw", "exec", "atime", "relatime", "strictatime", "nodiratime", "lazytime",
+        "defaults",
+        "auto",
+        "noauto",
+        "nofail",
+        "_netdev",
+        "user",
+        "users",
+        "nouser",
+        "owner",
+        "group",
+        "rw",
+        "exec",
+        "atime",
+        "relatime",
+        "strictatime",
+        "nodiratime",
+        "lazytime",
         // mount.fuse3 adds dev,suid as root; coffer always mounts nosuid,nodev (a backup
         // holds other hosts' setuid programs and device nodes).
-        "nosuid", "nodev", "suid", "dev", "async", "sync", "dirsync", "loop", "nobootwait", "nonempty_ok",
+        "nosuid",
+        "nodev",
+        "suid",
+        "dev",
+        "async",
+        "sync",
+        "dirsync",
+        "loop",
+        "nobootwait",
+        "nonempty_ok",
     ];
     IGNORED.contains(&name)
         || name.starts_with("x-")
@@ -35,7 +59,8 @@ fn ignored(name: &str) -> bool {
 /// command line.
 pub fn helper_call(args: &[OsString]) -> Option<Result<Vec<OsString>, Failure>> {
     let argv0 = args.first().map(|a| std::path::Path::new(a).file_name());
-    let as_mount_helper = matches!(argv0, Some(Some(n)) if n == "mount.coffer" || n == "mount.fuse.coffer");
+    let as_mount_helper =
+        matches!(argv0, Some(Some(n)) if n == "mount.coffer" || n == "mount.fuse.coffer");
     let first = args.get(1)?;
     if !as_mount_helper {
         let b = first.as_bytes();
@@ -119,9 +144,7 @@ fn option(o: &str) -> Result<Vec<OsString>, Failure> {
         (true, None) => Err(Failure::from(format!(
             "mount option {name} needs a value ({name}=...)"
         ))),
-        (false, Some(_)) => Err(Failure::from(format!(
-            "mount option {name} takes no value"
-        ))),
+        (false, Some(_)) => Err(Failure::from(format!("mount option {name} takes no value"))),
     }
 }
 
@@ -153,25 +176,52 @@ mod tests {
 
     #[test]
     fn fstab_and_systemd_options_are_ignored_and_unknown_ones_refused() {
-        let got = call(&["coffer", "/s", "/m", "-o", "noauto,nofail,_netdev,x-systemd.requires=k.service,defaults,log=/l"]);
+        let got = call(&[
+            "coffer",
+            "/s",
+            "/m",
+            "-o",
+            "noauto,nofail,_netdev,x-systemd.requires=k.service,defaults,log=/l",
+        ]);
         assert_eq!(
             got,
-            Some(Ok(["coffer", "mount", "/s", "/m", "--log", "/l"].map(String::from).to_vec()))
+            Some(Ok(["coffer", "mount", "/s", "/m", "--log", "/l"]
+                .map(String::from)
+                .to_vec()))
         );
         let bad = call(&["coffer", "/s", "/m", "-o", "frobnicate"]);
         assert_eq!(bad, Some(Err("unknown mount option frobnicate".into())));
         let bad = call(&["coffer", "/s", "/m", "-o", "keystore"]);
-        assert_eq!(bad, Some(Err("mount option keystore needs a value (keystore=...)".into())));
+        assert_eq!(
+            bad,
+            Some(Err(
+                "mount option keystore needs a value (keystore=...)".into()
+            ))
+        );
     }
 
     #[test]
     fn mount_dot_coffer_takes_mount8_flags() {
-        let got = call(&["/sbin/mount.coffer", "/s", "/m", "-n", "-o", "rw,providers=local+kms"]);
+        let got = call(&[
+            "/sbin/mount.coffer",
+            "/s",
+            "/m",
+            "-n",
+            "-o",
+            "rw,providers=local+kms",
+        ]);
         assert_eq!(
             got,
-            Some(Ok(["coffer", "mount", "/s", "/m", "--providers", "local,kms"]
-                .map(String::from)
-                .to_vec()))
+            Some(Ok([
+                "coffer",
+                "mount",
+                "/s",
+                "/m",
+                "--providers",
+                "local,kms"
+            ]
+            .map(String::from)
+            .to_vec()))
         );
     }
 
