@@ -2,7 +2,8 @@
 # Install what coffer's demo and tests need on a Debian machine, if it is missing:
 # fuse3 (fusermount3), rsync, python3 (the mmap test, and a virtual environment for the PyKMIP
 # server of tools/kms-dev.sh), openssl (its certificates), attr, acl and libcap2-bin (the
-# fidelity tests), fio (concurrent writers verified), and a Rust toolchain check.
+# fidelity tests), fio (concurrent writers verified), systemd, man-db and dpkg-dev (the
+# units, man pages and package), and a Rust toolchain check.
 # Sourced by tools/demo.sh and tools/test.sh; safe to run again.
 set -euo pipefail
 
@@ -19,6 +20,10 @@ command -v getfacl >/dev/null 2>&1 || missing+=(acl)
 command -v setcap >/dev/null 2>&1 || missing+=(libcap2-bin)
 # fio: concurrent writers checked with its own verify pass (tests/fio_verify.rs).
 command -v fio >/dev/null 2>&1 || missing+=(fio)
+# The admin tests: systemd-analyze verify of the units, and man for the packaged pages.
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
+command -v man >/dev/null 2>&1 || missing+=(man-db)
+command -v dpkg-shlibdeps >/dev/null 2>&1 || missing+=(dpkg-dev)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}" >&2
   if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi

@@ -34,6 +34,8 @@ export COFFER_TEST_KMS_CONFIG
 # Each benchmark once (divan's test mode), so benches/ keeps compiling and running.
 cargo test --benches --locked
 cargo test --lib --bins --tests --locked -- --test-threads="${COFFER_TEST_THREADS:-4}"
+# The Debian package built, installed on this machine, used and removed (docs/admin.md).
+bash tests/package.sh
 # A short crash test: SIGKILL of the daemon under a random writer, 10 rounds
 # (tools/crashtest.sh runs 100 by default).
 bash tools/crashtest.sh "${COFFER_CRASH_ROUNDS:-10}"

@@ -5,6 +5,7 @@ mod credential;
 mod daemon;
 mod fsck;
 mod fstab;
+mod generate;
 mod info;
 mod init;
 mod keys;
@@ -120,7 +121,7 @@ enum Command {
     Init(init::InitArgs),
     /// Mount a store; returns once the filesystem is serving
     #[command(
-        after_help = "Examples:\n  coffer mount /srv/backup/store /mnt/backup --passphrase-file /root/pass\n  coffer mount /srv/backup/store /mnt/backup --read-only --allow-other\n\nStop it with `coffer umount MOUNTPOINT` (or SIGTERM to the daemon)."
+        after_help = "Examples:\n  coffer mount /srv/backup/store /mnt/backup --passphrase-file /root/pass\n  coffer mount /srv/backup/store /mnt/backup --read-only --allow-other\n  mount -t fuse.coffer /srv/backup/store /mnt/backup -o passphrase_file=/root/pass,ro\n\nIn /etc/fstab (docs/admin.md; each flag is an option, with _ for -):\n  /srv/backup/store /mnt/backup fuse.coffer noauto,_netdev,passphrase_file=/root/pass 0 0\n\nStop it with `coffer umount MOUNTPOINT`, `umount MOUNTPOINT` or SIGTERM to the daemon."
     )]
     Mount(mount::MountArgs),
     /// Back up files into a store without a mount (no FUSE needed): only what changed is written
@@ -160,6 +161,14 @@ enum Command {
         after_help = "Example:\n  coffer upgrade /srv/backup/store --passphrase-file /root/pass\n\nNeeds the master key; the store must not be mounted. No data is re-encrypted, and it\nis safe to interrupt and run again. Upgrade the store you wrote: batches already in a\nformat-1 store are trusted as they are. Backup-only hosts need a new credential after it."
     )]
     Upgrade(upgrade::UpgradeArgs),
+    /// Man pages and shell completions, from the same definitions as --help
+    #[command(
+        after_help = "Examples:\n  coffer generate man /usr/local/share/man/man1\n  coffer generate completions bash > /etc/bash_completion.d/coffer\n  coffer generate completions zsh > /usr/local/share/zsh/site-functions/_coffer\n  coffer generate completions fish > ~/.config/fish/completions/coffer.fish"
+    )]
+    Generate {
+        #[command(subcommand)]
+        cmd: generate::GenerateCommand,
+    },
 }
 
 /// An error for the user: one line, and the exit code to leave with.
@@ -209,6 +218,7 @@ pub fn main() -> i32 {
         Command::Recover(a) => recover::run(a),
         Command::Keyserver(a) => keyserver::run(a),
         Command::Upgrade(a) => upgrade::run(a),
+        Command::Generate { cmd } => generate::run(cmd),
     };
     match result {
         Ok(code) => code,

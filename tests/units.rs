@@ -1,0 +1,138 @@
+//! The systemd units in dist/systemd: `systemd-analyze verify` finds nothing to say of any of
+//! them, and coffer-mount@.service's own ExecStart and ExecStop lines, run as systemd runs
+//! them (its credential directory, its environment file, %f), mount and unmount a store.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{bin, require_fuse, s, Env, PASS};
+
+fn units() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("dist/systemd");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("dist/systemd")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn systemd_analyze_verify_is_clean_for_every_unit() {
+    let found = Command::new("sh")
+        .args(["-c", "command -v systemd-analyze"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "systemd-analyze is missing (apt-get install systemd); tools/setup.sh installs it"
+    );
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut names = Vec::new();
+    for u in units() {
+        // The installed path of the program, as the package puts it, is this build's here.
+        let text = std::fs::read_to_string(&u).expect("read unit");
+        let name = u.file_name().expect("name").to_string_lossy().into_owned();
+        std::fs::write(
+            tmp.path().join(&name),
+            text.replace("/usr/bin/coffer", bin()),
+        )
+        .expect("write");
+        // A template is verified through an instance of it (found by its template's file).
+        names.push(tmp.path().join(name.replace("@.", "@mnt-backup.")));
+    }
+    assert!(names.len() >= 4, "{names:?}");
+    for n in &names {
+        // The man pages they name are checked where the package installs them
+        // (tests/package.sh); here they are not installed.
+        let o = Command::new("systemd-analyze")
+            .args(["verify", "--man=no"])
+            .arg(n)
+            .env("SYSTEMD_UNIT_PATH", format!("{}:", s(tmp.path())))
+            .output()
+            .expect("systemd-analyze");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            o.status.success() && err.trim().is_empty(),
+            "{}: {err}",
+            n.display()
+        );
+    }
+}
+
+/// The values of `key=` lines in a unit file.
+fn unit_values(unit: &str, key: &str) -> Vec<String> {
+    unit.lines()
+        .filter_map(|l| l.strip_prefix(&format!("{key}=")))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn the_mount_units_commands_mount_with_the_credential_and_unmount() {
+    if !require_fuse() {
+        return;
+    }
+    let env = Env::new();
+    env.init();
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("dist/systemd/coffer-mount@.service"),
+    )
+    .expect("unit");
+    assert_eq!(
+        unit_values(&unit, "LoadCredential"),
+        ["passphrase:/etc/coffer/mount/%i.passphrase"]
+    );
+    // What systemd makes of them: the credential in a directory of its own, the environment
+    // file's variables, %f the unescaped instance (the mount point).
+    let creds = env.path("credentials");
+    std::fs::create_dir(&creds).expect("mkdir");
+    std::fs::copy(&env.pass, creds.join("passphrase")).expect("copy");
+    let options = format!("--log {} --allow-other", s(&env.log));
+    let expand = |line: &str| -> Vec<String> {
+        line.replace("/usr/bin/coffer", bin())
+            .replace("${CREDENTIALS_DIRECTORY}", s(&creds))
+            .replace("${COFFER_STORE}", s(&env.store))
+            .replace("%f", s(&env.mnt))
+            .split_whitespace()
+            .flat_map(|w| match w {
+                "$COFFER_MOUNT_OPTIONS" => options.split(' ').map(String::from).collect(),
+                w => vec![w.to_string()],
+            })
+            .collect()
+    };
+    let run = |line: &str| {
+        let argv = expand(line);
+        let o = Command::new(&argv[0])
+            .args(&argv[1..])
+            .env("COFFER_KEYSTORE", &env.keystore)
+            .env_remove("COFFER_PASSPHRASE_FILE")
+            .output()
+            .expect("run");
+        assert!(
+            o.status.success(),
+            "{argv:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    let start = unit_values(&unit, "ExecStart");
+    run(&start[0]);
+    let mounted = common::Mounted::adopt(&env);
+    std::fs::write(mounted.p("f"), b"by the unit").expect("write");
+    assert_eq!(std::fs::read(mounted.p("f")).expect("read"), b"by the unit");
+    // The passphrase is nowhere on the daemon's command line.
+    let cmdline =
+        std::fs::read(format!("/proc/{}/cmdline", mounted.daemon_pid())).expect("cmdline");
+    assert!(!String::from_utf8_lossy(&cmdline).contains(PASS));
+    std::mem::forget(mounted);
+    run(&unit_values(&unit, "ExecStop")[0]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read(env.store.join("lock")).is_ok_and(|b| b.is_empty()) {
+        assert!(Instant::now() < deadline, "the daemon released the store");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    env.assert_fsck_clean();
+}
