@@ -23,6 +23,7 @@ command -v fio >/dev/null 2>&1 || missing+=(fio)
 # The admin tests: systemd-analyze verify of the units, and man for the packaged pages.
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v man >/dev/null 2>&1 || missing+=(man-db)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v dpkg-shlibdeps >/dev/null 2>&1 || missing+=(dpkg-dev)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}" >&2

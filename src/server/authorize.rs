@@ -125,6 +125,9 @@ impl KeyServer {
         req: &Request,
         peer: Option<&(PublicKey, String)>,
     ) -> Option<(u16, serde_json::Value)> {
-        self.route(req, peer).err().map(|e| (e.status(), e.body()))
+        let e = self.route(req, peer).err()?;
+        let endpoint = super::metrics::endpoint(&req.method, &req.path);
+        self.metrics.request(endpoint, e.status(), Some(&e));
+        Some((e.status(), e.body()))
     }
 }

@@ -15,6 +15,7 @@ mod config;
 mod error;
 mod heartbeat;
 mod keys;
+mod metrics;
 pub mod request;
 mod serve;
 
@@ -41,6 +42,7 @@ pub struct KeyServer {
     parent_key: Option<PublicKey>,
     hierarchy: bool,
     audit: AuditLog,
+    metrics: metrics::Metrics,
 }
 
 /// A key server's settings, once its configuration and flags are read.
@@ -90,6 +92,7 @@ impl KeyServer {
             parent_key: set.parent_key,
             hierarchy: set.hierarchy,
             audit: set.audit,
+            metrics: metrics::Metrics::new(),
         })
     }
 
@@ -112,10 +115,30 @@ impl KeyServer {
         req: &Request,
         peer: Option<&(PublicKey, String)>,
     ) -> (u16, serde_json::Value) {
+        let endpoint = metrics::endpoint(&req.method, &req.path);
         match self.answer(req, peer) {
-            Ok(body) => (200, body),
-            Err(e) => (e.status(), e.body()),
+            Ok(body) => {
+                self.metrics.request(endpoint, 200, None);
+                (200, body)
+            }
+            Err(e) => {
+                self.metrics.request(endpoint, e.status(), Some(&e));
+                (e.status(), e.body())
+            }
         }
+    }
+
+    /// `GET /metrics`: the counters as Prometheus text (server/metrics.rs).
+    pub fn metrics_text(&self) -> String {
+        self.metrics.request("metrics", 200, None);
+        let held = self.ks.entries().ok().map(|e| e.len());
+        self.metrics.render(held, self.has_parent())
+    }
+
+    /// Count an answer the serving layer gave itself (a body too large, say).
+    pub fn count(&self, req: &Request, status: u16) {
+        let endpoint = metrics::endpoint(&req.method, &req.path);
+        self.metrics.request(endpoint, status, None);
     }
 
     fn answer(

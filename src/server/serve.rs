@@ -52,7 +52,9 @@ fn spawn_heartbeat(s: Arc<KeyServer>, every: Duration) -> Result<(), ApiError> {
     std::thread::Builder::new()
         .name("coffer-heartbeat".into())
         .spawn(move || loop {
-            match s.heartbeat() {
+            let beat = s.heartbeat();
+            s.metrics.heartbeat(beat.as_ref().ok().copied());
+            match beat {
                 Ok(0) => tracing::debug!("heartbeat: parent has every key"),
                 Ok(n) => tracing::info!("heartbeat: pushed {n} key(s) to the parent"),
                 Err(e) => {
@@ -164,12 +166,20 @@ async fn answer(
     req: hyper::Request<Incoming>,
 ) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
     let mut head = Request::head_of(&req);
+    if head.method == "GET" && head.path == "/metrics" {
+        let text = tokio::task::spawn_blocking(move || server.metrics_text()).await;
+        return Ok(match text {
+            Ok(t) => metrics_reply(t),
+            Err(_) => reply(500, &serde_json::json!({ "error": "internal error" })),
+        });
+    }
     if let Some((status, body)) = server.admit(&head, peer.as_ref().as_ref()) {
         return Ok(reply(status, &body));
     }
     head.body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes().to_vec(),
         Err(_) => {
+            server.count(&head, 413);
             let msg = serde_json::json!({ "error": "request body too large or cut short" });
             return Ok(reply(413, &msg));
         }
@@ -190,6 +200,15 @@ fn reply(status: u16, body: &serde_json::Value) -> hyper::Response<Full<Bytes>> 
     r.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+fn metrics_reply(text: String) -> hyper::Response<Full<Bytes>> {
+    let mut r = hyper::Response::new(Full::new(Bytes::from(text)));
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
     );
     r
 }
