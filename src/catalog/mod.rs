@@ -122,6 +122,8 @@ pub struct BatchRecord {
 pub struct Catalog {
     path: PathBuf,
     db: RwLock<Handle>,
+    /// Write transactions committed since it was opened (a mount's `coffer stats`).
+    commits: std::sync::atomic::AtomicU64,
 }
 
 enum Handle {
@@ -179,6 +181,7 @@ impl Catalog {
         Ok(Catalog {
             path: path.to_path_buf(),
             db: RwLock::new(Handle::Write(db)),
+            commits: Default::default(),
         })
     }
 
@@ -202,6 +205,7 @@ impl Catalog {
         let c = Catalog {
             path: path.to_path_buf(),
             db: RwLock::new(handle),
+            commits: Default::default(),
         };
         c.with_read(|tx| {
             let meta = tx.open_table(META)?;
@@ -340,7 +344,15 @@ impl Catalog {
 
     /// Apply a group of file operations in one transaction.
     pub fn apply(&self, ops: &[CatalogOp], durable: bool) -> Result<(), CatalogError> {
-        self.with_write(|db| apply_ops(db, ops, durable))
+        self.with_write(|db| apply_ops(db, ops, durable))?;
+        self.commits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Groups of updates committed (by `apply`) since the catalog was opened.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// redb's own structural check (page checksums and tree shape).

@@ -15,6 +15,7 @@ mod mount;
 mod progress;
 
 mod recover;
+mod stats;
 mod umount;
 mod unlock;
 mod upgrade;
@@ -133,6 +134,11 @@ enum Command {
     /// Flush and unmount a mounted store, and wait for its daemon to exit
     #[command(after_help = "Example:\n  coffer umount /mnt/backup")]
     Umount(umount::UmountArgs),
+    /// Show a running mount's counters: operations, errors, bytes, catalog commits, key unwraps
+    #[command(
+        after_help = "Examples:\n  coffer stats /mnt/backup\n  coffer stats /mnt/backup --json     # for monitoring\n\nAsked of the mount's daemon, as the user it runs as; counts only, no names."
+    )]
+    Stats(stats::StatsArgs),
     /// Check every header, block, name and catalog record of a store
     #[command(
         after_help = "Examples:\n  coffer fsck /srv/backup/store --passphrase-file /root/pass\n  coffer fsck /srv/backup/store --passphrase-file /root/pass --repair\n  coffer fsck /srv/backup/store --json        # findings and counts as one JSON object\n\nA progress bar on a terminal. Exit code 1 when problems remain. The store must not be mounted."
@@ -212,6 +218,7 @@ pub fn main() -> i32 {
         Command::Backup(a) => backup::run_backup(a),
         Command::Restore(a) => backup::run_restore(a),
         Command::Umount(a) => umount::run(a),
+        Command::Stats(a) => stats::run(a),
         Command::Fsck(a) => fsck::run(a),
         Command::Info(a) => info::run(a),
         Command::Keys { cmd } => keys::run(cmd),

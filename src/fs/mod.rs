@@ -14,6 +14,7 @@ mod inodes;
 mod ops;
 mod privs;
 mod session;
+pub mod stats;
 mod sys;
 mod xattr;
 
@@ -102,6 +103,8 @@ pub struct CofferFs {
     ttl: Duration,
     /// How the mount tells the kernel what changed behind its cache; set once serving.
     notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
+    /// Plaintext bytes read and written (`coffer stats`).
+    io: Arc<stats::Io>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, Errno> {
@@ -153,7 +156,13 @@ impl CofferFs {
             as_root: unsafe { libc::geteuid() } == 0,
             ttl: CACHE_TTL,
             notifier: Arc::default(),
+            io: Arc::default(),
         })
+    }
+
+    /// The byte counters, for the statistics socket (stats.rs).
+    pub(crate) fn io_counters(&self) -> Arc<stats::Io> {
+        self.io.clone()
     }
 
     /// Where the session's notifier goes once the session exists (session.rs).

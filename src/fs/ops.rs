@@ -4,6 +4,7 @@
 
 use std::ffi::OsStr;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use fuser::{Errno, FileAttr, FileType, INodeNo, TimeOrNow};
@@ -221,12 +222,18 @@ impl CofferFs {
     }
 
     pub(super) fn read(&self, fh: u64, off: u64, size: u32) -> Result<super::file::Plain, Errno> {
-        self.file_handle(fh)?.read(off, size)
+        let plain = self.file_handle(fh)?.read(off, size)?;
+        self.io
+            .read
+            .fetch_add(plain.len() as u64, Ordering::Relaxed);
+        Ok(plain)
     }
 
     pub(super) fn write(&self, fh: u64, off: u64, data: &[u8]) -> Result<u32, Errno> {
         self.writable()?;
-        self.file_handle(fh)?.write(off, data).map(|n| n as u32)
+        let n = self.file_handle(fh)?.write(off, data)?;
+        self.io.written.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n as u32)
     }
 
     pub(super) fn release(&self, fh: u64) {

@@ -43,6 +43,7 @@ pub fn serve(
     let store = Arc::new(store);
     let fs = CofferFs::new(store.clone(), cfg.clone()).map_err(ServeError::DataDir)?;
     let notifier = fs.notifier_slot();
+    let io = fs.io_counters();
     let mut session = match fuser::Session::new(fs, mnt, &fuser_config(source, &cfg)) {
         Ok(s) => s,
         Err(e) => {
@@ -68,6 +69,10 @@ pub fn serve(
         session.transport()
     );
     raise_readahead(mnt);
+    // `coffer stats`: a mount that cannot offer it serves all the same.
+    let _stats = super::stats::serve(&store, io, mnt)
+        .map_err(|e| tracing::warn!("coffer stats will not answer: {e}"))
+        .ok();
     serving();
     unmount_on_signals(session.unmount_callable(), mnt.to_path_buf());
     // io_uring workers are pinned to their CPUs, and a thread inherits its creator's CPUs:

@@ -31,6 +31,8 @@ pub struct OpenStore {
     read_cache: Mutex<HashMap<[u8; 16], Arc<BatchKey>>>,
     writing: Mutex<Option<WriteBatch>>,
     writer: std::sync::OnceLock<CatalogWriter>,
+    /// Batch keys unwrapped with the private key (RSA) since the store was opened.
+    unwraps: std::sync::atomic::AtomicU64,
 }
 
 struct WriteBatch {
@@ -82,6 +84,7 @@ impl OpenStore {
             read_cache: Mutex::new(HashMap::new()),
             writing: Mutex::new(None),
             writer: std::sync::OnceLock::new(),
+            unwraps: Default::default(),
         })
     }
 
@@ -208,11 +211,18 @@ impl OpenStore {
         // can make no batch read, nor have chosen ciphertext decrypted.
         let wrapped = batch::open_record(self.write_key.as_ref(), &self.store_id, id, &record)?;
         let key = Arc::new(private.unwrap_batch_key(wrapped)?);
+        self.unwraps
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.read_cache
             .lock()
             .map_err(|_| StoreError::Damaged("cache lock poisoned".into()))?
             .insert(*id, key.clone());
         Ok(key)
+    }
+
+    /// Batch keys unwrapped with RSA since the store was opened (one per batch read).
+    pub fn batch_unwraps(&self) -> u64 {
+        self.unwraps.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Check batch `id`'s record (from the catalog or batches/) as a read would, without RSA.

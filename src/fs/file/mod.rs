@@ -441,4 +441,13 @@ impl Plain {
             .map(|r| std::io::IoSlice::new(&self.buf[r.clone()]))
             .collect()
     }
+
+    /// How many plaintext bytes the read returns.
+    pub fn len(&self) -> usize {
+        self.ranges.iter().map(|r| r.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }

@@ -100,6 +100,7 @@ mod reply;
 mod request;
 mod request_param;
 mod session;
+pub mod stats;
 mod time;
 #[cfg(target_os = "linux")]
 mod uring;

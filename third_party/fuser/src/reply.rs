@@ -152,6 +152,7 @@ impl ReplyRaw {
 
     /// Reply to a request with the given error code
     pub(crate) fn error(self, err: ll::Errno) {
+        crate::stats::error(err.code());
         self.send_ll(&ll::ResponseErrno(err));
     }
 }
@@ -163,6 +164,7 @@ impl Drop for ReplyRaw {
                 "Reply not sent for operation {}, replying with I/O error",
                 self.unique.0
             );
+            crate::stats::error(ll::Errno::EIO.code());
             self.send_ll_mut(&ll::ResponseErrno(ll::Errno::EIO));
         }
     }
