@@ -97,6 +97,9 @@ pub struct ExportArgs {
     /// The export file to write (it must not exist)
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+    /// Print what was done as one JSON object
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]
@@ -108,6 +111,9 @@ pub struct ImportArgs {
     /// The export's password, for a password-protected file
     #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
+    /// Print what was done as one JSON object
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]
@@ -183,6 +189,16 @@ fn export(a: ExportArgs) -> CliResult {
         Some(fp) => format!("for certificate {fp}"),
     };
     let store_id = done.keys.first().map(|k| k.1.as_str()).unwrap_or("?");
+    if a.json {
+        let keys: Vec<_> = done
+            .keys
+            .iter()
+            .map(|(k, s, v)| serde_json::json!({"key_id": k, "store_id": s, "version": v}))
+            .collect();
+        let out = serde_json::json!({"file": a.out, "keys": keys, "recipient": done.recipient});
+        println!("{out}");
+        return Ok(0);
+    }
     println!(
         "exported {} key(s) of store {store_id} to {} {how}",
         done.keys.len(),
@@ -211,7 +227,13 @@ fn import(a: ImportArgs) -> CliResult {
         e => Failure::from(e),
     };
     let dir = chain.keystore_dir().display().to_string();
-    match export::import(&chain, &bytes, &password, a.password_file.is_some()).map_err(refused)? {
+    let imported =
+        export::import(&chain, &bytes, &password, a.password_file.is_some()).map_err(refused)?;
+    if a.json {
+        println!("{}", imported_json(&imported, &dir));
+        return Ok(0);
+    }
+    match imported {
         Imported::Keys(keys) => print_added(&keys, &dir),
         Imported::Credential { store_id, added } => match added {
             Added::New => println!(
@@ -225,6 +247,23 @@ fn import(a: ImportArgs) -> CliResult {
         },
     }
     Ok(0)
+}
+
+/// What an import did, as `--json` prints it.
+fn imported_json(i: &Imported, dir: &str) -> serde_json::Value {
+    let new = |a: &Added| *a == Added::New;
+    match i {
+        Imported::Keys(keys) => serde_json::json!({
+            "keystore": dir,
+            "keys": keys.iter().map(|(e, a)| serde_json::json!({
+                "key_id": e.key_id, "store_id": e.store_id, "version": e.version, "new": new(a),
+            })).collect::<Vec<_>>(),
+        }),
+        Imported::Credential { store_id, added } => serde_json::json!({
+            "keystore": dir,
+            "backup_credential": {"store_id": store_id, "new": new(added)},
+        }),
+    }
 }
 
 /// Say what happened to each key put into the keystore at `dir`.

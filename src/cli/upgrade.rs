@@ -22,6 +22,9 @@ pub struct UpgradeArgs {
     /// Remove the store's recovery record instead
     #[arg(long)]
     pub drop_recovery: bool,
+    /// Print what was done as one JSON object
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The one line a mount of a format-1 store prints.
@@ -48,6 +51,17 @@ pub fn run(a: UpgradeArgs) -> CliResult {
     let chain = chain(&a.keys)?;
     let report = crate::keys::upgrade::upgrade(&chain, &a.store, recovery)?;
     let store_id = crate::store::Descriptor::load(&a.store)?.store_id;
+    let code = if report.refused.is_empty() { 0 } else { 1 };
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "store_id": store_id, "already_format_2": report.already,
+                "batches_authenticated": report.batches, "batches_refused": report.refused,
+            })
+        );
+        return Ok(code);
+    }
     if report.already {
         println!("store {store_id} is already format 2; nothing changed");
         return Ok(0);
@@ -64,5 +78,5 @@ pub fn run(a: UpgradeArgs) -> CliResult {
          credential (`coffer keys backup-credential`).",
         report.batches
     );
-    Ok(if report.refused.is_empty() { 0 } else { 1 })
+    Ok(code)
 }

@@ -17,6 +17,9 @@ pub struct RotateArgs {
     pub store: PathBuf,
     #[command(flatten)]
     pub keys: KeyOpts,
+    /// Print what was done as one JSON object
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]
@@ -25,6 +28,9 @@ pub struct SyncArgs {
     pub store: PathBuf,
     #[command(flatten)]
     pub keys: KeyOpts,
+    /// Print what was done as one JSON object
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]
@@ -41,6 +47,18 @@ pub struct LocateArgs {
 
 pub fn rotate(a: RotateArgs) -> CliResult {
     let r = versions::rotate(&chain(&a.keys)?, &a.store)?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "store_id": r.store_id, "from_version": r.from_version, "version": r.version,
+                "key_id": r.key_id, "kms_uid": r.uid, "kept_in": r.kept_in,
+                "revoked_uid": r.old_uid.as_ref().filter(|_| r.revoke_failed.is_none()),
+                "revoke_failed": r.revoke_failed.as_ref().map(|e| e.to_string()),
+            })
+        );
+        return Ok(if r.revoke_failed.is_some() { 2 } else { 0 });
+    }
     match (&r.uid, &r.kept_in) {
         (Some(uid), _) => println!(
             "store {}: master key rotated to version {} (KMS UID {uid}); the private key is \
@@ -78,6 +96,28 @@ pub fn rotate(a: RotateArgs) -> CliResult {
 
 pub fn sync(a: SyncArgs) -> CliResult {
     let r = versions::sync(&chain(&a.keys)?, &a.store)?;
+    if a.json {
+        let skipped: Vec<_> = r
+            .skipped
+            .iter()
+            .map(|(v, uid, state)| serde_json::json!({"version": v, "uid": uid, "state": state}))
+            .collect();
+        let revoked: Vec<_> = r
+            .revoked
+            .iter()
+            .map(|(v, uid)| serde_json::json!({"version": v, "uid": uid}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "store_id": r.store_id, "kms": r.endpoint, "current_version": r.current_version,
+                "adopted": r.adopted.as_ref().map(|(v, uid)| serde_json::json!({"version": v, "uid": uid})),
+                "skipped": skipped, "revoked": revoked,
+                "revoke_failed": r.revoke_failed.as_ref().map(|e| e.to_string()),
+            })
+        );
+        return Ok(if r.revoke_failed.is_some() { 2 } else { 0 });
+    }
     for (v, uid, state) in &r.skipped {
         eprintln!("coffer: version {v} (UID {uid}) is {state}: skipped");
     }

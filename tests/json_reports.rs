@@ -1,0 +1,62 @@
+//! `--json` on the commands that report what they did (keys export, keys import, keys
+//! rotate, upgrade): one JSON object on stdout, with the same facts as the text.
+
+mod common;
+
+use common::{s, Env, Host};
+
+fn json(out: &str) -> serde_json::Value {
+    assert_eq!(out.trim().lines().count(), 1, "one JSON object: {out}");
+    serde_json::from_str(out).expect("JSON")
+}
+
+#[test]
+fn export_import_rotate_and_upgrade_report_in_json() {
+    let env = Env::new();
+    let (a, b) = (Host::new(&env, "a"), Host::new(&env, "b"));
+    let store = env.path("store");
+    let store_id = a
+        .ok(&["init", s(&store), "--rsa-bits", "2048"])
+        .trim()
+        .to_string();
+    let key_id = a.key_ids()[0].clone();
+    let pem = env.path("b.pem");
+    let fp = b.ok(&["keys", "cert", "--out", s(&pem)]).trim().to_string();
+    let file = env.path("for-b.keys");
+    let args = [
+        "keys",
+        "export",
+        s(&store),
+        "--recipient",
+        s(&pem),
+        "--out",
+        s(&file),
+        "--json",
+    ];
+    let v = json(&a.ok(&args));
+    assert_eq!(v["keys"][0]["key_id"], key_id.as_str(), "{v}");
+    assert_eq!(v["keys"][0]["store_id"], store_id.as_str(), "{v}");
+    assert_eq!(v["recipient"], fp.as_str(), "{v}");
+
+    let v = json(&b.ok(&["keys", "import", s(&file), "--json"]));
+    assert_eq!(v["keys"][0]["key_id"], key_id.as_str(), "{v}");
+    assert_eq!(v["keys"][0]["new"], true, "{v}");
+    let v = json(&b.ok(&["keys", "import", s(&file), "--json"]));
+    assert_eq!(v["keys"][0]["new"], false, "imported twice: {v}");
+
+    let v = json(&a.ok(&["keys", "rotate", s(&store), "--json"]));
+    assert_eq!(
+        (v["from_version"].as_u64(), v["version"].as_u64()),
+        (Some(1), Some(2)),
+        "{v}"
+    );
+    assert_eq!(v["store_id"], store_id.as_str());
+    assert!(
+        v["key_id"].as_str().is_some_and(|k| k != key_id),
+        "a new key: {v}"
+    );
+
+    let v = json(&a.ok(&["upgrade", s(&store), "--json"]));
+    assert_eq!(v["already_format_2"], true, "{v}");
+    assert_eq!(v["store_id"], store_id.as_str());
+}
