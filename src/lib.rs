@@ -27,6 +27,7 @@ pub mod fuzzing;
 pub mod holes;
 pub mod keys;
 pub mod mountinfo;
+pub mod progress;
 pub mod server;
 pub mod store;
 pub mod within;

@@ -1,12 +1,11 @@
 //! `coffer fsck STORE`: check, and with --repair mend, a store that is not mounted.
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use clap::Args;
 
-use super::progress::{Bar, Sample};
+use super::progress::Bar;
 use super::unlock::chain;
 use super::{CliResult, Failure, KeyOpts};
 use crate::fsck::{self, CatalogState, Options};
@@ -79,13 +78,8 @@ pub fn run(a: FsckArgs) -> CliResult {
     let store = OpenStore::with_catalog(&a.store, desc, keys, catalog)?;
     let progress = Arc::new(fsck::Progress::default());
     let (p, root) = (progress.clone(), a.store.clone());
-    std::thread::spawn(move || p.count(&root));
-    let p = progress.clone();
-    let bar = Bar::start(a.json, "files", move || Sample {
-        done: p.files.load(Ordering::Relaxed),
-        total: Some(p.total_files.load(Ordering::Relaxed)),
-        bytes: Some(p.bytes.load(Ordering::Relaxed)),
-    });
+    std::thread::spawn(move || fsck::count_files(&root, &p));
+    let bar = Bar::of(a.json, "files", &progress);
     let opts = Options {
         repair: a.repair,
         show_names: a.names,

@@ -2,6 +2,7 @@
 //! output), fed from the job's own counters by a thread until it is finished.
 
 use std::io::IsTerminal;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -55,6 +56,19 @@ impl Bar {
             }
         });
         Some(Bar { bar, feeder })
+    }
+
+    /// A bar fed from a library job's `Progress` (items and bytes).
+    pub fn of(quiet: bool, unit: &str, p: &Arc<crate::progress::Progress>) -> Option<Bar> {
+        let p = p.clone();
+        Bar::start(quiet, unit, move || {
+            let (done, total, bytes) = p.get();
+            Sample {
+                done,
+                total,
+                bytes: (bytes > 0).then_some(bytes),
+            }
+        })
     }
 
     /// Print `line` on stderr (or stdout) above the bar.

@@ -49,7 +49,13 @@ pub fn run(a: UpgradeArgs) -> CliResult {
         None => Recovery::Refuse,
     };
     let chain = chain(&a.keys)?;
-    let report = crate::keys::upgrade::upgrade(&chain, &a.store, recovery)?;
+    let progress = std::sync::Arc::new(crate::progress::Progress::default());
+    let bar = super::progress::Bar::of(a.json, "batches", &progress);
+    let report = crate::keys::upgrade::upgrade(&chain, &a.store, recovery, &progress);
+    if let Some(b) = bar {
+        b.finish();
+    }
+    let report = report?;
     let store_id = crate::store::Descriptor::load(&a.store)?.store_id;
     let code = if report.refused.is_empty() { 0 } else { 1 };
     if a.json {

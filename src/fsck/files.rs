@@ -4,7 +4,6 @@
 
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::Ordering;
 
 use super::{open_in_store, salvage, verify_file, verify_shape, Walk};
 use crate::catalog::FileRecord;
@@ -27,8 +26,7 @@ impl Walk<'_> {
     pub(super) fn file(&mut self, path: &Path, crel: &Path, plain: &str, len: u64) {
         self.report.files += 1;
         if let Some(p) = &self.opts.progress {
-            p.files.fetch_add(1, Ordering::Relaxed);
-            p.bytes.fetch_add(len, Ordering::Relaxed);
+            p.step(len);
         }
         // Shorter than a header: a create that a crash cut short, before the header (and so
         // before any content) was written. Nothing in it can ever be read; repair makes it

@@ -24,7 +24,6 @@ use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::catalog::{Catalog, FileRecord};
@@ -67,31 +66,22 @@ pub struct Options {
     pub progress: Option<Arc<Progress>>,
 }
 
-/// Files and ciphertext bytes checked so far, and (once `count` has run) how many there are.
-#[derive(Default, Debug)]
-pub struct Progress {
-    pub files: AtomicU64,
-    pub bytes: AtomicU64,
-    pub total_files: AtomicU64,
-}
+/// Files and ciphertext bytes checked so far, and how many files there are (`count`).
+pub use crate::progress::Progress;
 
-impl Progress {
-    /// Count the store's ciphertext files into `total_files` (for an ETA): a walk of names and
-    /// types alone, never following a symlink. Run beside the check; only an estimate.
-    pub fn count(&self, root: &Path) {
-        let mut dirs = vec![root.join(DATA)];
-        while let Some(d) = dirs.pop() {
-            let Ok(rd) = std::fs::read_dir(&d) else {
-                continue;
-            };
-            for e in rd.flatten() {
-                match e.file_type() {
-                    Ok(t) if t.is_dir() => dirs.push(e.path()),
-                    Ok(t) if t.is_file() && e.file_name() != DIRIV_NAME => {
-                        self.total_files.fetch_add(1, Ordering::Relaxed);
-                    }
-                    _ => {}
-                }
+/// Count the store's ciphertext files into `p`'s total (for an ETA): a walk of names and
+/// types alone, never following a symlink. Run beside the check; only an estimate.
+pub fn count_files(root: &Path, p: &Progress) {
+    let mut dirs = vec![root.join(DATA)];
+    while let Some(d) = dirs.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => dirs.push(e.path()),
+                Ok(t) if t.is_file() && e.file_name() != DIRIV_NAME => p.add_total(1),
+                _ => {}
             }
         }
     }

@@ -24,6 +24,7 @@ pub fn upgrade(
     chain: &Chain,
     root: &Path,
     recovery: Recovery<'_>,
+    progress: &crate::progress::Progress,
 ) -> Result<UpgradeReport, KeyError> {
     let desc = Descriptor::load(root)?;
     let master = chain.master(&Target::current(&desc))?;
@@ -40,7 +41,7 @@ pub fn upgrade(
         Recovery::Drop => RecoveryPlan::Drop,
         Recovery::Refuse => RecoveryPlan::Refuse,
     };
-    let report = store::upgrade::upgrade(root, &master, plan)?;
+    let report = store::upgrade::upgrade(root, &master, plan, progress)?;
     audit.record(
         "upgrade",
         Some(&desc.current_master().key_id),

@@ -17,6 +17,7 @@ use std::path::Path;
 use super::{batch, keys, Descriptor, KeyRecordsLock, StoreError, StoreKeys, StoreLock};
 use crate::catalog::{BatchRecord, Catalog};
 use crate::crypto::{MasterKey, WriteKey};
+use crate::progress::Progress;
 
 #[derive(Debug, Default)]
 pub struct UpgradeReport {
@@ -47,6 +48,7 @@ pub fn upgrade(
     root: &Path,
     master: &MasterKey,
     recovery: RecoveryPlan<'_>,
+    progress: &Progress,
 ) -> Result<UpgradeReport, StoreError> {
     let _lock = StoreLock::acquire(root)?;
     let _records = KeyRecordsLock::acquire(root)?;
@@ -77,7 +79,10 @@ pub fn upgrade(
         .map_err(|e| StoreError::Catalog(catalog_path.clone(), e))?;
     let writer = WriteKey::random();
     let mut report = UpgradeReport::default();
-    for id in batch_ids(root, &catalog)? {
+    let ids = batch_ids(root, &catalog)?;
+    progress.set_total(ids.len() as u64);
+    for id in ids {
+        progress.step(0);
         let record = batch::recorded(&catalog, root, &id)?;
         let wrapped = batch::open_record(None, &store_id, &id, &record)?;
         let private = keys.private.as_ref().ok_or(StoreError::NoPrivateKey)?;
