@@ -37,6 +37,43 @@ fn value(text: &str, name: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
+/// The status a GET of `path` gets from the server on `port`, as `who` (or no certificate).
+fn status(srv: &CertHost, port: u16, who: Option<&CertHost>, path: &str) -> u16 {
+    let c = coffer::keys::hierarchy::client::Client::new(
+        &format!("https://127.0.0.1:{port}"),
+        Some(srv.fp.clone()),
+        Duration::from_secs(5),
+    )
+    .expect("client");
+    let id = who.map(|h| {
+        let pass = std::fs::read_to_string(&h.pass).expect("pass");
+        coffer::keys::Keystore::open(&h.keystore, pass.trim_end().as_bytes())
+            .expect("keystore")
+            .identity()
+            .expect("identity")
+    });
+    c.request(id.as_ref(), "GET", path, &[], None)
+        .expect("request")
+        .status
+}
+
+/// The server's options: a parent (not yet started) it heartbeats to every second.
+fn child_of(top: &CertHost, top_port: u16) -> Vec<String> {
+    [
+        "--parent",
+        &format!("https://127.0.0.1:{top_port}"),
+        "--parent-cert",
+        s(&top.pem),
+        "--hierarchy",
+        "--heartbeat",
+        "1s",
+        "--timeout",
+        "2s",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 #[test]
 fn metrics_count_requests_refusals_heartbeats_and_the_parent() {
     let env = Env::new();
@@ -49,38 +86,11 @@ fn metrics_count_requests_refusals_heartbeats_and_the_parent() {
     // The server holds the key of a store made with its keystore.
     srv.ok(&["init", s(&env.path("store")), "--rsa-bits", "2048"]);
     let (port, top_port) = (free_port(), free_port());
-    let mut args: Vec<String> = vec![
-        "--parent".into(),
-        format!("https://127.0.0.1:{top_port}"),
-        "--parent-cert".into(),
-        s(&top.pem).into(),
-        "--hierarchy".into(),
-        "--heartbeat".into(),
-        "1s".into(),
-        "--timeout".into(),
-        "2s".into(),
-    ];
+    let mut args = child_of(&top, top_port);
     args.extend(grant(&reader, "use"));
     let _srv = Server::start(&env, &srv, port, &args);
 
-    let client = |who: Option<&CertHost>, path: &str| -> u16 {
-        let c = coffer::keys::hierarchy::client::Client::new(
-            &format!("https://127.0.0.1:{port}"),
-            Some(srv.fp.clone()),
-            Duration::from_secs(5),
-        )
-        .expect("client");
-        let id = who.map(|h| {
-            let pass = std::fs::read_to_string(&h.pass).expect("pass");
-            coffer::keys::Keystore::open(&h.keystore, pass.trim_end().as_bytes())
-                .expect("keystore")
-                .identity()
-                .expect("identity")
-        });
-        c.request(id.as_ref(), "GET", path, &[], None)
-            .expect("request")
-            .status
-    };
+    let client = |who: Option<&CertHost>, path: &str| status(&srv, port, who, path);
     assert_eq!(client(None, "/healthz"), 200);
     assert_eq!(client(None, "/v1/keys"), 401);
     assert_eq!(client(Some(&stranger), "/v1/keys"), 403);
@@ -135,8 +145,12 @@ fn metrics_count_requests_refusals_heartbeats_and_the_parent() {
         assert!(!text.contains(&id), "no key id: {text}");
     }
 
-    // The parent comes up: the next heartbeat reaches it and pushes the key.
-    let _top = Server::start(&env, &top, top_port, &grant(&srv, "use,read,write,relay"));
+    parent_comes_up(&env, &top, &srv, port, top_port);
+}
+
+/// The parent starts: the next heartbeat reaches it, pushes the key, and says so.
+fn parent_comes_up(env: &Env, top: &CertHost, srv: &CertHost, port: u16, top_port: u16) {
+    let _top = Server::start(env, top, top_port, &grant(srv, "use,read,write,relay"));
     wait_for("the parent up in /metrics", Duration::from_secs(30), || {
         value(&scrape(port), "coffer_keyserver_parent_up") == Some(1)
     });

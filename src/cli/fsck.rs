@@ -94,14 +94,20 @@ pub fn run(a: FsckArgs) -> CliResult {
         report.skipped.push(format!("the catalog database's own integrity check, which needs it writable ({why}); its records were read and checked"));
     }
     let code = if report.unrepaired() > 0 { 1 } else { 0 };
+    print(&a, &report, code)?;
+    Ok(code)
+}
+
+/// The report: a line per finding and a summary, or one JSON object.
+fn print(a: &FsckArgs, report: &fsck::Report, code: i32) -> Result<(), Failure> {
     if a.json {
         let j = JsonReport {
             store: &a.store,
-            report: &report,
+            report,
             clean: code == 0,
         };
         println!("{}", serde_json::to_string(&j)?);
-        return Ok(code);
+        return Ok(());
     }
     for p in &report.problems {
         println!("problem: {p}");
@@ -124,5 +130,5 @@ pub fn run(a: FsckArgs) -> CliResult {
         report.problems.len(),
         report.repaired.len()
     );
-    Ok(code)
+    Ok(())
 }

@@ -98,91 +98,73 @@ impl Metrics {
     /// could not be read.
     pub fn render(&self, keys_held: Option<usize>, has_parent: bool) -> String {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let mut out = String::new();
-        let requests: Vec<(String, u64)> = self
-            .requests
-            .lock()
-            .map(|m| {
-                m.iter()
-                    .map(|((ep, code), n)| (format!("{{endpoint=\"{ep}\",code=\"{code}\"}}"), *n))
-                    .collect()
-            })
-            .unwrap_or_default();
-        family(
-            &mut out,
-            "requests_total",
-            "counter",
-            "Requests answered, by endpoint and HTTP status.",
-            &requests,
-        );
-        let refusals: Vec<(String, u64)> = self
-            .refusals
-            .lock()
-            .map(|m| {
-                m.iter()
-                    .map(|(r, n)| (format!("{{right=\"{r}\"}}"), *n))
-                    .collect()
-            })
-            .unwrap_or_default();
-        family(
-            &mut out,
-            "refusals_total",
-            "counter",
-            "Requests refused, by the right or certificate they lacked.",
-            &refusals,
-        );
-        let beats = [
+        let one = |v: u64| vec![(String::new(), v)];
+        let requests = samples(&self.requests, |(ep, code)| {
+            format!("{{endpoint=\"{ep}\",code=\"{code}\"}}")
+        });
+        let refusals = samples(&self.refusals, |r| format!("{{right=\"{r}\"}}"));
+        let beats = vec![
             ("{result=\"ok\"}".to_string(), g(&self.heartbeats_ok)),
             (
                 "{result=\"failed\"}".to_string(),
                 g(&self.heartbeats_failed),
             ),
         ];
-        family(
-            &mut out,
-            "heartbeats_total",
-            "counter",
-            "Heartbeats to the parent, by result.",
-            &beats,
-        );
-        let pushed = [(String::new(), g(&self.keys_pushed))];
-        family(
-            &mut out,
-            "keys_pushed_total",
-            "counter",
-            "Keys pushed to the parent by heartbeats.",
-            &pushed,
-        );
+        let mut families = vec![
+            (
+                "requests_total",
+                "counter",
+                "Requests answered, by endpoint and HTTP status.",
+                requests,
+            ),
+            (
+                "refusals_total",
+                "counter",
+                "Requests refused, by the right or certificate they lacked.",
+                refusals,
+            ),
+            (
+                "heartbeats_total",
+                "counter",
+                "Heartbeats to the parent, by result.",
+                beats,
+            ),
+            (
+                "keys_pushed_total",
+                "counter",
+                "Keys pushed to the parent by heartbeats.",
+                one(g(&self.keys_pushed)),
+            ),
+        ];
         if let Some(k) = keys_held {
-            family(
-                &mut out,
+            families.push((
                 "keys_held",
                 "gauge",
                 "Keys in this server's keystore.",
-                &[(String::new(), k as u64)],
-            );
+                one(k as u64),
+            ));
         }
         let up = self.parent_up.load(Ordering::Relaxed);
         if has_parent && up >= 0 {
-            let v = [(String::new(), up as u64)];
-            family(
-                &mut out,
-                "parent_up",
-                "gauge",
-                "1 when the parent answered the last heartbeat, else 0.",
-                &v,
-            );
-            let v = [(String::new(), g(&self.parent_last_ok))];
-            family(
-                &mut out,
-                "parent_last_success_timestamp_seconds",
-                "gauge",
-                "When a heartbeat last reached the parent (Unix time).",
-                &v,
-            );
+            let help = "1 when the parent answered the last heartbeat, else 0.";
+            families.push(("parent_up", "gauge", help, one(up as u64)));
+            let help = "When a heartbeat last reached the parent (Unix time).";
+            let last = one(g(&self.parent_last_ok));
+            families.push(("parent_last_success_timestamp_seconds", "gauge", help, last));
+        }
+        let mut out = String::new();
+        for (name, kind, help, s) in families {
+            family(&mut out, name, kind, help, &s);
         }
         out
     }
+}
+
+/// A labelled counter's samples, in label order.
+fn samples<K>(m: &Mutex<BTreeMap<K, u64>>, label: impl Fn(&K) -> String) -> Vec<(String, u64)> {
+    m.lock()
+        .map(|m| m.iter().map(|(k, n)| (label(k), *n)).collect())
+        .unwrap_or_default()
 }
 
 /// One metric family: its HELP and TYPE lines, then a line per (labels, value).
