@@ -1,6 +1,7 @@
 //! The systemd units in dist/systemd: `systemd-analyze verify` finds nothing to say of any of
 //! them, and coffer-mount@.service's own ExecStart and ExecStop lines, run as systemd runs
-//! them (its credential directory, its environment file, %f), mount and unmount a store.
+//! them (its credential directory, the environment file docs/admin.md makes, %f), mount and
+//! unmount a store.
 
 mod common;
 
@@ -71,6 +72,29 @@ fn unit_values(unit: &str, key: &str) -> Vec<String> {
         .collect()
 }
 
+/// Run docs/admin.md's command that writes the mount's environment file (into a directory
+/// of the test's for /etc/coffer/mount, naming the test's store), and read the file as
+/// systemd's EnvironmentFile= does: KEY=VALUE lines.
+fn admin_env_file(env: &Env) -> std::collections::HashMap<String, String> {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/admin.md"))
+        .expect("docs/admin.md");
+    let line = doc
+        .lines()
+        .find(|l| l.starts_with("printf 'COFFER_STORE="))
+        .expect("the environment file's line in docs/admin.md");
+    let dir = env.path("etc-coffer-mount");
+    std::fs::create_dir(&dir).expect("mkdir");
+    let cmd = line
+        .replace("/etc/coffer/mount", s(&dir))
+        .replace("/srv/backup/store", s(&env.store));
+    common::sh_ok(&cmd);
+    let text = std::fs::read_to_string(dir.join("mnt-backup.env")).expect("env file");
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 #[test]
 fn the_mount_units_commands_mount_with_the_credential_and_unmount() {
     if !require_fuse() {
@@ -91,11 +115,14 @@ fn the_mount_units_commands_mount_with_the_credential_and_unmount() {
     let creds = env.path("credentials");
     std::fs::create_dir(&creds).expect("mkdir");
     std::fs::copy(&env.pass, creds.join("passphrase")).expect("copy");
-    let options = format!("--log {} --allow-other", s(&env.log));
+    // The environment file as docs/admin.md makes it, for this test's store.
+    let vars = admin_env_file(&env);
+    let options = format!("--log {} {}", s(&env.log), vars["COFFER_MOUNT_OPTIONS"]);
+    let store = vars["COFFER_STORE"].clone();
     let expand = |line: &str| -> Vec<String> {
         line.replace("/usr/bin/coffer", bin())
             .replace("${CREDENTIALS_DIRECTORY}", s(&creds))
-            .replace("${COFFER_STORE}", s(&env.store))
+            .replace("${COFFER_STORE}", &store)
             .replace("%f", s(&env.mnt))
             .split_whitespace()
             .flat_map(|w| match w {
@@ -135,4 +162,54 @@ fn the_mount_units_commands_mount_with_the_credential_and_unmount() {
         std::thread::sleep(Duration::from_millis(20));
     }
     env.assert_fsck_clean();
+}
+
+/// systemd's fstab generator makes a `.mount` of docs/admin.md's fstab line (mount at boot:
+/// without noauto), of type fuse.coffer, after the network, wanted by remote-fs.target; and
+/// systemd-analyze verify finds nothing to say of it.
+#[test]
+fn the_fstab_line_becomes_a_mount_unit_that_verifies() {
+    let generator = Path::new("/lib/systemd/system-generators/systemd-fstab-generator");
+    assert!(
+        generator.exists(),
+        "systemd's fstab generator is missing (apt-get install systemd)"
+    );
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/admin.md"))
+        .expect("docs/admin.md");
+    let block = doc.split("```fstab\n").nth(1).expect("an fstab block");
+    let line = block
+        .lines()
+        .next()
+        .expect("its line")
+        .replace("noauto,", "");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (tab, out) = (tmp.path().join("fstab"), tmp.path().join("out"));
+    std::fs::write(&tab, format!("{line}\n")).expect("write");
+    std::fs::create_dir(&out).expect("mkdir");
+    let o = Command::new(generator)
+        .args([&out, &out, &out])
+        .env("SYSTEMD_FSTAB", &tab)
+        .output()
+        .expect("generator");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let unit = std::fs::read_to_string(out.join("mnt-backup.mount")).expect("mnt-backup.mount");
+    for want in [
+        "Type=fuse.coffer",
+        "Where=/mnt/backup",
+        "What=/srv/backup/store",
+        "After=network-online.target",
+    ] {
+        assert!(unit.lines().any(|l| l == want), "{want} in {unit}");
+    }
+    assert!(
+        out.join("remote-fs.target.wants/mnt-backup.mount").exists(),
+        "_netdev: a remote mount"
+    );
+    let o = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(out.join("mnt-backup.mount"))
+        .output()
+        .expect("systemd-analyze");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && err.trim().is_empty(), "{err}");
 }
