@@ -1,5 +1,6 @@
 //! `--json` on the commands that report what they did (keys export, keys import, keys
-//! rotate, upgrade): one JSON object on stdout, with the same facts as the text.
+//! rotate, upgrade, keys backup-credential, recover): one JSON object on stdout, with the
+//! same facts as the text.
 
 mod common;
 
@@ -59,4 +60,52 @@ fn export_import_rotate_and_upgrade_report_in_json() {
     let v = json(&a.ok(&["upgrade", s(&store), "--json"]));
     assert_eq!(v["already_format_2"], true, "{v}");
     assert_eq!(v["store_id"], store_id.as_str());
+}
+
+#[test]
+fn backup_credential_and_recover_report_in_json() {
+    let env = Env::new();
+    let (a, b) = (Host::new(&env, "a"), Host::new(&env, "b"));
+    let (store, org) = (env.path("store"), env.path("org"));
+    a.ok(&["keys", "recovery-key", "--out", s(&org), "--bits", "3072"]);
+    let pem = env.path("org.pem");
+    let store_id = a
+        .ok(&[
+            "init",
+            s(&store),
+            "--rsa-bits",
+            "2048",
+            "--recovery-cert",
+            s(&pem),
+        ])
+        .trim()
+        .to_string();
+    let key_id = a.key_ids()[0].clone();
+    let b_pem = env.path("b.pem");
+    let fp = b
+        .ok(&["keys", "cert", "--out", s(&b_pem)])
+        .trim()
+        .to_string();
+    let cred = env.path("b.cred");
+    let args = [
+        "keys",
+        "backup-credential",
+        s(&store),
+        "--recipient",
+        s(&b_pem),
+        "--out",
+        s(&cred),
+        "--json",
+    ];
+    let v = json(&a.ok(&args));
+    assert_eq!(v["store_id"], store_id.as_str(), "{v}");
+    assert_eq!(v["recipient"], fp.as_str(), "{v}");
+    assert!(cred.exists());
+
+    // A keystore lost: the recovery key puts the store's key back.
+    std::fs::remove_dir_all(&a.keystore).expect("rm keystore");
+    let key = env.path("org.key");
+    let v = json(&a.ok(&["recover", s(&store), "--recovery-key", s(&key), "--json"]));
+    assert_eq!(v["keys"][0]["key_id"], key_id.as_str(), "{v}");
+    assert_eq!(v["keys"][0]["new"], true, "{v}");
 }

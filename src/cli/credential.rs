@@ -21,12 +21,20 @@ pub struct BackupCredentialArgs {
     /// The credential file to write (it must not exist)
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+    /// Print what was done as one JSON object
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn backup_credential(a: BackupCredentialArgs) -> CliResult {
     export::check_new(&a.out)?;
     let (recipient, _) = certificate::read(&a.recipient)?;
     let (store_id, fp) = export::backup_credential(&chain(&a.keys)?, &a.store, &recipient, &a.out)?;
+    if a.json {
+        let out = serde_json::json!({"store_id": store_id, "file": a.out, "recipient": fp});
+        println!("{out}");
+        return Ok(0);
+    }
     println!(
         "wrote a backup credential for store {store_id} to {} for certificate {fp}: it can \
          write new backups and never read old ones",

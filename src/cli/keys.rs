@@ -249,19 +249,27 @@ fn import(a: ImportArgs) -> CliResult {
     Ok(0)
 }
 
+/// Keys put into the keystore at `dir`, as `--json` prints them (import, recover).
+pub fn added_json(keys: &[(KeyEntry, Added)], dir: &str) -> serde_json::Value {
+    let keys: Vec<_> = keys
+        .iter()
+        .map(|(e, a)| {
+            serde_json::json!({
+                "key_id": e.key_id, "store_id": e.store_id, "version": e.version,
+                "new": *a == Added::New,
+            })
+        })
+        .collect();
+    serde_json::json!({ "keystore": dir, "keys": keys })
+}
+
 /// What an import did, as `--json` prints it.
 fn imported_json(i: &Imported, dir: &str) -> serde_json::Value {
-    let new = |a: &Added| *a == Added::New;
     match i {
-        Imported::Keys(keys) => serde_json::json!({
-            "keystore": dir,
-            "keys": keys.iter().map(|(e, a)| serde_json::json!({
-                "key_id": e.key_id, "store_id": e.store_id, "version": e.version, "new": new(a),
-            })).collect::<Vec<_>>(),
-        }),
+        Imported::Keys(keys) => added_json(keys, dir),
         Imported::Credential { store_id, added } => serde_json::json!({
             "keystore": dir,
-            "backup_credential": {"store_id": store_id, "new": new(added)},
+            "backup_credential": {"store_id": store_id, "new": *added == Added::New},
         }),
     }
 }

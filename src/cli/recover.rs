@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::keys::print_added;
+use super::keys::{added_json, print_added};
 use super::unlock::chain;
 use super::{CliResult, KeyOpts};
 use crate::keys;
@@ -19,11 +19,18 @@ pub struct RecoverArgs {
     /// The recovery private key (PREFIX.key from `coffer keys recovery-key`)
     #[arg(long, value_name = "FILE")]
     pub recovery_key: PathBuf,
+    /// Print what was done as one JSON object
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(a: RecoverArgs) -> CliResult {
     let chain = chain(&a.keys)?;
     let done = keys::recovery::recover(&chain, &a.store, &a.recovery_key)?;
-    print_added(&done.keys, &chain.keystore_dir().display().to_string());
+    let dir = chain.keystore_dir().display().to_string();
+    match a.json {
+        true => println!("{}", added_json(&done.keys, &dir)),
+        false => print_added(&done.keys, &dir),
+    }
     Ok(0)
 }
