@@ -545,7 +545,7 @@ fn the_key_operations_are_library_calls_with_typed_errors() {
     let created = keys::init::init(&chain, &new).expect("init");
     let rotated = keys::versions::rotate(&chain, &new.root).expect("rotate");
     assert_eq!((rotated.from_version, rotated.version), (1, 2));
-    match keys::versions::sync(&chain, &new.root) {
+    match keys::versions::sync(&chain, &new.root, &Default::default()) {
         Err(KeyError::Refused(Refusal::NotKms(id))) => assert_eq!(id, created.desc.store_id),
         other => panic!("sync of a local store: {:?}", other.err()),
     }

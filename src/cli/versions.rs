@@ -95,7 +95,14 @@ pub fn rotate(a: RotateArgs) -> CliResult {
 }
 
 pub fn sync(a: SyncArgs) -> CliResult {
-    let r = versions::sync(&chain(&a.keys)?, &a.store)?;
+    let chain = chain(&a.keys)?;
+    let progress = std::sync::Arc::new(crate::progress::Progress::default());
+    let bar = super::progress::Bar::of(a.json, "KMS versions", &progress);
+    let r = versions::sync(&chain, &a.store, &progress);
+    if let Some(b) = bar {
+        b.finish();
+    }
+    let r = r?;
     if a.json {
         let skipped: Vec<_> = r
             .skipped
@@ -162,7 +169,14 @@ pub fn locate(a: LocateArgs) -> CliResult {
             a.store_id
         )));
     }
-    let (endpoint, versions) = versions::locate(&chain(&a.keys)?, &id)?;
+    let chain = chain(&a.keys)?;
+    let progress = std::sync::Arc::new(crate::progress::Progress::default());
+    let bar = super::progress::Bar::of(a.json, "KMS versions", &progress);
+    let located = versions::locate(&chain, &id, &progress);
+    if let Some(b) = bar {
+        b.finish();
+    }
+    let (endpoint, versions) = located?;
     let rows: Vec<Located> = versions
         .into_iter()
         .map(|i| Located {

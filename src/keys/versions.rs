@@ -14,6 +14,7 @@ use super::kms::{KeyInfo, KeyLabels, KeyState, KmsClient, KmsError, KmsProvider}
 use super::recovery::{key_entry, reseal as reseal_recovery};
 use super::{AuditLog, Chain, KeyError, Refusal, Target};
 use crate::crypto::MasterKey;
+use crate::progress::Progress;
 use crate::store::{self, Descriptor, KeyHome, KeyRecordsLock};
 
 /// What a rotation did.
@@ -223,9 +224,16 @@ pub(super) fn undo_kms_key(
 }
 
 /// A store's keys in the KMS, newest version first.
-pub fn store_versions(client: &KmsClient, store_id: &str) -> Result<Vec<KeyInfo>, KmsError> {
+pub fn store_versions(
+    client: &KmsClient,
+    store_id: &str,
+    progress: &Progress,
+) -> Result<Vec<KeyInfo>, KmsError> {
     let mut out = Vec::new();
-    for uid in client.locate_store(store_id)? {
+    let uids = client.locate_store(store_id)?;
+    progress.add_total(uids.len() as u64);
+    for uid in uids {
+        progress.step(0);
         let info = client.info(&uid)?;
         if info.store_id.as_deref() == Some(store_id) {
             out.push(info);
@@ -251,7 +259,7 @@ pub struct Synced {
 
 /// Bring a kms store up to the newest active master-key version in the KMS, and take older
 /// versions that are still active out of service.
-pub fn sync(chain: &Chain, root: &Path) -> Result<Synced, KeyError> {
+pub fn sync(chain: &Chain, root: &Path, progress: &Progress) -> Result<Synced, KeyError> {
     Descriptor::load(root)?;
     let _lock = KeyRecordsLock::acquire(root)?;
     let desc = Descriptor::load(root)?;
@@ -262,7 +270,7 @@ pub fn sync(chain: &Chain, root: &Path) -> Result<Synced, KeyError> {
     let kms = chain.kms()?;
     let (client, audit) = (kms.client()?, kms.audit());
     let endpoint = kms.config().endpoint();
-    let versions = store_versions(client, &desc.store_id)?;
+    let versions = store_versions(client, &desc.store_id, progress)?;
     let mut out = Synced {
         store_id: desc.store_id.clone(),
         endpoint: endpoint.clone(),
@@ -301,7 +309,7 @@ pub fn sync(chain: &Chain, root: &Path) -> Result<Synced, KeyError> {
             out.adopted = Some((out.current_version, info.uid.clone()));
         }
     }
-    revoke_superseded(kms, &desc, &versions, &current_uid, &mut out)?;
+    revoke_superseded(kms, &desc, &versions, &current_uid, &mut out, progress)?;
     Ok(out)
 }
 
@@ -342,6 +350,7 @@ fn revoke_superseded(
     versions: &[KeyInfo],
     current_uid: &Option<String>,
     out: &mut Synced,
+    progress: &Progress,
 ) -> Result<(), KeyError> {
     for i in versions {
         let v = i.version.unwrap_or(0);
@@ -351,6 +360,8 @@ fn revoke_superseded(
         {
             continue;
         }
+        progress.add_total(1);
+        progress.step(0);
         let r = kms.client()?.revoke(&i.uid, false);
         kms.audit().record(
             "kms-revoke",
@@ -371,10 +382,14 @@ fn revoke_superseded(
 }
 
 /// A store's master keys in the KMS (audited), newest version first.
-pub fn locate(chain: &Chain, store_id: &str) -> Result<(String, Vec<KeyInfo>), KeyError> {
+pub fn locate(
+    chain: &Chain,
+    store_id: &str,
+    progress: &Progress,
+) -> Result<(String, Vec<KeyInfo>), KeyError> {
     let kms = chain.kms()?;
     let endpoint = kms.config().endpoint();
-    let versions = store_versions(kms.client()?, store_id)?;
+    let versions = store_versions(kms.client()?, store_id, progress)?;
     kms.audit().record(
         "kms-locate",
         None,
