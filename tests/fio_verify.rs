@@ -27,6 +27,9 @@ fn fio(dir: &std::path::Path, extra: &[&str]) -> String {
         ])
         .arg(format!("--directory={}", dir.display()))
         .args(extra)
+        // fio saves each job's verify state in its working directory: the test's own, not
+        // wherever cargo runs it from.
+        .current_dir(dir.parent().expect("the mount point's directory"))
         .output()
         .expect("fio (tools/setup.sh installs it)");
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
