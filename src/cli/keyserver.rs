@@ -5,12 +5,12 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use clap::Args;
+use clap::{Args, Subcommand};
 
 use super::unlock::read_passphrase;
 use super::{init_logging, CliResult, Failure};
 use crate::keys::{AuditLog, Keystore};
-use crate::server::{self, Config, KeyServer, Rights, Settings};
+use crate::server::{self, console_auth, Config, KeyServer, Rights, Settings};
 
 #[derive(Args)]
 pub struct KeyserverArgs {
@@ -50,6 +50,68 @@ pub struct KeyserverArgs {
     /// Audit log (JSON lines) [default: audit.log in the keystore]
     #[arg(long, value_name = "FILE")]
     pub audit_log: Option<PathBuf>,
+    #[command(subcommand)]
+    pub cmd: Option<KeyserverCommand>,
+}
+
+#[derive(Subcommand)]
+pub enum KeyserverCommand {
+    /// The web console's users, kept in the server's configuration
+    User {
+        #[command(subcommand)]
+        cmd: UserCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum UserCommand {
+    /// Add a console user, or give one a new passphrase or role; the passphrase is kept only
+    /// as an Argon2id hash
+    #[command(
+        after_help = "Examples:\n  coffer keyserver user add alice --role key-admin --config /etc/coffer/keyserver.toml\n  coffer keyserver user add audit --role viewer --config keyserver.toml --passphrase-file p\n\nRoles: viewer (sees the tree, keys, rights and audit log), key-admin (also grants and\nrevokes rights and sets the hierarchy options)."
+    )]
+    Add(UserAddArgs),
+}
+
+#[derive(Args)]
+pub struct UserAddArgs {
+    /// The user name: letters, digits, '.', '_' or '-'
+    pub name: String,
+    /// viewer or key-admin
+    #[arg(long)]
+    pub role: String,
+    /// The key server's configuration file (created if missing)
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// A file holding the user's passphrase (at least 12 characters); without it, coffer asks
+    /// twice on the terminal
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+/// `coffer keyserver user add`: hash the passphrase, put the user in the configuration.
+fn user(cmd: KeyserverCommand) -> CliResult {
+    let KeyserverCommand::User {
+        cmd: UserCommand::Add(a),
+    } = cmd;
+    console_auth::check_name(&a.name)?;
+    let role: console_auth::Role = a.role.parse()?;
+    let mut cfg = match a.config.exists() {
+        true => Config::load(&a.config)?,
+        false => Config::default(),
+    };
+    let pass = read_passphrase(a.passphrase_file.as_ref(), "Console passphrase", true)?;
+    let record = console_auth::new_user(role, &pass)?;
+    let replaced = cfg.console_users.insert(a.name.clone(), record).is_some();
+    cfg.save(&a.config)?;
+    let what = if replaced { "updated" } else { "added" };
+    println!(
+        "{what} console user {} ({}) in {}",
+        a.name,
+        a.role,
+        a.config.display()
+    );
+    Ok(0)
 }
 
 #[derive(Args)]
@@ -161,7 +223,10 @@ fn settings(a: &KeyserverArgs) -> Result<(Settings, String, std::time::Duration)
     Ok((set, listen, heartbeat))
 }
 
-pub fn run(a: KeyserverArgs) -> CliResult {
+pub fn run(mut a: KeyserverArgs) -> CliResult {
+    if let Some(cmd) = a.cmd.take() {
+        return user(cmd);
+    }
     init_logging(None, "info")?;
     let (set, listen, heartbeat) = settings(&a)?;
     let (n_grants, parent, hierarchy) = (set.grants.len(), set.parent.clone(), set.hierarchy);

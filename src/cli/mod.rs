@@ -154,7 +154,8 @@ enum Command {
     },
     /// Run a key server (a node of a key-server hierarchy) in front
     #[command(
-        after_help = "Examples:\n  coffer keyserver --config /etc/coffer/keyserver.toml\n  coffer keyserver --listen 127.0.0.1:7443 --keystore /var/lib/coffer/ks --passphrase-file /root/pass \\\n      --parent https://keys-top:7443 --parent-cert top.pem --hierarchy --heartbeat 60s \\\n      --grant SHA256:...=use,store:5c1e0d4a9b7f2e31c08d6a5f4b3e2d1c --grant SHA256:...=write,relay\n\nRights per client certificate: use (fetch keys to mount), read (list, export), write (push),\nrelay (ask for a client of its own; each hop authorises that client too); store:ID and\nkey:ID limit a grant to those stores or keys. --hierarchy with --parent needs --parent-cert."
+        after_help = "Examples:\n  coffer keyserver --config /etc/coffer/keyserver.toml\n  coffer keyserver --listen 127.0.0.1:7443 --keystore /var/lib/coffer/ks --passphrase-file /root/pass \\\n      --parent https://keys-top:7443 --parent-cert top.pem --hierarchy --heartbeat 60s \\\n      --grant SHA256:...=use,store:5c1e0d4a9b7f2e31c08d6a5f4b3e2d1c --grant SHA256:...=write,relay\n\nRights per client certificate: use (fetch keys to mount), read (list, export), write (push),\nrelay (ask for a client of its own; each hop authorises that client too); store:ID and\nkey:ID limit a grant to those stores or keys. --hierarchy with --parent needs --parent-cert.\n\nConsole users (the web console's logins):\n  coffer keyserver user add alice --role key-admin --config /etc/coffer/keyserver.toml",
+        args_conflicts_with_subcommands = true
     )]
     Keyserver(keyserver::KeyserverArgs),
     /// Put a store's keys back into this keystore with the organisation's recovery key

@@ -10,7 +10,7 @@ mod rsa_wrap;
 mod secret;
 
 pub use aead::{open_key, open_vec, seal_key, seal_vec, BlockCipher, WRAPPED_KEY_LEN};
-pub use kdf::{derive_passphrase_key, KdfParams};
+pub use kdf::{derive_passphrase_key, KdfParams, MAX_M_COST, MAX_T_COST};
 pub use rsa_wrap::{PrivateKey, PublicKey};
 pub use secret::{BatchKey, FileKey, KeystoreKey, MasterKey, NameKey, Secret32, WriteKey};
 

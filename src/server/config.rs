@@ -46,6 +46,9 @@ pub struct Config {
     /// Client certificate fingerprint (or certificate file) -> rights and scopes.
     #[serde(default)]
     pub grants: BTreeMap<String, Vec<String>>,
+    /// Web console users (`coffer keyserver user add`): name -> role and passphrase hash.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub console_users: BTreeMap<String, super::console_auth::ConsoleUser>,
 }
 
 impl Config {

@@ -12,6 +12,7 @@
 
 mod authorize;
 mod config;
+pub mod console_auth;
 mod error;
 mod heartbeat;
 mod keys;
