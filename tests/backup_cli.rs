@@ -6,7 +6,7 @@ mod common;
 
 use std::fs;
 
-use common::{pattern, require_fuse, s, sh, Env};
+use common::{pattern, require_fuse, s, Env};
 
 fn tree(env: &Env) -> std::path::PathBuf {
     let src = env.path("src");
@@ -24,14 +24,10 @@ fn a_progress_bar_on_a_terminal_and_none_elsewhere() {
     env.init();
     let src = tree(&env);
     // script(1) gives the run a terminal; one worker makes it last long enough to draw.
-    let o = sh(&format!(
-        "COFFER_KEYSTORE='{}' COFFER_PASSPHRASE_FILE='{}' script -qec \"{} backup -j 1 '{}/' '{}:a'\" /dev/null",
-        s(&env.keystore),
-        s(&env.pass),
-        common::bin(),
-        s(&src),
-        s(&env.store)
-    ));
+    let o = common::on_terminal(
+        &env,
+        &format!("backup -j 1 '{}/' '{}:a'", s(&src), s(&env.store)),
+    );
     let shown = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{shown}");
     assert!(

@@ -5,7 +5,7 @@ mod common;
 
 use std::fs;
 
-use common::{pattern, s, sh, Env};
+use common::{pattern, s, Env};
 
 /// A store of 3000 small files, written without a mount.
 fn filled() -> Env {
@@ -81,13 +81,7 @@ fn fsck_json_has_every_finding_and_count() {
 fn fsck_shows_a_bar_on_a_terminal_and_none_elsewhere() {
     let env = filled();
     // script(1) gives the check a terminal.
-    let o = sh(&format!(
-        "COFFER_KEYSTORE='{}' COFFER_PASSPHRASE_FILE='{}' script -qec \"{} fsck '{}'\" /dev/null",
-        s(&env.keystore),
-        s(&env.pass),
-        common::bin(),
-        s(&env.store)
-    ));
+    let o = common::on_terminal(&env, &format!("fsck '{}'", s(&env.store)));
     let shown = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{shown}");
     assert!(

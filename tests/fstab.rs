@@ -6,7 +6,6 @@ mod common;
 
 use std::path::Path;
 use std::process::Output;
-use std::time::{Duration, Instant};
 
 use common::{bin, require_fuse, s, Env, Mounted};
 
@@ -30,31 +29,6 @@ fn in_namespace(env: &Env, fstab: &str, script: &str) -> Output {
         .expect("unshare")
 }
 
-/// Poll until the store's lock record is empty: the daemon released it cleanly and exited.
-fn wait_released(store: &Path) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if std::fs::read(store.join("lock")).is_ok_and(|b| b.is_empty()) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
-/// The fstab line of docs/admin.md.
-fn admin_fstab_line() -> String {
-    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/admin.md"))
-        .expect("docs/admin.md");
-    let block = doc
-        .split("```fstab\n")
-        .nth(1)
-        .expect("an fstab block in docs/admin.md");
-    let line = block.lines().next().expect("its line");
-    assert!(line.contains(" fuse.coffer "), "{line}");
-    line.to_string()
-}
-
 fn options(env: &Env) -> String {
     format!(
         "keystore={},passphrase_file={},log={}",
@@ -72,7 +46,7 @@ fn an_fstab_line_mounts_with_mount_and_unmounts_with_umount() {
     let env = Env::new();
     env.init();
     // The line docs/admin.md gives, with this test's paths, and its log kept with the test.
-    let fstab = admin_fstab_line()
+    let fstab = common::admin_fstab_line()
         .replace("/srv/backup/store", s(&env.store))
         .replace("/mnt/backup", s(&env.mnt))
         .replace("/var/lib/coffer/keystore", s(&env.keystore))
@@ -91,7 +65,7 @@ fn an_fstab_line_mounts_with_mount_and_unmounts_with_umount() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(
-        wait_released(&env.store),
+        env.wait_released(),
         "after umount the daemon flushes, releases the store and exits"
     );
     // What went in through the fstab mount is there for an ordinary one.
@@ -143,7 +117,7 @@ fn mount_t_fuse_coffer_takes_every_flag_as_an_option() {
         out.contains("Read-only file system"),
         "ro is read-only: {out}"
     );
-    assert!(wait_released(&env.store));
+    assert!(env.wait_released());
 }
 
 #[test]

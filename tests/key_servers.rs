@@ -333,10 +333,7 @@ fn requests_without_a_certificate_or_from_an_unknown_one_are_refused_and_audited
         .expect("request");
     assert_eq!(r.status, 401, "{}", r.body);
     // A certificate the server has no grant for: 403.
-    let pass = fs::read_to_string(&stranger.pass).expect("pass");
-    let ks = coffer::keys::Keystore::open(&stranger.keystore, pass.trim_end().as_bytes())
-        .expect("keystore");
-    let id = ks.identity().expect("identity");
+    let id = stranger.identity();
     let r = client
         .request(Some(&id), "GET", "/v1/keys/0123", &[], None)
         .expect("request");
@@ -489,9 +486,7 @@ fn a_grant_for_one_store_reaches_no_other_at_any_level_of_the_tree() {
     assert_eq!(direct(&s1).status.code(), Some(0));
     assert_eq!(direct(&s2).status.code(), Some(2));
     // A client that names another requester, without the relay right, is refused.
-    let pass = fs::read_to_string(&x.pass).expect("pass");
-    let ks = coffer::keys::Keystore::open(&x.keystore, pass.trim_end().as_bytes()).expect("ks");
-    let id = ks.identity().expect("identity");
+    let id = x.identity();
     let client = coffer::keys::hierarchy::client::Client::new(
         &format!("https://127.0.0.1:{pt}"),
         Some(top.fp.clone()),
@@ -532,14 +527,6 @@ fn tls_to(
     rustls::StreamOwned::new(conn, sock)
 }
 
-fn identity_of(h: &CertHost) -> coffer::keys::HostIdentity {
-    let pass = fs::read_to_string(&h.pass).expect("pass");
-    coffer::keys::Keystore::open(&h.keystore, pass.trim_end().as_bytes())
-        .expect("keystore")
-        .identity()
-        .expect("identity")
-}
-
 #[test]
 fn rights_are_checked_before_a_body_and_a_slow_client_is_cut_off() {
     use std::io::{Read, Write};
@@ -549,7 +536,7 @@ fn rights_are_checked_before_a_body_and_a_slow_client_is_cut_off() {
     let _srv = Server::start(&env, &srv_host, port, grant(&reader, "read").as_ref());
     // A push from a client without `write` announces a large body and sends none of it: the
     // refusal comes at once, from the head alone (waiting for the body would hang the read).
-    let id = identity_of(&reader);
+    let id = reader.identity();
     let mut s = tls_to(port, &srv_host.fp, Some(&id));
     write!(
         s,
@@ -566,7 +553,7 @@ fn rights_are_checked_before_a_body_and_a_slow_client_is_cut_off() {
     let writer = CertHost::new(&env, "writer");
     drop(_srv);
     let _srv = Server::start(&env, &srv_host, port, grant(&writer, "write").as_ref());
-    let wid = identity_of(&writer);
+    let wid = writer.identity();
     let mut s = tls_to(port, &srv_host.fp, Some(&wid));
     let big = vec![b'x'; 1_200_000];
     write!(

@@ -45,13 +45,7 @@ fn status(srv: &CertHost, port: u16, who: Option<&CertHost>, path: &str) -> u16 
         Duration::from_secs(5),
     )
     .expect("client");
-    let id = who.map(|h| {
-        let pass = std::fs::read_to_string(&h.pass).expect("pass");
-        coffer::keys::Keystore::open(&h.keystore, pass.trim_end().as_bytes())
-            .expect("keystore")
-            .identity()
-            .expect("identity")
-    });
+    let id = who.map(CertHost::identity);
     c.request(id.as_ref(), "GET", path, &[], None)
         .expect("request")
         .status

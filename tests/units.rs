@@ -7,7 +7,6 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use common::{bin, require_fuse, s, Env, PASS};
 
@@ -76,8 +75,7 @@ fn unit_values(unit: &str, key: &str) -> Vec<String> {
 /// of the test's for /etc/coffer/mount, naming the test's store), and read the file as
 /// systemd's EnvironmentFile= does: KEY=VALUE lines.
 fn admin_env_file(env: &Env) -> std::collections::HashMap<String, String> {
-    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/admin.md"))
-        .expect("docs/admin.md");
+    let doc = common::admin_doc();
     let line = doc
         .lines()
         .find(|l| l.starts_with("printf 'COFFER_STORE="))
@@ -156,11 +154,7 @@ fn the_mount_units_commands_mount_with_the_credential_and_unmount() {
     assert!(!String::from_utf8_lossy(&cmdline).contains(PASS));
     std::mem::forget(mounted);
     run(&unit_values(&unit, "ExecStop")[0]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !std::fs::read(env.store.join("lock")).is_ok_and(|b| b.is_empty()) {
-        assert!(Instant::now() < deadline, "the daemon released the store");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(env.wait_released(), "the daemon released the store");
     env.assert_fsck_clean();
 }
 
@@ -174,14 +168,7 @@ fn the_fstab_line_becomes_a_mount_unit_that_verifies() {
         generator.exists(),
         "systemd's fstab generator is missing (apt-get install systemd)"
     );
-    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/admin.md"))
-        .expect("docs/admin.md");
-    let block = doc.split("```fstab\n").nth(1).expect("an fstab block");
-    let line = block
-        .lines()
-        .next()
-        .expect("its line")
-        .replace("noauto,", "");
+    let line = common::admin_fstab_line().replace("noauto,", "");
     let tmp = tempfile::tempdir().expect("tmp");
     let (tab, out) = (tmp.path().join("fstab"), tmp.path().join("out"));
     std::fs::write(&tab, format!("{line}\n")).expect("write");

@@ -64,10 +64,14 @@ pub fn helper_call(args: &[OsString]) -> Option<Result<Vec<OsString>, Failure>> 
     let first = args.get(1)?;
     if !as_mount_helper {
         let b = first.as_bytes();
+        if b.starts_with(b"-") || b == b"help" || args.len() < 3 {
+            return None;
+        }
+        // Only a call that could be the helper's pays for building the command tree.
         let named = super::Cli::command()
             .get_subcommands()
             .any(|c| c.get_name().as_bytes() == b);
-        if b.starts_with(b"-") || named || b == b"help" || args.len() < 3 {
+        if named {
             return None;
         }
     }
@@ -105,17 +109,18 @@ fn translate(args: &[OsString]) -> Result<Vec<OsString>, Failure> {
         ))
     })?;
     let mut out: Vec<OsString> = vec!["coffer".into(), "mount".into(), store, point];
+    let flags = MountArgs::augment_args(clap::Command::new("mount"));
     for list in &opts {
         let list = list.to_str().ok_or("mount options must be UTF-8")?;
         for o in list.split(',').filter(|o| !o.is_empty()) {
-            out.extend(option(o)?);
+            out.extend(option(&flags, o)?);
         }
     }
     Ok(out)
 }
 
-/// One `-o` option as `coffer mount` flags.
-fn option(o: &str) -> Result<Vec<OsString>, Failure> {
+/// One `-o` option as `coffer mount` flags (`flags`: its clap definition).
+fn option(flags: &clap::Command, o: &str) -> Result<Vec<OsString>, Failure> {
     if ignored(o) {
         return Ok(Vec::new());
     }
@@ -132,8 +137,7 @@ fn option(o: &str) -> Result<Vec<OsString>, Failure> {
         _ => {}
     }
     let long = name.replace('_', "-");
-    let cmd = MountArgs::augment_args(clap::Command::new("mount"));
-    let arg = cmd
+    let arg = flags
         .get_arguments()
         .find(|a| a.get_long() == Some(long.as_str()) && !a.is_hide_set())
         .ok_or_else(|| Failure::from(format!("unknown mount option {name}")))?;

@@ -162,11 +162,7 @@ impl Sessions {
 
     /// The session a request's Cookie header names, if it is live.
     pub fn find(&self, cookie_header: &str, now: Instant) -> Option<Session> {
-        let id = cookie_header
-            .split(';')
-            .filter_map(|c| c.trim().split_once('='))
-            .find(|(k, _)| *k == COOKIE)?
-            .1;
+        let id = session_ids(cookie_header).next()?;
         let mut live = self.live.lock().ok()?;
         match live.get(id) {
             Some(s) if s.expires > now => Some(s.clone()),
@@ -180,18 +176,21 @@ impl Sessions {
 
     /// End the session a Cookie header names (logout).
     pub fn end(&self, cookie_header: &str) {
-        let ids: Vec<String> = cookie_header
-            .split(';')
-            .filter_map(|c| c.trim().split_once('='))
-            .filter(|(k, _)| *k == COOKIE)
-            .map(|(_, v)| v.to_string())
-            .collect();
         if let Ok(mut live) = self.live.lock() {
-            ids.iter().for_each(|id| {
+            session_ids(cookie_header).for_each(|id| {
                 live.remove(id);
             });
         }
     }
+}
+
+/// The session ids a Cookie header carries.
+fn session_ids(cookie_header: &str) -> impl Iterator<Item = &str> {
+    cookie_header
+        .split(';')
+        .filter_map(|c| c.trim().split_once('='))
+        .filter(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v)
 }
 
 /// Whether a form's token is the session's, compared in constant time.

@@ -33,6 +33,14 @@ impl CertHost {
             .to_string();
         CertHost { host, pem, fp }
     }
+    /// The host's TLS identity (certificate and key), as a client presents it.
+    pub fn identity(&self) -> coffer::keys::HostIdentity {
+        let pass = fs::read_to_string(&self.pass).expect("pass");
+        coffer::keys::Keystore::open(&self.keystore, pass.trim_end().as_bytes())
+            .expect("keystore")
+            .identity()
+            .expect("identity")
+    }
     pub fn has_key(&self, key_id: &str) -> bool {
         self.key_ids().iter().any(|k| k == key_id)
     }

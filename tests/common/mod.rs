@@ -130,6 +130,19 @@ impl Env {
         }
     }
 
+    /// Poll until the store's lock record is empty: the daemon released it cleanly and
+    /// exited (a generous bound; never a measurement).
+    pub fn wait_released(&self) -> bool {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            if std::fs::read(self.store.join("lock")).is_ok_and(|b| b.is_empty()) {
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        false
+    }
+
     /// `coffer fsck STORE` finds nothing (exit 0); its report is the failure message.
     pub fn assert_fsck_clean(&self) {
         let o = self.coffer(&["fsck", self.store.to_str().expect("utf8")]);
@@ -287,6 +300,35 @@ pub fn sh_ok(cmd: &str) -> String {
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The text of docs/admin.md, whose snippets the admin tests run.
+pub fn admin_doc() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/admin.md"))
+        .expect("docs/admin.md")
+}
+
+/// The fstab line of docs/admin.md.
+pub fn admin_fstab_line() -> String {
+    let doc = admin_doc();
+    let block = doc
+        .split("```fstab\n")
+        .nth(1)
+        .expect("an fstab block in docs/admin.md");
+    let line = block.lines().next().expect("its line");
+    assert!(line.contains(" fuse.coffer "), "{line}");
+    line.to_string()
+}
+
+/// Run `coffer ARGS` (a shell-quoted string) with this env's keystore on a terminal of its
+/// own, script(1)'s; returns what the terminal showed (stdout).
+pub fn on_terminal(env: &Env, args: &str) -> Output {
+    sh(&format!(
+        "COFFER_KEYSTORE='{}' COFFER_PASSPHRASE_FILE='{}' script -qec \"{} {args}\" /dev/null",
+        s(&env.keystore),
+        s(&env.pass),
+        bin(),
+    ))
 }
 
 /// Drop the kernel's page cache, so the next reads go through the filesystem's decrypt path
