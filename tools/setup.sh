@@ -3,7 +3,8 @@
 # fuse3 (fusermount3), rsync, python3 (the mmap test, and a virtual environment for the PyKMIP
 # server of tools/kms-dev.sh), openssl (its certificates), attr, acl and libcap2-bin (the
 # fidelity tests), fio (concurrent writers verified), systemd, man-db and dpkg-dev (the
-# units, man pages and package), and a Rust toolchain check.
+# units, man pages and package), chromium and chromium-driver (the console's browser tests),
+# and a Rust toolchain check.
 # Sourced by tools/demo.sh and tools/test.sh; safe to run again.
 set -euo pipefail
 
@@ -25,6 +26,9 @@ command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v man >/dev/null 2>&1 || missing+=(man-db)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v dpkg-shlibdeps >/dev/null 2>&1 || missing+=(dpkg-dev)
+# The key-server console's browser tests: headless Chromium driven through WebDriver.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}" >&2
   if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi

@@ -50,6 +50,10 @@ pub struct KeyserverArgs {
     /// Audit log (JSON lines) [default: audit.log in the keystore]
     #[arg(long, value_name = "FILE")]
     pub audit_log: Option<PathBuf>,
+    /// Serve the web console at https://ADDR/console (or `console = true` in the
+    /// configuration); its users come from `coffer keyserver user add`
+    #[arg(long)]
+    pub console: bool,
     #[command(subcommand)]
     pub cmd: Option<KeyserverCommand>,
 }
@@ -157,7 +161,7 @@ pub fn grant(a: GrantArgs) -> CliResult {
 }
 
 /// The key server's settings: flags over its configuration file.
-fn settings(a: &KeyserverArgs) -> Result<(Settings, String, std::time::Duration), Failure> {
+fn settings(a: &KeyserverArgs) -> Result<(Settings, String), Failure> {
     let file = match &a.config {
         Some(p) => Config::load(p)?,
         None => Config::default(),
@@ -211,16 +215,25 @@ fn settings(a: &KeyserverArgs) -> Result<(Settings, String, std::time::Duration)
             .or(file.audit_log.clone())
             .unwrap_or_else(|| keystore.join("audit.log")),
     );
+    let names = file
+        .grant_names
+        .iter()
+        .map(|(k, v)| Ok((server::grant_fingerprint(k)?, v.clone())))
+        .collect::<Result<HashMap<_, _>, server::ConfigError>>()?;
     let set = Settings {
         ks,
         grants,
         parent: a.parent.clone().or(file.parent.clone()),
         parent_key,
         hierarchy: a.hierarchy || file.hierarchy,
+        heartbeat,
         timeout,
         audit,
+        names,
+        config: a.config.clone(),
+        console: (a.console || file.console).then(|| file.console_users.clone()),
     };
-    Ok((set, listen, heartbeat))
+    Ok((set, listen))
 }
 
 pub fn run(mut a: KeyserverArgs) -> CliResult {
@@ -228,15 +241,22 @@ pub fn run(mut a: KeyserverArgs) -> CliResult {
         return user(cmd);
     }
     init_logging(None, "info")?;
-    let (set, listen, heartbeat) = settings(&a)?;
+    let (set, listen) = settings(&a)?;
     let (n_grants, parent, hierarchy) = (set.grants.len(), set.parent.clone(), set.hierarchy);
+    let console = match &set.console {
+        Some(users) if users.is_empty() => {
+            ", console on at /console (no user yet: add one with coffer keyserver user add)"
+        }
+        Some(_) => ", console on at /console",
+        None => "",
+    };
     let srv = Arc::new(KeyServer::new(set)?);
     eprintln!(
-        "coffer keyserver on {listen}, certificate {}, {n_grants} grant(s), parent {}, hierarchy {}",
+        "coffer keyserver on {listen}, certificate {}, {n_grants} grant(s), parent {}, hierarchy {}{console}",
         srv.fingerprint(),
         parent.as_deref().unwrap_or("none"),
         if hierarchy { "on" } else { "off" }
     );
-    server::serve(srv, &listen, heartbeat)?;
+    server::serve(srv, &listen)?;
     Ok(0)
 }

@@ -34,6 +34,9 @@ pub struct AuditRecord<'a> {
     pub outcome: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<&'a str>,
+    /// The web console user who made the change (key server console).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<&'a str>,
 }
 
 #[derive(Clone)]
@@ -82,11 +85,11 @@ impl AuditLog {
         outcome: &str,
         detail: Option<&str>,
     ) -> Result<(), AuditError> {
-        self.append(op, key_id, store_id, fingerprint, outcome, detail)
-            .map_err(|source| AuditError {
-                path: self.path.clone(),
-                source,
-            })
+        let rec = self.record_of(op, key_id, store_id, fingerprint, outcome, detail);
+        self.append(&rec).map_err(|source| AuditError {
+            path: self.path.clone(),
+            source,
+        })
     }
 
     /// Record a refusal or a failure: nothing was released, so a log that cannot be written
@@ -105,18 +108,36 @@ impl AuditLog {
         }
     }
 
-    fn append(
+    /// Record what a web console user did (or tried to do), naming the user. A change goes
+    /// ahead only once this is written, as for any key operation.
+    pub fn record_by(
         &self,
+        actor: Option<&str>,
         op: &str,
-        key_id: Option<&str>,
-        store_id: Option<&str>,
         fingerprint: Option<&str>,
         outcome: &str,
         detail: Option<&str>,
-    ) -> std::io::Result<()> {
+    ) -> Result<(), AuditError> {
+        let mut rec = self.record_of(op, None, None, fingerprint, outcome, detail);
+        rec.actor = actor;
+        self.append(&rec).map_err(|source| AuditError {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    fn record_of<'a>(
+        &self,
+        op: &'a str,
+        key_id: Option<&'a str>,
+        store_id: Option<&'a str>,
+        fingerprint: Option<&'a str>,
+        outcome: &'a str,
+        detail: Option<&'a str>,
+    ) -> AuditRecord<'a> {
         // SAFETY: getuid has no preconditions and cannot fail.
         let uid = unsafe { libc::getuid() };
-        let rec = AuditRecord {
+        AuditRecord {
             time: crate::unix_now(),
             uid,
             user: user_name(uid),
@@ -127,8 +148,12 @@ impl AuditLog {
             fingerprint,
             outcome,
             detail,
-        };
-        let mut line = serde_json::to_vec(&rec).map_err(std::io::Error::other)?;
+            actor: None,
+        }
+    }
+
+    fn append(&self, rec: &AuditRecord<'_>) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(rec).map_err(std::io::Error::other)?;
         line.push(b'\n');
         // Never through a symlink, and never into anything but a regular file.
         let mut f = std::fs::OpenOptions::new()

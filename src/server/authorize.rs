@@ -18,10 +18,10 @@ pub(super) enum Route<'a> {
 /// Who a request is authorised as: the peer, and (relayed) the original requester.
 pub(super) struct Caller<'a> {
     pub(super) peer_fp: &'a str,
-    pub(super) peer: &'a Rights,
+    pub(super) peer: Rights,
     /// The original requester and its rights here; the peer itself when not relayed.
     pub(super) requester_fp: &'a str,
-    pub(super) requester: &'a Rights,
+    pub(super) requester: Rights,
 }
 
 impl Caller<'_> {
@@ -35,6 +35,9 @@ impl KeyServer {
     /// Refuse, audited.
     fn refuse(&self, req: &Request, key: Option<&str>, fp: Option<&str>, e: ApiError) -> ApiError {
         let detail = format!("{} {}: {e}", req.method, req.path);
+        if let (Some(fp), Some(via)) = (fp, req.header(super::VIA)) {
+            self.peers.child_refused(fp, via, req.peer_addr.as_deref());
+        }
         self.audit
             .refusal("request", key, None, fp, "refused", Some(&detail));
         e
@@ -43,14 +46,15 @@ impl KeyServer {
     /// Who the request is authorised as: the peer's grant, and for a relayed request (one
     /// naming its original requester) the peer's relay right and the requester's own grant.
     fn caller<'a>(&'a self, req: &'a Request, fp: &'a str) -> Result<Caller<'a>, ApiError> {
-        let Some(peer) = self.grants.get(fp) else {
+        let grant = |fp: &str| self.grants.read().ok().and_then(|g| g.get(fp).cloned());
+        let Some(peer) = grant(fp) else {
             let e = ApiError::UnknownCertificate(fp.to_string());
             return Err(self.refuse(req, None, Some(fp), e));
         };
         let Some(orig) = req.header(FOR).filter(|o| *o != fp) else {
             return Ok(Caller {
                 peer_fp: fp,
-                peer,
+                peer: peer.clone(),
                 requester_fp: fp,
                 requester: peer,
             });
@@ -62,7 +66,7 @@ impl KeyServer {
             };
             return Err(self.refuse(req, None, Some(fp), e));
         }
-        let Some(requester) = self.grants.get(orig) else {
+        let Some(requester) = grant(orig) else {
             let e = ApiError::UnknownRequester {
                 peer: fp.to_string(),
                 requester: orig.to_string(),
@@ -103,9 +107,12 @@ impl KeyServer {
                 ApiError::LacksRight(who.to_string(), right),
             ))
         };
-        let r = caller.requester;
+        let r = caller.requester.clone();
         match (req.method.as_str(), req.path.as_str()) {
-            ("GET", "/v1/chain") => Ok(Route::Chain),
+            ("GET", "/v1/chain") => {
+                self.peers.child_seen(caller.peer_fp, req);
+                Ok(Route::Chain)
+            }
             ("GET", "/v1/keys") => {
                 need(r.read || r.write, "read", None).map(|_| Route::List(caller))
             }

@@ -46,6 +46,12 @@ pub struct Config {
     /// Client certificate fingerprint (or certificate file) -> rights and scopes.
     #[serde(default)]
     pub grants: BTreeMap<String, Vec<String>>,
+    /// A name shown beside each grant's fingerprint (the web console's rights page).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub grant_names: BTreeMap<String, String>,
+    /// Serve the web console at /console on the server's TLS port.
+    #[serde(default)]
+    pub console: bool,
     /// Web console users (`coffer keyserver user add`): name -> role and passphrase hash.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub console_users: BTreeMap<String, super::console_auth::ConsoleUser>,
@@ -114,6 +120,24 @@ impl Rights {
             && (self.keys.is_empty() || self.keys.iter().any(|k| k == key_id))
     }
 
+    /// The rights as a grant lists them: `use`, `read`, ..., `store:ID`, `key:ID`.
+    pub fn to_list(&self) -> Vec<String> {
+        let flags = [
+            (self.use_, "use"),
+            (self.read, "read"),
+            (self.write, "write"),
+            (self.relay, "relay"),
+        ];
+        let mut v: Vec<String> = flags
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, n)| n.to_string())
+            .collect();
+        v.extend(self.stores.iter().map(|s| format!("store:{s}")));
+        v.extend(self.keys.iter().map(|k| format!("key:{k}")));
+        v
+    }
+
     /// Whether these rights are limited to named stores or keys (the normal form).
     pub fn scoped(&self) -> bool {
         !self.stores.is_empty() || !self.keys.is_empty()
@@ -146,6 +170,7 @@ mod tests {
         assert!(!all.scoped() && all.covers(&sid, "k"));
         let k = Rights::parse(&[format!("use,key:{}", "01".repeat(16))]).expect("ok");
         assert!(k.covers(&sid, &"01".repeat(16)) && !k.covers(&sid, &"02".repeat(16)));
+        assert_eq!(Rights::parse(&r.to_list()).expect("again"), r);
         for bad in ["fly", "store:xyz", "store:", "key:0123"] {
             assert!(Rights::parse(&[bad.to_string()]).is_err(), "{bad}");
         }

@@ -6,6 +6,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde_json::json;
 
+use super::peers::{HEARTBEAT, HELD};
 use super::{ApiError, KeyServer, VIA};
 use crate::keys::hierarchy::client::{Client, Response};
 use crate::keys::transport::{self, Contents, ExportedKey};
@@ -15,7 +16,7 @@ impl KeyServer {
     pub(super) fn chain(&self, via: &[String]) -> Result<serde_json::Value, ApiError> {
         self.cycle(via)?;
         let mut chain = vec![self.identity.fingerprint.clone()];
-        if let (true, Some(parent)) = (self.hierarchy, &self.parent) {
+        if let (true, Some(parent)) = (self.hierarchy(), &self.parent) {
             let mut v = via.to_vec();
             v.push(self.identity.fingerprint.clone());
             let r = parent.request(
@@ -39,7 +40,7 @@ impl KeyServer {
                 }
             }
         }
-        Ok(json!({ "chain": chain }))
+        Ok(json!({ "chain": chain, "hierarchy": self.hierarchy() }))
     }
 
     /// One heartbeat: refuse a cycle, then push every key the parent lacks. Returns how many
@@ -50,6 +51,7 @@ impl KeyServer {
             return Ok(0);
         };
         let missing = self.missing_up(parent)?;
+        self.peers.parent_lacks(missing.len());
         if missing.is_empty() {
             return Ok(0);
         }
@@ -96,9 +98,19 @@ impl KeyServer {
     /// to hold this server (a push into a tree containing itself is refused).
     fn missing_up(&self, parent: &Client) -> Result<Vec<ExportedKey>, ApiError> {
         let own = &self.identity.fingerprint;
-        let via = [(VIA, own.clone())];
+        let held = self.ks.entries()?.len();
+        // What the parent's console shows of this child: its heartbeat and how many keys it holds.
+        let via = [
+            (VIA, own.clone()),
+            (
+                HEARTBEAT,
+                self.heartbeat_every().as_secs().max(1).to_string(),
+            ),
+            (HELD, held.to_string()),
+        ];
         let r = parent.request(Some(&self.identity), "GET", "/v1/chain", &via, None)?;
         let chain = ok_or_refused(parent, &r)?;
+        self.peers.parent_hierarchy(chain["hierarchy"].as_bool());
         if chain["chain"]
             .as_array()
             .is_some_and(|c| c.iter().any(|x| x.as_str() == Some(own)))

@@ -62,6 +62,7 @@ impl KeyServer {
             .collect();
         let outcomes = self.ks.add_all(&entries, "push", Some(fp))?;
         let new = outcomes.iter().filter(|o| **o == Added::New).count();
+        self.peers.pushed_by(caller.peer_fp, new);
         Ok(json!({ "imported": new, "present": outcomes.len() - new }))
     }
 
@@ -140,7 +141,7 @@ impl KeyServer {
         via: &[String],
         requester: &str,
     ) -> Result<Option<ExportedKey>, ApiError> {
-        let (true, Some(parent)) = (self.hierarchy, &self.parent) else {
+        let (true, Some(parent)) = (self.hierarchy(), &self.parent) else {
             return Ok(None);
         };
         let mut v = via.to_vec();

@@ -37,6 +37,7 @@ pub fn endpoint(method: &str, path: &str) -> &'static str {
         ("GET", "/v1/keys") => "list",
         ("POST", "/v1/keys") => "push",
         ("GET", p) if p.starts_with("/v1/keys/") => "fetch",
+        (_, p) if p == "/console" || p.starts_with("/console/") => "console",
         _ => "other",
     }
 }

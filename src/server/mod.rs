@@ -12,15 +12,21 @@
 
 mod authorize;
 mod config;
+pub mod console;
 pub mod console_auth;
 mod error;
 mod heartbeat;
 mod keys;
 mod metrics;
+mod peers;
 pub mod request;
 mod serve;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::RwLock;
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -37,13 +43,22 @@ use crate::keys::{AuditLog, HostIdentity, Keystore};
 pub struct KeyServer {
     ks: Keystore,
     identity: HostIdentity,
-    grants: HashMap<String, Rights>,
+    /// Client certificate fingerprint -> rights (changed from the console, so behind a lock).
+    grants: RwLock<HashMap<String, Rights>>,
+    /// Fingerprint -> the name shown beside it.
+    names: RwLock<HashMap<String, String>>,
     parent: Option<Client>,
     /// The parent's certificate key (--parent-cert); the client pins its fingerprint.
     parent_key: Option<PublicKey>,
-    hierarchy: bool,
+    hierarchy: AtomicBool,
+    /// Time between heartbeats, in milliseconds.
+    heartbeat_ms: AtomicU64,
     audit: AuditLog,
     metrics: metrics::Metrics,
+    peers: peers::Peers,
+    /// The configuration file changes from the console are saved to.
+    config: Option<PathBuf>,
+    console: Option<console::Console>,
 }
 
 /// A key server's settings, once its configuration and flags are read.
@@ -53,8 +68,14 @@ pub struct Settings {
     pub parent: Option<String>,
     pub parent_key: Option<PublicKey>,
     pub hierarchy: bool,
-    pub timeout: std::time::Duration,
+    pub heartbeat: Duration,
+    pub timeout: Duration,
     pub audit: AuditLog,
+    pub names: HashMap<String, String>,
+    /// The configuration file, if the server has one (the console saves its changes there).
+    pub config: Option<PathBuf>,
+    /// The console's users, when the console is on.
+    pub console: Option<BTreeMap<String, console_auth::ConsoleUser>>,
 }
 
 /// The fingerprints a request travelled through on its way up.
@@ -88,12 +109,19 @@ impl KeyServer {
         Ok(KeyServer {
             ks: set.ks,
             identity,
-            grants: set.grants,
+            grants: RwLock::new(set.grants),
+            names: RwLock::new(set.names),
             parent,
             parent_key: set.parent_key,
-            hierarchy: set.hierarchy,
+            hierarchy: AtomicBool::new(set.hierarchy),
+            heartbeat_ms: AtomicU64::new(
+                set.heartbeat.as_millis().clamp(1, u64::MAX as u128) as u64
+            ),
             audit: set.audit,
             metrics: metrics::Metrics::new(),
+            peers: peers::Peers::default(),
+            config: set.config,
+            console: set.console.map(console::Console::new),
         })
     }
 
@@ -105,8 +133,31 @@ impl KeyServer {
         &self.identity
     }
 
+    /// Whether the hierarchy option is on.
+    pub fn hierarchy(&self) -> bool {
+        self.hierarchy.load(Ordering::Relaxed)
+    }
+
+    /// Whether a parent is configured (the heartbeat runs; it pushes while the hierarchy is on).
+    pub fn parent_configured(&self) -> bool {
+        self.parent.is_some()
+    }
+
     pub fn has_parent(&self) -> bool {
-        self.hierarchy && self.parent.is_some()
+        self.hierarchy() && self.parent.is_some()
+    }
+
+    /// Set the hierarchy option and the heartbeat (from the console); the heartbeat thread
+    /// reads both afresh before each beat.
+    pub fn set_hierarchy(&self, on: bool, every: Duration) {
+        self.hierarchy.store(on, Ordering::Relaxed);
+        let ms = every.as_millis().clamp(1, u64::MAX as u128) as u64;
+        self.heartbeat_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// The time between heartbeats.
+    pub fn heartbeat_every(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms.load(Ordering::Relaxed))
     }
 
     /// Answer one request from a client presenting `peer` (public key, fingerprint): a

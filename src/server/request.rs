@@ -10,8 +10,12 @@ pub use crate::keys::hierarchy::MAX_BODY;
 pub struct Request {
     pub method: String,
     pub path: String,
+    /// The query string, without its '?' (empty when there is none).
+    pub query: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The client's address, when the request came over the network.
+    pub peer_addr: Option<String>,
 }
 
 impl Request {
@@ -28,12 +32,14 @@ impl Request {
         Request {
             method: req.method().as_str().to_string(),
             path: req.uri().path().to_string(),
+            query: req.uri().query().unwrap_or_default().to_string(),
             headers: req
                 .headers()
                 .iter()
                 .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
                 .collect(),
             body: Vec::new(),
+            peer_addr: None,
         }
     }
 }

@@ -17,6 +17,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::sync::Semaphore;
 
+use super::console;
 use super::request::{Request, MAX_BODY};
 use super::{ApiError, KeyServer};
 use crate::crypto::PublicKey;
@@ -29,15 +30,15 @@ const BACKOFF_MIN: Duration = Duration::from_millis(5);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Serve until the process ends.
-pub fn serve(server: Arc<KeyServer>, listen: &str, heartbeat: Duration) -> Result<(), ApiError> {
+pub fn serve(server: Arc<KeyServer>, listen: &str) -> Result<(), ApiError> {
     let std_listener =
         std::net::TcpListener::bind(listen).map_err(|e| ApiError::Listen(listen.to_string(), e))?;
     std_listener
         .set_nonblocking(true)
         .map_err(|e| ApiError::Listen(listen.to_string(), e))?;
     let cfg = tls::server_config(server.identity())?;
-    if server.has_parent() {
-        spawn_heartbeat(server.clone(), heartbeat)?;
+    if server.parent_configured() {
+        spawn_heartbeat(server.clone())?;
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -48,31 +49,43 @@ pub fn serve(server: Arc<KeyServer>, listen: &str, heartbeat: Duration) -> Resul
     rt.block_on(accept_loop(server, std_listener, cfg))
 }
 
-fn spawn_heartbeat(s: Arc<KeyServer>, every: Duration) -> Result<(), ApiError> {
+/// The heartbeat thread runs while a parent is configured; it beats while the hierarchy option
+/// is on, and reads the option and the interval afresh each time (the console changes them).
+fn spawn_heartbeat(s: Arc<KeyServer>) -> Result<(), ApiError> {
     std::thread::Builder::new()
         .name("coffer-heartbeat".into())
         .spawn(move || loop {
-            let beat = s.heartbeat();
-            s.metrics.heartbeat(beat.as_ref().ok().copied());
-            match beat {
-                Ok(0) => tracing::debug!("heartbeat: parent has every key"),
-                Ok(n) => tracing::info!("heartbeat: pushed {n} key(s) to the parent"),
-                Err(e) => {
-                    tracing::warn!("heartbeat: {e}");
-                    s.audit.refusal(
-                        "heartbeat",
-                        None,
-                        None,
-                        None,
-                        "failed",
-                        Some(&e.to_string()),
-                    );
-                }
+            if s.hierarchy() {
+                beat_once(&s);
             }
-            std::thread::sleep(every);
+            let start = std::time::Instant::now();
+            while start.elapsed() < s.heartbeat_every() {
+                std::thread::sleep(s.heartbeat_every().min(Duration::from_secs(1)));
+            }
         })
         .map(|_| ())
         .map_err(ApiError::Start)
+}
+
+fn beat_once(s: &KeyServer) {
+    let beat = s.heartbeat();
+    s.metrics.heartbeat(beat.as_ref().ok().copied());
+    s.peers.heartbeat(&beat);
+    match beat {
+        Ok(0) => tracing::debug!("heartbeat: parent has every key"),
+        Ok(n) => tracing::info!("heartbeat: pushed {n} key(s) to the parent"),
+        Err(e) => {
+            tracing::warn!("heartbeat: {e}");
+            s.audit.refusal(
+                "heartbeat",
+                None,
+                None,
+                None,
+                "failed",
+                Some(&e.to_string()),
+            );
+        }
+    }
 }
 
 async fn accept_loop(
@@ -97,7 +110,7 @@ async fn accept_loop(
                     let _permit = permit;
                     let served = tokio::time::timeout(
                         CONNECTION_DEADLINE,
-                        connection(server, acceptor, sock),
+                        connection(server, acceptor, sock, addr.ip().to_string()),
                     )
                     .await;
                     match served {
@@ -135,6 +148,7 @@ async fn connection(
     server: Arc<KeyServer>,
     acceptor: tokio_rustls::TlsAcceptor,
     sock: tokio::net::TcpStream,
+    addr: String,
 ) -> Result<(), ConnectionError> {
     let tls = tokio::time::timeout(HEAD_DEADLINE, acceptor.accept(sock))
         .await
@@ -147,7 +161,9 @@ async fn connection(
             .and_then(|c| c.first())
             .and_then(|c| tls::cert_key(c).ok()),
     );
-    let svc = hyper::service::service_fn(move |req| answer(server.clone(), peer.clone(), req));
+    let svc = hyper::service::service_fn(move |req| {
+        answer(server.clone(), peer.clone(), addr.clone(), req)
+    });
     hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEAD_DEADLINE)
@@ -163,9 +179,14 @@ async fn connection(
 async fn answer(
     server: Arc<KeyServer>,
     peer: Arc<Option<(PublicKey, String)>>,
+    addr: String,
     req: hyper::Request<Incoming>,
 ) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
     let mut head = Request::head_of(&req);
+    head.peer_addr = Some(addr);
+    if server.console_enabled() && (head.path == "/console" || head.path.starts_with("/console/")) {
+        return Ok(console(server, head, req.into_body()).await);
+    }
     if head.method == "GET" && head.path == "/metrics" {
         let text = tokio::task::spawn_blocking(move || server.metrics_text()).await;
         return Ok(match text {
@@ -190,6 +211,45 @@ async fn answer(
         Ok((status, body)) => reply(status, &body),
         Err(_) => reply(500, &serde_json::json!({ "error": "internal error" })),
     })
+}
+
+/// A console request: its body read (bounded), answered on the blocking pool (Argon2 and the
+/// keystore are slow), with the console's security headers.
+async fn console(
+    server: Arc<KeyServer>,
+    mut head: Request,
+    body: Incoming,
+) -> hyper::Response<Full<Bytes>> {
+    let r = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(b) => {
+            head.body = b.to_bytes().to_vec();
+            tokio::task::spawn_blocking(move || server.console(&head)).await
+        }
+        Err(_) => Ok(console::Reply {
+            status: 413,
+            content_type: "text/plain; charset=utf-8",
+            body: b"request body too large or cut short\n".to_vec(),
+            headers: Vec::new(),
+        }),
+    };
+    let Ok(r) = r else {
+        return reply(500, &serde_json::json!({ "error": "internal error" }));
+    };
+    let mut resp = hyper::Response::new(Full::new(Bytes::from(r.body)));
+    *resp.status_mut() =
+        hyper::StatusCode::from_u16(r.status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    let h = resp.headers_mut();
+    h.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(r.content_type),
+    );
+    let extra = r.headers.iter().map(|(k, v)| (*k, v.as_str()));
+    for (k, v) in console::SECURITY_HEADERS.into_iter().chain(extra) {
+        if let Ok(v) = hyper::header::HeaderValue::from_str(v) {
+            h.append(k, v);
+        }
+    }
+    resp
 }
 
 fn reply(status: u16, body: &serde_json::Value) -> hyper::Response<Full<Bytes>> {

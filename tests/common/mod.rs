@@ -8,6 +8,7 @@ pub mod attacker;
 pub mod keyservers;
 pub mod kms;
 pub mod trees;
+pub mod webdriver;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,0 +1,255 @@
+//! The audit log as the console shows it: newest first, filtered by operation, client, key and
+//! time, a page at a time, and as CSV. Only the last `WINDOW` bytes of the log are read (a
+//! page says so when older records exist); a line that does not parse is skipped.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use maud::{html, Markup};
+use serde::Deserialize;
+
+use super::pages::{layout, Notice};
+use super::views::{utc, View};
+use super::ConsoleError;
+
+const WINDOW: u64 = 32 << 20;
+pub const PAGE: usize = 50;
+
+/// One audit record, as read back.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub struct Line {
+    pub time: u64,
+    pub user: String,
+    pub op: String,
+    pub key_id: Option<String>,
+    pub store_id: Option<String>,
+    pub fingerprint: Option<String>,
+    pub outcome: String,
+    pub detail: Option<String>,
+    pub actor: Option<String>,
+}
+
+/// What the audit page asks for.
+#[derive(Default)]
+pub struct Filter {
+    pub op: String,
+    pub client: String,
+    pub key: String,
+    pub since: String,
+    pub until: String,
+    pub page: usize,
+    bounds: (Option<u64>, Option<u64>),
+}
+
+/// "2026-12-04", "2026-12-04T13:05" (a datetime-local field) or "2026-12-04 13:05:10", UTC.
+fn parse_time(s: &str) -> Result<Option<u64>, ConsoleError> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let t = s.replace('T', " ");
+    let full = match t.len() {
+        10 => format!("{t} 00:00:00"),
+        16 => format!("{t}:00"),
+        _ => t,
+    };
+    humantime::parse_rfc3339_weak(&full)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| Some(d.as_secs()))
+        .ok_or_else(|| ConsoleError::BadTime(s.chars().take(40).collect()))
+}
+
+impl Filter {
+    pub fn from_query(q: &HashMap<String, String>) -> Result<Filter, ConsoleError> {
+        let get = |k: &str| q.get(k).map(|v| v.trim().to_string()).unwrap_or_default();
+        let mut f = Filter {
+            op: get("op"),
+            client: get("client"),
+            key: get("key").to_ascii_lowercase(),
+            since: get("since"),
+            until: get("until"),
+            page: get("page").parse::<usize>().unwrap_or(1).clamp(1, 1 << 20),
+            bounds: (None, None),
+        };
+        f.bounds = (parse_time(&f.since)?, parse_time(&f.until)?);
+        Ok(f)
+    }
+
+    fn matches(&self, l: &Line) -> bool {
+        let has = |v: &Option<String>, want: &str| {
+            v.as_deref()
+                .is_some_and(|v| v.to_ascii_lowercase().contains(want))
+        };
+        let client = self.client.to_ascii_lowercase();
+        (self.op.is_empty() || l.op == self.op)
+            && (client.is_empty() || has(&l.fingerprint, &client) || has(&l.actor, &client))
+            && (self.key.is_empty() || has(&l.key_id, &self.key) || has(&l.store_id, &self.key))
+            && self.bounds.0.is_none_or(|s| l.time >= s)
+            && self.bounds.1.is_none_or(|u| l.time <= u)
+    }
+
+    /// The query string of these filters, at `page` (None: no page).
+    pub fn query(&self, page: Option<usize>) -> String {
+        let mut s = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in [
+            ("op", &self.op),
+            ("client", &self.client),
+            ("key", &self.key),
+            ("since", &self.since),
+            ("until", &self.until),
+        ] {
+            if !v.is_empty() {
+                s.append_pair(k, v);
+            }
+        }
+        if let Some(p) = page {
+            s.append_pair("page", &p.to_string());
+        }
+        s.finish()
+    }
+}
+
+/// The records that match, newest first; whether older records were left unread; and every
+/// operation seen (for the filter's list).
+pub struct Found {
+    pub lines: Vec<Line>,
+    pub truncated: bool,
+    pub ops: BTreeSet<String>,
+}
+
+pub fn read(path: &Path, f: &Filter) -> std::io::Result<Found> {
+    let mut file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Found {
+                lines: Vec::new(),
+                truncated: false,
+                ops: BTreeSet::new(),
+            })
+        }
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    let start = len.saturating_sub(WINDOW);
+    file.seek(SeekFrom::Start(start))?;
+    let mut text = Vec::new();
+    file.take(WINDOW).read_to_end(&mut text)?;
+    let mut ops = BTreeSet::new();
+    let mut lines: Vec<Line> = text
+        .split(|b| *b == b'\n')
+        .skip(usize::from(start > 0))
+        .filter_map(|l| serde_json::from_slice::<Line>(l).ok())
+        .inspect(|l| {
+            ops.insert(l.op.clone());
+        })
+        .filter(|l| f.matches(l))
+        .collect();
+    lines.reverse();
+    Ok(Found {
+        lines,
+        truncated: start > 0,
+        ops,
+    })
+}
+
+/// A cell as CSV carries it, defused: a spreadsheet would run a cell starting with = + - @
+/// as a formula, and the log holds text that clients chose (paths, names).
+fn cell(s: &str) -> String {
+    match s.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{s}"),
+        _ => s.to_string(),
+    }
+}
+
+pub fn csv(lines: &[Line]) -> Result<Vec<u8>, csv::Error> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record([
+        "time_utc",
+        "op",
+        "outcome",
+        "key_id",
+        "store_id",
+        "client",
+        "console_user",
+        "os_user",
+        "detail",
+    ])?;
+    for l in lines {
+        let o = |v: &Option<String>| cell(v.as_deref().unwrap_or(""));
+        w.write_record([
+            utc(l.time),
+            cell(&l.op),
+            cell(&l.outcome),
+            o(&l.key_id),
+            o(&l.store_id),
+            o(&l.fingerprint),
+            o(&l.actor),
+            cell(&l.user),
+            o(&l.detail),
+        ])?;
+    }
+    w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
+}
+
+fn filters(f: &Filter, ops: &BTreeSet<String>) -> Markup {
+    html! {
+        form.filters method="get" action="/console/audit" role="search" {
+            label { "Operation" select name="op" {
+                option value="" { "any" }
+                @for op in ops { option value=(op) selected[*op == f.op] { (op) } }
+            } }
+            label { "Client or console user" input type="text" name="client" value=(f.client); }
+            label { "Key or store id" input type="text" name="key" value=(f.key); }
+            label { "From (UTC)" input type="datetime-local" name="since" value=(f.since); }
+            label { "To (UTC)" input type="datetime-local" name="until" value=(f.until); }
+            button type="submit" { "Filter" }
+            a href={ "/console/audit.csv?" (f.query(None)) } download="coffer-audit.csv" { "Download CSV" }
+        }
+    }
+}
+
+pub fn page(v: &View, f: &Filter, found: &Found, notice: Notice) -> Markup {
+    let pages = found.lines.len().div_ceil(PAGE).max(1);
+    let at = f.page.min(pages);
+    let shown = found.lines.iter().skip((at - 1) * PAGE).take(PAGE);
+    let content = html! {
+        (filters(f, &found.ops))
+        p.muted { (found.lines.len()) " record(s), page " (at) " of " (pages) ", newest first."
+            @if found.truncated { " Only the newest 32 MiB of the log are read here; older records are in the file itself." } }
+        div.scroll tabindex="0" role="region" aria-label="Audit records" {
+            table #audit {
+                thead { tr {
+                    th scope="col" { "Time (UTC)" } th scope="col" { "Operation" }
+                    th scope="col" { "Outcome" } th scope="col" { "Key" }
+                    th scope="col" { "Store" } th scope="col" { "Client" }
+                    th scope="col" { "By" } th scope="col" { "Detail" }
+                } }
+                tbody {
+                    @for l in shown {
+                        tr {
+                            td { (utc(l.time)) } td { (l.op) } td { (l.outcome) }
+                            td.id { (l.key_id.as_deref().unwrap_or("")) }
+                            td.id { (l.store_id.as_deref().unwrap_or("")) }
+                            td.fp { (l.fingerprint.as_deref().unwrap_or("")) }
+                            td { @if let Some(a) = &l.actor { (a) " (console)" } @else { (l.user) } }
+                            td { (l.detail.as_deref().unwrap_or("")) }
+                        }
+                    }
+                }
+            }
+        }
+        nav.pager aria-label="Pages" {
+            @if at > 1 { a href={ "/console/audit?" (f.query(Some(at - 1))) } rel="prev" { "← Newer" } }
+            @if at < pages { a href={ "/console/audit?" (f.query(Some(at + 1))) } rel="next" { "Older →" } }
+        }
+    };
+    layout(v, "Audit log", "/console/audit", notice, content)
+}
