@@ -70,7 +70,7 @@ struct Tree {
 }
 
 /// Console user `name` with `role` in the middle server's configuration.
-fn add_user(env: &Env, config: &PathBuf, name: &str, role: &str) {
+fn add_user(env: &Env, config: &std::path::Path, name: &str, role: &str) {
     let pass = env.path(&format!("{name}.console"));
     std::fs::write(&pass, format!("console passphrase of {name}\n")).expect("write");
     let args = ["keyserver", "user", "add", name, "--role", role, "--config"];

@@ -1,8 +1,7 @@
 //! Who may use a key server's web console, and how a browser proves it: console users with
 //! an Argon2id passphrase hash in the server's configuration (`coffer keyserver user add`),
 //! two roles, sessions with an expiry and a CSRF token each, the cookie that carries a
-//! session, and a limit on failed logins. The pages themselves come on top of this (issue
-//! "A web console for the key-server tree").
+//! session, and a limit on failed logins. The pages are in console/.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

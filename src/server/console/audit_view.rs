@@ -253,3 +253,59 @@ pub fn page(v: &View, f: &Filter, found: &Found, notice: Notice) -> Markup {
     };
     layout(v, "Audit log", "/console/audit", notice, content)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(op: &str, time: u64, fp: &str) -> Line {
+        Line {
+            time,
+            op: op.into(),
+            fingerprint: Some(fp.into()),
+            key_id: Some("ab".repeat(16)),
+            ..Line::default()
+        }
+    }
+
+    #[test]
+    fn filters_times_and_csv() {
+        let q = |pairs: &[(&str, &str)]| {
+            let m: HashMap<String, String> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            Filter::from_query(&m)
+        };
+        let f = q(&[
+            ("op", "fetch"),
+            ("since", "2026-12-04T10:00"),
+            ("client", "sha256:AB"),
+        ])
+        .expect("filter");
+        let at = 1_796_378_400; // 2026-12-04 10:00:00 UTC
+        assert!(f.matches(&line("fetch", at, "SHA256:abcd")));
+        assert!(!f.matches(&line("fetch", at - 1, "SHA256:abcd")));
+        assert!(!f.matches(&line("push", at, "SHA256:abcd")));
+        assert!(!f.matches(&line("fetch", at, "SHA256:cd")));
+        assert_eq!(parse_time("2026-12-04").expect("day"), Some(at - 36_000));
+        assert!(matches!(
+            q(&[("until", "yesterday")]),
+            Err(ConsoleError::BadTime(_))
+        ));
+        assert_eq!(
+            f.query(Some(2)),
+            "op=fetch&client=sha256%3AAB&since=2026-12-04T10%3A00&page=2"
+        );
+
+        let mut hostile = line("=cmd|' /C calc'!A0", at, "-1+1");
+        hostile.detail = Some("a,\"quoted\"\nline".into());
+        let text = String::from_utf8(csv(&[hostile]).expect("csv")).expect("utf8");
+        let row = text.lines().nth(1).expect("row");
+        assert!(
+            row.contains("'=cmd|' /C calc'!A0,") && row.contains(",'-1+1,"),
+            "{text}"
+        );
+        assert!(text.contains("\"a,\"\"quoted\"\"\nline\""), "{text}");
+    }
+}

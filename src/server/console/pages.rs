@@ -287,3 +287,42 @@ pub fn settings(v: &View, s: &SettingsView, notice: Notice) -> Markup {
         content,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::console_auth::Role;
+
+    #[test]
+    fn what_a_child_pushed_is_escaped() {
+        let v = View {
+            user: "alice".into(),
+            role: Role::Viewer,
+            csrf: "t".into(),
+        };
+        let e = KeyEntry {
+            key_id: "ab".repeat(16),
+            store_id: "cd".repeat(16),
+            version: 1,
+            policy: Some("<script>alert(1)</script>".into()),
+            copy: Some("\" onfocus=\"x".into()),
+            origin: "pushed by SHA256:<b>".into(),
+            created: 0,
+        };
+        let html = keys(&v, "<q>", &[e]).into_string();
+        assert!(!html.contains("<script>") && !html.contains("<b>") && !html.contains("<q>"));
+        assert!(
+            html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{html}"
+        );
+        assert!(html.contains("&quot; onfocus=&quot;x"), "{html}");
+        let viewer = rights(&v, &[], Notice::None).into_string();
+        assert!(!viewer.contains("<form class=\"grant\"") && viewer.contains("You are a viewer"));
+        let admin = View {
+            role: Role::KeyAdmin,
+            ..v
+        };
+        let page = rights(&admin, &[], Notice::None).into_string();
+        assert!(page.contains("<form class=\"grant\"") && !page.contains("You are a viewer"));
+    }
+}

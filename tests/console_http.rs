@@ -1,0 +1,209 @@
+//! The console's locks, over real HTTPS with curl: off unless asked for; the security headers
+//! on every answer; the session cookie's flags; a login slowed after failures, and every
+//! failure audited without writing down a name that is not a user's; a change refused
+//! without the form's token or from another site; a session ended by logging out.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::keyservers::{free_port, CertHost, Server};
+use common::{s, Env};
+
+/// (status, headers, body) of a request to the server on `port`.
+fn curl(port: u16, path: &str, args: &[&str]) -> (u16, String, String) {
+    let o = Command::new("curl")
+        .args(["-sk", "--max-time", "20", "-D", "-", "-w", "\n%{http_code}"])
+        .args(args)
+        .arg(format!("https://127.0.0.1:{port}{path}"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let (rest, code) = text.rsplit_once('\n').expect("status");
+    let (head, body) = rest.split_once("\r\n\r\n").unwrap_or((rest, ""));
+    (
+        code.trim().parse().expect("code"),
+        head.to_ascii_lowercase(),
+        body.to_string(),
+    )
+}
+
+fn login(port: u16, user: &str, pass: &str) -> (u16, String, String) {
+    let form = format!("user={user}&passphrase={}", pass.replace(' ', "+"));
+    curl(port, "/console/login", &["--data", &form])
+}
+
+fn cookie_of(head: &str) -> String {
+    head.lines()
+        .find_map(|l| l.strip_prefix("set-cookie: coffer_console="))
+        .and_then(|v| v.split(';').next())
+        .expect("session cookie")
+        .to_string()
+}
+
+fn console_server(env: &Env, host: &CertHost, config: &Path) -> Server {
+    let pass = env.path("alice.console");
+    std::fs::write(&pass, "console passphrase of alice\n").expect("write");
+    let add = ["keyserver", "user", "add", "alice", "--role", "key-admin"];
+    env.coffer_ok(
+        &[
+            &add[..],
+            &["--config", s(config), "--passphrase-file", s(&pass)],
+        ]
+        .concat(),
+    );
+    let args = ["--config", s(config), "--console"].map(String::from);
+    Server::start(env, host, free_port(), &args)
+}
+
+#[test]
+fn console_is_off_unless_asked_for() {
+    let env = Env::new();
+    let host = CertHost::new(&env, "srv");
+    let srv = Server::start(&env, &host, free_port(), &[]);
+    let (code, _, body) = curl(srv.port, "/console/login", &[]);
+    assert_eq!(
+        code, 401,
+        "the API's answer to a request without a certificate: {body}"
+    );
+    assert!(!body.contains("<html"), "{body}");
+}
+
+#[test]
+fn console_locks() {
+    let env = Env::new();
+    let host = CertHost::new(&env, "srv");
+    let config = env.path("srv.toml");
+    let srv = console_server(&env, &host, &config);
+    let port = srv.port;
+    // Every answer, the login page as much as a page behind it, carries the headers.
+    let (code, head, _) = curl(port, "/console/login", &[]);
+    assert_eq!(code, 200);
+    for h in [
+        "content-security-policy: default-src 'none'; style-src 'self'; img-src 'self'; \
+         form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        "x-frame-options: deny",
+        "x-content-type-options: nosniff",
+        "cache-control: no-store",
+    ] {
+        assert!(head.contains(h), "{h}: {head}");
+    }
+    // Not logged in: to the login page.
+    let (code, head, _) = curl(port, "/console/rights", &[]);
+    assert_eq!(code, 303);
+    assert!(head.contains("location: /console/login"), "{head}");
+
+    // A good login: a cookie that only this site's HTTPS pages ever see.
+    let (code, head, _) = login(port, "alice", "console passphrase of alice");
+    assert_eq!(code, 303, "{head}");
+    let set = head
+        .lines()
+        .find(|l| l.starts_with("set-cookie:"))
+        .expect("cookie");
+    for flag in [
+        "path=/console",
+        "secure",
+        "httponly",
+        "samesite=strict",
+        "max-age=3600",
+    ] {
+        assert!(set.contains(flag), "{flag}: {set}");
+    }
+    let cookie = format!("coffer_console={}", cookie_of(&head));
+    changes_need_the_token(port, &cookie, &host);
+    let saved = std::fs::read_to_string(&config).expect("config");
+    assert!(
+        !saved.contains(&"ab".repeat(32)),
+        "nothing granted: {saved}"
+    );
+
+    // Logging out ends the session on the server, not only in the browser.
+    let (_, _, page) = curl(port, "/console/tree", &["-b", &cookie]);
+    let csrf = page.split("name=\"csrf\" value=\"").nth(1).expect("token");
+    let csrf = &csrf[..64];
+    let out = ["-b", &cookie, "--data", &format!("csrf={csrf}")];
+    let (code, _, _) = curl(port, "/console/logout", &out);
+    assert_eq!(code, 303);
+    let (code, head, _) = curl(port, "/console/tree", &["-b", &cookie]);
+    assert_eq!(code, 303, "{head}");
+
+    failed_logins(port, &host);
+}
+
+/// A change without the session's token, or sent from another site, is refused and audited.
+fn changes_need_the_token(port: u16, cookie: &str, host: &CertHost) {
+    let fp = "SHA256:".to_string() + &"ab".repeat(32);
+    let form = format!("csrf=0000&fingerprint={fp}&use=on");
+    let (code, _, body) = curl(
+        port,
+        "/console/rights/grant",
+        &["-b", cookie, "--data", &form],
+    );
+    assert_eq!(code, 403);
+    assert!(
+        body.contains("the form is stale or did not come from this console"),
+        "{body}"
+    );
+    let (_, _, page) = curl(port, "/console/rights", &["-b", cookie]);
+    let csrf = &page.split("name=\"csrf\" value=\"").nth(1).expect("token")[..64];
+    let form = format!("csrf={csrf}&fingerprint={fp}&use=on");
+    let evil = [
+        "-b",
+        cookie,
+        "-H",
+        "Origin: https://evil.example",
+        "--data",
+        &form,
+    ];
+    let (code, _, body) = curl(port, "/console/rights/grant", &evil);
+    assert_eq!(code, 403);
+    assert!(
+        body.contains("the request came from another site (Origin https://evil.example)"),
+        "{body}"
+    );
+    let audit = host.audit();
+    assert_eq!(
+        audit.matches(r#""op":"console-grant""#).count(),
+        2,
+        "{audit}"
+    );
+    assert_eq!(
+        audit.matches(r#""outcome":"refused""#).count(),
+        2,
+        "{audit}"
+    );
+}
+
+/// Failed logins are audited (an unknown name is not written down: it may be a passphrase
+/// typed in the wrong box) and, after five in a row, slowed down, the right passphrase too.
+fn failed_logins(port: u16, host: &CertHost) {
+    let (code, _, body) = login(port, "hunter2-typed-in-the-name-box", "x");
+    assert_eq!(code, 401);
+    assert!(body.contains("Wrong user name or passphrase."), "{body}");
+    for _ in 0..5 {
+        assert_eq!(login(port, "alice", "wrong passphrase").0, 401);
+    }
+    let (code, _, body) = login(port, "alice", "console passphrase of alice");
+    assert_eq!(code, 429, "{body}");
+    assert!(
+        body.contains("Too many failed logins: try again in"),
+        "{body}"
+    );
+    let audit = host.audit();
+    assert!(!audit.contains("hunter2"), "{audit}");
+    assert!(
+        audit.contains(r#""detail":"from 127.0.0.1: unknown user""#),
+        "{audit}"
+    );
+    assert_eq!(
+        audit
+            .matches(r#""detail":"from 127.0.0.1: wrong passphrase","actor":"alice""#)
+            .count(),
+        5
+    );
+    assert!(
+        audit.contains(r#""detail":"from 127.0.0.1: too many failed logins""#),
+        "{audit}"
+    );
+}
