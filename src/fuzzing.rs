@@ -182,6 +182,9 @@ pub fn keyserver_http(bytes: &[u8]) {
                     .map(|b| b.to_bytes().to_vec())
                     .unwrap_or_default();
                 let _ = request::export_of(&head.body);
+                // The console's forms and query strings.
+                let _ = crate::server::console::fields(&head.body);
+                let _ = crate::server::console::fields(head.query.as_bytes());
                 Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
                     hyper::body::Bytes::new(),
                 )))

@@ -308,4 +308,46 @@ mod tests {
         );
         assert!(text.contains("\"a,\"\"quoted\"\"\nline\""), "{text}");
     }
+
+    #[test]
+    fn pages_of_fifty_newest_first() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log = crate::keys::AuditLog::new(&dir.path().join("audit.log"));
+        for i in 0..120 {
+            let op = if i % 2 == 0 { "fetch" } else { "push" };
+            log.record(op, Some(&format!("{i:032}")), None, "ok", None)
+                .expect("record");
+        }
+        let all = read(log.path(), &Filter::default()).expect("read");
+        assert_eq!(all.lines.len(), 120);
+        assert_eq!(
+            all.lines[0].key_id.as_deref(),
+            Some(&*format!("{:032}", 119))
+        );
+        assert_eq!(all.ops.iter().collect::<Vec<_>>(), ["fetch", "push"]);
+        let v = View {
+            user: "u".into(),
+            role: crate::server::console_auth::Role::Viewer,
+            csrf: "t".into(),
+        };
+        let f = Filter {
+            page: 2,
+            ..Filter::default()
+        };
+        let html = page(&v, &f, &all, Notice::None).into_string();
+        assert!(html.contains("120 record(s), page 2 of 3"), "{html}");
+        assert!(
+            html.contains("href=\"/console/audit?page=1\" rel=\"prev\""),
+            "{html}"
+        );
+        assert!(
+            html.contains("href=\"/console/audit?page=3\" rel=\"next\""),
+            "{html}"
+        );
+        assert!(html.contains(&format!("{:032}", 69)) && !html.contains(&format!("{:032}", 70)));
+        let mut q = HashMap::new();
+        q.insert("op".to_string(), "push".to_string());
+        let pushes = read(log.path(), &Filter::from_query(&q).expect("f")).expect("read");
+        assert_eq!(pushes.lines.len(), 60);
+    }
 }
