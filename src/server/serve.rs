@@ -223,7 +223,13 @@ async fn console(
     let r = match Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => {
             head.body = b.to_bytes().to_vec();
-            tokio::task::spawn_blocking(move || server.console(&head)).await
+            tokio::task::spawn_blocking(move || {
+                let r = server.console(&head);
+                // A login's body holds a passphrase.
+                zeroize::Zeroize::zeroize(&mut head.body);
+                r
+            })
+            .await
         }
         Err(_) => Ok(console::Reply {
             status: 413,

@@ -13,6 +13,8 @@ use crate::server::{
     grant_fingerprint, parse_duration, Config, ConfigError, KeyServer, Request, Rights,
 };
 
+static CHANGING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The audit operation a console POST is.
 pub(super) fn op_of(path: &str) -> &'static str {
     match path {
@@ -119,6 +121,9 @@ impl KeyServer {
 
     /// POST of a change, by a key administrator whose token was checked.
     pub(super) fn act(&self, s: &Session, req: &Request, f: &HashMap<String, String>) -> Reply {
+        // One change at a time: each reads the configuration file, changes it and writes it
+        // back, then updates the running server; two at once would lose one.
+        let _one = CHANGING.lock().unwrap_or_else(|p| p.into_inner());
         let (done, back) = match req.path.as_str() {
             "/console/rights/grant" => (self.grant_from(s, f), "/console/rights"),
             "/console/rights/revoke" => (self.revoke_from(s, f), "/console/rights"),

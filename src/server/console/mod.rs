@@ -16,8 +16,10 @@ mod reply;
 mod views;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{OnceLock, RwLock};
+use std::sync::{Mutex, OnceLock, RwLock};
+
 use std::time::{Duration, Instant};
+use zeroize::Zeroize;
 
 pub use reply::{Reply, SECURITY_HEADERS};
 
@@ -35,6 +37,9 @@ pub struct Console {
     limiter: LoginLimiter,
     /// A hash checked for an unknown user name, so that a login takes as long either way.
     decoy: OnceLock<Option<ConsoleUser>>,
+    /// One login is checked at a time: an Argon2id check takes 64 MiB, so a flood of logins
+    /// must queue rather than take the server's memory, and the failure limit is then exact.
+    verifying: Mutex<()>,
 }
 
 impl Console {
@@ -44,6 +49,7 @@ impl Console {
             sessions: Sessions::new(SESSION_TTL),
             limiter: LoginLimiter::default(),
             decoy: OnceLock::new(),
+            verifying: Mutex::new(()),
         }
     }
 }
@@ -135,10 +141,17 @@ impl KeyServer {
         if let Err(e) = same_origin(req) {
             return Reply::html(e.status(), pages::login(Some(&e.to_string())));
         }
-        let f = fields(&req.body);
+        let mut f = fields(&req.body);
+        let reply = self.check_login(c, req, &f);
+        f.values_mut().for_each(Zeroize::zeroize);
+        reply
+    }
+
+    fn check_login(&self, c: &Console, req: &Request, f: &HashMap<String, String>) -> Reply {
         let name = f.get("user").map(String::as_str).unwrap_or_default();
         let pass = f.get("passphrase").map(String::as_str).unwrap_or_default();
         let addr = req.peer_addr.as_deref().unwrap_or("unknown").to_string();
+        let _one = c.verifying.lock().unwrap_or_else(|p| p.into_inner());
         let user = self.console_user(c, name);
         let known = user.as_ref().map(|_| name);
         let keys: Vec<String> = std::iter::once(format!("addr:{addr}"))
