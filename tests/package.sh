@@ -29,6 +29,10 @@ bash -c '. /usr/share/bash-completion/completions/coffer && complete -p coffer' 
   || fail "bash completion does not load"
 [ -s /usr/share/zsh/vendor-completions/_coffer ] || fail "no zsh completion"
 [ -s /usr/share/fish/vendor_completions.d/coffer.fish ] || fail "no fish completion"
+# The key-server guide and the console screenshots it shows.
+for img in $(grep -o 'img/console-[a-z-]*\.png' docs/keyserver.md | sort -u); do
+  [ -s "/usr/share/doc/coffer/$img" ] || fail "/usr/share/doc/coffer/$img missing (docs/keyserver.md shows it)"
+done
 for u in coffer-mount@mnt-backup.service coffer-keyserver.service coffer-kms-sync@srv-store.service coffer-kms-sync@srv-store.timer; do
   out=$(systemd-analyze verify "/lib/systemd/system/$u" 2>&1) || fail "$u: $out"
   [ -z "$out" ] || fail "systemd-analyze verify $u: $out"
