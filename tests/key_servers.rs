@@ -607,3 +607,68 @@ fn rights_are_checked_before_a_body_and_a_slow_client_is_cut_off() {
         200
     );
 }
+
+/// A stopped server high in the tree does not stop the pushes below it: the middle server
+/// answers its chain as far as it knows it, and the leaf's keys still reach the middle.
+#[test]
+fn a_stopped_top_does_not_stop_the_pushes_below_it() {
+    let env = Env::new();
+    let (top, mid, leaf) = (
+        CertHost::new(&env, "top"),
+        CertHost::new(&env, "mid"),
+        CertHost::new(&env, "leaf"),
+    );
+    let (pt, pm) = (free_port(), free_port());
+    let child_of = |parent: &CertHost, port: u16| -> Vec<String> {
+        let url = format!("https://127.0.0.1:{port}");
+        let args = [
+            "--parent",
+            &url,
+            "--parent-cert",
+            s(&parent.pem),
+            "--hierarchy",
+        ];
+        args.iter()
+            .chain(&["--heartbeat", "1s", "--timeout", "2s"])
+            .map(|a| a.to_string())
+            .collect()
+    };
+    let mut top_srv = Server::start(&env, &top, pt, &grant(&mid, "read,write"));
+    let mut mid_args = child_of(&top, pt);
+    mid_args.extend(grant(&leaf, "read,write"));
+    let _mid = Server::start(&env, &mid, pm, &mid_args);
+    let _leaf = Server::start(&env, &leaf, free_port(), &child_of(&mid, pm));
+    let store_key = |i: usize| {
+        let store = env.path(&format!("store{i}"));
+        leaf.ok(&["init", s(&store), "--rsa-bits", "2048"]);
+        let info: serde_json::Value =
+            serde_json::from_str(&leaf.ok(&["info", s(&store), "--json"])).expect("json");
+        info["master_keys"][0]["key_id"]
+            .as_str()
+            .expect("id")
+            .to_string()
+    };
+    let first = store_key(0);
+    let limit = Duration::from_secs(30);
+    wait_for("the leaf's key at the top", limit, || top.has_key(&first));
+
+    top_srv.stop();
+    let second = store_key(1);
+    wait_for(
+        "the leaf's new key at the middle, the top stopped",
+        limit,
+        || mid.has_key(&second),
+    );
+    assert!(!top.has_key(&second));
+    let refused = leaf
+        .audit()
+        .lines()
+        .filter(|l| l.contains("\"op\":\"heartbeat\""))
+        .count();
+    assert_eq!(
+        refused,
+        0,
+        "the leaf's heartbeats all went through: {}",
+        leaf.audit()
+    );
+}

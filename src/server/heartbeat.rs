@@ -12,35 +12,48 @@ use crate::keys::hierarchy::client::{Client, Response};
 use crate::keys::transport::{self, Contents, ExportedKey};
 
 impl KeyServer {
-    /// This server's fingerprint and its ancestors', top last.
+    /// This server's fingerprint and its ancestors', top last. A cycle is refused (409). When
+    /// the parent cannot be reached or refuses for another reason, the chain stops here and
+    /// says `complete: false`: a stopped server high in the tree must not stop the pushes
+    /// below it, and a cycle through a server that cannot be reached carries nothing round.
     pub(super) fn chain(&self, via: &[String]) -> Result<serde_json::Value, ApiError> {
         self.cycle(via)?;
         let mut chain = vec![self.identity.fingerprint.clone()];
+        let mut complete = true;
         if let (true, Some(parent)) = (self.hierarchy(), &self.parent) {
             let mut v = via.to_vec();
             v.push(self.identity.fingerprint.clone());
-            let r = parent.request(
+            let asked = parent.request(
                 Some(&self.identity),
                 "GET",
                 "/v1/chain",
                 &[(VIA, v.join(","))],
                 None,
-            )?;
-            match r.status {
-                200 => {
+            );
+            match asked {
+                Ok(r) if r.status == 200 => {
                     if let Some(up) = r.body["chain"].as_array() {
                         chain.extend(up.iter().filter_map(|x| x.as_str().map(String::from)));
                     }
+                    complete = r.body["complete"].as_bool() != Some(false);
                 }
-                status => {
+                Ok(r) if r.status == 409 => {
                     return Err(ApiError::ParentRefused {
-                        status: if status == 409 { 409 } else { 502 },
+                        status: 409,
                         error: parent.refusal(&r),
                     })
                 }
+                Ok(r) => {
+                    tracing::debug!("chain: the parent refused: {}", parent.refusal(&r));
+                    complete = false;
+                }
+                Err(e) => {
+                    tracing::debug!("chain: {e}");
+                    complete = false;
+                }
             }
         }
-        Ok(json!({ "chain": chain, "hierarchy": self.hierarchy() }))
+        Ok(json!({ "chain": chain, "complete": complete, "hierarchy": self.hierarchy() }))
     }
 
     /// One heartbeat: refuse a cycle, then push every key the parent lacks. Returns how many
