@@ -75,6 +75,9 @@ fn fsck_json_has_every_finding_and_count() {
         "{v}"
     );
     assert!(!v.to_string().contains("/f0"), "no plaintext name: {v}");
+    // Reported once: the damaged file is there, so its catalog record is not "gone" too.
+    assert_eq!(problems.len(), 1, "{v}");
+    assert!(!v.to_string().contains("whose file is gone"), "{v}");
 }
 
 #[test]

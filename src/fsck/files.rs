@@ -44,6 +44,10 @@ impl Walk<'_> {
         {
             return self.problem(crel, plain, why);
         }
+        if let Ok((h, _)) = &shape {
+            // Whatever is found wrong below, the file is there: its record is not orphaned.
+            self.damaged.insert(h.file_id);
+        }
         let checked = if self.opts.keyless {
             shape
         } else {

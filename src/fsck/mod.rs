@@ -93,6 +93,8 @@ struct Walk<'a> {
     report: Report,
     seen_inodes: HashSet<u64>,
     files: HashMap<[u8; 16], FileRecord>,
+    /// Files that are there but damaged (reported already): their records are not "gone".
+    damaged: HashSet<[u8; 16]>,
     /// Per batch id: None when its record authenticates, else why not.
     batches: HashMap<[u8; 16], Option<String>>,
     /// Blobs of long symlink targets that symlinks name.
@@ -111,6 +113,7 @@ pub fn check(store: &OpenStore, opts: &Options, catalog_bad: Option<String>) -> 
         report: Report::default(),
         seen_inodes: HashSet::new(),
         files: HashMap::new(),
+        damaged: HashSet::new(),
         batches: HashMap::new(),
         link_blobs: HashSet::new(),
     };

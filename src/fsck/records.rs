@@ -115,7 +115,10 @@ impl Walk<'_> {
                 self.problem(cat, "", msg);
             }
         }
-        for id in records.keys().filter(|id| !files.contains_key(*id)) {
+        // A file that is there but damaged was reported as such; its record stays.
+        let damaged = std::mem::take(&mut self.damaged);
+        let present = |id: &[u8; 16]| files.contains_key(id) || damaged.contains(id);
+        for id in records.keys().filter(|id| !present(id)) {
             let msg = format!("record for file {} whose file is gone", hex::encode(id));
             if self.opts.repair {
                 self.store.catalog_op(CatalogOp::Remove(*id));
