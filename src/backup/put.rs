@@ -48,8 +48,12 @@ pub(super) struct Run<'a> {
     /// Source directories to read ahead, as the walk starts them (within::read_ahead_dir),
     /// each with the store directory it goes into when that was there before this run.
     /// Taken at the end of the walk, which ends the reading-ahead thread.
-    ahead: Mutex<Option<std::sync::mpsc::Sender<(OwnedFd, Option<u64>)>>>,
+    ahead: Mutex<Option<AheadQueue>>,
 }
+
+/// Where the walk sends a source directory (and the store directory it goes into, when that
+/// was there before this run) to be read ahead.
+type AheadQueue = std::sync::mpsc::Sender<(OwnedFd, Option<u64>)>;
 
 /// Copy `sources` into directory `dest` of the store (made as needed). A source named with a
 /// trailing slash has its contents copied into `dest`; without, it is copied as `dest/NAME`.
