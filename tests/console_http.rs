@@ -129,6 +129,13 @@ fn console_locks() {
     assert_eq!(code, 303, "{head}");
 
     failed_logins(port, &host);
+
+    // Console answers are counted under their own label in /metrics.
+    let (_, _, metrics) = curl(port, "/metrics", &[]);
+    assert!(
+        metrics.contains("coffer_keyserver_requests_total{endpoint=\"console\",code=\"429\"} 1"),
+        "{metrics}"
+    );
 }
 
 /// A change without the session's token, or sent from another site, is refused and audited.

@@ -225,6 +225,7 @@ async fn console(
             head.body = b.to_bytes().to_vec();
             tokio::task::spawn_blocking(move || {
                 let r = server.console(&head);
+                server.count(&head, r.status);
                 // A login's body holds a passphrase.
                 zeroize::Zeroize::zeroize(&mut head.body);
                 r
