@@ -67,6 +67,7 @@ struct Tree {
     config: PathBuf,
     servers: Vec<Server>,
     port: u16,
+    leaf_port: u16,
 }
 
 /// Console user `name` with `role` in the middle server's configuration.
@@ -112,8 +113,18 @@ fn start_tree() -> Tree {
     let mut mid_args = child_of(&top, top_port);
     mid_args.extend(["--config".into(), s(&config).into(), "--console".into()]);
     let mid_s = Server::start(&env, &mid, port, &mid_args);
-    let leaf_s = Server::start(&env, &leaf, leaf_port, &child_of(&mid, port));
+    // The leaf has a console too (read with curl): it shows the top as an ancestor.
+    let leaf_config = env.path("leaf.toml");
+    add_user(&env, &leaf_config, "alice", "key-admin");
+    let mut leaf_args = child_of(&mid, port);
+    leaf_args.extend([
+        "--config".into(),
+        s(&leaf_config).into(),
+        "--console".into(),
+    ]);
+    let leaf_s = Server::start(&env, &leaf, leaf_port, &leaf_args);
     Tree {
+        leaf_port,
         servers: vec![top_s, mid_s, leaf_s],
         env,
         top,
@@ -157,6 +168,68 @@ fn submit(b: &Browser, button: &str) {
     });
 }
 
+/// A session on the console on `port`, logged in with curl.
+fn curl_login(port: u16, user: &str) -> String {
+    let form = format!("user={user}&passphrase=console+passphrase+of+{user}");
+    let o = std::process::Command::new("curl")
+        .args([
+            "-sk",
+            "--max-time",
+            "20",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "--data",
+            &form,
+        ])
+        .arg(format!("https://127.0.0.1:{port}/console/login"))
+        .output()
+        .expect("curl");
+    let head = String::from_utf8_lossy(&o.stdout).to_ascii_lowercase();
+    let cookie = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: coffer_console="))
+        .and_then(|v| v.split(';').next());
+    cookie.expect("a session").to_string()
+}
+
+/// The rows of a tree page with `relation`, as HTML.
+fn rows_of<'a>(page: &'a str, relation: &str) -> Vec<&'a str> {
+    let start = format!("<tr data-relation=\"{relation}\">");
+    page.split(start.as_str())
+        .skip(1)
+        .filter_map(|r| r.split("</tr>").next())
+        .collect()
+}
+
+/// The leaf's view: the middle server as its parent and the top as an ancestor; once the
+/// top is stopped, the middle still reachable and its own parent said not to answer.
+fn leaf_sees_the_top(t: &Tree, top_up: bool) {
+    let cookie = curl_login(t.leaf_port, "alice");
+    wait_for("the leaf's tree", LIMIT, || {
+        let (_, page) = curl(t.leaf_port, &cookie, "/console/tree", None);
+        let parent = rows_of(&page, "parent");
+        let ancestors = rows_of(&page, "ancestor");
+        let mid_ok = parent.len() == 1
+            && parent[0].contains(&t.mid.fp)
+            && parent[0].contains("state-reachable");
+        match top_up {
+            true => {
+                mid_ok
+                    && ancestors.len() == 1
+                    && ancestors[0].contains(&t.top.fp)
+                    && ancestors[0].contains("state-reachable")
+            }
+            false => {
+                mid_ok
+                    && ancestors.is_empty()
+                    && parent[0].contains("its own parent did not answer it")
+            }
+        }
+    });
+}
+
 fn state_of(b: &Browser, relation: &str) -> String {
     let css = format!("tr[data-relation='{relation}'] .state");
     match b.count(&css) {
@@ -197,8 +270,10 @@ fn tree_page(t: &mut Tree, b: &Browser) {
         assert!(src.contains(fp.as_str()), "tree names {fp}");
     }
     b.screenshot("tree");
+    leaf_sees_the_top(t, true);
     // The top server stops: the next heartbeat cannot reach it.
     t.servers[0].stop();
+    leaf_sees_the_top(t, false);
     t.wait_page(
         b,
         "/console/tree",

@@ -123,7 +123,7 @@ impl KeyServer {
         ];
         let r = parent.request(Some(&self.identity), "GET", "/v1/chain", &via, None)?;
         let chain = ok_or_refused(parent, &r)?;
-        self.peers.parent_hierarchy(chain["hierarchy"].as_bool());
+        self.peers.parent_chain(chain);
         if chain["chain"]
             .as_array()
             .is_some_and(|c| c.iter().any(|x| x.as_str() == Some(own)))

@@ -17,6 +17,7 @@ pub(super) const HEARTBEAT: &str = "X-Coffer-Heartbeat";
 /// Header: how many keys a child holds.
 pub(super) const HELD: &str = "X-Coffer-Held";
 const MAX_CHILDREN: usize = 1024;
+const MAX_CHAIN: usize = 64;
 
 /// How a peer looks from here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,7 +30,7 @@ pub enum PeerState {
     Unreachable,
     /// It refused this server (parent), or this server refused it (child).
     Refusing,
-    /// Not contacted yet.
+    /// Not known: not contacted yet, or (an ancestor) its child is not reachable now.
     Unknown,
 }
 
@@ -40,7 +41,7 @@ impl PeerState {
             PeerState::Late => "late",
             PeerState::Unreachable => "unreachable",
             PeerState::Refusing => "refusing",
-            PeerState::Unknown => "not contacted yet",
+            PeerState::Unknown => "unknown",
         }
     }
 }
@@ -58,6 +59,10 @@ pub struct ParentSeen {
     pub lacks: Option<usize>,
     /// Its hierarchy option, as its chain answer says.
     pub hierarchy: Option<bool>,
+    /// Its chain at the last heartbeat: the parent first, the top last.
+    pub chain: Vec<String>,
+    /// Whether that chain reached the top (false: a server on the way did not answer).
+    pub chain_complete: bool,
 }
 
 /// What this server heard from one child.
@@ -102,10 +107,19 @@ impl Peers {
         }
     }
 
-    /// The parent's own hierarchy option, from its chain answer.
-    pub(super) fn parent_hierarchy(&self, on: Option<bool>) {
+    /// The parent's chain answer: its hierarchy option, the chain up from it (at most
+    /// `MAX_CHAIN` servers), whether that reached the top.
+    pub(super) fn parent_chain(&self, answer: &serde_json::Value) {
         if let Ok(mut p) = self.parent.lock() {
-            p.hierarchy = on;
+            p.hierarchy = answer["hierarchy"].as_bool();
+            p.chain = answer["chain"]
+                .as_array()
+                .map(|c| {
+                    let ids = c.iter().filter_map(|x| x.as_str().map(String::from));
+                    ids.take(MAX_CHAIN).collect()
+                })
+                .unwrap_or_default();
+            p.chain_complete = answer["complete"].as_bool() != Some(false);
         }
     }
 

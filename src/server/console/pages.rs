@@ -137,7 +137,7 @@ pub fn tree(v: &View, rows: &[TreeRow], heartbeat: &str) -> Markup {
                             td.fp { (r.fingerprint) }
                             td { (r.address) }
                             td { @match (r.last, r.relation) {
-                                (_, "this server") => "—",
+                                (_, "this server" | "ancestor") => "—",
                                 (Some(t), _) => (utc(t)),
                                 (None, _) => "never",
                             } }

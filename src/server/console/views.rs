@@ -87,25 +87,7 @@ impl KeyServer {
             keys: format!("holds {}", held.unwrap_or_else(|e| e.to_string())),
             detail: None,
         }];
-        if let Some(parent) = &self.parent {
-            let p = self.peers.parent();
-            let pin = self.parent_key.as_ref().and_then(|k| k.fingerprint().ok());
-            let off = !self.hierarchy();
-            rows.push(TreeRow {
-                relation: "parent",
-                fingerprint: pin.unwrap_or_else(|| "not pinned".into()),
-                address: parent.url().to_string(),
-                last: p.last_ok,
-                state: parent_state(&p, every, now),
-                hierarchy: p.hierarchy,
-                pushed: Some(p.pushed),
-                keys: p.lacks.map(|n| format!("lacks {n}")).unwrap_or_default(),
-                detail: match off {
-                    true => Some("hierarchy off here: no heartbeat is sent".into()),
-                    false => p.failed.map(|(_, why)| why),
-                },
-            });
-        }
+        rows.extend(self.parent_rows(every, now));
         for (fp, c) in self.peers.children() {
             rows.push(TreeRow {
                 relation: "child",
@@ -119,6 +101,58 @@ impl KeyServer {
                     .refused
                     .then(|| "its last request was refused here".into()),
                 fingerprint: fp,
+            });
+        }
+        rows
+    }
+
+    /// The parent, and the servers above it as its chain named them at the last heartbeat.
+    fn parent_rows(&self, every: Duration, now: u64) -> Vec<TreeRow> {
+        let Some(parent) = &self.parent else {
+            return Vec::new();
+        };
+        let p = self.peers.parent();
+        let pin = self.parent_key.as_ref().and_then(|k| k.fingerprint().ok());
+        let state = parent_state(&p, every, now);
+        let detail = match (!self.hierarchy(), &p.failed, state, p.chain.len()) {
+            (true, _, _, _) => Some("hierarchy off here: no heartbeat is sent".into()),
+            (_, Some((_, why)), _, _) => Some(why.clone()),
+            (_, None, PeerState::Unknown, _) => Some("no heartbeat yet".into()),
+            (_, None, _, n) if n <= 1 && !p.chain_complete => {
+                Some("its own parent did not answer it".into())
+            }
+            _ => None,
+        };
+        let mut rows = vec![TreeRow {
+            relation: "parent",
+            fingerprint: pin.unwrap_or_else(|| "not pinned".into()),
+            address: parent.url().to_string(),
+            last: p.last_ok,
+            state,
+            hierarchy: p.hierarchy,
+            pushed: Some(p.pushed),
+            keys: p.lacks.map(|n| format!("lacks {n}")).unwrap_or_default(),
+            detail,
+        }];
+        let n = p.chain.len();
+        for (i, fp) in p.chain.iter().enumerate().skip(1) {
+            let last = i + 1 == n && !p.chain_complete;
+            rows.push(TreeRow {
+                relation: "ancestor",
+                fingerprint: fp.clone(),
+                address: String::new(),
+                last: None,
+                state: match state {
+                    PeerState::Reachable => PeerState::Reachable,
+                    _ => PeerState::Unknown,
+                },
+                hierarchy: None,
+                pushed: None,
+                keys: String::new(),
+                detail: Some(match last {
+                    true => "named in the parent's chain; its own parent did not answer it".into(),
+                    false => "named in the parent's chain at the last heartbeat".into(),
+                }),
             });
         }
         rows
