@@ -11,7 +11,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::keyservers::{free_port, grant, wait_for, CertHost, Server};
+use common::keyservers::{child_of, free_port, grant, wait_for, CertHost, Server};
 use common::webdriver::{Browser, ENTER};
 use common::{s, Env};
 
@@ -97,18 +97,6 @@ fn start_tree() -> Tree {
     add_user(&env, &config, "alice", "key-admin");
     add_user(&env, &config, "victor", "viewer");
     let (top_port, port, leaf_port) = (free_port(), free_port(), free_port());
-    let child_of = |parent: &CertHost, p: u16| -> Vec<String> {
-        let url = format!("https://127.0.0.1:{p}");
-        let args = [
-            "--parent",
-            &url,
-            "--parent-cert",
-            s(&parent.pem),
-            "--hierarchy",
-        ];
-        let timing = ["--heartbeat", "1s", "--timeout", "2s"];
-        args.iter().chain(&timing).map(|a| a.to_string()).collect()
-    };
     let top_s = Server::start(&env, &top, top_port, &grant(&mid, "use,read,write,relay"));
     let mut mid_args = child_of(&top, top_port);
     mid_args.extend(["--config".into(), s(&config).into(), "--console".into()]);

@@ -4,7 +4,7 @@
 mod common;
 
 use std::fs;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{pattern, require_fuse, Env};
 
@@ -18,14 +18,11 @@ fn stop_with(signal: &str) {
     let pid = m.daemon_pid();
     std::mem::forget(m); // the daemon is stopped by the signal, not by the guard
     common::sh_ok(&format!("kill -{signal} {pid}"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
-        assert!(
-            Instant::now() < deadline,
-            "daemon did not exit after SIG{signal}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let gone = || !std::path::Path::new(&format!("/proc/{pid}")).exists();
+    assert!(
+        common::poll(Duration::from_secs(30), gone),
+        "daemon did not exit after SIG{signal}"
+    );
     let mounts = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     assert!(
         !mounts.contains(env.mnt.to_str().expect("utf8")),

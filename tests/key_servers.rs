@@ -7,7 +7,7 @@ use std::fs;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::keyservers::{free_port, grant, wait_for, CertHost, Server};
+use common::keyservers::{child_of, free_port, grant, wait_for, CertHost, Server};
 use common::{pattern, require_fuse, s, sh_ok, Env, Host, MountGuard as Guard};
 
 #[test]
@@ -619,20 +619,6 @@ fn a_stopped_top_does_not_stop_the_pushes_below_it() {
         CertHost::new(&env, "leaf"),
     );
     let (pt, pm) = (free_port(), free_port());
-    let child_of = |parent: &CertHost, port: u16| -> Vec<String> {
-        let url = format!("https://127.0.0.1:{port}");
-        let args = [
-            "--parent",
-            &url,
-            "--parent-cert",
-            s(&parent.pem),
-            "--hierarchy",
-        ];
-        args.iter()
-            .chain(&["--heartbeat", "1s", "--timeout", "2s"])
-            .map(|a| a.to_string())
-            .collect()
-    };
     let mut top_srv = Server::start(&env, &top, pt, &grant(&mid, "read,write"));
     let mut mid_args = child_of(&top, pt);
     mid_args.extend(grant(&leaf, "read,write"));

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::keyservers::{free_port, grant, wait_for, CertHost, Server};
+use common::keyservers::{child_of, free_port, grant, wait_for, CertHost, Server};
 use common::{s, Env};
 
 /// `/metrics` of the server on `port`, over TLS without a client certificate.
@@ -49,23 +49,6 @@ fn status(srv: &CertHost, port: u16, who: Option<&CertHost>, path: &str) -> u16 
     c.request(id.as_ref(), "GET", path, &[], None)
         .expect("request")
         .status
-}
-
-/// The server's options: a parent (not yet started) it heartbeats to every second.
-fn child_of(top: &CertHost, top_port: u16) -> Vec<String> {
-    [
-        "--parent",
-        &format!("https://127.0.0.1:{top_port}"),
-        "--parent-cert",
-        s(&top.pem),
-        "--hierarchy",
-        "--heartbeat",
-        "1s",
-        "--timeout",
-        "2s",
-    ]
-    .map(String::from)
-    .to_vec()
 }
 
 #[test]

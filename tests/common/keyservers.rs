@@ -5,7 +5,7 @@ use std::fs;
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{s, Env, Host};
 
@@ -81,14 +81,11 @@ impl Server {
             .stderr(out)
             .spawn()
             .expect("keyserver");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "key server on {port} did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for(
+            &format!("key server on {port} starting"),
+            Duration::from_secs(20),
+            || TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        );
         Server {
             child,
             port,
@@ -125,15 +122,28 @@ pub fn free_port() -> u16 {
 
 /// Poll `f` until it holds, failing the test if it does not within `limit` (a generous bound,
 /// never a measurement).
-pub fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < limit,
-            "{what} did not happen within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+pub fn wait_for(what: &str, limit: Duration, f: impl FnMut() -> bool) {
+    assert!(
+        super::poll(limit, f),
+        "{what} did not happen within {limit:?}"
+    );
+}
+
+/// The options of a key server under `parent` (listening on `port`, not necessarily started):
+/// pinned, with the hierarchy on, heartbeats every second and a 2 s timeout.
+pub fn child_of(parent: &CertHost, port: u16) -> Vec<String> {
+    let url = format!("https://127.0.0.1:{port}");
+    let args = [
+        "--parent",
+        &url,
+        "--parent-cert",
+        s(&parent.pem),
+        "--hierarchy",
+    ];
+    args.iter()
+        .chain(&["--heartbeat", "1s", "--timeout", "2s"])
+        .map(|a| a.to_string())
+        .collect()
 }
 
 pub fn grant(h: &CertHost, rights: &str) -> [String; 2] {

@@ -134,14 +134,9 @@ impl Env {
     /// Poll until the store's lock record is empty: the daemon released it cleanly and
     /// exited (a generous bound; never a measurement).
     pub fn wait_released(&self) -> bool {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while std::time::Instant::now() < deadline {
-            if std::fs::read(self.store.join("lock")).is_ok_and(|b| b.is_empty()) {
-                return true;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        false
+        poll(std::time::Duration::from_secs(60), || {
+            std::fs::read(self.store.join("lock")).is_ok_and(|b| b.is_empty())
+        })
     }
 
     /// `coffer fsck STORE` finds nothing (exit 0); its report is the failure message.
@@ -245,10 +240,9 @@ impl Mounted<'_> {
             .status()
             .expect("kill");
         // Polled with a generous bound: the umount below needs the daemon gone.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while Path::new(&format!("/proc/{pid}")).exists() && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        poll(std::time::Duration::from_secs(30), || {
+            !Path::new(&format!("/proc/{pid}")).exists()
+        });
         let m = self.env.mnt.to_str().expect("utf8");
         let o = self.env.coffer(&["umount", m]);
         if !o.status.success() {
@@ -433,6 +427,21 @@ impl Host {
 
     pub fn audit(&self) -> String {
         std::fs::read_to_string(self.keystore.join("audit.log")).unwrap_or_default()
+    }
+}
+
+/// Poll `f` every 20 ms until it holds (true) or `limit` has passed (false): a generous bound
+/// on waiting for a state, never a measurement.
+pub fn poll(limit: std::time::Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if f() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
