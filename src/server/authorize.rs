@@ -9,7 +9,8 @@ use crate::crypto::PublicKey;
 /// What an admitted request asks for.
 pub(super) enum Route<'a> {
     Health,
-    Chain,
+    /// The chain, asked by this peer (a child's heartbeat, when its Via names only itself).
+    Chain(&'a str),
     List(Caller<'a>),
     Push(Caller<'a>),
     Fetch(&'a str, &'a PublicKey, Caller<'a>),
@@ -109,10 +110,7 @@ impl KeyServer {
         };
         let r = caller.requester.clone();
         match (req.method.as_str(), req.path.as_str()) {
-            ("GET", "/v1/chain") => {
-                self.peers.child_seen(caller.peer_fp, req);
-                Ok(Route::Chain)
-            }
+            ("GET", "/v1/chain") => Ok(Route::Chain(caller.peer_fp)),
             ("GET", "/v1/keys") => {
                 need(r.read || r.write, "read", None).map(|_| Route::List(caller))
             }

@@ -203,7 +203,10 @@ impl KeyServer {
             Route::Health => {
                 Ok(json!({ "status": "ok", "fingerprint": self.identity.fingerprint }))
             }
-            Route::Chain => self.chain(&via),
+            Route::Chain(peer_fp) => {
+                self.peers.child_seen(peer_fp, req);
+                self.chain(&via)
+            }
             Route::List(caller) => Ok(json!({ "keys": self
                 .ks
                 .entries()?

@@ -134,20 +134,11 @@ impl KeyServer {
             Ok(code) => return Reply::redirect(&format!("{back}?done={code}")),
             Err(e) => e,
         };
-        let detail = format!("POST {}: {e}", req.path);
         let fp = f
             .get("fingerprint")
             .map(String::as_str)
             .filter(|s| s.starts_with("SHA256:"));
-        if let Err(err) = self.audit.record_by(
-            Some(&s.user),
-            op_of(&req.path),
-            fp,
-            "refused",
-            Some(&detail),
-        ) {
-            tracing::error!("console change refused: {err}");
-        }
+        self.audit_refused(s, req, fp, &e);
         let (v, text) = (View::of(s), e.to_string());
         let page = match back {
             "/console/rights" => pages::rights(&v, &self.right_rows(), Notice::Error(&text)),
@@ -198,32 +189,50 @@ impl KeyServer {
         let list = rights.to_list();
         let name = clean_name(f.get("name").map(String::as_str).unwrap_or(""));
         let detail = format!("granted {} (name {name:?})", list.join(","));
-        self.audit.record_by(
-            Some(&s.user),
-            "console-grant",
-            Some(&fp),
-            "ok",
-            Some(&detail),
-        )?;
+        self.change_grant(s, &fp, Some((rights, name)), &detail)?;
+        Ok("granted")
+    }
+
+    /// Give `fp` these rights and this name (None: take its grant away): audited, saved to
+    /// the configuration file, then in effect.
+    fn change_grant(
+        &self,
+        s: &Session,
+        fp: &str,
+        grant: Option<(Rights, String)>,
+        detail: &str,
+    ) -> Result<(), ConsoleError> {
+        let op = if grant.is_some() {
+            "console-grant"
+        } else {
+            "console-revoke"
+        };
+        self.audit
+            .record_by(Some(&s.user), op, Some(fp), "ok", Some(detail))?;
+        let name = grant
+            .as_ref()
+            .map(|(_, n)| n.clone())
+            .filter(|n| !n.is_empty());
         self.save_config(|cfg| {
             cfg.grants
                 .retain(|k, _| grant_fingerprint(k).map_or(true, |g| g != fp));
-            cfg.grants.insert(fp.clone(), list.clone());
-            match name.is_empty() {
-                true => cfg.grant_names.remove(&fp),
-                false => cfg.grant_names.insert(fp.clone(), name.clone()),
-            };
+            cfg.grant_names.remove(fp);
+            if let Some((rights, _)) = &grant {
+                cfg.grants.insert(fp.to_string(), rights.to_list());
+            }
+            if let Some(n) = &name {
+                cfg.grant_names.insert(fp.to_string(), n.clone());
+            }
         })?;
         if let Ok(mut n) = self.names.write() {
-            match name.is_empty() {
-                true => n.remove(&fp),
-                false => n.insert(fp.clone(), name),
-            };
+            n.remove(fp);
+            n.extend(name.map(|n| (fp.to_string(), n)));
         }
         if let Ok(mut g) = self.grants.write() {
-            g.insert(fp, rights);
+            g.remove(fp);
+            g.extend(grant.map(|(r, _)| (fp.to_string(), r)));
         }
-        Ok("granted")
+        Ok(())
     }
 
     fn revoke_from(
@@ -236,24 +245,7 @@ impl KeyServer {
         if !self.grants.read().is_ok_and(|g| g.contains_key(&fp)) {
             return Err(ConsoleError::NoGrant(fp));
         }
-        self.audit.record_by(
-            Some(&s.user),
-            "console-revoke",
-            Some(&fp),
-            "ok",
-            Some("revoked every right"),
-        )?;
-        self.save_config(|cfg| {
-            cfg.grants
-                .retain(|k, _| grant_fingerprint(k).map_or(true, |g| g != fp));
-            cfg.grant_names.remove(&fp);
-        })?;
-        if let Ok(mut g) = self.grants.write() {
-            g.remove(&fp);
-        }
-        if let Ok(mut n) = self.names.write() {
-            n.remove(&fp);
-        }
+        self.change_grant(s, &fp, None, "revoked every right")?;
         Ok("revoked")
     }
 

@@ -10,7 +10,7 @@ use std::path::Path;
 use maud::{html, Markup};
 use serde::Deserialize;
 
-use super::pages::{layout, Notice};
+use super::pages::{layout, table, Notice};
 use super::views::{utc, View};
 use super::ConsoleError;
 
@@ -199,6 +199,17 @@ pub fn csv(lines: &[Line]) -> Result<Vec<u8>, csv::Error> {
     w.into_inner().map_err(|e| csv::Error::from(e.into_error()))
 }
 
+const AUDIT_COLUMNS: [&str; 8] = [
+    "Time (UTC)",
+    "Operation",
+    "Outcome",
+    "Key",
+    "Store",
+    "Client",
+    "By",
+    "Detail",
+];
+
 fn filters(f: &Filter, ops: &BTreeSet<String>) -> Markup {
     html! {
         form.filters method="get" action="/console/audit" role="search" {
@@ -224,28 +235,18 @@ pub fn page(v: &View, f: &Filter, found: &Found, notice: Notice) -> Markup {
         (filters(f, &found.ops))
         p.muted { (found.lines.len()) " record(s), page " (at) " of " (pages) ", newest first."
             @if found.truncated { " Only the newest 32 MiB of the log are read here; older records are in the file itself." } }
-        div.scroll tabindex="0" role="region" aria-label="Audit records" {
-            table #audit {
-                thead { tr {
-                    th scope="col" { "Time (UTC)" } th scope="col" { "Operation" }
-                    th scope="col" { "Outcome" } th scope="col" { "Key" }
-                    th scope="col" { "Store" } th scope="col" { "Client" }
-                    th scope="col" { "By" } th scope="col" { "Detail" }
-                } }
-                tbody {
-                    @for l in shown {
-                        tr {
-                            td { (utc(l.time)) } td { (l.op) } td { (l.outcome) }
-                            td.id { (l.key_id.as_deref().unwrap_or("")) }
-                            td.id { (l.store_id.as_deref().unwrap_or("")) }
-                            td.fp { (l.fingerprint.as_deref().unwrap_or("")) }
-                            td { @if let Some(a) = &l.actor { (a) " (console)" } @else { (l.user) } }
-                            td { (l.detail.as_deref().unwrap_or("")) }
-                        }
-                    }
+        (table("audit", "Audit records", &AUDIT_COLUMNS, html! {}, html! {
+            @for l in shown {
+                tr {
+                    td { (utc(l.time)) } td { (l.op) } td { (l.outcome) }
+                    td.id { (l.key_id.as_deref().unwrap_or("")) }
+                    td.id { (l.store_id.as_deref().unwrap_or("")) }
+                    td.fp { (l.fingerprint.as_deref().unwrap_or("")) }
+                    td { @if let Some(a) = &l.actor { (a) " (console)" } @else { (l.user) } }
+                    td { (l.detail.as_deref().unwrap_or("")) }
                 }
             }
-        }
+        }))
         nav.pager aria-label="Pages" {
             @if at > 1 { a href={ "/console/audit?" (f.query(Some(at - 1))) } rel="prev" { "← Newer" } }
             @if at < pages { a href={ "/console/audit?" (f.query(Some(at + 1))) } rel="next" { "Older →" } }

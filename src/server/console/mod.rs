@@ -272,20 +272,23 @@ impl KeyServer {
 
     /// A refused change: audited with the user's name, and shown.
     fn refused_change(&self, s: &Session, req: &Request, e: ConsoleError) -> Reply {
-        let detail = format!("POST {}: {e}", req.path);
-        if let Err(err) = self.audit.record_by(
-            Some(&s.user),
-            actions::op_of(&req.path),
-            None,
-            "refused",
-            Some(&detail),
-        ) {
-            tracing::error!("console change refused: {err}");
-        }
+        self.audit_refused(s, req, None, &e);
         Reply::html(
             e.status(),
             pages::message(&views::View::of(s), "Refused", &e.to_string()),
         )
+    }
+
+    /// Record a refused console change, with the user's name, as well as the log allows.
+    fn audit_refused(&self, s: &Session, req: &Request, fp: Option<&str>, e: &ConsoleError) {
+        let detail = format!("POST {}: {e}", req.path);
+        let op = actions::op_of(&req.path);
+        let recorded = self
+            .audit
+            .record_by(Some(&s.user), op, fp, "refused", Some(&detail));
+        if let Err(err) = recorded {
+            tracing::error!("console change refused: {err}");
+        }
     }
 }
 

@@ -107,6 +107,53 @@ pub fn message(v: &View, title: &str, text: &str) -> Markup {
     )
 }
 
+/// A table that scrolls sideways on a narrow screen (and can be scrolled from the keyboard):
+/// its id, what it holds (for a screen reader), its column heads (then `extra` ones), its rows.
+pub(super) fn table(id: &str, label: &str, cols: &[&str], extra: Markup, rows: Markup) -> Markup {
+    html! {
+        div.scroll tabindex="0" role="region" aria-label=(label) {
+            table id=(id) {
+                thead { tr {
+                    @for c in cols { th scope="col" { (c) } }
+                    (extra)
+                } }
+                tbody { (rows) }
+            }
+        }
+    }
+}
+
+const TREE_COLUMNS: [&str; 9] = [
+    "Server",
+    "Fingerprint",
+    "Address",
+    "Last heartbeat",
+    "State",
+    "Hierarchy",
+    "Keys pushed",
+    "Keys",
+    "Detail",
+];
+const KEYS_COLUMNS: [&str; 7] = [
+    "Key id",
+    "Store id",
+    "Policy",
+    "Copy",
+    "Version",
+    "From",
+    "When (UTC)",
+];
+const RIGHTS_COLUMNS: [&str; 8] = [
+    "Name",
+    "Fingerprint",
+    "Use",
+    "Read",
+    "Write",
+    "Relay",
+    "Stores",
+    "Keys",
+];
+
 fn yes_no(b: Option<bool>) -> &'static str {
     match b {
         Some(true) => "on",
@@ -120,37 +167,26 @@ pub fn tree(v: &View, rows: &[TreeRow], heartbeat: &str) -> Markup {
         p.muted { "Heartbeat every " (heartbeat) ". A child is late after two of its heartbeats \
                    without a word, unreachable after five; the parent is unreachable when the \
                    last heartbeat could not reach it." }
-        div.scroll tabindex="0" role="region" aria-label="Servers" {
-            table #tree {
-                thead { tr {
-                    th scope="col" { "Server" } th scope="col" { "Fingerprint" }
-                    th scope="col" { "Address" } th scope="col" { "Last heartbeat" }
-                    th scope="col" { "State" } th scope="col" { "Hierarchy" }
-                    th scope="col" { "Keys pushed" } th scope="col" { "Keys" }
-                    th scope="col" { "Detail" }
-                } }
-                tbody {
-                    @for r in rows {
-                        @let label = r.state.label();
-                        tr data-relation=(r.relation) {
-                            td { (r.relation) }
-                            td.fp { (r.fingerprint) }
-                            td { (r.address) }
-                            td { @match (r.last, r.relation) {
-                                (_, "this server" | "ancestor") => "—",
-                                (Some(t), _) => (utc(t)),
-                                (None, _) => "never",
-                            } }
-                            td { span class={ "state state-" (label.replace(' ', "-")) } { (label) } }
-                            td { (yes_no(r.hierarchy)) }
-                            td { @if let Some(n) = r.pushed { (n) } }
-                            td { (r.keys) }
-                            td.muted { @if let Some(d) = &r.detail { (d) } }
-                        }
-                    }
+        (table("tree", "Servers", &TREE_COLUMNS, html! {}, html! {
+            @for r in rows {
+                @let label = r.state.label();
+                tr data-relation=(r.relation) {
+                    td { (r.relation) }
+                    td.fp { (r.fingerprint) }
+                    td { (r.address) }
+                    td { @match (r.last, r.relation) {
+                        (_, "this server" | "ancestor") => "—",
+                        (Some(t), _) => (utc(t)),
+                        (None, _) => "never",
+                    } }
+                    td { span class={ "state state-" (label.replace(' ', "-")) } { (label) } }
+                    td { (yes_no(r.hierarchy)) }
+                    td { @if let Some(n) = r.pushed { (n) } }
+                    td { (r.keys) }
+                    td.muted { @if let Some(d) = &r.detail { (d) } }
                 }
             }
-        }
+        }))
     };
     layout(v, "Key-server tree", "/console/tree", Notice::None, content)
 }
@@ -171,26 +207,16 @@ pub fn keys(v: &View, q: &str, entries: &[KeyEntry]) -> Markup {
         }
         p.muted { (entries.len()) " key(s). Ids and labels only: no key, and nothing a key \
                    could be had from, is ever shown here." }
-        div.scroll tabindex="0" role="region" aria-label="Keys" {
-            table #keys {
-                thead { tr {
-                    th scope="col" { "Key id" } th scope="col" { "Store id" }
-                    th scope="col" { "Policy" } th scope="col" { "Copy" }
-                    th scope="col" { "Version" } th scope="col" { "From" }
-                    th scope="col" { "When (UTC)" }
-                } }
-                tbody {
-                    @for e in entries {
-                        tr {
-                            td.id { (e.key_id) } td.id { (e.store_id) }
-                            td { (e.policy.as_deref().unwrap_or("")) }
-                            td { (e.copy.as_deref().unwrap_or("")) }
-                            td { (e.version) } td { (origin(e)) } td { (utc(e.created)) }
-                        }
-                    }
+        (table("keys", "Keys", &KEYS_COLUMNS, html! {}, html! {
+            @for e in entries {
+                tr {
+                    td.id { (e.key_id) } td.id { (e.store_id) }
+                    td { (e.policy.as_deref().unwrap_or("")) }
+                    td { (e.copy.as_deref().unwrap_or("")) }
+                    td { (e.version) } td { (origin(e)) } td { (utc(e.created)) }
                 }
             }
-        }
+        }))
     };
     layout(v, "Keys", "/console/keys", Notice::None, content)
 }
@@ -231,28 +257,18 @@ pub fn rights(v: &View, rows: &[RightRow], notice: Notice) -> Markup {
     let tick = |b: bool| if b { "yes" } else { "no" };
     let content = html! {
         @if !v.admin() { p.note { "You are a viewer: rights are shown, not changed." } }
-        div.scroll tabindex="0" role="region" aria-label="Rights" {
-            table #rights {
-                thead { tr {
-                    th scope="col" { "Name" } th scope="col" { "Fingerprint" }
-                    th scope="col" { "Use" } th scope="col" { "Read" } th scope="col" { "Write" }
-                    th scope="col" { "Relay" } th scope="col" { "Stores" } th scope="col" { "Keys" }
-                    @if v.admin() { th scope="col" { span.skip { "Revoke" } } }
-                } }
-                tbody {
-                    @for r in rows {
-                        tr {
-                            td { (r.name) } td.fp { (r.fingerprint) }
-                            td { (tick(r.rights.use_)) } td { (tick(r.rights.read)) }
-                            td { (tick(r.rights.write)) } td { (tick(r.rights.relay)) }
-                            td { @if r.rights.stores.is_empty() { "every store" } @else { code { (r.rights.stores.join(", ")) } } }
-                            td { @if r.rights.keys.is_empty() { "every key" } @else { code { (r.rights.keys.join(", ")) } } }
-                            @if v.admin() { td { (revoke_form(v, &r.fingerprint)) } }
-                        }
-                    }
+        (table("rights", "Rights", &RIGHTS_COLUMNS, html! { @if v.admin() { th scope="col" { span.skip { "Revoke" } } } }, html! {
+            @for r in rows {
+                tr {
+                    td { (r.name) } td.fp { (r.fingerprint) }
+                    td { (tick(r.rights.use_)) } td { (tick(r.rights.read)) }
+                    td { (tick(r.rights.write)) } td { (tick(r.rights.relay)) }
+                    td { @if r.rights.stores.is_empty() { "every store" } @else { code { (r.rights.stores.join(", ")) } } }
+                    td { @if r.rights.keys.is_empty() { "every key" } @else { code { (r.rights.keys.join(", ")) } } }
+                    @if v.admin() { td { (revoke_form(v, &r.fingerprint)) } }
                 }
             }
-        }
+        }))
         @if v.admin() { (grant_form(v)) }
     };
     layout(v, "Rights", "/console/rights", notice, content)
