@@ -11,7 +11,10 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::keyservers::{child_of, free_port, grant, wait_for, CertHost, Server};
+use common::keyservers::{
+    add_console_user, child_of, console_login, free_port, grant, https, session_cookie, wait_for,
+    CertHost, Server,
+};
 use common::webdriver::{Browser, ENTER};
 use common::{s, Env};
 
@@ -42,20 +45,14 @@ fn fetch_status(server: &CertHost, port: u16, client: &CertHost, key_id: &str) -
 
 /// `curl` as the browser's session: (status, body).
 fn curl(port: u16, cookie: &str, path: &str, form: Option<&str>) -> (u16, String) {
-    let mut c = std::process::Command::new("curl");
-    c.args(["-sk", "--max-time", "20", "-w", "\n%{http_code}"])
-        .args(["-b", &format!("coffer_console={cookie}")])
-        .args(["-H", &format!("Origin: https://127.0.0.1:{port}")]);
-    if let Some(f) = form {
-        c.args(["--data", f]);
-    }
-    let o = c
-        .arg(format!("https://127.0.0.1:{port}{path}"))
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&o.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').expect("status line");
-    (code.trim().parse().expect("status"), body.to_string())
+    let (cookie, origin) = (
+        format!("coffer_console={cookie}"),
+        format!("Origin: https://127.0.0.1:{port}"),
+    );
+    let mut args = vec!["-b", &cookie, "-H", &origin];
+    args.extend(form.map(|f| ["--data", f]).into_iter().flatten());
+    let (code, _, body) = https(port, path, &args);
+    (code, body)
 }
 
 struct Tree {
@@ -71,13 +68,6 @@ struct Tree {
 }
 
 /// Console user `name` with `role` in the middle server's configuration.
-fn add_user(env: &Env, config: &std::path::Path, name: &str, role: &str) {
-    let pass = env.path(&format!("{name}.console"));
-    std::fs::write(&pass, format!("console passphrase of {name}\n")).expect("write");
-    let args = ["keyserver", "user", "add", name, "--role", role, "--config"];
-    env.coffer_ok(&[&args[..], &[s(config), "--passphrase-file", s(&pass)]].concat());
-}
-
 fn start_tree() -> Tree {
     let env = Env::new();
     let hosts = ["top", "mid", "leaf", "client"].map(|n| CertHost::new(&env, n));
@@ -94,8 +84,8 @@ fn start_tree() -> Tree {
         &leaf.fp,
         "read,write",
     ]);
-    add_user(&env, &config, "alice", "key-admin");
-    add_user(&env, &config, "victor", "viewer");
+    add_console_user(&env, &config, "alice", "key-admin");
+    add_console_user(&env, &config, "victor", "viewer");
     let (top_port, port, leaf_port) = (free_port(), free_port(), free_port());
     let top_s = Server::start(&env, &top, top_port, &grant(&mid, "use,read,write,relay"));
     let mut mid_args = child_of(&top, top_port);
@@ -103,7 +93,7 @@ fn start_tree() -> Tree {
     let mid_s = Server::start(&env, &mid, port, &mid_args);
     // The leaf has a console too (read with curl): it shows the top as an ancestor.
     let leaf_config = env.path("leaf.toml");
-    add_user(&env, &leaf_config, "alice", "key-admin");
+    add_console_user(&env, &leaf_config, "alice", "key-admin");
     let mut leaf_args = child_of(&mid, port);
     leaf_args.extend([
         "--config".into(),
@@ -158,28 +148,8 @@ fn submit(b: &Browser, button: &str) {
 
 /// A session on the console on `port`, logged in with curl.
 fn curl_login(port: u16, user: &str) -> String {
-    let form = format!("user={user}&passphrase=console+passphrase+of+{user}");
-    let o = std::process::Command::new("curl")
-        .args([
-            "-sk",
-            "--max-time",
-            "20",
-            "-D",
-            "-",
-            "-o",
-            "/dev/null",
-            "--data",
-            &form,
-        ])
-        .arg(format!("https://127.0.0.1:{port}/console/login"))
-        .output()
-        .expect("curl");
-    let head = String::from_utf8_lossy(&o.stdout).to_ascii_lowercase();
-    let cookie = head
-        .lines()
-        .find_map(|l| l.strip_prefix("set-cookie: coffer_console="))
-        .and_then(|v| v.split(';').next());
-    cookie.expect("a session").to_string()
+    let (_, head, _) = console_login(port, user, &format!("console passphrase of {user}"));
+    session_cookie(&head)
 }
 
 /// The rows of a tree page with `relation`, as HTML.

@@ -6,53 +6,14 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
-use common::keyservers::{free_port, CertHost, Server};
+use common::keyservers::{
+    add_console_user, console_login, free_port, https, session_cookie, CertHost, Server,
+};
 use common::{s, Env};
 
-/// (status, headers, body) of a request to the server on `port`.
-fn curl(port: u16, path: &str, args: &[&str]) -> (u16, String, String) {
-    let o = Command::new("curl")
-        .args(["-sk", "--max-time", "20", "-D", "-", "-w", "\n%{http_code}"])
-        .args(args)
-        .arg(format!("https://127.0.0.1:{port}{path}"))
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&o.stdout).into_owned();
-    let (rest, code) = text.rsplit_once('\n').expect("status");
-    let (head, body) = rest.split_once("\r\n\r\n").unwrap_or((rest, ""));
-    (
-        code.trim().parse().expect("code"),
-        head.to_ascii_lowercase(),
-        body.to_string(),
-    )
-}
-
-fn login(port: u16, user: &str, pass: &str) -> (u16, String, String) {
-    let form = format!("user={user}&passphrase={}", pass.replace(' ', "+"));
-    curl(port, "/console/login", &["--data", &form])
-}
-
-fn cookie_of(head: &str) -> String {
-    head.lines()
-        .find_map(|l| l.strip_prefix("set-cookie: coffer_console="))
-        .and_then(|v| v.split(';').next())
-        .expect("session cookie")
-        .to_string()
-}
-
 fn console_server(env: &Env, host: &CertHost, config: &Path) -> Server {
-    let pass = env.path("alice.console");
-    std::fs::write(&pass, "console passphrase of alice\n").expect("write");
-    let add = ["keyserver", "user", "add", "alice", "--role", "key-admin"];
-    env.coffer_ok(
-        &[
-            &add[..],
-            &["--config", s(config), "--passphrase-file", s(&pass)],
-        ]
-        .concat(),
-    );
+    add_console_user(env, config, "alice", "key-admin");
     let args = ["--config", s(config), "--console"].map(String::from);
     Server::start(env, host, free_port(), &args)
 }
@@ -62,7 +23,7 @@ fn console_is_off_unless_asked_for() {
     let env = Env::new();
     let host = CertHost::new(&env, "srv");
     let srv = Server::start(&env, &host, free_port(), &[]);
-    let (code, _, body) = curl(srv.port, "/console/login", &[]);
+    let (code, _, body) = https(srv.port, "/console/login", &[]);
     assert_eq!(
         code, 401,
         "the API's answer to a request without a certificate: {body}"
@@ -78,7 +39,7 @@ fn console_locks() {
     let srv = console_server(&env, &host, &config);
     let port = srv.port;
     // Every answer, the login page as much as a page behind it, carries the headers.
-    let (code, head, _) = curl(port, "/console/login", &[]);
+    let (code, head, _) = https(port, "/console/login", &[]);
     assert_eq!(code, 200);
     for h in [
         "content-security-policy: default-src 'none'; style-src 'self'; img-src 'self'; \
@@ -90,12 +51,12 @@ fn console_locks() {
         assert!(head.contains(h), "{h}: {head}");
     }
     // Not logged in: to the login page.
-    let (code, head, _) = curl(port, "/console/rights", &[]);
+    let (code, head, _) = https(port, "/console/rights", &[]);
     assert_eq!(code, 303);
     assert!(head.contains("location: /console/login"), "{head}");
 
     // A good login: a cookie that only this site's HTTPS pages ever see.
-    let (code, head, _) = login(port, "alice", "console passphrase of alice");
+    let (code, head, _) = console_login(port, "alice", "console passphrase of alice");
     assert_eq!(code, 303, "{head}");
     let set = head
         .lines()
@@ -110,7 +71,7 @@ fn console_locks() {
     ] {
         assert!(set.contains(flag), "{flag}: {set}");
     }
-    let cookie = format!("coffer_console={}", cookie_of(&head));
+    let cookie = format!("coffer_console={}", session_cookie(&head));
     changes_need_the_token(port, &cookie, &host);
     let saved = std::fs::read_to_string(&config).expect("config");
     assert!(
@@ -119,19 +80,19 @@ fn console_locks() {
     );
 
     // Logging out ends the session on the server, not only in the browser.
-    let (_, _, page) = curl(port, "/console/tree", &["-b", &cookie]);
+    let (_, _, page) = https(port, "/console/tree", &["-b", &cookie]);
     let csrf = page.split("name=\"csrf\" value=\"").nth(1).expect("token");
     let csrf = &csrf[..64];
     let out = ["-b", &cookie, "--data", &format!("csrf={csrf}")];
-    let (code, _, _) = curl(port, "/console/logout", &out);
+    let (code, _, _) = https(port, "/console/logout", &out);
     assert_eq!(code, 303);
-    let (code, head, _) = curl(port, "/console/tree", &["-b", &cookie]);
+    let (code, head, _) = https(port, "/console/tree", &["-b", &cookie]);
     assert_eq!(code, 303, "{head}");
 
     failed_logins(port, &host);
 
     // Console answers are counted under their own label in /metrics.
-    let (_, _, metrics) = curl(port, "/metrics", &[]);
+    let (_, _, metrics) = https(port, "/metrics", &[]);
     assert!(
         metrics.contains("coffer_keyserver_requests_total{endpoint=\"console\",code=\"429\"} 1"),
         "{metrics}"
@@ -142,7 +103,7 @@ fn console_locks() {
 fn changes_need_the_token(port: u16, cookie: &str, host: &CertHost) {
     let fp = "SHA256:".to_string() + &"ab".repeat(32);
     let form = format!("csrf=0000&fingerprint={fp}&use=on");
-    let (code, _, body) = curl(
+    let (code, _, body) = https(
         port,
         "/console/rights/grant",
         &["-b", cookie, "--data", &form],
@@ -152,7 +113,7 @@ fn changes_need_the_token(port: u16, cookie: &str, host: &CertHost) {
         body.contains("the form is stale or did not come from this console"),
         "{body}"
     );
-    let (_, _, page) = curl(port, "/console/rights", &["-b", cookie]);
+    let (_, _, page) = https(port, "/console/rights", &["-b", cookie]);
     let csrf = &page.split("name=\"csrf\" value=\"").nth(1).expect("token")[..64];
     let form = format!("csrf={csrf}&fingerprint={fp}&use=on");
     let evil = [
@@ -163,7 +124,7 @@ fn changes_need_the_token(port: u16, cookie: &str, host: &CertHost) {
         "--data",
         &form,
     ];
-    let (code, _, body) = curl(port, "/console/rights/grant", &evil);
+    let (code, _, body) = https(port, "/console/rights/grant", &evil);
     assert_eq!(code, 403);
     assert!(
         body.contains("the request came from another site (Origin https://evil.example)"),
@@ -185,13 +146,13 @@ fn changes_need_the_token(port: u16, cookie: &str, host: &CertHost) {
 /// Failed logins are audited (an unknown name is not written down: it may be a passphrase
 /// typed in the wrong box) and, after five in a row, slowed down, the right passphrase too.
 fn failed_logins(port: u16, host: &CertHost) {
-    let (code, _, body) = login(port, "hunter2-typed-in-the-name-box", "x");
+    let (code, _, body) = console_login(port, "hunter2-typed-in-the-name-box", "x");
     assert_eq!(code, 401);
     assert!(body.contains("Wrong user name or passphrase."), "{body}");
     for _ in 0..5 {
-        assert_eq!(login(port, "alice", "wrong passphrase").0, 401);
+        assert_eq!(console_login(port, "alice", "wrong passphrase").0, 401);
     }
-    let (code, _, body) = login(port, "alice", "console passphrase of alice");
+    let (code, _, body) = console_login(port, "alice", "console passphrase of alice");
     assert_eq!(code, 429, "{body}");
     assert!(
         body.contains("Too many failed logins: try again in"),

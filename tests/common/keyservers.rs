@@ -149,3 +149,46 @@ pub fn child_of(parent: &CertHost, port: u16) -> Vec<String> {
 pub fn grant(h: &CertHost, rights: &str) -> [String; 2] {
     ["--grant".into(), format!("{}={rights}", h.fp)]
 }
+
+/// `curl ARGS https://127.0.0.1:PORT/PATH`, the server's certificate not checked (a browser's
+/// view of a self-signed server): (status, head in lower case, body).
+pub fn https(port: u16, path: &str, args: &[&str]) -> (u16, String, String) {
+    let o = Command::new("curl")
+        .args(["-sk", "--max-time", "20", "-D", "-", "-w", "\n%{http_code}"])
+        .args(args)
+        .arg(format!("https://127.0.0.1:{port}{path}"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let (rest, code) = text.rsplit_once('\n').expect("status");
+    let (head, body) = rest.split_once("\r\n\r\n").unwrap_or((rest, ""));
+    (
+        code.trim().parse().expect("code"),
+        head.to_ascii_lowercase(),
+        body.to_string(),
+    )
+}
+
+/// Console user `name` with `role` in a key server's configuration; their passphrase is
+/// "console passphrase of NAME".
+pub fn add_console_user(env: &Env, config: &std::path::Path, name: &str, role: &str) {
+    let pass = env.path(&format!("{name}.console"));
+    fs::write(&pass, format!("console passphrase of {name}\n")).expect("write");
+    let args = ["keyserver", "user", "add", name, "--role", role, "--config"];
+    env.coffer_ok(&[&args[..], &[s(config), "--passphrase-file", s(&pass)]].concat());
+}
+
+/// A console login with curl: (status, head, body).
+pub fn console_login(port: u16, user: &str, pass: &str) -> (u16, String, String) {
+    let form = format!("user={user}&passphrase={}", pass.replace(' ', "+"));
+    https(port, "/console/login", &["--data", &form])
+}
+
+/// The session cookie's value a login answer's head sets.
+pub fn session_cookie(head: &str) -> String {
+    head.lines()
+        .find_map(|l| l.strip_prefix("set-cookie: coffer_console="))
+        .and_then(|v| v.split(';').next())
+        .expect("session cookie")
+        .to_string()
+}
