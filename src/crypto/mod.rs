@@ -9,7 +9,7 @@ mod kdf;
 mod rsa_wrap;
 mod secret;
 
-pub use aead::{open_key, open_vec, seal_key, seal_vec, BlockCipher, WRAPPED_KEY_LEN};
+pub use aead::{open_key, open_vec, seal_key, seal_vec, BlockCipher, TAG_LEN, WRAPPED_KEY_LEN};
 pub use kdf::{derive_passphrase_key, KdfParams, MAX_M_COST, MAX_T_COST};
 pub use rsa_wrap::{PrivateKey, PublicKey};
 pub use secret::{BatchKey, FileKey, KeystoreKey, MasterKey, NameKey, Secret32, WriteKey};
@@ -64,8 +64,13 @@ pub fn derive_subkey(context: &'static str, key: &Secret32) -> Secret32 {
 /// A 32-byte MAC: keyed BLAKE3 under `derive_key(context, key)` over `parts`, each part
 /// prefixed by its length (u64 LE) so that no two lists of parts hash alike.
 pub fn mac(context: &'static str, key: &Secret32, parts: &[&[u8]]) -> [u8; 32] {
-    let k = derive_subkey(context, key);
-    let mut h = blake3::Hasher::new_keyed(k.expose());
+    keyed_mac(&derive_subkey(context, key), parts)
+}
+
+/// The same MAC under a key already derived for its purpose (for a MAC computed often, as on
+/// every lookup: the derivation is done once).
+pub fn keyed_mac(key: &Secret32, parts: &[&[u8]]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_keyed(key.expose());
     for p in parts {
         h.update(&(p.len() as u64).to_le_bytes());
         h.update(p);

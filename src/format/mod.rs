@@ -5,10 +5,11 @@ pub mod acl;
 mod batch;
 mod block;
 mod header;
+pub mod inode;
 mod names;
 pub mod xattr;
 
-pub use batch::{encode_batch, BatchBlob, BATCH_MAX_LEN, BATCH_TAG_LEN};
+pub use batch::{encode_adopted_batch, encode_batch, BatchBlob, BATCH_MAX_LEN, BATCH_TAG_LEN};
 pub use block::{
     blocks_for, cipher_len_for, is_hole, open_block, plain_len_from_cipher, seal_block,
     seal_block_in_place, BlockGeometry, BlockPos, BLOCK_OVERHEAD,
@@ -25,8 +26,12 @@ pub const FORMAT_VERSION: u8 = 2;
 /// Files written before holes: they still open, read and take writes, without holes.
 pub const FORMAT_VERSION_DENSE: u8 = 1;
 /// Version of the store format that new stores get: 2 authenticates batches and the
-/// descriptor (docs/format.md). Stores of version 1 still open and read.
+/// descriptor, 3 also every inode's type, mode, owner, device, link target, names and
+/// attributes, and binds the key seals to the format (docs/format.md). Stores of versions 1
+/// and 2 still open and read, and `coffer upgrade` brings them to 3.
 pub const STORE_VERSION: u32 = 2;
+/// The first store format whose inodes carry sealed records (format/inode.rs).
+pub const RECORDS_VERSION: u32 = 3;
 
 #[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FormatError {

@@ -62,8 +62,15 @@ impl XattrCodec {
 
     /// The backing name (after its prefix) of attribute `name` of inode `id`.
     pub fn backing_name(&self, id: &[u8; 16], name: &[u8]) -> String {
+        B64.encode(self.backing_mac(id, name))
+    }
+
+    /// The 16 bytes a backing name encodes: what an inode record (format/inode.rs) lists.
+    pub fn backing_mac(&self, id: &[u8; 16], name: &[u8]) -> [u8; 16] {
         let m = crypto::mac("coffer 2026-12 xattr names", &self.names, &[id, name]);
-        B64.encode(&m[..16])
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&m[..16]);
+        out
     }
 
     /// The backing value of attribute `name` = `value` of inode `id`.
@@ -109,6 +116,15 @@ impl XattrCodec {
         }
         Ok(v)
     }
+}
+
+/// The backing name (after its prefix) of a backing MAC, and back.
+pub fn encode_backing(mac: &[u8; 16]) -> String {
+    B64.encode(mac)
+}
+
+pub fn decode_backing(name: &str) -> Option<[u8; 16]> {
+    B64.decode(name).ok()?.try_into().ok()
 }
 
 fn aad(id: &[u8; 16]) -> Vec<u8> {

@@ -337,26 +337,7 @@ pub fn remove_xattr(fd: &impl AsRawFd, name: &str) -> Result<(), Errno> {
 
 /// The names of the inode's extended attributes.
 pub fn list_xattrs(fd: &impl AsRawFd) -> Result<Vec<String>, Errno> {
-    let p = proc_path(fd);
-    let mut buf = vec![0u8; 4096];
-    let n = loop {
-        // SAFETY: p is NUL-terminated; buf is writable for buf.len() bytes.
-        let r = unsafe { libc::listxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-        if r >= 0 {
-            break r as usize;
-        }
-        let e = last();
-        if e != Errno::ERANGE || buf.len() >= 1 << 20 {
-            return Err(e);
-        }
-        let len = buf.len();
-        buf.resize(len * 4, 0);
-    };
-    Ok(buf[..n]
-        .split(|b| *b == 0)
-        .filter(|s| !s.is_empty())
-        .filter_map(|s| String::from_utf8(s.to_vec()).ok())
-        .collect())
+    crate::within::xattr_names(fd).map_err(Errno::from)
 }
 
 /// The supplementary groups of process `pid` (its Groups: line in /proc), or none if it is

@@ -9,12 +9,25 @@ use std::path::Path;
 
 use super::StoreError;
 use crate::crypto::{self, WriteKey};
-use crate::format::{encode_batch, BatchBlob, BATCH_MAX_LEN};
+use crate::format::{encode_adopted_batch, encode_batch, BatchBlob, BATCH_MAX_LEN};
 
 const BATCH_CONTEXT: &str = "coffer 2026-12 batch seal";
+/// An adopted batch's tag: no written batch's tag can be passed off as one, or back.
+const ADOPTED_CONTEXT: &str = "coffer 2026-12 batch adopted by upgrade";
 
-fn tag(writer: &WriteKey, store_id: &[u8; 16], id: &[u8; 16], wrapped: &[u8]) -> [u8; 32] {
-    crypto::mac(BATCH_CONTEXT, writer.secret(), &[store_id, id, wrapped])
+fn tag(
+    writer: &WriteKey,
+    store_id: &[u8; 16],
+    id: &[u8; 16],
+    wrapped: &[u8],
+    adopted: bool,
+) -> [u8; 32] {
+    let context = if adopted {
+        ADOPTED_CONTEXT
+    } else {
+        BATCH_CONTEXT
+    };
+    crypto::mac(context, writer.secret(), &[store_id, id, wrapped])
 }
 
 /// The record of a new batch: tagged under the write key in a format-2 store, the bare wrap
@@ -26,9 +39,29 @@ pub fn seal_record(
     wrapped: &[u8],
 ) -> Vec<u8> {
     match writer {
-        Some(w) => encode_batch(wrapped, &tag(w, store_id, id, wrapped)),
+        Some(w) => encode_batch(wrapped, &tag(w, store_id, id, wrapped, false)),
         None => wrapped.to_vec(),
     }
+}
+
+/// The record of a format-1 batch that `coffer upgrade` vouches for (its wrap opened under
+/// the private key, which is all format 1 can show): tagged, and marked as adopted.
+pub fn adopt_record(
+    writer: &WriteKey,
+    store_id: &[u8; 16],
+    id: &[u8; 16],
+    wrapped: &[u8],
+) -> Vec<u8> {
+    encode_adopted_batch(wrapped, &tag(writer, store_id, id, wrapped, true))
+}
+
+/// Whether a recorded batch is one an upgrade adopted (the frame says so; only a record
+/// that also authenticates is believed at all).
+pub fn is_adopted(record: &[u8]) -> bool {
+    matches!(
+        BatchBlob::decode(record),
+        Ok(BatchBlob::Tagged { adopted: true, .. })
+    )
 }
 
 /// The RSA wrap inside a recorded batch, once the record is believed: in a format-2 store
@@ -44,8 +77,15 @@ pub fn open_record<'a>(
     let blob = BatchBlob::decode(record).map_err(|_| forged())?;
     match (writer, blob) {
         (None, b) => Ok(b.wrapped()),
-        (Some(w), BatchBlob::Tagged { wrapped, tag: t }) => {
-            if crypto::ct_eq(t, &tag(w, store_id, id, wrapped)) {
+        (
+            Some(w),
+            BatchBlob::Tagged {
+                wrapped,
+                tag: t,
+                adopted,
+            },
+        ) => {
+            if crypto::ct_eq(t, &tag(w, store_id, id, wrapped, adopted)) {
                 Ok(wrapped)
             } else {
                 Err(forged())
@@ -125,6 +165,13 @@ mod tests {
             open_record(Some(&w), &sid, &id, &wrapped),
             Err(StoreError::BatchForged(_))
         ));
+        // An adopted record opens as adopted, and a tag moved between the frames does not.
+        let adopted = adopt_record(&w, &sid, &id, &wrapped);
+        assert!(is_adopted(&adopted) && !is_adopted(&rec));
+        assert!(open_record(Some(&w), &sid, &id, &adopted).is_ok());
+        let mut swapped = adopted.clone();
+        swapped[..4].copy_from_slice(b"CFB2");
+        assert!(open_record(Some(&w), &sid, &id, &swapped).is_err());
         // Format 1 takes either form.
         assert_eq!(
             open_record(None, &sid, &id, &wrapped).expect("bare"),
