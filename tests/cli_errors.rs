@@ -168,7 +168,7 @@ fn help_has_examples_and_info_has_no_secrets() {
     env.init();
     let info = env.coffer_ok(&["info", env.store.to_str().expect("utf8"), "--json"]);
     let v: serde_json::Value = serde_json::from_str(&info).expect("json");
-    assert_eq!(v["format_version"], 2);
+    assert_eq!(v["format_version"], 3);
     assert_eq!(v["provider"], "local");
     assert_eq!(v["files"], 0);
     assert!(

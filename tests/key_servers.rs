@@ -108,7 +108,7 @@ fn keys_flow_up_the_tree_and_are_fetched_down_it() {
     a.ok(&["umount", s(&mnt)]);
     let copy = env.path("copy");
     sh_ok(&format!(
-        "rsync -a '{}/' '{}/'",
+        "rsync -aHXS '{}/' '{}/'",
         store.display(),
         copy.display()
     ));
@@ -241,7 +241,7 @@ fn keys_flow_up_the_tree_and_are_fetched_down_it() {
     }
     let copy2 = env.path("copy2");
     sh_ok(&format!(
-        "rsync -a '{}/' '{}/'",
+        "rsync -aHXS '{}/' '{}/'",
         store.display(),
         copy2.display()
     ));

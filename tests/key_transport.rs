@@ -65,7 +65,7 @@ fn auxiliary_copy_mounts_on_another_host_after_a_certificate_import() {
     umount(&a, &mnt_a, &mut log);
     // 2. rsync the store to a copy; B cannot mount it yet, and is told which key and how.
     sh_ok(&format!(
-        "rsync -a '{}/' '{}/'",
+        "rsync -aHXS '{}/' '{}/'",
         store.display(),
         copy.display()
     ));
@@ -110,7 +110,7 @@ fn auxiliary_copy_mounts_on_another_host_after_a_certificate_import() {
     fs::write(src.join("new-on-A"), pattern(99, 70_000)).expect("write");
     umount(&a, &mnt_a, &mut log);
     sh_ok(&format!(
-        "rsync -a --delete '{}/' '{}/'",
+        "rsync -aHXS --delete '{}/' '{}/'",
         store.display(),
         copy.display()
     ));

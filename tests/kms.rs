@@ -658,7 +658,7 @@ fn an_export_from_the_kms_opens_the_store_where_there_is_no_kms() {
     let far = Host::new(&env, "far");
     let copy = env.path("copy");
     sh_ok(&format!(
-        "rsync -a '{}/' '{}/'",
+        "rsync -aHXS '{}/' '{}/'",
         env.store.display(),
         copy.display()
     ));
@@ -836,7 +836,16 @@ fn a_format_1_kms_store_upgrades_with_its_key_from_the_kms() {
     let env = Env::new();
     init_kms(&env, kms());
     let uid = uid_of(&env);
-    common::attacker::make_format_1(&env.store);
+    let with_key = |a: &[&str]| {
+        Command::new(common::bin())
+            .args(a)
+            .env("COFFER_KEYSTORE", &env.keystore)
+            .env("COFFER_KMS_CONFIG", kms())
+            .env("COFFER_PASSPHRASE_FILE", &env.pass)
+            .output()
+            .expect("run coffer")
+    };
+    common::as_older_format(&with_key, &env.store, &env.keystore, 1);
     assert_eq!(descriptor(&env)["version"], 1);
     fails(
         &env,
@@ -845,9 +854,9 @@ fn a_format_1_kms_store_upgrades_with_its_key_from_the_kms() {
         "run `coffer upgrade` on it first",
     );
     let out = ok(&env, kms(), &["upgrade", s(&env.store)]);
-    assert!(out.contains("upgraded to format 2"), "{out}");
+    assert!(out.contains("upgraded from format 1 to format 3"), "{out}");
     let d = descriptor(&env);
-    assert_eq!(d["version"], 2);
+    assert_eq!(d["version"], 3);
     assert_eq!(
         d["master_keys"][0]["uid"],
         uid.as_str(),
@@ -855,4 +864,21 @@ fn a_format_1_kms_store_upgrades_with_its_key_from_the_kms() {
     );
     ok(&env, kms(), &["fsck", s(&env.store)]);
     ok(&env, kms(), &["keys", "rotate", s(&env.store)]);
+}
+
+#[test]
+fn a_kms_store_rewritten_to_an_earlier_format_is_refused_before_the_kms_is_asked_for_more() {
+    let env = Env::new();
+    init_kms(&env, kms());
+    // This host keeps no keystore entry for a kms store: the seals alone refuse it.
+    common::attacker::make_format_1(&env.store);
+    let want = "coffer.store says format 1, but this store was format 3: the descriptor was \
+                replaced; nothing was acted on";
+    for args in [
+        vec!["keys", "sync", s(&env.store)],
+        vec!["keys", "rotate", s(&env.store)],
+        vec!["fsck", s(&env.store)],
+    ] {
+        fails(&env, kms(), &args, want);
+    }
 }

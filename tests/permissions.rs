@@ -145,3 +145,86 @@ fn access_answers_as_the_backing_file_on_an_owner_only_mount() {
     assert_ne!(unsafe { libc::access(missing.as_ptr(), libc::F_OK) }, 0);
     m.umount();
 }
+
+/// pjdfstest rename/21, subtests 12 to 14, as root on an --allow-other mount: an unprivileged
+/// user moves a root's file from one 0777 directory to another (as ext4 allows).
+#[test]
+fn an_unprivileged_user_moves_a_file_between_two_open_directories() {
+    if !require_fuse() {
+        return;
+    }
+    let env = Env::new();
+    env.init();
+    let m = env.mount_with(&["--allow-other"]);
+    fs::set_permissions(&env.mnt, fs::Permissions::from_mode(0o755)).expect("chmod root");
+    for d in ["n2", "n3"] {
+        fs::create_dir(m.p(d)).expect("mkdir");
+        fs::set_permissions(m.p(d), fs::Permissions::from_mode(0o777)).expect("chmod");
+    }
+    fs::write(m.p("n2/n0"), b"root's").expect("create");
+    fs::set_permissions(m.p("n2/n0"), fs::Permissions::from_mode(0o644)).expect("chmod");
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "mv"])
+        .arg(m.p("n2/n0"))
+        .arg(m.p("n3/n1"))
+        .output()
+        .expect("setpriv");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(fs::read(m.p("n3/n1")).expect("moved"), b"root's");
+    assert!(fs::symlink_metadata(m.p("n2/n0")).is_err());
+    fs::remove_file(m.p("n3/n1")).expect("unlink");
+    m.umount();
+    env.assert_fsck_clean();
+}
+
+/// pjdfstest chown/00 (the owner gives a set-ID file to another of its groups), for every
+/// kind but a directory: as on ext4, the set-user-ID bit goes, and the set-group-ID bit with
+/// group execute. (In format 3 the mode is the sealed record's, which the mount changes
+/// itself, for a FIFO or a device as for a file.)
+#[test]
+fn a_chown_by_the_owner_drops_set_id_bits_of_every_kind_but_a_directory() {
+    if !require_fuse() {
+        return;
+    }
+    let env = Env::new();
+    env.init();
+    let m = env.mount_with(&["--allow-other"]);
+    fs::set_permissions(&env.mnt, fs::Permissions::from_mode(0o755)).expect("chmod root");
+    let make = [
+        ("file", "touch"),
+        ("fifo", "mkfifo"),
+        ("char", "mknod -m 600 {} c 1 3"),
+        ("dir", "mkdir"),
+    ];
+    for (name, cmd) in make {
+        let p = m.p(name);
+        let ps = format!("'{}'", p.to_str().expect("utf8"));
+        let cmd = match cmd.contains("{}") {
+            true => cmd.replace("{}", &ps),
+            false => format!("{cmd} {ps}"),
+        };
+        common::sh_ok(&format!(
+            "{cmd} && chown 65534:65533 {ps} && chmod 06555 {ps}"
+        ));
+        let o = Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65533",
+                "--groups=65533,65532",
+                "chgrp",
+                "65532",
+            ])
+            .arg(&p)
+            .output()
+            .expect("setpriv");
+        assert!(
+            o.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let mode = fs::symlink_metadata(&p).expect("stat").permissions().mode() & 0o7777;
+        let want = if name == "dir" { 0o6555 } else { 0o555 };
+        assert_eq!(mode, want, "{name}: {mode:o}");
+    }
+    m.umount();
+}

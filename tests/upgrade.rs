@@ -19,11 +19,18 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Fixture {
+        Self::of("store-v1")
+    }
+
+    /// A working copy of tests/fixtures/NAME.
+    fn of(name: &str) -> Fixture {
         let dir = tempfile::Builder::new()
             .prefix("coffer-test-")
             .tempdir()
             .expect("tmp");
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v1");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name);
         sh_ok(&format!(
             "cp -a '{}/.' '{}/'",
             src.display(),
@@ -115,20 +122,78 @@ fn a_format_1_store_warns_upgrades_in_place_and_then_resists_planting() {
 
     let before = data_bytes(&st);
     let out = f.ok(&["upgrade", s(&st)]);
-    assert!(out.contains("upgraded to format 2"), "{out}");
-    assert_eq!(attacker::descriptor_json(&st)["version"], 2);
+    assert!(out.contains("upgraded from format 1 to format 3"), "{out}");
+    assert!(out.contains("vouches for all it found"), "{out}");
+    assert_eq!(attacker::descriptor_json(&st)["version"], 3);
     assert_eq!(data_bytes(&st), before, "no data was re-encrypted");
     let (got, warn) = f.read_back();
     assert_eq!(got, f.manifest());
     assert!(!warn.contains("format-1"), "{warn}");
-    assert!(f.ok(&["upgrade", s(&st)]).contains("already format 2"));
-    assert_eq!(f.run(&["fsck", s(&st)]).status.code(), Some(0));
+    assert!(f.ok(&["upgrade", s(&st)]).contains("already format 3"));
+    let o = f.run(&["fsck", s(&st)]);
+    let report = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{report}");
+    assert!(report.contains("was adopted by coffer upgrade from a format-1 store"), "{report}");
 
     // Now a planted file reads EIO, where format 1 could not have told.
     let e = plant_size_1_and_read(&f).expect_err("planted");
     assert_eq!(e.raw_os_error(), Some(libc::EIO));
     // And a rotation runs.
     f.ok(&["keys", "rotate", s(&st)]);
+}
+
+#[test]
+fn a_format_2_store_upgrades_in_place_and_then_seals_what_it_found() {
+    if !require_fuse() {
+        return;
+    }
+    let f = Fixture::of("store-v2");
+    let st = f.store();
+    let (got, warn) = f.read_back();
+    assert_eq!(got, f.manifest());
+    assert!(
+        warn.contains("is a format-2 store") && warn.contains("coffer upgrade"),
+        "{warn}"
+    );
+    let before = data_bytes(&st);
+    let out = f.ok(&["upgrade", s(&st)]);
+    assert!(out.contains("upgraded from format 2 to format 3"), "{out}");
+    assert!(
+        !out.contains("credential"),
+        "format 2's credentials keep working: {out}"
+    );
+    assert_eq!(attacker::descriptor_json(&st)["version"], 3);
+    assert_eq!(
+        data_bytes(&st),
+        before,
+        "no data, name or target was rewritten"
+    );
+    let (got, warn) = f.read_back();
+    assert_eq!(got, f.manifest());
+    assert!(!warn.contains("format-2"), "{warn}");
+    let o = f.run(&["fsck", s(&st)]);
+    let report = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{report}");
+    assert!(
+        report.contains("coffer upgrade found in place and vouched for"),
+        "{report}"
+    );
+    // What the upgrade sealed is now what counts: the backing mode changed after it is not.
+    let target = attacker::ciphertext_files(&st)
+        .into_iter()
+        .find(|p| fs::metadata(p).map(|m| m.len()).ok() == Some(132 + 1 + 28))
+        .expect("size-1's ciphertext");
+    sh_ok(&format!("chmod 4777 '{}'", s(&target)));
+    let (m, g) = (f.mnt(), MountGuard(f.mnt()));
+    f.ok(&["mount", s(&st), s(&m), "--read-only"]);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(m.join("size-1"))
+        .expect("stat")
+        .permissions()
+        .mode();
+    f.ok(&["umount", s(&m)]);
+    drop(g);
+    assert_eq!(mode & 0o7777, 0o644);
 }
 
 #[test]
@@ -151,14 +216,16 @@ fn an_interrupted_upgrade_leaves_a_readable_store_and_runs_again() {
     let v1 = fs::read(st.join("coffer.store")).expect("read");
     f.ok(&["upgrade", s(&st)]);
     // Interrupted just before its last step: every batch record tagged (in batches/ and the
-    // catalog), the descriptor still format 1.
+    // catalog), every inode's record written, the descriptor still format 1 (and so nothing
+    // told the keystore of format 3).
     fs::write(st.join("coffer.store"), &v1).expect("put back");
+    common::forget_format(&f.dir.path().join("keystore"), &st);
     let (got, warn) = f.read_back();
     assert_eq!(got, f.manifest());
     assert!(warn.contains("format-1"), "{warn}");
     assert_eq!(f.run(&["fsck", s(&st)]).status.code(), Some(0));
     let out = f.ok(&["upgrade", s(&st)]);
-    assert!(out.contains("upgraded to format 2"), "{out}");
+    assert!(out.contains("upgraded from format 1 to format 3"), "{out}");
     let (got, _) = f.read_back();
     assert_eq!(got, f.manifest());
     assert_eq!(f.run(&["fsck", s(&st)]).status.code(), Some(0));
@@ -173,7 +240,7 @@ fn a_format_1_recovery_record_must_be_confirmed_or_dropped() {
     let org_pem = format!("{}.pem", org.display());
     let evil_pem = format!("{}.pem", evil.display());
     env.init_with(&["--recovery-cert", &org_pem]);
-    attacker::make_format_1(&env.store);
+    env.older_format(1);
     let v1 = fs::read(env.store.join("coffer.store")).expect("read");
     let fp = attacker::descriptor_json(&env.store)["recovery"]["fingerprint"]
         .as_str()
@@ -193,7 +260,7 @@ fn a_format_1_recovery_record_must_be_confirmed_or_dropped() {
     }
     env.coffer_ok(&["upgrade", s(&env.store), "--recovery-cert", &org_pem]);
     let d = attacker::descriptor_json(&env.store);
-    assert_eq!(d["version"], 2);
+    assert_eq!(d["version"], 3);
     assert_eq!(d["recovery"]["fingerprint"], fp.as_str());
     // The record is sealed afresh and opens with the organisation's key.
     let fresh = Host::new(&env, "fresh");
@@ -205,8 +272,13 @@ fn a_format_1_recovery_record_must_be_confirmed_or_dropped() {
             .expect("id")
             .to_string()
     ));
-    // --drop-recovery removes it instead.
+    // --drop-recovery removes it instead. (Putting the format-1 descriptor back is now a
+    // downgrade that this keystore refuses; the same store's other upgrade is tried as a
+    // host that never saw format 3 would.)
     fs::write(env.store.join("coffer.store"), &v1).expect("put back");
+    let o = env.coffer(&["upgrade", s(&env.store), "--drop-recovery"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("this store was format 3"));
+    common::forget_format(&env.keystore, &env.store);
     env.coffer_ok(&["upgrade", s(&env.store), "--drop-recovery"]);
     assert!(attacker::descriptor_json(&env.store)
         .get("recovery")
@@ -220,7 +292,7 @@ fn a_backup_credential_from_before_the_upgrade_is_refused_until_renewed() {
     }
     let env = Env::new();
     env.init();
-    attacker::make_format_1(&env.store);
+    env.older_format(1);
     let backup = Host::new(&env, "backup");
     let pem = env.path("backup.pem");
     backup.ok(&["keys", "cert", "--out", s(&pem)]);
@@ -257,5 +329,83 @@ fn a_backup_credential_from_before_the_upgrade_is_refused_until_renewed() {
     assert_eq!(fs::read(m.p("before")).expect("read"), b"before");
     assert_eq!(fs::read(m.p("after")).expect("read"), b"after");
     m.umount();
+    env.assert_fsck_clean();
+}
+
+#[test]
+fn a_format_2_store_restores_without_set_id_bits_devices_or_owners_until_trusted() {
+    if !require_fuse() {
+        return;
+    }
+    let env = Env::new();
+    env.init();
+    env.older_format(2);
+    // Written by a format-2 mount, whose modes, owners and types are the backing inode's.
+    let m = env.mount();
+    let p = |r: &str| s(&m.p(r)).to_string();
+    sh_ok(&format!(
+        "printf '#!/x' > '{}' && chmod 4755 '{}' && mknod '{}' c 1 3 && echo n > '{}' && \
+         chown 1000:100 '{}'",
+        p("suid"),
+        p("suid"),
+        p("null"),
+        p("notes"),
+        p("notes")
+    ));
+    m.umount();
+    let from = format!("{}:/", s(&env.store));
+    let restore = |to: &str, extra: &[&str]| {
+        let out = env.path(to);
+        let mut args = vec!["restore", &from, s(&out)];
+        args.extend_from_slice(extra);
+        let o = env.coffer(&args);
+        (
+            out,
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    use std::os::unix::fs::MetadataExt;
+    let (out, code, err) = restore("plain", &[]);
+    assert_eq!(code, Some(23), "{err}");
+    assert!(
+        err.contains("coffer upgrade") && err.contains("--trust-store-metadata"),
+        "{err}"
+    );
+    assert!(
+        err.contains("null: cannot restore: a device node, not restored"),
+        "{err}"
+    );
+    assert_eq!(
+        fs::metadata(out.join("suid")).expect("suid").mode() & 0o7777,
+        0o755
+    );
+    assert_eq!(fs::metadata(out.join("notes")).expect("notes").uid(), 0);
+    assert!(fs::symlink_metadata(out.join("null")).is_err());
+    let (out, code, err) = restore("trusted", &["--trust-store-metadata"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        fs::metadata(out.join("suid")).expect("suid").mode() & 0o7777,
+        0o4755
+    );
+    assert_eq!(fs::metadata(out.join("notes")).expect("notes").uid(), 1000);
+    assert_eq!(
+        fs::symlink_metadata(out.join("null")).expect("null").rdev(),
+        libc::makedev(1, 3)
+    );
+    // Upgraded, the store vouches for what it holds: restored as it says, with no flag.
+    let up = env.coffer_ok(&["upgrade", s(&env.store)]);
+    assert!(
+        up.contains("vouched for: data/") && up.contains("a set-user-ID"),
+        "{up}"
+    );
+    assert!(up.contains("a device node"), "{up}");
+    let (out, code, err) = restore("upgraded", &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        fs::metadata(out.join("suid")).expect("suid").mode() & 0o7777,
+        0o4755
+    );
+    assert_eq!(fs::metadata(out.join("notes")).expect("notes").uid(), 1000);
     env.assert_fsck_clean();
 }

@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Make tests/fixtures/store-vN: a small store of the current format version, with its
-# keystore, passphrase and a manifest of what it holds. Run once per released format
-# version and commit the result; tests/backward_compatibility.rs mounts every fixture.
+# keystore, passphrase and a manifest of what it holds (from format 3 a tar of them,
+# store-vN.tar, which keeps the store's extended attributes and hard links). Run once per
+# released format version and commit the result; tests/backward_compatibility.rs mounts
+# every fixture.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --quiet
 bin=target/debug/coffer
 v=$(grep -o 'STORE_VERSION: u32 = [0-9]*' src/format/mod.rs | grep -o '[0-9]*$')
 out=tests/fixtures/store-v$v
-[ -e "$out" ] && { echo "$out exists; remove it first if you really mean to remake it" >&2; exit 2; }
+for o in "$out" "$out.tar"; do
+  [ -e "$o" ] && { echo "$o exists; remove it first if you really mean to remake it" >&2; exit 2; }
+done
 work=$(mktemp -d); trap 'fusermount3 -uz "$work/mnt" 2>/dev/null || true; rm -rf "$work"' EXIT
 mkdir -p "$out" "$work/mnt" "$work/src/dir/sub"
 printf 'fixture passphrase v%s\n' "$v" > "$out/passphrase"
@@ -39,4 +43,11 @@ rm -f "$out/store/lock" "$out/keystore/keystore.lock" "$out/keystore/audit.log"
   elif [ -d "$p" ]; then echo "d $p";
   else echo "f $p $(stat -c %s "$p") $(sha256sum < "$p" | cut -d' ' -f1)"; fi
 done) > "$out/manifest"
+if [ "$v" -ge 3 ]; then
+  # Git keeps neither extended attributes (from format 3, every inode's sealed record is one)
+  # nor hard links: the fixture is committed as a tar that keeps both.
+  tar --xattrs --xattrs-include='*' -C "$out" -cf "$out.tar" .
+  rm -rf "$out"
+  out="$out.tar"
+fi
 echo "made $out"

@@ -43,6 +43,9 @@ pub struct Options {
     /// The last run on the store did not finish: files it may have placed without their
     /// catalog records committed get them again (from their headers) when found unchanged.
     pub recheck: bool,
+    /// Restore owners, set-user-ID and set-group-ID bits and device nodes from a store whose
+    /// metadata is not authenticated (before format 3) as it says them.
+    pub trust_metadata: bool,
 }
 
 /// Run `f` on every item with up to `jobs` workers of the current pool taking them in turn,
@@ -94,6 +97,8 @@ pub struct Summary {
     pub interrupted: bool,
     pub dry_run: bool,
     pub seconds: f64,
+    /// What the administrator should know or do (`coffer upgrade`, say).
+    pub warnings: Vec<String>,
 }
 
 impl Counters {
@@ -117,6 +122,7 @@ impl Counters {
             interrupted: self.stopped(),
             dry_run,
             seconds,
+            warnings: Vec::new(),
         }
     }
 }

@@ -39,6 +39,9 @@ struct Out<'a> {
     report: &'a dyn Report,
     links: Links<u64, Place, (Place, Here)>,
     root: bool,
+    /// Owners, set-ID bits and device nodes are restored as the store says: it authenticates
+    /// them (format 3), or the administrator trusts it (--trust-store-metadata).
+    trust: bool,
     /// Directories to read ahead, in the order the walk starts them (Tree::prefetch).
     ahead: std::sync::mpsc::Sender<u64>,
 }
@@ -67,6 +70,7 @@ pub fn restore(
         links: Links::default(),
         // SAFETY: geteuid has no preconditions and cannot fail.
         root: unsafe { libc::geteuid() } == 0,
+        trust: tree.authenticated_metadata() || opts.trust_metadata,
         ahead,
     };
     let fresh = std::fs::symlink_metadata(to).is_err();
@@ -159,8 +163,16 @@ impl Out<'_> {
         if dfd.is_some() {
             let _ = self.ahead.send(ino);
         }
-        let listing = match self.tree.list(ino) {
-            Ok(l) => l,
+        let listing = match self.tree.list_counted(ino) {
+            Ok((l, 0)) => l,
+            Ok((l, n)) => {
+                let e = io::Error::other(format!(
+                    "{n} entries left out: their names fail authentication (the log names \
+                     their ciphertext)"
+                ));
+                self.fail(here, "cannot restore all of it", &e);
+                l
+            }
             Err(e) => return self.fail(here, "cannot list in the store", &e),
         };
         super::in_turn(&listing, self.opts.jobs, |(name, kind)| {
@@ -224,9 +236,19 @@ impl Out<'_> {
         );
         // Through the descriptor opened above, never by name: the directory is the one
         // that was filled, whatever was put under its name meanwhile.
-        let owner = self.root.then_some((st.uid, st.gid));
+        let (owner, perm) = self.owner_mode(st);
         let xattrs = self.tree.xattrs(st.ino)?;
-        local::set_meta_fd(fd.as_ref(), owner, st.perm, &xattrs, st.atime, st.mtime)
+        local::set_meta_fd(fd.as_ref(), owner, perm, &xattrs, st.atime, st.mtime)
+    }
+
+    /// The owner (as root) and mode an entry is given: as the store says, when its metadata
+    /// is to be believed; else no owner but the restoring user's and no set-ID bit, since a
+    /// host that can write the store chose them.
+    fn owner_mode(&self, st: &Stat) -> (Option<(u32, u32)>, u32) {
+        match self.trust {
+            true => (self.root.then_some((st.uid, st.gid)), st.perm),
+            false => (None, st.perm & !0o6000),
+        }
     }
 
     /// A file, symlink or special file: under a temporary name, then renamed over what was
@@ -263,9 +285,9 @@ impl Out<'_> {
         let r = self.copy_out(&h, &f, st.size);
         self.tree.close(h);
         r?;
-        let owner = self.root.then_some((st.uid, st.gid));
+        let (owner, perm) = self.owner_mode(st);
         let xattrs = self.tree.xattrs(st.ino)?;
-        local::set_meta_fd(&f, owner, st.perm, &xattrs, st.atime, st.mtime)
+        local::set_meta_fd(&f, owner, perm, &xattrs, st.atime, st.mtime)
     }
 
     /// A symlink or special file (regular files and directories have their own paths).
@@ -274,6 +296,12 @@ impl Out<'_> {
             Kind::Symlink => return local::symlink_at(&self.tree.readlink(st.ino)?, dfd, tmp),
             Kind::Fifo => libc::S_IFIFO,
             Kind::Socket => libc::S_IFSOCK,
+            Kind::Char | Kind::Block if !self.trust => {
+                return Err(io::Error::other(
+                    "a device node, not restored: this store's metadata is not authenticated \
+                     (run coffer upgrade, or give --trust-store-metadata)",
+                ))
+            }
             Kind::Char => libc::S_IFCHR,
             Kind::Block => libc::S_IFBLK,
             Kind::File | Kind::Dir => return Err(io::Error::from_raw_os_error(libc::EINVAL)),
@@ -334,8 +362,8 @@ impl Out<'_> {
     /// capability), then times, of the symlink or special file `tmp` in `dfd`, never
     /// following it.
     fn meta(&self, dfd: &OwnedFd, tmp: &OsStr, st: &Stat) -> io::Result<()> {
-        let owner = self.root.then_some((st.uid, st.gid));
-        let perm = (st.kind != Kind::Symlink).then_some(st.perm);
+        let (owner, perm) = self.owner_mode(st);
+        let perm = (st.kind != Kind::Symlink).then_some(perm);
         local::owner_mode_at(dfd, tmp, owner, perm)?;
         for (n, v) in self.tree.xattrs(st.ino)? {
             local::set_xattr_at(dfd, tmp, &n, &v)?;

@@ -73,6 +73,12 @@ pub struct RestoreArgs {
     pub to: PathBuf,
     #[command(flatten)]
     pub run: RunOpts,
+    /// From a store before format 3, whose owners, modes and file types nothing
+    /// authenticates: restore owners, set-user-ID and set-group-ID bits and device nodes as
+    /// it says them anyway (without this, files get the restoring user's owner and no set-ID
+    /// bit, and device nodes are not made). Better: `coffer upgrade` the store you wrote
+    #[arg(long)]
+    pub trust_store_metadata: bool,
 }
 
 /// Split STORE[:PATH] at the first colon that ends a store's directory.
@@ -116,7 +122,7 @@ impl Report for Printer<'_> {
     }
 }
 
-fn options(r: &RunOpts, delete: bool, checksum: bool) -> Result<Options, Failure> {
+fn options(r: &RunOpts, delete: bool, checksum: bool, trust: bool) -> Result<Options, Failure> {
     let jobs = r.jobs.map(usize::from).unwrap_or_else(|| {
         let cpus = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -130,22 +136,37 @@ fn options(r: &RunOpts, delete: bool, checksum: bool) -> Result<Options, Failure
         checksum,
         filter: Filter::new(&r.exclude, &r.exclude_from)?,
         recheck: false,
+        trust_metadata: trust,
     })
 }
 
+/// An opened store: its tree, its lock, whether the last holder of the store was killed, and
+/// what the administrator should be told (a store before format 3 names `coffer upgrade`).
+struct Opened {
+    tree: Tree,
+    _lock: StoreLock,
+    killed: bool,
+    warnings: Vec<String>,
+}
+
 /// Unlock, lock and serve the store in-process.
-/// Returns the tree, the lock, and whether the last holder of the store was killed.
 fn open(
     root: &Path,
     r: &RunOpts,
     fallback: Option<String>,
     doing: &str,
     write: bool,
-) -> Result<(Tree, StoreLock, bool), Failure> {
+) -> Result<Opened, Failure> {
     let root = root
         .canonicalize()
         .map_err(|_| crate::store::StoreError::NotAStore(root.to_path_buf()))?;
     let (desc, keys, _) = unlock_store(&root, &r.keys, fallback, false, doing)?;
+    let mut warnings = Vec::new();
+    if !desc.has_records() {
+        let w = crate::store::upgrade_advice(&root, desc.version);
+        eprintln!("coffer: warning: {w}");
+        warnings.push(w);
+    }
     let lock = match write {
         true => StoreLock::acquire(&root)?,
         false => StoreLock::acquire_for_reading(&root)?,
@@ -164,7 +185,12 @@ fn open(
     lock.record(std::process::id(), "", doing);
     let store = OpenStore::open(&root, desc, keys)?;
     let tree = Tree::new(store, !write || r.dry_run)?;
-    Ok((tree, lock, killed.is_some()))
+    Ok(Opened {
+        tree,
+        _lock: lock,
+        killed: killed.is_some(),
+        warnings,
+    })
 }
 
 /// Ctrl-C (and SIGTERM, SIGHUP) stop the run: the file in hand is finished or dropped, the
@@ -224,7 +250,7 @@ fn finish(s: &Summary, json: bool, verb: &str) -> CliResult {
 fn with_progress(
     r: &RunOpts,
     totals: Option<Arc<Totals>>,
-    verb: &str,
+    (verb, warnings): (&str, Vec<String>),
     job: impl FnOnce(&Counters, &Printer) -> Result<(), Failure>,
 ) -> CliResult {
     let counters = Arc::new(Counters::default());
@@ -236,7 +262,8 @@ fn with_progress(
         b.finish();
     }
     result?;
-    let s = counters.summary(start.elapsed().as_secs_f64(), r.dry_run);
+    let mut s = counters.summary(start.elapsed().as_secs_f64(), r.dry_run);
+    s.warnings = warnings;
     finish(&s, r.json, verb)
 }
 
@@ -245,12 +272,13 @@ pub fn run_backup(a: BackupArgs) -> CliResult {
     // paths only.
     super::init_logging(None, "warn")?;
     let (root, dest) = store_path(&a.dest)?;
-    let mut opts = options(&a.run, a.delete, a.checksum)?;
+    let mut opts = options(&a.run, a.delete, a.checksum, false)?;
     for s in &a.sources {
         std::fs::symlink_metadata(s).map_err(|e| format!("{}: {e}", s.display()))?;
     }
-    let (tree, _lock, killed) = open(&root, &a.run, a.fallback.clone(), "backing up", true)?;
-    opts.recheck = killed;
+    let o = open(&root, &a.run, a.fallback.clone(), "backing up", true)?;
+    let tree = o.tree;
+    opts.recheck = o.killed;
     let totals = (!a.run.json && std::io::stderr().is_terminal()).then(|| {
         let t = Arc::new(Totals::default());
         let (t2, srcs, ex, exf) = (
@@ -266,7 +294,7 @@ pub fn run_backup(a: BackupArgs) -> CliResult {
         });
         t
     });
-    with_progress(&a.run, totals, "backed up", |c, p| {
+    with_progress(&a.run, totals, ("backed up", o.warnings), |c, p| {
         let r = backup::backup(&tree, &a.sources, &dest, &opts, c, p);
         let closed = tree.finish();
         r?;
@@ -277,9 +305,18 @@ pub fn run_backup(a: BackupArgs) -> CliResult {
 pub fn run_restore(a: RestoreArgs) -> CliResult {
     super::init_logging(None, "warn")?;
     let (root, from) = store_path(&a.from)?;
-    let opts = options(&a.run, false, false)?;
-    let (tree, _lock, _) = open(&root, &a.run, None, "restoring", false)?;
-    with_progress(&a.run, None, "restored", |c, p| {
+    let opts = options(&a.run, false, false, a.trust_store_metadata)?;
+    let o = open(&root, &a.run, None, "restoring", false)?;
+    let (tree, mut warnings) = (o.tree, o.warnings);
+    if !tree.authenticated_metadata() && !a.trust_store_metadata {
+        let w = "restoring without owners (files get the restoring user's), set-user-ID or \
+                 set-group-ID bits or device nodes, which this store does not authenticate; \
+                 --trust-store-metadata restores them as it says them"
+            .to_string();
+        eprintln!("coffer: warning: {w}");
+        warnings.push(w);
+    }
+    with_progress(&a.run, None, ("restored", warnings), |c, p| {
         let r = backup::restore(&tree, &from, &a.to, &opts, c, p);
         let _ = tree.finish();
         r.map_err(Failure::from)

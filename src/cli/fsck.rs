@@ -118,6 +118,19 @@ fn print(a: &FsckArgs, report: &fsck::Report, code: i32) -> Result<(), Failure> 
     for s in &report.skipped {
         println!("skipped: {s}");
     }
+    for b in &report.adopted_batches {
+        println!("note: {b}");
+    }
+    if report.adopted_records > 0 {
+        println!(
+            "note: {} inodes carry the type, mode and owner that coffer upgrade found in place \
+             and vouched for",
+            report.adopted_records
+        );
+    }
+    for w in &report.advice {
+        eprintln!("coffer: warning: {w}");
+    }
     println!(
         "{}: {} files ({} bytes), {} directories, {} symlinks, {} extended attributes checked; \
          {} problems, {} repaired",

@@ -26,7 +26,7 @@ pub fn run(a: InfoArgs) -> CliResult {
     println!("store id:       {}", info.store_id);
     if info.format_version < crate::format::STORE_VERSION {
         println!(
-            "format version: {} (batches and descriptor not authenticated: `coffer upgrade` makes it {})",
+            "format version: {} (modes, owners, types and links not authenticated: `coffer upgrade` makes it {})",
             info.format_version,
             crate::format::STORE_VERSION
         );

@@ -208,9 +208,17 @@ pub fn run(a: MountArgs) -> CliResult {
         a.backup_only,
         "mounting",
     )?;
-    if !desc.authenticated() {
-        eprintln!("{}", super::upgrade::v1_warning(&a.store));
+    // A store before format 3: said on stderr, and in the log (a mount from fstab or a unit
+    // leaves only the log).
+    let advice =
+        (!desc.has_records()).then(|| crate::store::upgrade_advice(&a.store, desc.version));
+    if let Some(w) = &advice {
+        eprintln!("coffer: warning: {w}");
     }
+    let note = match (note, advice) {
+        (Some(n), Some(w)) => Some(format!("{n}; {w}")),
+        (n, w) => n.or(w),
+    };
     let backup_only = keys.private.is_none();
     let lock = match a.read_only {
         true => StoreLock::acquire_for_reading(&root)?,

@@ -1,7 +1,8 @@
-//! `coffer upgrade STORE`: a format-1 store to format 2 (authenticated batches and
-//! descriptor), in place, with its master key. The policy is in `store::upgrade`.
+//! `coffer upgrade STORE`: a store of format 1 or 2 to format 3 (authenticated batches,
+//! descriptor, and every inode's type, mode, owner, device, links and place), in place, with
+//! its master key. The policy is in `store::upgrade`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Args;
 
@@ -27,16 +28,6 @@ pub struct UpgradeArgs {
     pub json: bool,
 }
 
-/// The one line a mount of a format-1 store prints.
-pub fn v1_warning(store: &Path) -> String {
-    format!(
-        "coffer: warning: {} is a format-1 store: a host that can write it could plant files \
-         that read as genuine; run `coffer upgrade {}` (needs the master key)",
-        store.display(),
-        store.display()
-    )
-}
-
 pub fn run(a: UpgradeArgs) -> CliResult {
     let cert = a
         .recovery_cert
@@ -50,39 +41,70 @@ pub fn run(a: UpgradeArgs) -> CliResult {
     };
     let chain = chain(&a.keys)?;
     let progress = std::sync::Arc::new(crate::progress::Progress::default());
-    let bar = super::progress::Bar::of(a.json, "batches", &progress);
+    let bar = super::progress::Bar::of(a.json, "entries", &progress);
     let report = crate::keys::upgrade::upgrade(&chain, &a.store, recovery, &progress);
     if let Some(b) = bar {
         b.finish();
     }
     let report = report?;
     let store_id = crate::store::Descriptor::load(&a.store)?.store_id;
-    let code = if report.refused.is_empty() { 0 } else { 1 };
+    let code = match report.refused.is_empty() && report.problems.is_empty() {
+        true => 0,
+        false => 1,
+    };
     if a.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "store_id": store_id, "already_format_2": report.already,
-                "batches_authenticated": report.batches, "batches_refused": report.refused,
-            })
-        );
+        let mut v = serde_json::to_value(&report)?;
+        v["store_id"] = store_id.into();
+        v["format"] = crate::format::STORE_VERSION.into();
+        println!("{v}");
         return Ok(code);
     }
     if report.already {
-        println!("store {store_id} is already format 2; nothing changed");
+        println!(
+            "store {store_id} is already format {}; nothing changed",
+            report.from
+        );
         return Ok(0);
     }
-    for id in &report.refused {
+    print_report(&store_id, &report);
+    Ok(code)
+}
+
+/// What an upgrade did, and what it vouched for, for a person.
+fn print_report(store_id: &str, r: &crate::store::upgrade::UpgradeReport) {
+    for id in &r.refused {
         println!(
             "problem: batch {id} does not open under the store's private key; left untagged \
              (its files will read as EIO; `coffer fsck` lists them)"
         );
     }
+    for p in &r.problems {
+        println!("problem: {p}");
+    }
+    for p in &r.privileged {
+        println!("vouched for: {p}: a set-user-ID or set-group-ID file");
+    }
+    for d in &r.devices {
+        println!("vouched for: {d}: a device node");
+    }
+    let batches = match r.from {
+        1 => format!(
+            "{} batches adopted under a new write key (their files could have been written by \
+             anyone who could write the store; `coffer fsck` lists them), ",
+            r.batches
+        ),
+        _ => String::new(),
+    };
     println!(
-        "store {store_id}: upgraded to format 2: {} batch records authenticated under a new \
-         write key, descriptor sealed; no data was re-encrypted. Backup-only hosts need a new \
-         credential (`coffer keys backup-credential`).",
-        report.batches
+        "store {store_id}: upgraded from format {} to format 3: {batches}{} inodes sealed with \
+         the type, mode, owner, device, links and place found in place, descriptor sealed; no \
+         data was re-encrypted. The upgrade vouches for all it found: upgrade the store you \
+         wrote, not a copy that passed through hands you do not trust.{}",
+        r.from,
+        r.entries,
+        match r.from {
+            1 => " Backup-only hosts need a new credential (`coffer keys backup-credential`).",
+            _ => "",
+        }
     );
-    Ok(code)
 }

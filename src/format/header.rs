@@ -42,7 +42,26 @@ impl Header {
         batch: &BatchKey,
         file_key: &FileKey,
     ) -> Header {
-        let file_id = crypto::random_id();
+        Self::with_id(
+            store_id,
+            block_shift,
+            batch_id,
+            batch,
+            file_key,
+            crypto::random_id(),
+        )
+    }
+
+    /// The same for a file that keeps its id `file_id` (a file cut to zero in a format-3
+    /// store, whose inode record is bound to the id).
+    pub fn with_id(
+        store_id: &[u8; 16],
+        block_shift: u8,
+        batch_id: [u8; 16],
+        batch: &BatchKey,
+        file_key: &FileKey,
+        file_id: [u8; 16],
+    ) -> Header {
         let aad = key_aad(store_id, &batch_id, &file_id);
         Header {
             version: super::FORMAT_VERSION,

@@ -29,7 +29,7 @@ pub const FORMAT_VERSION_DENSE: u8 = 1;
 /// descriptor, 3 also every inode's type, mode, owner, device, link target, names and
 /// attributes, and binds the key seals to the format (docs/format.md). Stores of versions 1
 /// and 2 still open and read, and `coffer upgrade` brings them to 3.
-pub const STORE_VERSION: u32 = 2;
+pub const STORE_VERSION: u32 = 3;
 /// The first store format whose inodes carry sealed records (format/inode.rs).
 pub const RECORDS_VERSION: u32 = 3;
 

@@ -427,12 +427,9 @@ impl Filesystem for CofferFs {
         }
     }
 
-    /// Asked only without --allow-other (no default_permissions): the backing file answers.
-    fn access(&self, _req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
-        match self
-            .node(ino)
-            .and_then(|(fd, _)| super::sys::access_fd(&fd, mask.bits()))
-        {
+    /// Asked only without --allow-other (no default_permissions).
+    fn access(&self, req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        match CofferFs::access(self, ino, mask.bits(), &Caller::of(req)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(e),
         }

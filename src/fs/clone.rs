@@ -6,6 +6,8 @@
 //!
 //! Until the rename two backing files carry one file id; the rename then drops the
 //! original's catalog record, which is the copy's too, so the caller records the copy again.
+//! In format 3 the copy gets the original's record for its own (temporary) place, and the
+//! rename carries it to the original's.
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -16,6 +18,7 @@ use fuser::{Errno, FileAttr, FileType, INodeNo};
 
 use super::inodes::Known;
 use super::{sys, CofferFs, OpenFile};
+use crate::format::inode::InodeRecord;
 use crate::format::xattr::{PREFIX_TRUSTED, PREFIX_USER};
 
 impl CofferFs {
@@ -37,27 +40,50 @@ impl CofferFs {
         let stored = self.stored_name(parent, name)?;
         let (pfd, _) = self.node(parent)?;
         let entry = OsStr::new(stored.entry());
+        // Format 3: the original's record, for the copy's own place.
+        let rec = match self.store.records() {
+            Some(_) => Some(InodeRecord {
+                places: vec![self.place_of(parent, name)?],
+                ..self.record(ino)?
+            }),
+            None => None,
+        };
         self.put_sidecar(&pfd, &stored)?;
-        let copied = sys::create_at(&pfd, entry, 0o600).and_then(|dst| {
+        let label = format!("{}/{}", self.label(parent.0), stored.entry());
+        // Format 3: the copy is made unnamed, with its record, and named once whole.
+        let (dst, tmp) = match &rec {
+            Some(_) => sys::create_unnamed(&pfd, 0o600)?,
+            None => (sys::create_at(&pfd, entry, 0o600)?, None),
+        };
+        let of = (|| {
+            match &rec {
+                Some(r) => self.put_record(&dst, r)?,
+                None => {
+                    self.chown_new(&dst, st.st_uid, st.st_gid);
+                    sys::chmod_fd(&dst, st.st_mode & 0o7777)?;
+                }
+            }
             copy_data(&src, &dst, st.st_size as u64)?;
             copy_attrs(&src, &dst)?;
-            Ok(dst)
-        });
-        let of = copied.and_then(|dst| {
-            self.chown_new(&dst, st.st_uid, st.st_gid);
-            sys::chmod_fd(&dst, st.st_mode & 0o7777)?;
-            let label = format!("{}/{}", self.label(parent.0), stored.entry());
-            OpenFile::open(&self.store, dst, label)
-        });
+            let of = OpenFile::open(&self.store, dst, label, rec.as_ref().map(|r| r.id))?;
+            if rec.is_some() {
+                sys::name_new(of.backing(), tmp.as_deref(), &pfd, entry)?;
+            }
+            Ok(of)
+        })();
         let of = match of {
             Ok(of) => Arc::new(of),
             Err(e) => {
-                let _ = sys::unlink_at(&pfd, entry, 0);
-                self.drop_sidecar(&pfd, &stored);
+                if rec.is_none() {
+                    let _ = sys::unlink_at(&pfd, entry, 0);
+                }
+                if e != Errno::EEXIST {
+                    self.drop_sidecar(&pfd, &stored);
+                }
                 return Err(e);
             }
         };
-        self.opened_new(parent, entry, of, Known::Unknown)
+        self.opened_new(parent, entry, name, of, Known::Unknown, rec)
     }
 }
 
@@ -87,7 +113,7 @@ fn copy_data(src: &File, dst: &File, len: u64) -> Result<(), Errno> {
 }
 
 /// The backing attributes of coffer's own namespaces, as they are (sealed to the file id,
-/// which the copy shares).
+/// which the copy shares); not the record, which the copy has for its own place.
 fn copy_attrs(src: &File, dst: &File) -> Result<(), Errno> {
     for name in sys::list_xattrs(src)? {
         if name.starts_with(PREFIX_USER) || name.starts_with(PREFIX_TRUSTED) {

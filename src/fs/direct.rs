@@ -128,6 +128,13 @@ impl Tree {
         self.fs.store.can_read()
     }
 
+    /// Whether every type, mode, owner, device, link and place the walk sees is sealed under
+    /// the store's keys (format 3). Before, they are what the store's own inodes say, which
+    /// a host that can write the store chooses.
+    pub fn authenticated_metadata(&self) -> bool {
+        self.fs.store.records().is_some()
+    }
+
     /// `name` in directory `parent`, if there is one (held until `forget`).
     pub fn lookup(&self, parent: u64, name: &OsStr) -> io::Result<Option<Stat>> {
         match self.fs.lookup(INodeNo(parent), name) {
@@ -155,17 +162,19 @@ impl Tree {
     /// it reads a cold store mostly forward). An entry whose name does not authenticate is
     /// left out and logged, as in a mount's listing.
     pub fn list(&self, dir: u64) -> io::Result<Vec<(OsString, Kind)>> {
-        let fh = self.fs.opendir(INodeNo(dir)).map_err(io)?;
-        let entries = self.fs.dir_entries(fh);
-        self.fs.release(fh);
+        self.list_counted(dir).map(|(l, _)| l)
+    }
+
+    /// The same, and how many entries were left out (names that fail authentication).
+    pub fn list_counted(&self, dir: u64) -> io::Result<(Vec<(OsString, Kind)>, usize)> {
+        let (entries, refused) = self.fs.list_dir(INodeNo(dir)).map_err(io)?;
         let mut out: Vec<_> = entries
-            .map_err(io)?
             .iter()
             .filter(|e| !e.stored.is_empty())
             .map(|e| (e.ino, e.name.clone(), Kind::of(e.kind)))
             .collect();
         out.sort_unstable_by_key(|e| e.0);
-        Ok(out.into_iter().map(|(_, n, k)| (n, k)).collect())
+        Ok((out.into_iter().map(|(_, n, k)| (n, k)).collect(), refused))
     }
 
     /// Remove what an interrupted operation left in directory `dir`'s backing directory

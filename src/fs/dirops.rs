@@ -1,22 +1,23 @@
-//! Operations that change or list a directory's entries, one method each, returning
-//! `Result<_, Errno>`: create, mknod, mkdir, unlink, rmdir, symlink, rename, link, and the
-//! listing (opendir). Each name goes through the store's name codec; long names keep their
-//! sidecar beside them.
+//! Operations that make, remove or list a directory's entries, one method each, returning
+//! `Result<_, Errno>`: create, mknod, mkdir, unlink, rmdir, symlink, and the listing
+//! (opendir); rename and link are in links.rs. Each name goes through the store's name codec;
+//! long names keep their sidecar beside them. In format 3 each new inode gets its sealed
+//! record before anything can be read from it (records.rs).
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirEntryExt, FileExt};
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-use fuser::{Errno, FileAttr, FileType, INodeNo};
+use fuser::{Errno, FileAttr, INodeNo};
 
 use super::inodes::Known;
-use super::{lock, sys, CofferFs, DirEntry, Handle, OpenFile};
+use super::records::Node;
+use super::{sys, CofferFs, OpenFile};
 use crate::catalog::CatalogOp;
+use crate::format::inode::{target_hash, InodeRecord, RecordKind};
 use crate::format::{
-    classify, encode_symlink, long_link_blob, StoredLink, StoredName, DIRIV_NAME, FILE_ID_OFF,
-    SIDECAR_MAX,
+    encode_symlink, long_link_blob, StoredLink, StoredName, DIRIV_NAME, FILE_ID_OFF,
 };
 
 fn sidecar_of(stored: &StoredName) -> Option<(&OsStr, &[u8])> {
@@ -29,7 +30,7 @@ fn sidecar_of(stored: &StoredName) -> Option<(&OsStr, &[u8])> {
 }
 
 /// What goes with an entry when its last name goes.
-enum Dying {
+pub(super) enum Dying {
     /// A regular file: its catalog record.
     File([u8; 16]),
     /// A long symlink: its target blob.
@@ -62,7 +63,7 @@ impl CofferFs {
 
     /// What goes with an entry that is about to lose its last name: a regular file's catalog
     /// record, or a long symlink's target blob.
-    fn dying(&self, pfd: &OwnedFd, entry: &OsStr) -> Option<Dying> {
+    pub(super) fn dying(&self, pfd: &OwnedFd, entry: &OsStr) -> Option<Dying> {
         let st = sys::stat_at(pfd, entry).ok()?;
         if st.st_nlink != 1 {
             return None;
@@ -83,7 +84,7 @@ impl CofferFs {
     }
 
     /// Drop what went with an entry whose last name is gone.
-    fn bury(&self, dying: Option<Dying>) {
+    pub(super) fn bury(&self, dying: Option<Dying>) {
         match dying {
             Some(Dying::File(id)) => self.store.catalog_op(CatalogOp::Remove(id)),
             Some(Dying::Link(blob)) => {
@@ -108,24 +109,84 @@ impl CofferFs {
         let (pfd, _) = self.node(parent)?;
         let entry = OsStr::new(stored.entry());
         self.put_sidecar(&pfd, &stored)?;
-        let file = sys::create_at(&pfd, entry, mode & 0o7777)?;
-        self.chown_new(&file, uid, gid);
         let label = format!("{}/{}", self.label(parent.0), stored.entry());
-        let of = match OpenFile::create(&self.store, file, label) {
-            Ok(of) => Arc::new(of),
+        let made = match self.store.records() {
+            // Format 3: made unnamed, given its record and header, then named: no entry is
+            // ever seen without its record, whenever a crash comes. The backing inode's own
+            // mode and owner mean nothing: only the daemon's.
+            Some(_) => sys::create_unnamed(&pfd, 0o600).and_then(|(file, tmp)| {
+                let (h, k, rec) =
+                    self.new_file_in(parent, name, &file, mode, (uid, gid), &label)?;
+                let of = OpenFile::create(file, label, &self.store, h, k)?;
+                sys::name_new(of.backing(), tmp.as_deref(), &pfd, entry)?;
+                Ok((of, rec))
+            }),
+            None => sys::create_at(&pfd, entry, mode & 0o7777).and_then(|file| {
+                let made = self.new_file_in(parent, name, &file, mode, (uid, gid), &label);
+                let r = made.and_then(|(h, k, _)| OpenFile::create(file, label, &self.store, h, k));
+                if r.is_err() {
+                    let _ = sys::unlink_at(&pfd, entry, 0);
+                }
+                Ok((r?, None))
+            }),
+        };
+        let (of, rec) = match made {
+            Ok(m) => m,
             Err(e) => {
-                let _ = sys::unlink_at(&pfd, entry, 0);
-                self.drop_sidecar(&pfd, &stored);
+                if e != Errno::EEXIST {
+                    self.drop_sidecar(&pfd, &stored);
+                }
                 return Err(e);
             }
         };
-        let (attr, fh) = self.opened_new(parent, entry, of, Known::Absent)?;
-        let attr = if self.as_root {
+        let sealed = rec.is_some();
+        let (attr, fh) = self.opened_new(parent, entry, name, Arc::new(of), Known::Absent, rec)?;
+        let attr = if self.as_root && !sealed {
             FileAttr { uid, gid, ..attr }
         } else {
             attr
         };
         Ok((attr, fh))
+    }
+
+    /// A new file's header and key, and in format 3 its record, sealed onto `file` before a
+    /// byte of its content is written (so a crash never leaves content without a record).
+    fn new_file_in(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        file: &std::fs::File,
+        mode: u32,
+        owner: (u32, u32),
+        label: &str,
+    ) -> Result<
+        (
+            crate::format::Header,
+            crate::crypto::FileKey,
+            Option<InodeRecord>,
+        ),
+        Errno,
+    > {
+        let (header, key) = self.store.new_file().map_err(|e| {
+            tracing::error!("{label}: cannot make a file key: {e}");
+            Errno::EIO
+        })?;
+        if self.store.records().is_none() {
+            self.chown_new(file, owner.0, owner.1);
+            return Ok((header, key, None));
+        }
+        let rec = self.new_record(
+            parent,
+            name,
+            RecordKind::File,
+            header.file_id,
+            mode,
+            owner,
+            0,
+            None,
+        )?;
+        self.put_record(file, &rec)?;
+        Ok((header, key, Some(rec)))
     }
 
     pub(super) fn mknod(
@@ -143,33 +204,97 @@ impl CofferFs {
             self.release(fh);
             return Ok(attr);
         }
-        self.new_entry(parent, name, uid, gid, |pfd, entry| {
+        let kind = RecordKind::of_mode(mode).ok_or(Errno::EINVAL)?;
+        let node = Node {
+            kind,
+            mode,
+            rdev,
+            target: None,
+        };
+        self.new_entry(parent, name, (uid, gid), node, |pfd, entry, sealed| {
+            let mode = match sealed {
+                true => (mode & libc::S_IFMT) | 0o600,
+                false => mode,
+            };
             sys::mknod_at(pfd, entry, mode, rdev)
         })
     }
 
     /// Make a name-only entry (symlink, FIFO, device) with `make`, its long-name sidecar
-    /// first and removed again if `make` fails; then give it to the caller's uid and gid.
+    /// first and removed again if `make` fails; then give it to the caller's uid and gid. In
+    /// format 3 it is made under a temporary name, given its record, and renamed into place,
+    /// so that no entry is ever seen without one.
     fn new_entry(
         &self,
         parent: INodeNo,
         name: &OsStr,
-        uid: u32,
-        gid: u32,
-        make: impl FnOnce(&OwnedFd, &OsStr) -> Result<(), Errno>,
+        owner: (u32, u32),
+        node: Node,
+        make: impl FnOnce(&OwnedFd, &OsStr, bool) -> Result<(), Errno>,
     ) -> Result<FileAttr, Errno> {
         let stored = self.stored_name(parent, name)?;
         let (pfd, _) = self.node(parent)?;
         let entry = OsStr::new(stored.entry());
         self.put_sidecar(&pfd, &stored)?;
-        if let Err(e) = make(&pfd, entry) {
+        if self.store.records().is_some() {
+            return self.new_sealed_entry(parent, name, &pfd, &stored, owner, node, make);
+        }
+        if let Err(e) = make(&pfd, entry, false) {
             if e != Errno::EEXIST {
                 self.drop_sidecar(&pfd, &stored);
             }
             return Err(e);
         }
-        self.chown_new(&sys::open_path(&pfd, entry)?, uid, gid);
-        let attr = self.remember(parent, entry)?;
+        self.chown_new(&sys::open_path(&pfd, entry)?, owner.0, owner.1);
+        let attr = self.remember(parent, entry, name)?;
+        self.set_known(attr.ino, Known::Absent);
+        Ok(attr)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new_sealed_entry(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        pfd: &OwnedFd,
+        stored: &StoredName,
+        owner: (u32, u32),
+        node: Node,
+        make: impl FnOnce(&OwnedFd, &OsStr, bool) -> Result<(), Errno>,
+    ) -> Result<FileAttr, Errno> {
+        let entry = OsStr::new(stored.entry());
+        let tmp = crate::format::temp_name(OsStr::new("node"));
+        let placed = make(pfd, &tmp, true).and_then(|_| {
+            let rec = self.new_record(
+                parent,
+                name,
+                node.kind,
+                crate::crypto::random_id(),
+                node.mode,
+                owner,
+                node.rdev,
+                node.target,
+            );
+            let r = rec.and_then(|rec| {
+                self.put_record(&sys::open_path(pfd, &tmp)?, &rec)?;
+                sys::rename_at(pfd, &tmp, pfd, entry, libc::RENAME_NOREPLACE)?;
+                Ok(rec)
+            });
+            if r.is_err() {
+                let _ = sys::unlink_at(pfd, &tmp, 0);
+            }
+            r
+        });
+        let rec = match placed {
+            Ok(rec) => rec,
+            Err(e) => {
+                if e != Errno::EEXIST {
+                    self.drop_sidecar(pfd, stored);
+                }
+                return Err(e);
+            }
+        };
+        let attr = self.remember_as(parent, entry, name, Some(rec))?;
         self.set_known(attr.ino, Known::Absent);
         Ok(attr)
     }
@@ -195,17 +320,32 @@ impl CofferFs {
             let mut iv = [0u8; crate::format::DIRIV_LEN];
             crate::crypto::random_bytes(&mut iv);
             sys::write_small_at(&dfd, OsStr::new(DIRIV_NAME), &iv)?;
-            sys::chmod_fd(&dfd, mode & 0o7777)?;
-            self.chown_new(&dfd, uid, gid);
+            let rec = match self.store.records() {
+                Some(_) => {
+                    let k = RecordKind::Dir;
+                    let rec = self.new_record(parent, name, k, iv, mode, (uid, gid), 0, None)?;
+                    self.put_record(&dfd, &rec)?;
+                    Some(rec)
+                }
+                None => {
+                    sys::chmod_fd(&dfd, mode & 0o7777)?;
+                    self.chown_new(&dfd, uid, gid);
+                    None
+                }
+            };
             self.put_sidecar(&pfd, &stored)?;
-            sys::rename_at(&pfd, &tmp, &pfd, entry, libc::RENAME_NOREPLACE)
+            sys::rename_at(&pfd, &tmp, &pfd, entry, libc::RENAME_NOREPLACE)?;
+            Ok(rec)
         })();
-        if let Err(e) = built {
-            let _ = sys::unlink_at(&sys::open_path(&pfd, &tmp)?, OsStr::new(DIRIV_NAME), 0);
-            let _ = sys::unlink_at(&pfd, &tmp, libc::AT_REMOVEDIR);
-            return Err(e);
-        }
-        let attr = self.remember(parent, entry)?;
+        let rec = match built {
+            Ok(rec) => rec,
+            Err(e) => {
+                let _ = sys::unlink_at(&sys::open_path(&pfd, &tmp)?, OsStr::new(DIRIV_NAME), 0);
+                let _ = sys::unlink_at(&pfd, &tmp, libc::AT_REMOVEDIR);
+                return Err(e);
+            }
+        };
+        let attr = self.remember_as(parent, entry, name, rec)?;
         self.set_known(attr.ino, Known::Absent);
         Ok(attr)
     }
@@ -217,17 +357,51 @@ impl CofferFs {
         let entry = OsStr::new(stored.entry());
         let dying = self.dying(&pfd, entry);
         let ino = self.ino_at(&pfd, entry);
+        // Format 3: the record of an inode that keeps other names is read and written again
+        // under its lock.
+        let _g = match (ino, self.store.records()) {
+            (Some(i), Some(_)) => Some(self.rec_lock(i)?),
+            _ => None,
+        };
+        let others = self.other_names(&pfd, parent, entry, name);
         sys::unlink_at(&pfd, entry, 0)?;
         self.drop_sidecar(&pfd, &stored);
         if let Some(ino) = ino {
             self.drop_name(ino, parent, entry);
         }
         self.bury(dying);
+        // The name is gone first, then from the record: a crash between leaves a record
+        // naming one place too many, never an entry its record does not name.
+        if let Some((fd, ino, rec)) = others {
+            let place = self.place_of(parent, name)?;
+            let rec = super::records::without_place(&rec, &place);
+            self.put_record(&fd, &rec)?;
+            self.keep_record(ino, rec);
+        }
         Ok(())
     }
 
+    /// In format 3, for an entry whose inode has other names: its descriptor and record, so
+    /// that the name about to go can be taken out of the record after. A record that does
+    /// not open there (something planted) is left as it is: removing the entry is allowed.
+    fn other_names(
+        &self,
+        pfd: &OwnedFd,
+        parent: INodeNo,
+        entry: &OsStr,
+        name: &OsStr,
+    ) -> Option<(OwnedFd, u64, InodeRecord)> {
+        self.store.records()?;
+        let st = sys::stat_at(pfd, entry).ok()?;
+        if st.st_nlink < 2 || st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            return None;
+        }
+        let (ino, rec) = self.record_at(pfd, parent, entry, name).ok()?;
+        (rec.places.len() > 1).then_some((sys::open_path(pfd, entry).ok()?, ino, rec))
+    }
+
     /// Remove an empty ciphertext directory (its IV is its only entry).
-    fn remove_empty_dir(&self, pfd: &OwnedFd, entry: &OsStr) -> Result<(), Errno> {
+    pub(super) fn remove_empty_dir(&self, pfd: &OwnedFd, entry: &OsStr) -> Result<(), Errno> {
         let dfd = sys::open_path(pfd, entry)?;
         let listing =
             std::fs::read_dir(sys::proc_path(&dfd).to_str().unwrap_or("")).map_err(Errno::from)?;
@@ -281,168 +455,14 @@ impl CofferFs {
             })?;
         }
         let backing = enc.backing_target();
-        self.new_entry(parent, name, uid, gid, |pfd, entry| {
+        let node = Node {
+            kind: RecordKind::Symlink,
+            mode: 0o777,
+            rdev: 0,
+            target: Some(target_hash(backing.as_bytes())),
+        };
+        self.new_entry(parent, name, (uid, gid), node, |pfd, entry, _| {
             sys::symlink_at(backing.as_bytes(), pfd, entry)
         })
-    }
-
-    pub(super) fn rename(
-        &self,
-        parent: INodeNo,
-        name: &OsStr,
-        newparent: INodeNo,
-        newname: &OsStr,
-        flags: u32,
-    ) -> Result<(), Errno> {
-        self.writable()?;
-        let old = self.stored_name(parent, name)?;
-        let new = self.stored_name(newparent, newname)?;
-        let (pfd, _) = self.node(parent)?;
-        let (npfd, _) = self.node(newparent)?;
-        let (oe, ne) = (OsStr::new(old.entry()), OsStr::new(new.entry()));
-        if parent == newparent && oe == ne {
-            return Ok(());
-        }
-        let src = self.ino_at(&pfd, oe).ok_or(Errno::ENOENT)?;
-        let dst = self.ino_at(&npfd, ne);
-        if flags & libc::RENAME_EXCHANGE != 0 {
-            // Names stay where they are, so the sidecars do too.
-            sys::rename_at(&pfd, oe, &npfd, ne, flags)?;
-            self.drop_name(src, parent, oe);
-            self.add_name(src, newparent, ne);
-            if let Some(dst) = dst {
-                self.drop_name(dst, newparent, ne);
-                self.add_name(dst, parent, oe);
-            }
-            return Ok(());
-        }
-        let target = sys::stat_at(&npfd, ne).ok();
-        let mut dying = None;
-        if let Some(t) = &target {
-            if flags & libc::RENAME_NOREPLACE != 0 {
-                return Err(Errno::EEXIST);
-            }
-            if t.st_mode & libc::S_IFMT == libc::S_IFDIR {
-                let src = sys::stat_at(&pfd, oe)?;
-                if src.st_mode & libc::S_IFMT != libc::S_IFDIR {
-                    return Err(Errno::EISDIR);
-                }
-                // An empty plaintext directory still holds its IV; remove it first.
-                self.remove_empty_dir(&npfd, ne)?;
-            } else {
-                dying = self.dying(&npfd, ne);
-            }
-        }
-        self.put_sidecar(&npfd, &new)?;
-        if let Err(e) = sys::rename_at(&pfd, oe, &npfd, ne, flags) {
-            if target.is_none() {
-                self.drop_sidecar(&npfd, &new);
-            }
-            return Err(e);
-        }
-        self.drop_sidecar(&pfd, &old);
-        self.bury(dying);
-        if let Some(dst) = dst.filter(|d| *d != src) {
-            self.drop_name(dst, newparent, ne);
-        }
-        self.drop_name(src, parent, oe);
-        self.add_name(src, newparent, ne);
-        Ok(())
-    }
-
-    pub(super) fn link(
-        &self,
-        ino: INodeNo,
-        newparent: INodeNo,
-        newname: &OsStr,
-    ) -> Result<FileAttr, Errno> {
-        self.writable()?;
-        let stored = self.stored_name(newparent, newname)?;
-        let (fd, _) = self.node(ino)?;
-        let (npfd, _) = self.node(newparent)?;
-        let entry = OsStr::new(stored.entry());
-        self.put_sidecar(&npfd, &stored)?;
-        if let Err(e) = sys::link_at(&fd, &npfd, entry) {
-            if sys::stat_at(&npfd, entry).is_err() {
-                self.drop_sidecar(&npfd, &stored);
-            }
-            return Err(e);
-        }
-        self.remember(newparent, entry)
-    }
-
-    pub(super) fn opendir(&self, ino: INodeNo) -> Result<u64, Errno> {
-        let (fd, kind) = self.node(ino)?;
-        if kind != FileType::Directory {
-            return Err(Errno::ENOTDIR);
-        }
-        let iv = self.diriv(ino)?;
-        let dot = |name: &str| DirEntry {
-            ino: ino.0,
-            kind: FileType::Directory,
-            name: OsString::from(name),
-            stored: OsString::new(),
-        };
-        let mut entries = vec![dot("."), dot("..")];
-        let listing =
-            std::fs::read_dir(sys::proc_path(&fd).to_str().unwrap_or("")).map_err(Errno::from)?;
-        for e in listing {
-            let e = e.map_err(Errno::from)?;
-            let cname = e.file_name();
-            let entry = classify(cname.as_bytes());
-            if entry.is_internal() {
-                continue;
-            }
-            let read_sidecar = |side: &OsStr| {
-                sys::read_small_at(&fd, side, SIDECAR_MAX)
-                    .map_err(|e| std::io::Error::from_raw_os_error(e.code()))
-            };
-            match self.store.names.decode_entry(&iv, &entry, read_sidecar) {
-                Ok(plain) => {
-                    let kind = e
-                        .file_type()
-                        .map(|t| super::kind_of(file_type_mode(&t)))
-                        .unwrap_or(FileType::RegularFile);
-                    entries.push(DirEntry {
-                        ino: self.to_fuse(e.ino()),
-                        kind,
-                        name: plain,
-                        stored: cname.clone(),
-                    });
-                }
-                Err(e) => tracing::warn!(
-                    "{}: entry {:?} has a name that fails authentication or is unsafe ({e}); skipped",
-                    self.label(ino.0),
-                    cname
-                ),
-            }
-        }
-        self.new_handle(Handle::Dir(Arc::new(entries)))
-    }
-
-    pub(super) fn dir_entries(&self, fh: u64) -> Result<Arc<Vec<DirEntry>>, Errno> {
-        match lock(&self.handles)?.get(&fh) {
-            Some(Handle::Dir(d)) => Ok(d.clone()),
-            _ => Err(Errno::EBADF),
-        }
-    }
-}
-
-fn file_type_mode(t: &std::fs::FileType) -> u32 {
-    use std::os::unix::fs::FileTypeExt;
-    if t.is_dir() {
-        libc::S_IFDIR
-    } else if t.is_symlink() {
-        libc::S_IFLNK
-    } else if t.is_fifo() {
-        libc::S_IFIFO
-    } else if t.is_socket() {
-        libc::S_IFSOCK
-    } else if t.is_char_device() {
-        libc::S_IFCHR
-    } else if t.is_block_device() {
-        libc::S_IFBLK
-    } else {
-        libc::S_IFREG
     }
 }

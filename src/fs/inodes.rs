@@ -19,6 +19,7 @@ use fuser::{Errno, FileAttr, FileType, INodeNo};
 
 use super::{kind_of, lock, sys, CofferFs, OpenFile};
 use crate::format::acl::Acl;
+use crate::format::inode::InodeRecord;
 use crate::format::DIRIV_LEN;
 
 pub(super) struct Inode {
@@ -35,6 +36,9 @@ pub(super) struct Inode {
     pub xattrs: Known,
     /// A directory's default ACL, once read (None inside: it has none).
     pub default_acl: Option<Option<Acl>>,
+    /// Its sealed record (format 3), opened at one of its names: what its type, mode, owner,
+    /// device, identity, names and attributes are. The backing inode's own say nothing.
+    pub rec: Option<InodeRecord>,
 }
 
 /// What this mount knows of something about an inode.
@@ -46,16 +50,17 @@ pub(super) enum Known {
 }
 
 impl Inode {
-    pub fn root(fd: OwnedFd) -> Inode {
+    pub fn root(fd: OwnedFd, rec: Option<InodeRecord>) -> Inode {
         Inode {
             kind: FileType::Directory,
             nlookup: u64::MAX / 2,
             names: Vec::new(),
             fd: Some(Arc::new(fd)),
-            diriv: None,
+            diriv: rec.as_ref().map(|r| r.id),
             open: Weak::new(),
             xattrs: Known::Unknown,
             default_acl: None,
+            rec,
         }
     }
 }
@@ -137,14 +142,47 @@ impl CofferFs {
         Err(Errno::ESTALE)
     }
 
-    /// Record one more kernel reference to `entry` in `parent` and return its attributes.
-    pub(super) fn remember(&self, parent: INodeNo, entry: &OsStr) -> Result<FileAttr, Errno> {
+    /// Record one more kernel reference to `entry` in `parent` (plaintext `name`) and return
+    /// its attributes. In format 3 its record must open at this place, unless this name of
+    /// it is already known here.
+    pub(super) fn remember(
+        &self,
+        parent: INodeNo,
+        entry: &OsStr,
+        name: &OsStr,
+    ) -> Result<FileAttr, Errno> {
+        self.remember_as(parent, entry, name, None)
+    }
+
+    /// The same for an inode this mount has just made, whose record is `made` (no need to
+    /// read back what was just written).
+    pub(super) fn remember_as(
+        &self,
+        parent: INodeNo,
+        entry: &OsStr,
+        name: &OsStr,
+        made: Option<InodeRecord>,
+    ) -> Result<FileAttr, Errno> {
         let (pfd, _) = self.node(parent)?;
         let st = sys::stat_at(&pfd, entry)?;
         let ino = self.to_fuse(st.st_ino);
+        let at = (parent.0, entry.to_os_string());
+        let rec = match (made, self.store.records()) {
+            (_, None) => None,
+            (Some(r), Some(_)) => Some(r),
+            (None, Some(_)) => {
+                let known = lock(&self.inodes)?
+                    .get(&ino)
+                    .filter(|n| n.names.contains(&at))
+                    .and_then(|n| n.rec.clone());
+                match known {
+                    Some(r) => Some(r),
+                    None => Some(self.load_record(&pfd, entry, parent, name, &st)?),
+                }
+            }
+        };
         let kind = kind_of(st.st_mode);
-        let name = (parent.0, entry.to_os_string());
-        let open = {
+        let (open, rec) = {
             let mut t = lock(&self.inodes)?;
             let n = t.entry(ino).or_insert_with(|| Inode {
                 kind,
@@ -155,16 +193,23 @@ impl CofferFs {
                 open: Weak::new(),
                 xattrs: Known::Unknown,
                 default_acl: None,
+                rec: None,
             });
             n.nlookup += 1;
             if kind == FileType::Directory {
-                n.names = vec![name];
-            } else if !n.names.contains(&name) {
-                n.names.push(name);
+                n.names = vec![at];
+            } else if !n.names.contains(&at) {
+                n.names.push(at);
             }
-            n.open.upgrade()
+            if let Some(r) = rec {
+                if kind == FileType::Directory {
+                    n.diriv = Some(r.id);
+                }
+                n.rec = Some(r);
+            }
+            (n.open.upgrade(), n.rec.clone())
         };
-        Ok(self.attr(ino, &st, open.as_deref()))
+        Ok(self.attr_with(ino, &st, open.as_deref(), rec.as_ref()))
     }
 
     pub(super) fn forget(&self, ino: u64, count: u64) {

@@ -5,14 +5,18 @@
 //! encryption on the way in and out, and the shared open-file state. `adapter.rs` is the thin
 //! fuser front; everything here returns `Result<_, Errno>`.
 
+mod acl;
 mod adapter;
 mod clone;
 pub mod direct;
 mod dirops;
 mod file;
 mod inodes;
+mod links;
+mod listing;
 mod ops;
 mod privs;
+mod records;
 mod session;
 pub mod stats;
 mod sys;
@@ -105,6 +109,9 @@ pub struct CofferFs {
     notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
     /// Plaintext bytes read and written (`coffer stats`).
     io: Arc<stats::Io>,
+    /// Held while an inode's record is read, changed and written again (records.rs), by
+    /// inode number modulo their count.
+    rec_locks: Vec<Mutex<()>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, Errno> {
@@ -141,8 +148,12 @@ impl CofferFs {
             crate::within::open_dir(&store.root, std::path::Path::new(crate::store::DATA))
                 .map_err(Errno::from)?;
         let st = sys::stat_fd(&root_fd)?;
+        let root_rec = store.root_record().map_err(|e| {
+            tracing::error!("{e}");
+            Errno::EIO
+        })?;
         let mut inodes = HashMap::new();
-        inodes.insert(1, Inode::root(root_fd));
+        inodes.insert(1, Inode::root(root_fd, root_rec));
         Ok(CofferFs {
             store,
             cfg,
@@ -157,6 +168,7 @@ impl CofferFs {
             ttl: CACHE_TTL,
             notifier: Arc::default(),
             io: Arc::default(),
+            rec_locks: (0..records::LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
         })
     }
 
@@ -205,6 +217,10 @@ impl CofferFs {
             if let Some(iv) = n.diriv {
                 return Ok(iv);
             }
+            // In format 3 a directory's IV is its record's id, never what `.diriv` says.
+            if self.store.records().is_some() {
+                return Err(Errno::EIO);
+            }
         }
         let (fd, _) = self.node(dir)?;
         let bytes = sys::read_small_at(&fd, OsStr::new(DIRIV_NAME), DIRIV_LEN).map_err(|e| {
@@ -229,8 +245,35 @@ impl CofferFs {
         })
     }
 
-    fn attr(&self, ino: u64, st: &libc::stat, open: Option<&OpenFile>) -> FileAttr {
-        let kind = kind_of(st.st_mode);
+    /// The attributes of inode `ino` from its backing `st`: in format 3 its type, mode,
+    /// owner and device from the record this mount holds for it (EIO when it holds none).
+    fn attr(&self, ino: u64, st: &libc::stat, open: Option<&OpenFile>) -> Result<FileAttr, Errno> {
+        if self.store.records().is_none() {
+            return Ok(self.attr_with(ino, st, open, None));
+        }
+        let rec = lock(&self.inodes)?.get(&ino).and_then(|n| n.rec.clone());
+        match rec {
+            Some(r) => Ok(self.attr_with(ino, st, open, Some(&r))),
+            None => {
+                tracing::warn!("{}: no sealed record is known for it", self.label(ino));
+                Err(Errno::EIO)
+            }
+        }
+    }
+
+    /// The attributes from `st` and, when given, the record (which wins for everything a
+    /// restore or a permission check acts on; sizes and times are the backing inode's).
+    fn attr_with(
+        &self,
+        ino: u64,
+        st: &libc::stat,
+        open: Option<&OpenFile>,
+        rec: Option<&crate::format::inode::InodeRecord>,
+    ) -> FileAttr {
+        let kind = match rec {
+            Some(r) => kind_of(r.kind.mode_bits()),
+            None => kind_of(st.st_mode),
+        };
         let size = match kind {
             FileType::RegularFile => match open.map(|f| f.size()) {
                 Some(Ok(s)) => s,
@@ -243,6 +286,24 @@ impl CofferFs {
             FileType::Symlink => self.symlink_size(ino, st.st_size as u64),
             _ => st.st_size as u64,
         };
+        let (perm, uid, gid, rdev, nlink) = match rec {
+            Some(r) => {
+                // A directory's count is its backing one's (subdirectories); anything else
+                // has as many names as its record allows and its backing inode keeps.
+                let nlink = match kind {
+                    FileType::Directory => st.st_nlink as u32,
+                    _ => (st.st_nlink as u32).min(r.places.len() as u32),
+                };
+                (r.mode, r.uid, r.gid, r.rdev, nlink)
+            }
+            None => (
+                (st.st_mode & 0o7777) as u16,
+                st.st_uid,
+                st.st_gid,
+                st.st_rdev as u32,
+                st.st_nlink as u32,
+            ),
+        };
         FileAttr {
             ino: INodeNo(ino),
             size,
@@ -252,11 +313,11 @@ impl CofferFs {
             ctime: time(st.st_ctime, st.st_ctime_nsec),
             crtime: UNIX_EPOCH,
             kind,
-            perm: (st.st_mode & 0o7777) as u16,
-            nlink: st.st_nlink as u32,
-            uid: st.st_uid,
-            gid: st.st_gid,
-            rdev: st.st_rdev as u32,
+            perm,
+            nlink,
+            uid,
+            gid,
+            rdev,
             blksize: 4096,
             flags: 0,
         }
@@ -277,7 +338,7 @@ impl CofferFs {
 
     /// The shared open state of a regular file, opening it if no handle has it yet.
     fn open_file(&self, ino: INodeNo) -> Result<Arc<OpenFile>, Errno> {
-        {
+        let expect = {
             let t = lock(&self.inodes)?;
             let n = t.get(&ino.0).ok_or(Errno::ESTALE)?;
             if n.kind != FileType::RegularFile {
@@ -286,6 +347,10 @@ impl CofferFs {
             if let Some(f) = n.open.upgrade() {
                 return Ok(f);
             }
+            n.rec.as_ref().map(|r| r.id)
+        };
+        if self.store.records().is_some() && expect.is_none() {
+            return Err(Errno::EIO);
         }
         let (fd, _) = self.node(ino)?;
         let mode = if self.cfg.read_only {
@@ -294,7 +359,12 @@ impl CofferFs {
             libc::O_RDWR
         };
         let file = sys::reopen(&fd, mode)?;
-        let of = Arc::new(OpenFile::open(&self.store, file, self.label(ino.0))?);
+        let of = Arc::new(OpenFile::open(
+            &self.store,
+            file,
+            self.label(ino.0),
+            expect,
+        )?);
         let mut t = lock(&self.inodes)?;
         let n = t.get_mut(&ino.0).ok_or(Errno::ESTALE)?;
         // Another thread may have opened it meanwhile: keep one shared state.
@@ -311,10 +381,12 @@ impl CofferFs {
         &self,
         parent: INodeNo,
         entry: &OsStr,
+        name: &OsStr,
         of: Arc<OpenFile>,
         xattrs: inodes::Known,
+        rec: Option<crate::format::inode::InodeRecord>,
     ) -> Result<(FileAttr, u64), Errno> {
-        let attr = self.remember(parent, entry)?;
+        let attr = self.remember_as(parent, entry, name, rec)?;
         if let Some(n) = lock(&self.inodes)?.get_mut(&attr.ino.0) {
             n.open = Arc::downgrade(&of);
             n.xattrs = xattrs;

@@ -54,7 +54,7 @@ impl CofferFs {
 
     pub(super) fn lookup(&self, parent: INodeNo, name: &OsStr) -> Result<FileAttr, Errno> {
         let stored = self.stored_name(parent, name)?;
-        self.remember(parent, OsStr::new(stored.entry()))
+        self.remember(parent, OsStr::new(stored.entry()), name)
     }
 
     pub(super) fn getattr(&self, ino: INodeNo, fh: Option<u64>) -> Result<FileAttr, Errno> {
@@ -63,7 +63,7 @@ impl CofferFs {
             Some(f) => sys::stat_fd(f.backing())?,
             None => self.stat_ino(ino)?,
         };
-        Ok(self.attr(ino.0, &st, open.as_deref()))
+        self.attr(ino.0, &st, open.as_deref())
     }
 
     /// The open state of an inode, if a handle has it open.
@@ -123,15 +123,7 @@ impl CofferFs {
         };
         // SAFETY: `raw` stays open for this call: `open` or `path_fd` holds it.
         let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
-        if let Some(mode) = mode {
-            if kind != FileType::Symlink {
-                sys::chmod_fd(&fd, mode & 0o7777)?;
-                self.acl_follow_chmod(ino, mode)?;
-            }
-        }
-        if uid.is_some() || gid.is_some() {
-            sys::chown_fd(&fd, uid, gid)?;
-        }
+        self.set_owner_mode(ino, kind, &fd, mode, (uid, gid))?;
         if atime.is_some() || mtime.is_some() {
             let times = [timespec(atime), timespec(mtime)];
             if kind == FileType::Symlink {
@@ -150,7 +142,42 @@ impl CofferFs {
         }
         // The descriptor in hand already names the file: no second lookup by name.
         let st = sys::stat_fd(&fd)?;
-        Ok(self.attr(ino.0, &st, open.as_deref()))
+        self.attr(ino.0, &st, open.as_deref())
+    }
+
+    /// chmod and chown: in format 3 into the inode's record (one write for both), before
+    /// onto the backing inode. An access ACL follows a new mode.
+    fn set_owner_mode(
+        &self,
+        ino: INodeNo,
+        kind: FileType,
+        fd: &std::os::fd::BorrowedFd<'_>,
+        mode: Option<u32>,
+        (uid, gid): (Option<u32>, Option<u32>),
+    ) -> Result<(), Errno> {
+        let mode = mode.filter(|_| kind != FileType::Symlink);
+        if self.store.records().is_some() {
+            if mode.is_some() || uid.is_some() || gid.is_some() {
+                self.change_record(ino, fd, |r| {
+                    if let Some(m) = mode {
+                        r.mode = (m & 0o7777) as u16;
+                    }
+                    r.uid = uid.unwrap_or(r.uid);
+                    r.gid = gid.unwrap_or(r.gid);
+                })?;
+            }
+        } else {
+            if let Some(m) = mode {
+                sys::chmod_fd(fd, m & 0o7777)?;
+            }
+            if uid.is_some() || gid.is_some() {
+                sys::chown_fd(fd, uid, gid)?;
+            }
+        }
+        match mode {
+            Some(m) => self.acl_follow_chmod(ino, m),
+            None => Ok(()),
+        }
     }
 
     /// The attributes, if a file's modification time is already `t`. With the writeback
@@ -175,12 +202,24 @@ impl CofferFs {
         if super::time(st.st_mtime, st.st_mtime_nsec) != t {
             return Ok(None);
         }
-        Ok(Some(self.attr(ino.0, &st, open.as_deref())))
+        self.attr(ino.0, &st, open.as_deref()).map(Some)
     }
 
     pub(super) fn readlink(&self, ino: INodeNo) -> Result<Vec<u8>, Errno> {
         let (fd, _) = self.node(ino)?;
         let stored = sys::readlink_fd(&fd)?;
+        // Format 3: the target must be the one sealed for this very symlink (a sealed
+        // target copied from another symlink opens, but is not this one's).
+        if self.store.records().is_some() {
+            let rec = self.record(ino)?;
+            if rec.target != Some(crate::format::inode::target_hash(&stored)) {
+                tracing::warn!(
+                    "{}: symlink target is not the one its sealed record names",
+                    self.label(ino.0)
+                );
+                return Err(Errno::EIO);
+            }
+        }
         let target = match long_link_blob(&stored) {
             None => decode_symlink(&self.store.names, &stored),
             Some(name) => {
@@ -253,58 +292,6 @@ impl CofferFs {
     pub(super) fn statfs(&self) -> Result<libc::statvfs, Errno> {
         let (fd, _) = self.node(INodeNo::ROOT)?;
         sys::statvfs_fd(&fd)
-    }
-
-    /// readdirplus: each entry with its attributes, a lookup counted for each the kernel keeps.
-    pub(super) fn list_plus(
-        &self,
-        ino: INodeNo,
-        fh: u64,
-        offset: u64,
-        mut reply: fuser::ReplyDirectoryPlus,
-    ) {
-        let entries = match self.dir_entries(fh) {
-            Ok(e) => e,
-            Err(e) => return reply.error(e),
-        };
-        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
-            let next = (i + 1) as u64;
-            if e.stored.is_empty() {
-                // "." and "..": the kernel links no dentry for them and counts no lookup.
-                let attr = match self.getattr(INodeNo(e.ino), None) {
-                    Ok(a) => a,
-                    Err(_) => continue,
-                };
-                if reply.add(
-                    INodeNo(e.ino),
-                    next,
-                    &e.name,
-                    &self.ttl,
-                    &attr,
-                    fuser::Generation(0),
-                ) {
-                    break;
-                }
-                continue;
-            }
-            // An entry gone since opendir is left out, as readdir would list a stale name.
-            let Ok(attr) = self.remember(ino, &e.stored) else {
-                continue;
-            };
-            if reply.add(
-                attr.ino,
-                next,
-                &e.name,
-                &self.ttl,
-                &attr,
-                fuser::Generation(0),
-            ) {
-                // Did not fit: the kernel never saw it, so the lookup is not counted.
-                self.forget(attr.ino.0, 1);
-                break;
-            }
-        }
-        reply.ok();
     }
 
     /// fallocate: mode 0 and KEEP_SIZE reserve space (mode 0 also grows the file),

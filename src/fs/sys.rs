@@ -1,7 +1,7 @@
 //! Thin, safe wrappers over the *at() system calls the filesystem needs. Every inode is held
 //! as an O_PATH descriptor, so operations never depend on a path that a rename may change.
 
-use std::ffi::{CString, OsStr};
+use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -94,6 +94,45 @@ pub fn create_at(dir: &OwnedFd, name: &OsStr, mode: u32) -> Result<File, Errno> 
     Ok(unsafe { File::from_raw_fd(r) })
 }
 
+/// A new regular file in `dir` that no name shows yet, so that it appears only when it is
+/// whole (its record and header written): an O_TMPFILE file, or where the backing filesystem
+/// has none, a file under a temporary name (`.tmp-new-*`, which `fsck --repair` removes if a
+/// crash leaves it). Returns it and its temporary name, if it has one; [`name_new`] names it.
+pub fn create_unnamed(dir: &OwnedFd, mode: u32) -> Result<(File, Option<OsString>), Errno> {
+    let flags = libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC;
+    // SAFETY: "." is NUL-terminated; the returned fd is checked and then owned.
+    let r = unsafe { libc::openat(dir.as_raw_fd(), c".".as_ptr(), flags, mode as libc::c_uint) };
+    if r >= 0 {
+        // SAFETY: r is a fresh descriptor owned by nobody else.
+        return Ok((unsafe { File::from_raw_fd(r) }, None));
+    }
+    match last() {
+        e if e == Errno::EOPNOTSUPP || e == Errno::EISDIR || e == Errno::EINVAL => {
+            let tmp = crate::format::temp_name(OsStr::new("new"));
+            Ok((create_at(dir, &tmp, mode)?, Some(tmp)))
+        }
+        e => Err(e),
+    }
+}
+
+/// Give a file from [`create_unnamed`] the name `name` in `dir`: EEXIST, and nothing replaced,
+/// when the name is taken (the temporary name is then removed).
+pub fn name_new(
+    file: &File,
+    tmp: Option<&OsStr>,
+    dir: &OwnedFd,
+    name: &OsStr,
+) -> Result<(), Errno> {
+    let r = match tmp {
+        None => link_at(file, dir, name),
+        Some(t) => rename_at(dir, t, dir, name, libc::RENAME_NOREPLACE),
+    };
+    if let (Err(_), Some(t)) = (&r, tmp) {
+        let _ = unlink_at(dir, t, 0);
+    }
+    r
+}
+
 /// Write a small file in `dir` (long-name sidecars), replacing any old one: never through a
 /// symlink, and never into a FIFO or device planted under its name (crate::within).
 pub fn write_small_at(dir: &OwnedFd, name: &OsStr, bytes: &[u8]) -> Result<(), Errno> {
@@ -168,8 +207,8 @@ pub fn rename_at(
     Ok(())
 }
 
-/// Hard link an inode (held as O_PATH) under a new name.
-pub fn link_at(fd: &OwnedFd, newdir: &OwnedFd, newname: &OsStr) -> Result<(), Errno> {
+/// Hard link an inode (held as O_PATH, or open) under a new name.
+pub fn link_at(fd: &impl AsRawFd, newdir: &OwnedFd, newname: &OsStr) -> Result<(), Errno> {
     let (p, n) = (proc_path(fd), cstr(newname)?);
     // SAFETY: both paths are NUL-terminated. AT_SYMLINK_FOLLOW resolves the /proc magic link
     // to the inode itself (no CAP_DAC_READ_SEARCH needed, unlike AT_EMPTY_PATH).

@@ -1,7 +1,13 @@
 //! Extended attributes through the mount: user, trusted and security attributes and POSIX
-//! ACLs, sealed and bound to their inode (format/xattr.rs), with what a Linux filesystem does
-//! around ACLs: a new inode inherits its directory's default ACL, chmod and an access ACL keep
-//! each other in step, and an ACL that says no more than the mode bits is not kept.
+//! ACLs, sealed and bound to their inode (format/xattr.rs). What a Linux filesystem does
+//! around ACLs (inheritance, chmod) is in acl.rs.
+//!
+//! In format 3 the inode's record lists the backing names of its attributes: one that is
+//! not listed does not exist (ENODATA without a system call), and one that is listed but
+//! gone from the backing inode (deleted by a host without the key: an ACL, a file
+//! capability) makes the inode's attributes unreadable (EIO), never silently fewer. An
+//! attribute is set on the backing inode before the record lists it, and taken out of the
+//! record before it is removed, so a crash leaves at most an attribute nothing lists.
 
 use std::ffi::OsStr;
 use std::os::fd::OwnedFd;
@@ -74,6 +80,9 @@ impl CofferFs {
     /// What inode `ino` is known by (format/xattr.rs); None for a symlink or special file
     /// that has no attribute yet (and `create` is false).
     fn xattr_id(&self, ino: INodeNo, n: &XNode, create: bool) -> Result<Option<[u8; 16]>, Errno> {
+        if self.store.records().is_some() {
+            return self.record(ino).map(|r| Some(r.id));
+        }
         match n.kind {
             FileType::Directory => self.diriv(ino).map(Some),
             FileType::RegularFile => {
@@ -109,7 +118,7 @@ impl CofferFs {
         }
     }
 
-    fn known(&self, ino: INodeNo) -> Known {
+    pub(super) fn known(&self, ino: INodeNo) -> Known {
         lock(&self.inodes)
             .ok()
             .and_then(|t| t.get(&ino.0).map(|n| n.xattrs))
@@ -131,7 +140,10 @@ impl CofferFs {
 
     /// Whether the inode has attributes of ours: from what this mount knows, else one
     /// listxattr of the backing inode.
-    fn has_attrs(&self, ino: INodeNo, n: &XNode) -> Result<bool, Errno> {
+    pub(super) fn has_attrs(&self, ino: INodeNo, n: &XNode) -> Result<bool, Errno> {
+        if self.store.records().is_some() {
+            return self.record(ino).map(|r| !r.xattrs.is_empty());
+        }
         match self.known(ino) {
             Known::Absent => return Ok(false),
             Known::Present => return Ok(true),
@@ -158,6 +170,11 @@ impl CofferFs {
         if !supported(name) {
             return Err(Errno::ENODATA);
         }
+        // Format 3: an inode whose record lists no attribute has none (the kernel asks for
+        // security.capability at every file's first write).
+        if self.store.records().is_some() && self.record(ino)?.xattrs.is_empty() {
+            return Err(Errno::ENODATA);
+        }
         if self.known(ino) == Known::Absent {
             return Err(Errno::ENODATA);
         }
@@ -166,11 +183,39 @@ impl CofferFs {
             return Err(Errno::ENODATA);
         }
         let id = self.xattr_id(ino, &n, false)?.ok_or(Errno::ENODATA)?;
-        let sealed = sys::get_xattr(n.fd.as_ref(), &self.backing_attr(&id, n.kind, name))?;
+        let listed = self.listed(ino, &id, name)?;
+        let sealed = match sys::get_xattr(n.fd.as_ref(), &self.backing_attr(&id, n.kind, name)) {
+            Err(e) if e == Errno::ENODATA && listed == Some(true) => {
+                return Err(self.lost_attr(ino));
+            }
+            r => r?,
+        };
         self.store
             .xattrs
             .open_as(&id, name, &sealed)
             .map_err(|e| forged(&self.label(ino.0), e))
+    }
+
+    /// Format 3: whether `ino`'s record lists attribute `name` (ENODATA when it does not:
+    /// nothing else is asked); None before format 3.
+    fn listed(&self, ino: INodeNo, id: &[u8; 16], name: &[u8]) -> Result<Option<bool>, Errno> {
+        if self.store.records().is_none() {
+            return Ok(None);
+        }
+        let mac = self.store.xattrs.backing_mac(id, name);
+        match self.record(ino)?.xattrs.binary_search(&mac) {
+            Ok(_) => Ok(Some(true)),
+            Err(_) => Err(Errno::ENODATA),
+        }
+    }
+
+    /// An attribute the record lists is gone from the backing inode.
+    fn lost_attr(&self, ino: INodeNo) -> Errno {
+        tracing::warn!(
+            "{}: an attribute its sealed record lists is gone (deleted by a host without the key)",
+            self.label(ino.0)
+        );
+        Errno::EIO
     }
 
     /// The names of the inode's attributes, each followed by NUL. One that does not open is
@@ -186,6 +231,9 @@ impl CofferFs {
         let Some(id) = self.xattr_id(ino, &n, false)? else {
             return Ok(Vec::new());
         };
+        if self.store.records().is_some() {
+            return self.list_recorded(ino, &n, &id);
+        }
         let mut out = Vec::new();
         for b in sys::list_xattrs(n.fd.as_ref())? {
             if !b.starts_with(prefix(n.kind)) {
@@ -201,6 +249,34 @@ impl CofferFs {
                 }
                 Err(e) => tracing::warn!("{}: attribute {b} skipped: {e}", self.label(ino.0)),
             }
+        }
+        Ok(out)
+    }
+
+    /// Format 3: the names of the attributes `ino`'s record lists, each opened; one that is
+    /// gone or does not open makes the listing EIO (a restore then names the file).
+    fn list_recorded(&self, ino: INodeNo, n: &XNode, id: &[u8; 16]) -> Result<Vec<u8>, Errno> {
+        let mut out = Vec::new();
+        for mac in self.record(ino)?.xattrs {
+            let b = format!(
+                "{}{}",
+                prefix(n.kind),
+                crate::format::xattr::encode_backing(&mac)
+            );
+            let sealed = match sys::get_xattr(n.fd.as_ref(), &b) {
+                Err(e) if e == Errno::ENODATA => return Err(self.lost_attr(ino)),
+                r => r?,
+            };
+            let (name, _) = self
+                .store
+                .xattrs
+                .open(id, &sealed)
+                .map_err(|e| forged(&self.label(ino.0), e))?;
+            if self.store.xattrs.backing_mac(id, &name) != mac {
+                return Err(forged(&self.label(ino.0), XattrError::Forged));
+            }
+            out.extend_from_slice(&name);
+            out.push(0);
         }
         Ok(out)
     }
@@ -231,7 +307,7 @@ impl CofferFs {
         self.put_attr(ino, &n, name, value, flags)
     }
 
-    fn put_attr(
+    pub(super) fn put_attr(
         &self,
         ino: INodeNo,
         n: &XNode,
@@ -248,31 +324,32 @@ impl CofferFs {
                 XattrError::TooLarge => Errno::E2BIG,
                 _ => Errno::ERANGE,
             })?;
-        sys::set_xattr(
-            n.fd.as_ref(),
-            &self.backing_attr(&id, n.kind, name),
-            &sealed,
-            flags,
-        )?;
+        if self.store.records().is_some() {
+            // setxattr's flags against what the record lists, not what the backing holds.
+            let listed = self.listed(ino, &id, name).is_ok();
+            if flags & libc::XATTR_CREATE != 0 && listed {
+                return Err(Errno::EEXIST);
+            }
+            if flags & libc::XATTR_REPLACE != 0 && !listed {
+                return Err(Errno::ENODATA);
+            }
+        }
+        let b = self.backing_attr(&id, n.kind, name);
+        let flags = match self.store.records() {
+            Some(_) => 0,
+            None => flags,
+        };
+        sys::set_xattr(n.fd.as_ref(), &b, &sealed, flags)?;
+        if self.store.records().is_some() {
+            let mac = self.store.xattrs.backing_mac(&id, name);
+            self.change_record(ino, n.fd.as_ref(), |r| {
+                if let Err(at) = r.xattrs.binary_search(&mac) {
+                    r.xattrs.insert(at, mac);
+                }
+            })?;
+        }
         self.set_known(ino, Known::Present);
         Ok(())
-    }
-
-    /// An access ACL sets the mode's permission bits too; one that says no more than the mode
-    /// is not kept (as ext4 does).
-    fn set_access_acl(&self, ino: INodeNo, n: &XNode, acl: &Acl, flags: i32) -> Result<(), Errno> {
-        if n.kind != FileType::Symlink {
-            let st = sys::stat_fd(n.fd.as_ref())?;
-            let mode = (st.st_mode & 0o7000) | acl.mode_bits();
-            sys::chmod_fd(n.fd.as_ref(), mode)?;
-        }
-        if !acl.is_minimal() {
-            return self.put_attr(ino, n, acl::ACCESS.as_bytes(), &acl.encode(), flags);
-        }
-        match self.removexattr(ino, OsStr::new(acl::ACCESS)) {
-            Err(e) if e == Errno::ENODATA => Ok(()),
-            r => r,
-        }
     }
 
     pub(super) fn removexattr(&self, ino: INodeNo, name: &OsStr) -> Result<(), Errno> {
@@ -286,100 +363,20 @@ impl CofferFs {
         }
         let n = self.xnode(ino)?;
         let id = self.xattr_id(ino, &n, false)?.ok_or(Errno::ENODATA)?;
-        sys::remove_xattr(n.fd.as_ref(), &self.backing_attr(&id, n.kind, name))?;
+        let b = self.backing_attr(&id, n.kind, name);
+        if self.listed(ino, &id, name)?.is_some() {
+            // Out of the record first: a crash then leaves an attribute nothing lists.
+            let mac = self.store.xattrs.backing_mac(&id, name);
+            self.change_record(ino, n.fd.as_ref(), |r| r.xattrs.retain(|m| *m != mac))?;
+            return match sys::remove_xattr(n.fd.as_ref(), &b) {
+                Err(e) if e == Errno::ENODATA => Ok(()),
+                r => r,
+            };
+        }
+        sys::remove_xattr(n.fd.as_ref(), &b)?;
         // Whether any is left is learnt again when it is next asked.
         self.set_known(ino, Known::Unknown);
         Ok(())
-    }
-
-    /// After chmod: an access ACL's owner, group-class and other entries follow the new mode.
-    /// A file without any attribute of ours costs one listxattr.
-    pub(super) fn acl_follow_chmod(&self, ino: INodeNo, mode: u32) -> Result<(), Errno> {
-        if self.known(ino) == Known::Absent {
-            return Ok(());
-        }
-        let n = self.xnode(ino)?;
-        if n.kind == FileType::Symlink || !self.has_attrs(ino, &n)? {
-            return Ok(());
-        }
-        let access = OsStr::new(acl::ACCESS);
-        let mut acl = match self.getxattr(ino, access) {
-            Ok(v) => Acl::parse(&v).map_err(|_| Errno::EIO)?,
-            Err(e) if e == Errno::ENODATA => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        acl.chmod(mode);
-        self.put_attr(ino, &n, acl::ACCESS.as_bytes(), &acl.encode(), 0)
-    }
-
-    /// The default ACL of directory `parent`, if it has one: a new inode in it inherits it.
-    pub(super) fn default_acl(&self, parent: INodeNo) -> Result<Option<Acl>, Errno> {
-        let cached = lock(&self.inodes)?
-            .get(&parent.0)
-            .and_then(|n| n.default_acl.clone());
-        if let Some(d) = cached {
-            return Ok(d);
-        }
-        let d = match self.getxattr(parent, OsStr::new(acl::DEFAULT)) {
-            Ok(v) => Some(Acl::parse(&v).map_err(|_| Errno::EIO)?),
-            Err(e) if e == Errno::ENODATA => None,
-            Err(e) => return Err(e),
-        };
-        if let Some(n) = lock(&self.inodes)?.get_mut(&parent.0) {
-            n.default_acl = Some(d.clone());
-        }
-        Ok(d)
-    }
-
-    /// A new inode's ACLs from its directory's default ACL: its access ACL (the mode has been
-    /// limited by it already) and, for a directory, the default ACL itself.
-    pub(super) fn inherit_acls(
-        &self,
-        ino: INodeNo,
-        default: &Acl,
-        access: Option<&Acl>,
-    ) -> Result<(), Errno> {
-        let n = self.xnode(ino)?;
-        if let Some(a) = access {
-            self.put_attr(ino, &n, acl::ACCESS.as_bytes(), &a.encode(), 0)?;
-        }
-        if n.kind == FileType::Directory {
-            self.put_attr(ino, &n, acl::DEFAULT.as_bytes(), &default.encode(), 0)?;
-        }
-        Ok(())
-    }
-
-    /// The mode a new inode in `parent` is made with, and what it inherits: without a default
-    /// ACL in the directory the umask applies; with one, the ACL limits the mode instead.
-    pub(super) fn creation(
-        &self,
-        parent: INodeNo,
-        mode: u32,
-        umask: u32,
-    ) -> Result<Creation, Errno> {
-        Ok(match self.default_acl(parent)? {
-            None => Creation {
-                mode: mode & !(umask & 0o777),
-                inherit: None,
-            },
-            Some(d) => {
-                let (access, mode) = d.inherit(mode);
-                Creation {
-                    mode,
-                    inherit: Some((d, access)),
-                }
-            }
-        })
-    }
-
-    /// Give a new inode the ACLs it inherits. Its mode is already limited by them, so one that
-    /// cannot be set leaves it with no more access than the ACL would give: logged, not fatal.
-    pub(super) fn created(&self, ino: INodeNo, c: &Creation) {
-        if let Some((d, access)) = &c.inherit {
-            if let Err(e) = self.inherit_acls(ino, d, access.as_ref()) {
-                tracing::warn!("{}: inherited ACL not set: {e:?}", self.label(ino.0));
-            }
-        }
     }
 
     /// Truncate an open file. Cut to zero it starts afresh under a new file id, and its
@@ -426,12 +423,6 @@ impl CofferFs {
         }
         Ok(out)
     }
-}
-
-/// How a new inode is made: its mode, and the (default, access) ACLs it inherits.
-pub(super) struct Creation {
-    pub mode: u32,
-    inherit: Option<(Acl, Option<Acl>)>,
 }
 
 /// getxattr and listxattr: a size query (size 0) gets the length, a buffer too small ERANGE.

@@ -11,6 +11,10 @@
 //! when the caller asks for them (`--names`), since reports end up in mail and tickets.
 
 mod files;
+
+use files::{open_in_store, read_header};
+pub use files::{verify_file, verify_shape};
+mod inodes;
 mod links;
 mod records;
 mod salvage;
@@ -20,19 +24,14 @@ pub use records::{open_catalog, rebuild_catalog, CatalogState};
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
-use std::fs::File;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::catalog::{Catalog, FileRecord};
-use crate::crypto::BlockCipher;
-use crate::format::{
-    blocks_for, classify, is_hole, open_block, plain_len_from_cipher, BlockGeometry, BlockPos,
-    Entry, EntryError, Header, NameError, BLOCK_OVERHEAD, DIRIV_LEN, DIRIV_NAME, HEADER_LEN,
-    SIDECAR_MAX,
-};
+use crate::format::inode::InodeRecord;
+use crate::format::{classify, Entry, EntryError, NameError, DIRIV_LEN, DIRIV_NAME, SIDECAR_MAX};
 use crate::store::{OpenStore, DATA};
 
 #[derive(Default, Debug, serde::Serialize)]
@@ -47,6 +46,13 @@ pub struct Report {
     /// Extended attributes checked.
     pub xattrs: u64,
     pub plain_bytes: u64,
+    /// Format 3: inode records that `coffer upgrade` wrote from what it found in place.
+    pub adopted_records: u64,
+    /// Batches that `coffer upgrade` adopted from a format-1 store (hex ids), with how many
+    /// files they hold: nothing shows who wrote them.
+    pub adopted_batches: Vec<String>,
+    /// What the administrator should do next (`coffer upgrade`, say), if anything.
+    pub advice: Vec<String>,
 }
 
 impl Report {
@@ -99,6 +105,8 @@ struct Walk<'a> {
     batches: HashMap<[u8; 16], Option<String>>,
     /// Blobs of long symlink targets that symlinks name.
     link_blobs: HashSet<Vec<u8>>,
+    /// Batches an upgrade adopted, and how many files of each were found.
+    adopted: HashMap<[u8; 16], u64>,
 }
 
 /// How fsck marks a file it will not adopt: its batch is not a key holder's.
@@ -116,6 +124,7 @@ pub fn check(store: &OpenStore, opts: &Options, catalog_bad: Option<String>) -> 
         damaged: HashSet::new(),
         batches: HashMap::new(),
         link_blobs: HashSet::new(),
+        adopted: HashMap::new(),
     };
     if let Some(why) = &catalog_bad {
         if opts.repair {
@@ -136,13 +145,23 @@ pub fn check(store: &OpenStore, opts: &Options, catalog_bad: Option<String>) -> 
         ));
         return w.report;
     }
-    w.dir(&data, Path::new(DATA), "");
+    let root_rec = w.root_record();
+    if w.store.records().is_none() || root_rec.is_some() {
+        w.dir(&data, Path::new(DATA), "", root_rec.as_ref());
+    }
     w.report.dirs -= 1; // the store's root is not one of the user's directories
     if catalog_bad.is_none() || opts.repair {
         w.cross_check();
     }
     w.leftovers();
     w.orphan_link_blobs();
+    w.report_adopted();
+    if !store.desc.has_records() {
+        w.report.advice.push(crate::store::upgrade_advice(
+            &store.root,
+            store.desc.version,
+        ));
+    }
     if opts.keyless {
         w.report.skipped.push(format!(
             "block authentication and file-key checks of {} files: this host holds a backup \
@@ -176,16 +195,20 @@ impl Walk<'_> {
             .push(format!("{}: {what}", rel.display()));
     }
 
-    fn dir(&mut self, path: &Path, rel: &Path, plain: &str) {
+    fn dir(&mut self, path: &Path, rel: &Path, plain: &str, rec: Option<&InodeRecord>) {
         self.report.dirs += 1;
         let entries: Vec<_> = match std::fs::read_dir(path) {
             Ok(it) => it.flatten().collect(),
             Err(e) => return self.problem(rel, plain, format!("cannot list: {e}")),
         };
-        let Some(iv) = self.dir_iv(rel, plain, &entries) else {
+        let Some(iv) = self.dir_iv(rel, plain, &entries, rec) else {
             return;
         };
-        self.attrs(path, rel, plain, &iv);
+        match rec {
+            Some(r) => self.recorded_attrs(path, rel, plain, r),
+            None if self.store.records().is_none() => self.attrs(path, rel, plain, &iv),
+            None => {}
+        }
         for e in entries {
             let cname = e.file_name();
             let crel = rel.join(&cname);
@@ -198,23 +221,55 @@ impl Walk<'_> {
                 }
                 Entry::Short(_) | Entry::Long { .. } => {}
             }
-            let Some(child_plain) = self.plain_name(&iv, &entry, rel, &crel, plain) else {
+            let Some((child_plain, name)) = self.plain_name(&iv, &entry, rel, &crel, plain) else {
                 continue;
             };
             let Ok(meta) = std::fs::symlink_metadata(e.path()) else {
                 continue;
             };
-            let ft = meta.file_type();
-            if ft.is_dir() {
-                self.dir(&e.path(), &crel, &child_plain);
-            } else if ft.is_symlink() {
-                self.symlink(&e.path(), &crel, &child_plain);
-                self.special_attrs(&e.path(), &crel, &child_plain);
-            } else if ft.is_file() && self.seen_inodes.insert(meta.ino()) {
-                // (A second name of a file already checked is skipped.)
-                self.file(&e.path(), &crel, &child_plain, meta.len());
-            } else if !ft.is_file() {
-                self.special_attrs(&e.path(), &crel, &child_plain);
+            self.entry(&e.path(), &crel, &child_plain, (&iv, &name), &meta);
+        }
+    }
+
+    /// One entry of a directory known by `at.0`, named `at.1` there.
+    fn entry(
+        &mut self,
+        path: &Path,
+        crel: &Path,
+        plain: &str,
+        at: (&[u8; DIRIV_LEN], &OsStr),
+        meta: &std::fs::Metadata,
+    ) {
+        let rec = self.inode_record(path, crel, plain, at, meta);
+        let sealed = self.store.records().is_some();
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            // Walked even when its record does not hold: what is under it is reported too.
+            self.dir(path, crel, plain, rec.as_ref());
+            return;
+        }
+        if sealed && rec.is_none() {
+            // Not to be read, but there: its catalog record is not an orphan's.
+            if ft.is_file() {
+                if let Ok((h, _)) = verify_shape(self.store, path) {
+                    self.damaged.insert(h.file_id);
+                }
+            }
+            return;
+        }
+        if ft.is_symlink() {
+            self.symlink(path, crel, plain);
+            if let Some(r) = &rec {
+                self.check_target(path, crel, plain, r);
+            }
+        }
+        if ft.is_file() && self.seen_inodes.insert(meta.ino()) {
+            // (A second name of a file already checked is checked for its place only.)
+            self.file(path, crel, plain, meta.len(), rec.as_ref());
+        } else if !ft.is_file() {
+            match &rec {
+                Some(r) => self.recorded_attrs(path, crel, plain, r),
+                None => self.special_attrs(path, crel, plain),
             }
         }
     }
@@ -226,11 +281,36 @@ impl Walk<'_> {
         rel: &Path,
         plain: &str,
         entries: &[std::fs::DirEntry],
+        rec: Option<&InodeRecord>,
     ) -> Option<[u8; DIRIV_LEN]> {
-        if let Ok(v) = crate::within::read(&self.store.root, &rel.join(DIRIV_NAME), DIRIV_LEN) {
-            if let Ok(iv) = <[u8; DIRIV_LEN]>::try_from(v.as_slice()) {
-                return Some(iv);
+        let found = crate::within::read(&self.store.root, &rel.join(DIRIV_NAME), DIRIV_LEN)
+            .ok()
+            .and_then(|v| <[u8; DIRIV_LEN]>::try_from(v.as_slice()).ok());
+        // Format 3: the IV is the record's id; `.diriv` is a copy that must agree.
+        if let Some(r) = rec {
+            match found {
+                Some(iv) if iv != r.id => {
+                    let why = ".diriv is not the IV its sealed record names (replaced by a \
+                               host without the key); the record's is used";
+                    self.problem(rel, plain, why);
+                }
+                Some(_) => {}
+                None if self.opts.repair => {
+                    match crate::store::write_diriv_as(&self.store.root, rel, r.id) {
+                        Ok(()) => self.fixed(rel, ".diriv written again from the sealed record"),
+                        Err(e) => self.problem(rel, plain, format!("cannot write .diriv: {e}")),
+                    }
+                }
+                None => {
+                    let why = "directory IV is missing or damaged in .diriv (the sealed record \
+                               holds it: the names still read; fsck --repair writes .diriv again)";
+                    self.problem(rel, plain, why);
+                }
             }
+            return Some(r.id);
+        }
+        if let Some(iv) = found {
+            return Some(iv);
         }
         let only_internal = entries.iter().all(|e| e.file_name() == DIRIV_NAME);
         if self.opts.repair && only_internal {
@@ -260,9 +340,9 @@ impl Walk<'_> {
         }
     }
 
-    /// The entry's plaintext path (for reports with --names), through the same decoding as
-    /// the mount's; a name that cannot be read (a lost or swapped sidecar, a name that fails
-    /// authentication or is not one a file can have) is a problem, and None.
+    /// The entry's plaintext path (for reports with --names) and name, through the same
+    /// decoding as the mount's; a name that cannot be read (a lost or swapped sidecar, a name
+    /// that fails authentication or is not one a file can have) is a problem, and None.
     fn plain_name(
         &mut self,
         iv: &[u8; DIRIV_LEN],
@@ -270,11 +350,11 @@ impl Walk<'_> {
         rel: &Path,
         crel: &Path,
         plain: &str,
-    ) -> Option<String> {
+    ) -> Option<(String, std::ffi::OsString)> {
         let root = self.store.root.clone();
         let read = |side: &OsStr| crate::within::read(&root, &rel.join(side), SIDECAR_MAX);
         match self.store.names.decode_entry(iv, entry, read) {
-            Ok(n) => Some(format!("{plain}/{}", n.to_string_lossy())),
+            Ok(n) => Some((format!("{plain}/{}", n.to_string_lossy()), n)),
             Err(EntryError::Name(NameError::Unsafe)) => {
                 let why = format!("{}; the entry is not listed", NameError::Unsafe);
                 self.problem(crel, "", why);
@@ -295,124 +375,6 @@ impl Walk<'_> {
             }
         }
     }
-}
-
-/// Check what can be checked without keys: the header parses and matches the store, and the
-/// length is one a valid file can have.
-pub fn verify_shape(store: &OpenStore, path: &Path) -> Result<(Header, u64), String> {
-    let (_, header, _, len) = read_shape(store, path)?;
-    Ok((header, len))
-}
-
-/// A ciphertext file's header, checked against the store.
-fn read_header(store: &OpenStore, f: &File) -> Result<Header, String> {
-    let mut hb = [0u8; HEADER_LEN];
-    f.read_exact_at(&mut hb, 0)
-        .map_err(|_| "header is truncated".to_string())?;
-    let header = Header::decode(&hb).map_err(|e| e.to_string())?;
-    if header.block_shift != store.block_shift() {
-        return Err("header block size differs from the store's".into());
-    }
-    Ok(header)
-}
-
-/// A file below the store's root, opened without following a symlink on the way (a regular
-/// file only).
-fn open_in_store(store: &OpenStore, path: &Path, flags: i32) -> Result<File, String> {
-    let rel = path
-        .strip_prefix(&store.root)
-        .map_err(|_| "not inside the store".to_string())?;
-    crate::within::open(&store.root, rel, flags, 0).map_err(|e| format!("cannot open: {e}"))
-}
-
-/// The open file, its header, its ciphertext length and its plaintext length.
-fn read_shape(store: &OpenStore, path: &Path) -> Result<(File, Header, u64, u64), String> {
-    let f = open_in_store(store, path, libc::O_RDONLY)?;
-    let header = read_header(store, &f)?;
-    let clen = f.metadata().map_err(|e| e.to_string())?.len();
-    let len = plain_len_from_cipher(BlockGeometry::new(header.block_shift), clen)
-        .map_err(|e| e.to_string())?;
-    Ok((f, header, clen, len))
-}
-
-/// Read and authenticate every block of one ciphertext file; returns its header and length.
-/// In a format 2 file a zero block is a hole, and the data block after a run of holes must
-/// open with the run's length in its AAD; runs the backing filesystem keeps as holes are
-/// counted without being read.
-pub fn verify_file(store: &OpenStore, path: &Path) -> Result<(Header, u64), String> {
-    let (f, header, clen, len) = read_shape(store, path)?;
-    let key = store
-        .file_key(&header)
-        .map_err(|e| format!("file key does not unwrap ({e})"))?;
-    let cipher = BlockCipher::new(key.secret());
-    let g = BlockGeometry::new(header.block_shift);
-    let n = blocks_for(g, len);
-    let stride = g.block_size() as usize + BLOCK_OVERHEAD;
-    // Read about 1 MiB at a time and authenticate it in parallel, at least 64 KiB per task
-    // (one task per 4 KiB block costs more in scheduling than it saves).
-    let run_len = ((1usize << 20) / stride).max(1) as u64;
-    let per_task = ((64usize << 10) / stride).max(1);
-    let sparse = header.sparse();
-    let mut holes = 0u64;
-    let mut idx = 0;
-    while idx < n {
-        if sparse {
-            let skip = skip_backing_hole(&f, g, idx, n - 1)?;
-            holes += skip;
-            idx += skip;
-        }
-        let end = (idx + run_len).min(n);
-        let c0 = g.block_to_cipher_off(idx);
-        let c1 = if end == n {
-            clen
-        } else {
-            g.block_to_cipher_off(end)
-        };
-        let mut buf = vec![0u8; (c1 - c0) as usize];
-        f.read_exact_at(&mut buf, c0)
-            .map_err(|e| format!("read failed: {e}"))?;
-        let pos: Vec<Option<BlockPos>> = buf
-            .chunks(stride)
-            .enumerate()
-            .map(|(i, c)| {
-                let b = idx + i as u64;
-                if sparse && b != n - 1 && is_hole(c) {
-                    holes += 1;
-                    return None;
-                }
-                let at = BlockPos {
-                    idx: b,
-                    last: b == n - 1,
-                    holes_before: sparse.then_some(holes),
-                };
-                holes = 0;
-                Some(at)
-            })
-            .collect();
-        use rayon::prelude::*;
-        buf.par_chunks_mut(stride)
-            .with_min_len(per_task)
-            .zip(pos.par_iter())
-            .try_for_each(|(chunk, at)| match at {
-                Some(at) => open_block(&cipher, &header.file_id, *at, chunk).map(|_| ()),
-                None => Ok(()),
-            })
-            .map_err(|e| format!("{e}: the file is damaged or was tampered with"))?;
-        idx = end;
-    }
-    Ok((header, len))
-}
-
-/// How many blocks from `idx` on (before the final one) lie wholly in a backing hole.
-fn skip_backing_hole(f: &File, g: BlockGeometry, idx: u64, final_idx: u64) -> Result<u64, String> {
-    let c0 = g.block_to_cipher_off(idx);
-    let stride = g.block_size() + BLOCK_OVERHEAD as u64;
-    let d = crate::holes::next_data(f, c0).map_err(|e| format!("seek failed: {e}"))?;
-    let first_data = match d {
-        None => final_idx,
-        Some(d) => ((d - HEADER_LEN as u64) / stride).min(final_idx),
-    };
-    Ok(first_data.saturating_sub(idx))
 }
 
 /// Used by `coffer info` and fsck: an OpenStore over a catalog that may be scratch.

@@ -68,8 +68,31 @@ impl Walk<'_> {
             Err(e @ crate::store::StoreError::BatchForged(_)) => Some(format!("{e}; {FORGED}")),
             _ => None,
         };
+        if r.is_none() && self.store.batch_adopted(id) {
+            self.adopted.insert(*id, 0);
+        }
         self.batches.insert(*id, r.clone());
         r
+    }
+
+    /// One more file in batch `id`, if it is one an upgrade adopted.
+    pub(super) fn count_adopted(&mut self, id: &[u8; 16]) {
+        if let Some(n) = self.adopted.get_mut(id) {
+            *n += 1;
+        }
+    }
+
+    /// What fsck says of the batches an upgrade adopted.
+    pub(super) fn report_adopted(&mut self) {
+        let mut v: Vec<_> = std::mem::take(&mut self.adopted).into_iter().collect();
+        v.sort_unstable();
+        for (id, n) in v {
+            self.report.adopted_batches.push(format!(
+                "batch {} ({n} files) was adopted by coffer upgrade from a format-1 store: \
+                 nothing shows who wrote it",
+                hex::encode(id)
+            ));
+        }
     }
 
     /// The catalog against the files found: every file recorded as its header says, no

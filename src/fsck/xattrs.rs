@@ -16,7 +16,7 @@ fn cpath(p: &Path) -> std::io::Result<CString> {
 }
 
 /// The attribute names of `p` itself (a symlink's own, never its target's).
-fn list(p: &Path) -> std::io::Result<Vec<String>> {
+pub(super) fn list(p: &Path) -> std::io::Result<Vec<String>> {
     let c = cpath(p)?;
     let mut buf = vec![0u8; 64 << 10];
     // SAFETY: c is NUL-terminated; buf is writable for buf.len() bytes.
@@ -31,16 +31,35 @@ fn list(p: &Path) -> std::io::Result<Vec<String>> {
         .collect())
 }
 
-fn get(p: &Path, name: &str) -> std::io::Result<Vec<u8>> {
+/// Attribute `name` of `p` itself (never a symlink's target): a small buffer first, since
+/// most values (an inode record above all) are well under 512 bytes.
+pub(super) fn get(p: &Path, name: &str) -> std::io::Result<Vec<u8>> {
     let (c, n) = (cpath(p)?, CString::new(name)?);
-    let mut buf = vec![0u8; SEALED_MAX];
-    // SAFETY: c and n are NUL-terminated; buf is writable for buf.len() bytes.
-    let r = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if r < 0 {
+    let mut buf = vec![0u8; 512];
+    loop {
+        // SAFETY: c and n are NUL-terminated; buf is writable for buf.len() bytes.
+        let r =
+            unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if r >= 0 {
+            buf.truncate(r as usize);
+            return Ok(buf);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ERANGE) || buf.len() >= SEALED_MAX {
+            return Err(e);
+        }
+        buf.resize(SEALED_MAX, 0);
+    }
+}
+
+/// Remove attribute `name` of `p` itself.
+pub(super) fn remove(p: &Path, name: &str) -> std::io::Result<()> {
+    let (c, n) = (cpath(p)?, CString::new(name)?);
+    // SAFETY: c and n are NUL-terminated.
+    if unsafe { libc::lremovexattr(c.as_ptr(), n.as_ptr()) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
-    buf.truncate(r as usize);
-    Ok(buf)
+    Ok(())
 }
 
 impl Walk<'_> {

@@ -267,6 +267,7 @@ pub fn credential_of(
         write_key: keys.writer,
         policy: desc.policy.clone(),
         copy: desc.copy.clone(),
+        format: Some(desc.version),
     })
 }
 

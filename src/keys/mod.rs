@@ -171,6 +171,11 @@ pub enum Refusal {
     RecoveryDamaged,
     #[error("the store's recovery record does not open: {0}")]
     RecoveryUnopened(transport::TransportError),
+    #[error(
+        "the store's recovery record holds no key for store {0}'s current master key: it was \
+         not made for this store; nothing was imported"
+    )]
+    RecoveryForeign(String),
     #[error("{0} is not a recovery private key (PKCS#8 PEM)")]
     NotARecoveryKey(String),
 }

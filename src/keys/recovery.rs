@@ -22,6 +22,7 @@ pub fn key_entry(desc: &Descriptor, version: u32, key_id: &str, origin: &str) ->
         copy: desc.copy.clone(),
         origin: origin.into(),
         created: crate::unix_now(),
+        format: Some(desc.version),
     }
 }
 
@@ -80,6 +81,7 @@ pub struct Recovered {
 /// sealed to the recovery key in `key_file`.
 pub fn recover(chain: &Chain, root: &Path, key_file: &Path) -> Result<Recovered, KeyError> {
     let desc = Descriptor::load(root)?;
+    super::unlock::check_format(chain, &desc)?;
     let Some(rec) = &desc.recovery else {
         return Err(KeyError::Refused(Refusal::NoRecovery(
             desc.store_id.clone(),
@@ -106,7 +108,29 @@ pub fn recover(chain: &Chain, root: &Path, key_file: &Path) -> Result<Recovered,
     let keys = transport::open_with_identity(&blob, &key)
         .and_then(Contents::into_keys)
         .map_err(|e| KeyError::Refused(Refusal::RecoveryUnopened(e)))?;
+    // Check first, import after: the key must open this very descriptor (and its seals, from
+    // format 2 on), and it is kept with the descriptor's labels, not the ones the record
+    // claims. Nothing else the record holds is imported.
+    let cur = desc.current_master();
+    let found = keys.into_iter().find(|k| k.entry.key_id == cur.key_id);
+    let Some(master) = found else {
+        return Err(KeyError::Refused(Refusal::RecoveryForeign(
+            desc.store_id.clone(),
+        )));
+    };
+    crate::store::unlock_keys(&desc, &master.key)?;
+    let verified = ExportedKey {
+        entry: key_entry(&desc, cur.version, &cur.key_id, "recovery"),
+        key: master.key,
+    };
     let ks = chain.keystore_or_create()?;
-    let keys = super::export::add_keys(ks, keys, "recovery", "recover", Some(&fingerprint))?;
+    let keys = super::export::add_keys(
+        ks,
+        vec![verified],
+        "recovery",
+        "recover",
+        Some(&fingerprint),
+    )?;
+    super::unlock::remember_format(chain, &desc);
     Ok(Recovered { fingerprint, keys })
 }

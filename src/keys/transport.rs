@@ -84,6 +84,8 @@ pub struct BackupCredential {
     pub write_key: Option<WriteKey>,
     pub policy: Option<String>,
     pub copy: Option<String>,
+    /// The store format it was made for (absent in credentials made before format 3).
+    pub format: Option<u32>,
 }
 
 /// What an export file carries.
@@ -118,6 +120,8 @@ struct PayloadCredential {
     write_key: Option<String>,
     policy: Option<String>,
     copy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    format: Option<u32>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -170,6 +174,7 @@ fn payload_bytes(contents: &Contents) -> Result<Zeroizing<Vec<u8>>, TransportErr
                 write_key: c.write_key.as_ref().map(|w| B64.encode(w.expose())),
                 policy: c.policy.clone(),
                 copy: c.copy.clone(),
+                format: c.format,
             }),
         },
     };
@@ -362,6 +367,7 @@ fn open_payload(
                     .transpose()?,
                 policy: c.policy.clone(),
                 copy: c.copy.clone(),
+                format: c.format,
             }))
         }
         _ => Err(TransportError::Altered),

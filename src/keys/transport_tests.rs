@@ -20,6 +20,7 @@ fn sample() -> (Vec<u8>, KeyEntry, Contents) {
         copy: None,
         origin: "created".into(),
         created: 7,
+        format: None,
     };
     let raw = key.expose().to_vec();
     (
@@ -128,6 +129,7 @@ fn backup_credential_round_trip_carries_no_master_key() {
         write_key: Some(write.duplicate()),
         policy: None,
         copy: Some("offsite".into()),
+        format: Some(3),
     });
     let host = PrivateKey::generate(2048).expect("keygen");
     let file = seal_to_recipient(&cred, &host.public()).expect("seal");

@@ -67,18 +67,75 @@ pub fn credential_keys(chain: &Chain, desc: &Descriptor) -> Result<Option<StoreK
     Ok(Some(store::credential_keys(desc, c.name_key, c.write_key)?))
 }
 
+/// Refuse a descriptor that says an earlier format than this host's keystore remembers for
+/// the store (in its key entries and its backup credential): it was put there so that fewer
+/// checks would be made. Nothing is acted on.
+pub fn check_format(chain: &Chain, desc: &Descriptor) -> Result<(), KeyError> {
+    let Some(l) = chain.listing() else {
+        return Ok(());
+    };
+    let mine = |sid: &str| sid == desc.store_id;
+    let keys = l
+        .keys
+        .iter()
+        .filter(|k| mine(&k.store_id))
+        .filter_map(|k| k.format);
+    let creds = l.credentials.iter().filter(|c| mine(&c.store_id));
+    match keys.chain(creds.filter_map(|c| c.format)).max() {
+        Some(was) if was > desc.version => Err(store::StoreError::Downgraded {
+            says: desc.version,
+            was,
+        }
+        .into()),
+        _ => Ok(()),
+    }
+}
+
+/// Remember the format of a descriptor that verified under the store's keys, so that an
+/// earlier one is refused from now on (an older copy of coffer.store put back, say).
+pub fn remember_format(chain: &Chain, desc: &Descriptor) {
+    if !desc.authenticated() {
+        return;
+    }
+    let dir = chain.keystore_dir();
+    if let Err(e) = super::Keystore::remember_format(dir, &desc.store_id, desc.version) {
+        tracing::warn!(
+            "cannot note format {} of store {}: {e}",
+            desc.version,
+            desc.store_id
+        );
+    }
+}
+
 /// Load the descriptor and open the store with its master key alone (export, rotation,
 /// upgrade, a backup credential for another host).
 pub fn unlock_full(chain: &Chain, root: &Path) -> Result<(Descriptor, StoreKeys), KeyError> {
     let desc = Descriptor::load(root)?;
+    check_format(chain, &desc)?;
     let master = chain.master(&Target::current(&desc))?;
     let keys = store::unlock_keys(&desc, &master)?;
+    remember_format(chain, &desc);
     Ok((desc, keys))
 }
 
 /// Open the store for a mount or fsck, by the policy above.
 pub fn unlock(chain: &Chain, root: &Path, backup_only: bool) -> Result<Unlocked, KeyError> {
     let desc = Descriptor::load(root)?;
+    check_format(chain, &desc)?;
+    let unlocked = unlock_checked(chain, desc, backup_only)?;
+    match &unlocked {
+        Unlocked::Full { desc, .. } | Unlocked::BackupOnly { desc, .. } => {
+            remember_format(chain, desc)
+        }
+    }
+    Ok(unlocked)
+}
+
+fn unlock_checked(
+    chain: &Chain,
+    desc: Descriptor,
+    backup_only: bool,
+) -> Result<Unlocked, KeyError> {
     if backup_only {
         if let Some(keys) = credential_keys(chain, &desc)? {
             return Ok(backup(desc, keys, BackupOnlyWhy::Asked));

@@ -27,6 +27,7 @@ pub fn upgrade(
     progress: &crate::progress::Progress,
 ) -> Result<UpgradeReport, KeyError> {
     let desc = Descriptor::load(root)?;
+    super::unlock::check_format(chain, &desc)?;
     let master = chain.master(&Target::current(&desc))?;
     let audit = chain.audit()?;
     let plan = match recovery {
@@ -42,6 +43,9 @@ pub fn upgrade(
         Recovery::Refuse => RecoveryPlan::Refuse,
     };
     let report = store::upgrade::upgrade(root, &master, plan, progress)?;
+    if !report.already {
+        super::unlock::remember_format(chain, &Descriptor::load(root)?);
+    }
     audit.record(
         "upgrade",
         Some(&desc.current_master().key_id),
@@ -52,9 +56,11 @@ pub fn upgrade(
             "ok"
         },
         Some(&format!(
-            "{} batches tagged, {} refused",
+            "from format {}: {} batches adopted, {} refused, {} inode records",
+            report.from,
             report.batches,
-            report.refused.len()
+            report.refused.len(),
+            report.entries
         )),
     )?;
     Ok(report)

@@ -54,6 +54,7 @@ pub fn rotate(chain: &Chain, root: &Path) -> Result<Rotated, KeyError> {
     Descriptor::load(root)?;
     let _lock = KeyRecordsLock::acquire(root)?;
     let desc = Descriptor::load(root)?;
+    super::unlock::check_format(chain, &desc)?;
     let current = chain.master(&Target::current(&desc))?;
     match desc.provider {
         // rewrap checks the descriptor before the new key is kept anywhere.
@@ -263,9 +264,13 @@ pub fn sync(chain: &Chain, root: &Path, progress: &Progress) -> Result<Synced, K
     Descriptor::load(root)?;
     let _lock = KeyRecordsLock::acquire(root)?;
     let desc = Descriptor::load(root)?;
+    super::unlock::check_format(chain, &desc)?;
     if desc.provider != KeyHome::Kms {
         return Err(KeyError::Refused(Refusal::NotKms(desc.store_id.clone())));
     }
+    // The descriptor must verify under its current key before anything is adopted (a
+    // descriptor rewritten to an earlier format is refused here).
+    store::check_for_rotation(&desc, &chain.master(&Target::current(&desc))?)?;
     let cur = desc.current_master().clone();
     let kms = chain.kms()?;
     let (client, audit) = (kms.client()?, kms.audit());

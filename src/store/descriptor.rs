@@ -123,6 +123,12 @@ impl Descriptor {
         self.version >= 2
     }
 
+    /// Format 3 or later: every inode carries a sealed record (format/inode.rs), and what a
+    /// restore acts on comes from it, not from the backing inode.
+    pub fn has_records(&self) -> bool {
+        self.version >= crate::format::RECORDS_VERSION
+    }
+
     fn sealed_parts(&self) -> Vec<Vec<u8>> {
         let mut p = vec![b"coffer/v2/descriptor".to_vec()];
         let n = |x: u64| Some(x.to_string());

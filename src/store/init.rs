@@ -11,6 +11,7 @@ use super::keys::{self, StoreKeys};
 use super::{StoreError, BATCHES, CATALOG, DATA, LOCK};
 use crate::catalog::Catalog;
 use crate::crypto::{self, MasterKey, NameKey, PrivateKey, WriteKey};
+use crate::format::inode::{InodeRecord, RecordCodec, RecordKind, RECORD_USER};
 use crate::format::{DIRIV_LEN, DIRIV_NAME};
 
 #[derive(Clone)]
@@ -116,7 +117,15 @@ fn init_inner(
         names: NameKey::random(),
         writer: Some(WriteKey::random()),
     };
-    let record = keys::seal_master_record(&store_id, 1, &public_der, &keys, &master, uid)?;
+    let record = keys::seal_master_record(
+        crate::format::STORE_VERSION,
+        &store_id,
+        1,
+        &public_der,
+        &keys,
+        &master,
+        uid,
+    )?;
     let (format, fversion) = Descriptor::new_format();
     let desc = Descriptor {
         format,
@@ -140,7 +149,10 @@ fn init_inner(
         .mode(0o700)
         .create(&data)
         .map_err(io(data.clone()))?;
-    write_diriv(store, Path::new(DATA))?;
+    let iv = write_diriv(store, Path::new(DATA))?;
+    if let Some(w) = &keys.writer {
+        write_root_record(store, &RecordCodec::new(w, store_id), iv, None)?;
+    }
     let batches = store.join(BATCHES);
     std::fs::DirBuilder::new()
         .mode(0o700)
@@ -161,14 +173,55 @@ fn init_inner(
     Ok(desc)
 }
 
+/// Seal the root directory's record (format 3) onto `data/`: its IV, the root's place, and
+/// the mode and owner of `found` (a stat of it, for an upgrade, which vouches for what it
+/// finds), or 0700 and this process's user and group (a new store).
+pub fn write_root_record(
+    root: &Path,
+    codec: &RecordCodec,
+    iv: [u8; DIRIV_LEN],
+    found: Option<(&libc::stat, Vec<[u8; 16]>)>,
+) -> Result<(), StoreError> {
+    // SAFETY: geteuid and getegid have no preconditions and cannot fail.
+    let (me, group) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let (mode, uid, gid, xattrs) = match &found {
+        Some((st, x)) => (st.st_mode, st.st_uid, st.st_gid, x.clone()),
+        None => (0o700, me, group, Vec::new()),
+    };
+    let rec = InodeRecord {
+        id: iv,
+        kind: RecordKind::Dir,
+        mode: (mode & 0o7777) as u16,
+        uid,
+        gid,
+        rdev: 0,
+        target: None,
+        places: vec![codec.root_place()],
+        xattrs,
+        adopted: found.is_some(),
+    };
+    let p = root.join(DATA);
+    let sealed = codec
+        .seal(&rec)
+        .map_err(|e| StoreError::Damaged(format!("{}: {e}", p.display())))?;
+    let d =
+        crate::within::open_dir(root, Path::new(DATA)).map_err(|e| StoreError::Io(p.clone(), e))?;
+    crate::within::set_xattr_fd(&d, RECORD_USER, &sealed).map_err(|e| StoreError::Io(p, e))
+}
+
 /// Write a fresh random directory IV into the ciphertext directory `rel` below the store's
 /// root (every component opened without following a symlink).
 pub fn write_diriv(root: &Path, rel: &Path) -> Result<[u8; DIRIV_LEN], StoreError> {
     let mut iv = [0u8; DIRIV_LEN];
     crypto::random_bytes(&mut iv);
+    write_diriv_as(root, rel, iv)?;
+    Ok(iv)
+}
+
+/// Write the directory IV `iv` (a format-3 directory's, from its record) into `rel`.
+pub fn write_diriv_as(root: &Path, rel: &Path, iv: [u8; DIRIV_LEN]) -> Result<(), StoreError> {
     let p = root.join(rel).join(DIRIV_NAME);
     let d = crate::within::open_dir(root, rel).map_err(|e| StoreError::Io(p.clone(), e))?;
     crate::within::write_atomic_at(&d, std::ffi::OsStr::new(DIRIV_NAME), &iv, 0o400)
-        .map_err(|e| StoreError::Io(p, e))?;
-    Ok(iv)
+        .map_err(|e| StoreError::Io(p, e))
 }

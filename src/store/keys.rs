@@ -1,10 +1,15 @@
 //! The store's key records in its descriptor: the private key, the name key and (format 2)
 //! the write key, each sealed under a sub-key of a master-key version; unlocking them, and
 //! re-sealing them under a new master key for a rotation.
+//!
+//! From format 3 on, every seal's associated data names the format, so no code path of an
+//! earlier format opens them: a descriptor rewritten to say an earlier format does not
+//! unlock, and is named for what it is (`StoreError::Downgraded`).
 
 use super::descriptor::{self, Descriptor, MasterKeyRecord};
 use super::StoreError;
 use crate::crypto::{self, MasterKey, NameKey, PrivateKey, Secret32, WriteKey};
+use crate::format::{RECORDS_VERSION, STORE_VERSION};
 
 /// What a store is opened with.
 pub struct StoreKeys {
@@ -15,18 +20,25 @@ pub struct StoreKeys {
     pub writer: Option<WriteKey>,
 }
 
-fn priv_aad(store_id: &[u8; 16], version: u32, public_der: &[u8]) -> Vec<u8> {
-    let mut a = b"coffer/v1/private-key".to_vec();
+/// The associated data of a key seal of store format `format`: format 1 and 2 seals carry
+/// the labels they always had; later ones a label of their own and the format itself.
+fn seal_aad(format: u32, label: &str, store_id: &[u8; 16], version: u32) -> Vec<u8> {
+    let mut a = match format {
+        f if f >= RECORDS_VERSION => format!("coffer/v3/{label}").into_bytes(),
+        _ if label == "write-key" => b"coffer/v2/write-key".to_vec(),
+        _ => format!("coffer/v1/{label}").into_bytes(),
+    };
     a.extend_from_slice(store_id);
     a.extend_from_slice(&version.to_le_bytes());
-    a.extend_from_slice(blake3::hash(public_der).as_bytes());
+    if format >= RECORDS_VERSION {
+        a.extend_from_slice(&format.to_le_bytes());
+    }
     a
 }
 
-fn key_aad(label: &[u8], store_id: &[u8; 16], version: u32) -> Vec<u8> {
-    let mut a = label.to_vec();
-    a.extend_from_slice(store_id);
-    a.extend_from_slice(&version.to_le_bytes());
+fn priv_aad(format: u32, store_id: &[u8; 16], version: u32, public_der: &[u8]) -> Vec<u8> {
+    let mut a = seal_aad(format, "private-key", store_id, version);
+    a.extend_from_slice(blake3::hash(public_der).as_bytes());
     a
 }
 
@@ -37,13 +49,12 @@ fn kek(context: &'static str, master: &MasterKey) -> Secret32 {
 const PRIV_KEK: &str = "coffer 2026-11 private key wrap";
 const NAME_KEK: &str = "coffer 2026-11 name key wrap";
 const WRITE_KEK: &str = "coffer 2026-12 write key wrap";
-const NAME_AAD: &[u8] = b"coffer/v1/name-key";
-const WRITE_AAD: &[u8] = b"coffer/v2/write-key";
 
-/// A descriptor record for master-key `version`: the private key, the name key and the write
-/// key (if any) sealed under sub-keys of `master`, bound to the store, the version and the
-/// public key.
+/// A descriptor record for master-key `version` of a store of format `format`: the private
+/// key, the name key and the write key (if any) sealed under sub-keys of `master`, bound to
+/// the store, the version, the public key and (format 3 on) the format.
 pub(super) fn seal_master_record(
+    format: u32,
     store_id: &[u8; 16],
     version: u32,
     public_der: &[u8],
@@ -62,18 +73,18 @@ pub(super) fn seal_master_record(
         uid,
         private_key: descriptor::b64(&crypto::seal_vec(
             &kek(PRIV_KEK, master),
-            &priv_aad(store_id, version, public_der),
+            &priv_aad(format, store_id, version, public_der),
             &der,
         )),
         name_key: seal(
             NAME_KEK,
-            &key_aad(NAME_AAD, store_id, version),
+            &seal_aad(format, "name-key", store_id, version),
             keys.names.secret(),
         ),
         write_key: keys.writer.as_ref().map(|w| {
             seal(
                 WRITE_KEK,
-                &key_aad(WRITE_AAD, store_id, version),
+                &seal_aad(format, "write-key", store_id, version),
                 w.secret(),
             )
         }),
@@ -96,6 +107,7 @@ fn record_of<'a>(
 
 /// The write key sealed in `rec`, which a format-2 record must hold.
 fn open_write_key(
+    format: u32,
     store_id: &[u8; 16],
     rec: &MasterKeyRecord,
     master: &MasterKey,
@@ -109,7 +121,7 @@ fn open_write_key(
     let bytes = descriptor::unb64(sealed).map_err(|_| broken("sealed write key"))?;
     crypto::open_key(
         &kek(WRITE_KEK, master),
-        &key_aad(WRITE_AAD, store_id, rec.version),
+        &seal_aad(format, "write-key", store_id, rec.version),
         &bytes,
     )
     .map(WriteKey::from_secret)
@@ -118,11 +130,14 @@ fn open_write_key(
 
 /// Unwrap the private key, the name key and the write key of `desc` with `master`; for a
 /// format-2 store, also check the descriptor's seals, so that no field a host without the key
-/// changed (the recovery record, the block size, a label, a KMS UID) is ever acted on.
+/// changed (the recovery record, the block size, a label, a KMS UID) is ever acted on. A
+/// descriptor that claims an earlier format than its seals were made for is refused as the
+/// downgrade it is.
 pub fn unlock_keys(desc: &Descriptor, master: &MasterKey) -> Result<StoreKeys, StoreError> {
     let store_id = desc.store_id_bytes()?;
     let public_der = desc.public_key_der()?;
     let (rec, _) = record_of(desc, master)?;
+    let format = desc.version;
     // The record names this very key (its id is a hash of the key), so a seal that does not
     // open means the descriptor itself was changed, not that the key is wrong.
     let damaged =
@@ -132,14 +147,26 @@ pub fn unlock_keys(desc: &Descriptor, master: &MasterKey) -> Result<StoreKeys, S
         crypto::open_key(&kek(ctx, master), aad, &bytes).map_err(|_| damaged(what))
     };
     let sealed = descriptor::unb64(&rec.private_key).map_err(|_| damaged("sealed private key"))?;
-    let der = zeroize::Zeroizing::new(
+    let open_private = |f: u32| {
         crypto::open_vec(
             &kek(PRIV_KEK, master),
-            &priv_aad(&store_id, rec.version, &public_der),
+            &priv_aad(f, &store_id, rec.version, &public_der),
             &sealed,
         )
-        .map_err(|_| damaged("sealed private key"))?,
-    );
+        .map(zeroize::Zeroizing::new)
+    };
+    let der = match open_private(format) {
+        Ok(der) => der,
+        Err(_) => {
+            // Sealed for a later format than the descriptor says: it was rewritten to take
+            // the store back to a format whose checks are fewer.
+            let later = (format + 1).max(RECORDS_VERSION)..=STORE_VERSION;
+            if let Some(was) = later.into_iter().find(|f| open_private(*f).is_ok()) {
+                return Err(StoreError::Downgraded { says: format, was });
+            }
+            return Err(damaged("sealed private key"));
+        }
+    };
     let private = PrivateKey::from_der(&der)?;
     let public = crypto::PublicKey::from_der(&public_der)
         .map_err(|_| StoreError::Damaged("descriptor public key is malformed".into()))?;
@@ -150,13 +177,13 @@ pub fn unlock_keys(desc: &Descriptor, master: &MasterKey) -> Result<StoreKeys, S
     }
     let names = NameKey::from_secret(open(
         NAME_KEK,
-        &key_aad(NAME_AAD, &store_id, rec.version),
+        &seal_aad(format, "name-key", &store_id, rec.version),
         &rec.name_key,
         "sealed name key",
     )?);
     let writer = desc
         .authenticated()
-        .then(|| open_write_key(&store_id, rec, master))
+        .then(|| open_write_key(format, &store_id, rec, master))
         .transpose()?;
     if let Some(w) = &writer {
         if !desc.verify_master_seal(master) || !desc.verify_writer_seal(w) {
@@ -179,6 +206,14 @@ pub fn credential_keys(
     names: NameKey,
     writer: Option<WriteKey>,
 ) -> Result<StoreKeys, StoreError> {
+    // A credential with a write key was made for format 2 or later: a descriptor that says
+    // format 1 (which has none to check) was put there to be believed unchecked.
+    if writer.is_some() && !desc.authenticated() {
+        return Err(StoreError::Downgraded {
+            says: desc.version,
+            was: 2,
+        });
+    }
     if !desc.authenticated() {
         return Ok(StoreKeys {
             private: None,
@@ -203,10 +238,14 @@ pub fn credential_keys(
 /// the store is format 2, and its descriptor verifies under the current master key, so that
 /// a refused rotation changes nothing anywhere.
 pub fn check_for_rotation(desc: &Descriptor, current: &MasterKey) -> Result<(), StoreError> {
+    // Unlocked first: a descriptor rewritten to say format 1 is refused as the downgrade it
+    // is, not asked to be upgraded.
+    let keys = unlock_keys(desc, current)?;
     if !desc.authenticated() {
         return Err(StoreError::NeedsUpgrade(desc.store_id.clone()));
     }
-    unlock_keys(desc, current).map(|_| ())
+    drop(keys);
+    Ok(())
 }
 
 /// Rotation: a descriptor whose only master-key version is `version`, under `new_master`.
@@ -222,9 +261,7 @@ pub fn rewrap(
     version: u32,
     uid: Option<String>,
 ) -> Result<Descriptor, StoreError> {
-    if !desc.authenticated() {
-        return Err(StoreError::NeedsUpgrade(desc.store_id.clone()));
-    }
+    check_for_rotation(desc, current)?;
     if version <= desc.current_master().version {
         return Err(StoreError::NotNewer {
             version,
@@ -234,7 +271,15 @@ pub fn rewrap(
     let keys = unlock_keys(desc, current)?;
     let store_id = desc.store_id_bytes()?;
     let public_der = desc.public_key_der()?;
-    let record = seal_master_record(&store_id, version, &public_der, &keys, new_master, uid)?;
+    let record = seal_master_record(
+        desc.version,
+        &store_id,
+        version,
+        &public_der,
+        &keys,
+        new_master,
+        uid,
+    )?;
     let mut out = desc.clone();
     out.master_keys = vec![record];
     if let Some(w) = &keys.writer {
@@ -253,7 +298,7 @@ pub fn reseal(desc: &mut Descriptor, master: &MasterKey) -> Result<(), StoreErro
     }
     let store_id = desc.store_id_bytes()?;
     let (rec, _) = record_of(desc, master)?;
-    let w = open_write_key(&store_id, rec, master)?;
+    let w = open_write_key(desc.version, &store_id, rec, master)?;
     desc.seal(master, &w);
     Ok(())
 }

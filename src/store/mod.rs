@@ -9,11 +9,14 @@ mod batch;
 mod descriptor;
 mod init;
 mod keys;
+#[doc(hidden)]
+pub mod legacy;
 pub mod links;
 mod lock;
 mod open;
 pub mod summary;
 pub mod upgrade;
+mod upgrade_tree;
 
 use std::path::PathBuf;
 
@@ -22,13 +25,29 @@ pub use batch::{
 };
 pub use descriptor::{Descriptor, KeyHome, MasterKeyRecord, RecoveryRecord, DESCRIPTOR};
 pub use init::{
-    init, write_diriv, CallerError, FirstMaster, InitOptions, SaveMaster, SealRecovery,
+    init, write_diriv, write_diriv_as, write_root_record, CallerError, FirstMaster, InitOptions,
+    SaveMaster, SealRecovery,
 };
 pub use keys::{check_for_rotation, credential_keys, reseal, rewrap, unlock_keys, StoreKeys};
 pub use lock::{KeyRecordsLock, StoreLock};
 pub use open::OpenStore;
 
 use crate::catalog::CatalogError;
+
+/// The one line that says what a store before format 3 lacks, and the command that mends it.
+pub fn upgrade_advice(root: &std::path::Path, version: u32) -> String {
+    let planted = match version {
+        1 => "plant files that read as genuine, and ",
+        _ => "",
+    };
+    format!(
+        "{} is a format-{version} store: a host that can write it could {planted}choose the \
+         modes, owners, types, devices, links and places of its files; run `coffer upgrade {}` \
+         (needs the master key)",
+        root.display(),
+        root.display()
+    )
+}
 use crate::crypto::CryptoError;
 
 pub const CATALOG: &str = "catalog";
@@ -83,6 +102,19 @@ pub enum StoreError {
          afresh), or --drop-recovery; nothing was changed"
     )]
     RecoveryUnconfirmed(String),
+    /// The descriptor claims an earlier format than this store had: its keys were sealed for
+    /// `was`, or this host's keystore or backup credential remembers `was`.
+    #[error(
+        "coffer.store says format {says}, but this store was format {was}: the descriptor was \
+         replaced; nothing was acted on"
+    )]
+    Downgraded { says: u32, was: u32 },
+    /// A format-3 store whose root directory carries no record that opens.
+    #[error(
+        "{0}: the store's root directory has no sealed record that opens ({1}); was the store \
+         copied without its extended attributes (rsync needs -X)? nothing was acted on"
+    )]
+    RootRecord(PathBuf, String),
     #[error(
         "store {0} is format 1, whose descriptor fields (its recovery record above all) nothing \
          authenticates; run `coffer upgrade` on it first; nothing was changed"

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use super::{batch, Descriptor, StoreError, StoreKeys, CATALOG, DATA};
 use crate::catalog::{BatchRecord, Catalog, CatalogOp, CatalogWriter, CommitFailure};
 use crate::crypto::{self, BatchKey, FileKey, PrivateKey, PublicKey, WriteKey};
+use crate::format::inode::{InodeRecord, RecordCodec, RecordKind, RECORD_MAX, RECORD_USER};
 use crate::format::xattr::XattrCodec;
 use crate::format::{Header, NameCodec};
 
@@ -28,6 +29,8 @@ pub struct OpenStore {
     private: Option<PrivateKey>,
     /// Format 2: tags new batch records and checks every recorded one.
     write_key: Option<WriteKey>,
+    /// Format 3: seals and opens every inode's record (under the write key).
+    records: Option<RecordCodec>,
     read_cache: Mutex<HashMap<[u8; 16], Arc<BatchKey>>>,
     writing: Mutex<Option<WriteBatch>>,
     writer: std::sync::OnceLock<CatalogWriter>,
@@ -42,13 +45,16 @@ struct WriteBatch {
 }
 
 impl OpenStore {
-    /// Open a store with its keys. The catalog must open cleanly.
+    /// Open a store with its keys. The catalog must open cleanly, and in format 3 the root
+    /// directory's record must open.
     pub fn open(root: &Path, desc: Descriptor, keys: StoreKeys) -> Result<OpenStore, StoreError> {
         let store_id = desc.store_id_bytes()?;
         let catalog_path = root.join(CATALOG);
         let catalog = Catalog::open(&catalog_path, &store_id)
             .map_err(|e| StoreError::Catalog(catalog_path, e))?;
-        Self::with_catalog(root, desc, keys, Arc::new(catalog))
+        let store = Self::with_catalog(root, desc, keys, Arc::new(catalog))?;
+        store.root_record()?;
+        Ok(store)
     }
 
     pub fn with_catalog(
@@ -71,6 +77,10 @@ impl OpenStore {
         };
         let public = PublicKey::from_der(&desc.public_key_der()?)
             .map_err(|_| StoreError::Damaged("descriptor public key is malformed".into()))?;
+        let records = match (desc.has_records(), &write_key) {
+            (true, Some(w)) => Some(RecordCodec::new(w, store_id)),
+            _ => None,
+        };
         Ok(OpenStore {
             root: root.to_path_buf(),
             store_id,
@@ -80,6 +90,7 @@ impl OpenStore {
             public,
             private,
             write_key,
+            records,
             desc,
             read_cache: Mutex::new(HashMap::new()),
             writing: Mutex::new(None),
@@ -116,6 +127,34 @@ impl OpenStore {
         self.writer.get().map(|w| w.close()).unwrap_or(Ok(()))
     }
 
+    /// The inode records' codec: Some in a format-3 store, whose modes, owners, types, links
+    /// and places come from them; None before, where the backing inode's are taken as found.
+    pub fn records(&self) -> Option<&RecordCodec> {
+        self.records.as_ref()
+    }
+
+    /// The root directory's record (format 3; None before): it must open at the root's place
+    /// and be a directory's, else nothing in the store can be believed.
+    pub fn root_record(&self) -> Result<Option<InodeRecord>, StoreError> {
+        let Some(codec) = &self.records else {
+            return Ok(None);
+        };
+        let data = self.data_dir();
+        let why = |w: String| StoreError::RootRecord(data.clone(), w);
+        let fd =
+            crate::within::open_dir(&self.root, Path::new(DATA)).map_err(|e| why(e.to_string()))?;
+        let sealed = crate::within::xattr_fd(&fd, RECORD_USER, RECORD_MAX)
+            .map_err(|e| why(e.to_string()))?
+            .ok_or_else(|| why("it has none".into()))?;
+        let rec = codec
+            .open(&sealed, &codec.root_place())
+            .map_err(|e| why(e.to_string()))?;
+        if rec.kind != RecordKind::Dir {
+            return Err(why("it is not a directory's".into()));
+        }
+        Ok(Some(rec))
+    }
+
     /// Whether this host holds the private key: old files can be read (not backup-only).
     pub fn can_read(&self) -> bool {
         self.private.is_some()
@@ -131,15 +170,29 @@ impl OpenStore {
 
     /// A header and key for a new file, wrapped under this session's batch key.
     pub fn new_file(&self) -> Result<(Header, FileKey), StoreError> {
+        self.new_file_as(crate::crypto::random_id())
+    }
+
+    /// The same, with the file id `id` (a format-3 file started afresh keeps its id, to
+    /// which its record and attributes are bound).
+    pub fn new_file_as(&self, id: [u8; 16]) -> Result<(Header, FileKey), StoreError> {
         let (batch_id, batch) = self.write_batch()?;
         let key = FileKey::random();
-        let header = Header::new(&self.store_id, self.block_shift(), batch_id, &batch, &key);
+        let header = Header::with_id(
+            &self.store_id,
+            self.block_shift(),
+            batch_id,
+            &batch,
+            &key,
+            id,
+        );
         Ok((header, key))
     }
 
-    /// The bytes of a new, empty file: a header and an empty final block.
-    pub fn empty_file(&self) -> Result<(Header, Vec<u8>), StoreError> {
-        let (header, key) = self.new_file()?;
+    /// The bytes of a new, empty file: a header and an empty final block; with the file id
+    /// `id` if one is given (format 3: the one its record names).
+    pub fn empty_file(&self, id: Option<[u8; 16]>) -> Result<(Header, Vec<u8>), StoreError> {
+        let (header, key) = self.new_file_as(id.unwrap_or_else(crate::crypto::random_id))?;
         let mut buf = vec![0u8; crate::format::HEADER_LEN + crate::format::BLOCK_OVERHEAD];
         buf[..crate::format::HEADER_LEN].copy_from_slice(&header.encode());
         crate::format::seal_block(
@@ -229,6 +282,11 @@ impl OpenStore {
     pub fn check_batch(&self, id: &[u8; 16]) -> Result<(), StoreError> {
         let record = batch::recorded(&self.catalog, &self.root, id)?;
         batch::open_record(self.write_key.as_ref(), &self.store_id, id, &record).map(|_| ())
+    }
+
+    /// Whether batch `id`'s record is one an upgrade adopted from a format-1 store.
+    pub fn batch_adopted(&self, id: &[u8; 16]) -> bool {
+        batch::recorded(&self.catalog, &self.root, id).is_ok_and(|r| batch::is_adopted(&r))
     }
 
     /// Unwrap a file's key from its header.

@@ -1,15 +1,20 @@
-//! `coffer upgrade`: a format-1 store becomes format 2 in place, without re-encrypting data.
+//! `coffer upgrade`: a store of format 1 or 2 becomes format 3 in place, without
+//! re-encrypting data.
 //!
-//! A new write key is made; every batch record whose RSA wrap opens under the store's private
-//! key is tagged under it (in batches/ and in the catalog); then the descriptor is written
-//! last, at format 2, with the write key sealed under the master key and both seals set. Every
-//! step is atomic and a format-1 reader takes tagged and bare records alike, so an
-//! interrupted upgrade leaves a format-1 store that reads as before, and running it again
-//! starts over with a fresh write key.
+//! A format-1 store first gets what format 2 added: a new write key, and every batch record
+//! whose RSA wrap opens under the store's private key tagged under it (marked as adopted, so
+//! fsck can say which batches the upgrade vouched for). Then every inode gets a sealed
+//! record of what it is now: type, mode, owner, device, identity, names and attributes
+//! (upgrade_tree.rs). The descriptor is written last: version 3, its keys sealed for
+//! format 3, both seals set. Below format 3 nothing reads the records, and a format-1 reader
+//! takes tagged and bare batch records alike, so an interrupted upgrade leaves a store of its
+//! old format that reads as before; running the command again starts over.
 //!
-//! What it cannot do: tell a batch planted in a format-1 store by a host without keys from a
-//! genuine one (format 1 has nothing to tell them apart by). Upgrade the store you wrote, not
-//! a copy that passed through hands you do not trust.
+//! What it cannot do: tell what a host without keys changed before the upgrade from what a
+//! key holder wrote. A format-1 store cannot show who wrote a batch, and no store before
+//! format 3 can show who set a mode or an owner or made a device node: the upgrade vouches
+//! for all of it, and says so. Upgrade the store you wrote, not a copy that passed through
+//! hands you do not trust.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -17,23 +22,39 @@ use std::path::Path;
 use super::{batch, keys, Descriptor, KeyRecordsLock, StoreError, StoreKeys, StoreLock};
 use crate::catalog::{BatchRecord, Catalog};
 use crate::crypto::{MasterKey, WriteKey};
+use crate::format::inode::RecordCodec;
+use crate::format::{RECORDS_VERSION, STORE_VERSION};
 use crate::progress::Progress;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize)]
 pub struct UpgradeReport {
-    /// The store was already format 2; nothing was written.
+    /// The store was already of the current format; nothing was written.
     pub already: bool,
-    /// Batch records tagged under the new write key.
+    /// The format it was.
+    pub from: u32,
+    /// Batch records of a format-1 store tagged (adopted) under the new write key.
     pub batches: usize,
     /// Batches whose wrap does not open under the private key: left untagged, so their
     /// files read as EIO and fsck reports them.
     pub refused: Vec<String>,
+    /// Inodes given a sealed record.
+    pub entries: u64,
+    /// Set-user-ID or set-group-ID files and directories the upgrade vouched for (ciphertext
+    /// paths): what a host without keys would have made, so worth a look.
+    pub privileged: Vec<String>,
+    /// Device nodes it vouched for (ciphertext paths).
+    pub devices: Vec<String>,
+    /// Entries left without a record, and why (they read as EIO afterwards, as they could
+    /// not be read before either).
+    pub problems: Vec<String>,
 }
 
-/// What to do with a format-1 recovery record, which nothing authenticates: a host that can
-/// write the store may have put its own there, to be sent the master key at every rotation.
+/// What to do with the store's recovery record. In format 1 nothing authenticates it: a host
+/// that can write the store may have put its own there, to be sent the master key at every
+/// rotation. In format 2 it is sealed with the descriptor and is kept unless dropped.
 pub enum RecoveryPlan<'a> {
-    /// There must be no recovery record (else the upgrade refuses, naming its fingerprint).
+    /// Format 1: there must be none (else the upgrade refuses, naming its fingerprint).
+    /// Format 2: keep it.
     Refuse,
     /// Remove it.
     Drop,
@@ -58,39 +79,64 @@ pub fn upgrade(
     if key_id != desc.current_master().key_id {
         return Err(StoreError::WrongKey(key_id));
     }
-    if desc.authenticated() {
-        return Ok(UpgradeReport {
-            already: true,
-            ..UpgradeReport::default()
-        });
+    let mut report = UpgradeReport {
+        from: desc.version,
+        ..UpgradeReport::default()
+    };
+    if desc.version >= STORE_VERSION {
+        report.already = true;
+        return Ok(report);
     }
-    match (&desc.recovery, &recovery) {
-        (Some(r), RecoveryPlan::Refuse) => {
+    match (&desc.recovery, &recovery, desc.authenticated()) {
+        (Some(r), RecoveryPlan::Refuse, false) => {
             return Err(StoreError::RecoveryUnconfirmed(r.fingerprint.clone()))
         }
-        (Some(r), RecoveryPlan::Reseal(fp, _)) if *fp != r.fingerprint => {
+        (Some(r), RecoveryPlan::Reseal(fp, _), _) if *fp != r.fingerprint => {
             return Err(StoreError::RecoveryUnconfirmed(r.fingerprint.clone()))
         }
         _ => {}
     }
     let store_id = desc.store_id_bytes()?;
+    let writer = match &keys.writer {
+        Some(w) => w.duplicate(),
+        None => {
+            let w = WriteKey::random();
+            adopt_batches(root, &keys, &store_id, &w, progress, &mut report)?;
+            w
+        }
+    };
+    let codec = RecordCodec::new(&writer, store_id);
+    super::upgrade_tree::record_tree(root, &keys.names, &codec, progress, &mut report)?;
+    let next = upgraded_descriptor(&desc, keys, writer, master, recovery)?;
+    next.save(root)?;
+    Ok(report)
+}
+
+/// Format 1: tag every batch record whose wrap opens under the private key (in batches/ and
+/// in the catalog), marked as adopted.
+fn adopt_batches(
+    root: &Path,
+    keys: &StoreKeys,
+    store_id: &[u8; 16],
+    writer: &WriteKey,
+    progress: &Progress,
+    report: &mut UpgradeReport,
+) -> Result<(), StoreError> {
     let catalog_path = root.join(super::CATALOG);
-    let catalog = Catalog::open(&catalog_path, &store_id)
+    let catalog = Catalog::open(&catalog_path, store_id)
         .map_err(|e| StoreError::Catalog(catalog_path.clone(), e))?;
-    let writer = WriteKey::random();
-    let mut report = UpgradeReport::default();
     let ids = batch_ids(root, &catalog)?;
     progress.set_total(ids.len() as u64);
+    let private = keys.private.as_ref().ok_or(StoreError::NoPrivateKey)?;
     for id in ids {
         progress.step(0);
         let record = batch::recorded(&catalog, root, &id)?;
-        let wrapped = batch::open_record(None, &store_id, &id, &record)?;
-        let private = keys.private.as_ref().ok_or(StoreError::NoPrivateKey)?;
+        let wrapped = batch::open_record(None, store_id, &id, &record)?;
         if private.unwrap_batch_key(wrapped).is_err() {
             report.refused.push(hex::encode(id));
             continue;
         }
-        let tagged = batch::seal_record(Some(&writer), &store_id, &id, wrapped);
+        let tagged = batch::adopt_record(writer, store_id, &id, wrapped);
         batch::write_file(root, &id, &tagged)?;
         catalog
             .put_batch(
@@ -103,10 +149,7 @@ pub fn upgrade(
             .map_err(|e| StoreError::Catalog(catalog_path.clone(), e))?;
         report.batches += 1;
     }
-    drop(catalog);
-    let next = upgraded_descriptor(&desc, keys, writer, master, recovery)?;
-    next.save(root)?;
-    Ok(report)
+    Ok(())
 }
 
 /// Every batch id the catalog or batches/ knows.
@@ -121,8 +164,8 @@ fn batch_ids(root: &Path, catalog: &Catalog) -> Result<BTreeSet<[u8; 16]>, Store
     Ok(ids)
 }
 
-/// The format-2 descriptor: the current master-key record sealed again with the write key
-/// added, then both seals over every field.
+/// The format-3 descriptor: the current master-key record sealed again for format 3 with the
+/// write key in it, the recovery record as planned, then both seals over every field.
 fn upgraded_descriptor(
     desc: &Descriptor,
     keys: StoreKeys,
@@ -136,6 +179,7 @@ fn upgraded_descriptor(
         ..keys
     };
     let record = keys::seal_master_record(
+        RECORDS_VERSION,
         &desc.store_id_bytes()?,
         current.version,
         &desc.public_key_der()?,
@@ -144,10 +188,12 @@ fn upgraded_descriptor(
         current.uid.clone(),
     )?;
     let mut next = desc.clone();
-    next.version = 2;
+    next.version = RECORDS_VERSION;
     next.master_keys = vec![record];
     next.recovery = match recovery {
-        RecoveryPlan::Refuse | RecoveryPlan::Drop => None,
+        // Format 2's record is authenticated: it stays (format 1's was refused above).
+        RecoveryPlan::Refuse => desc.recovery.clone().filter(|_| desc.authenticated()),
+        RecoveryPlan::Drop => None,
         RecoveryPlan::Reseal(_, seal) => seal(&next, master).map_err(StoreError::Caller)?,
     };
     if let Some(w) = &keys.writer {

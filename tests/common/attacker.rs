@@ -18,8 +18,9 @@ pub enum Framing {
 }
 
 /// Rewrite the ciphertext file `target` so that it holds `plain` under a file key of the
-/// attacker's own, in a batch of its own wrapped to the store's public key. Returns the
-/// planted batch's id.
+/// attacker's own, in a batch of its own wrapped to the store's public key, and under the
+/// file id of the file it replaces (in its header, in the clear), so that only the batch
+/// can give it away. Returns the planted batch's id.
 pub fn plant(store: &Path, target: &Path, plain: &[u8], framing: Framing) -> [u8; 16] {
     let desc = Descriptor::load(store).expect("the descriptor is public");
     let public = PublicKey::from_der(&desc.public_key_der().expect("der")).expect("public key");
@@ -33,7 +34,9 @@ pub fn plant(store: &Path, target: &Path, plain: &[u8], framing: Framing) -> [u8
     };
     std::fs::write(batch_path(store, &batch_id), record).expect("write batch");
     let key = FileKey::random();
-    let header = Header::new(&store_id, desc.block_shift, batch_id, &batch, &key);
+    let old = std::fs::read(target).expect("the target's header");
+    let id: [u8; 16] = old[8..24].try_into().expect("a file id");
+    let header = Header::with_id(&store_id, desc.block_shift, batch_id, &batch, &key, id);
     let cipher = BlockCipher::new(key.secret());
     let bs = 1usize << desc.block_shift;
     let mut out = header.encode().to_vec();
@@ -105,4 +108,87 @@ pub fn make_format_1(store: &Path) {
         m.as_object_mut().expect("record").remove("write_key");
     }
     write_descriptor_json(store, &v);
+}
+
+/// The backing path (under `store`/data) of the inode numbered `ino`: a mount's inode numbers
+/// are its backing inodes' (the store's root excepted), so a test can find, through the mount,
+/// which ciphertext entry holds a file, and then act on it as the attacker would.
+pub fn backing_by_ino(store: &Path, ino: u64) -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    let mut stack = vec![store.join("data")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("ls").flatten() {
+            let m = std::fs::symlink_metadata(e.path()).expect("lstat");
+            if m.ino() == ino {
+                return e.path();
+            }
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    panic!("no backing inode {ino} under {}", store.display());
+}
+
+fn cpath(p: &Path) -> std::ffi::CString {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(p.as_os_str().as_bytes()).expect("path")
+}
+
+/// An attribute of `p` itself (never a symlink's target), if it has it.
+pub fn get_xattr(p: &Path, name: &str) -> Option<Vec<u8>> {
+    let (c, n) = (cpath(p), std::ffi::CString::new(name).expect("name"));
+    let mut buf = vec![0u8; 65536];
+    // SAFETY: c and n are NUL-terminated; buf is writable for its length.
+    let r = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (r >= 0).then(|| {
+        buf.truncate(r as usize);
+        buf
+    })
+}
+
+pub fn set_xattr(p: &Path, name: &str, value: &[u8]) {
+    let (c, n) = (cpath(p), std::ffi::CString::new(name).expect("name"));
+    // SAFETY: c and n are NUL-terminated; value is readable for its length.
+    let r = unsafe {
+        libc::lsetxattr(
+            c.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    assert_eq!(r, 0, "setxattr {name} on {}", p.display());
+}
+
+pub fn remove_xattr(p: &Path, name: &str) {
+    let (c, n) = (cpath(p), std::ffi::CString::new(name).expect("name"));
+    // SAFETY: c and n are NUL-terminated.
+    let r = unsafe { libc::lremovexattr(c.as_ptr(), n.as_ptr()) };
+    assert_eq!(r, 0, "removexattr {name} on {}", p.display());
+}
+
+/// The names of the attributes of `p` itself.
+pub fn xattr_names(p: &Path) -> Vec<String> {
+    let c = cpath(p);
+    let mut buf = vec![0u8; 65536];
+    // SAFETY: c is NUL-terminated; buf is writable for its length.
+    let r = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(r >= 0, "listxattr {}", p.display());
+    buf[..r as usize]
+        .split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+/// Every coffer attribute (the record and the sealed user attributes) of `from` copied onto
+/// `to`, as `cp -a` or `rsync -X` of the store's files would carry them.
+pub fn copy_coffer_attrs(from: &Path, to: &Path) {
+    for n in xattr_names(from) {
+        if n.contains(".cf") {
+            set_xattr(to, &n, &get_xattr(from, &n).expect("value"));
+        }
+    }
 }

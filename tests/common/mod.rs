@@ -150,6 +150,11 @@ impl Env {
         );
     }
 
+    /// This env's store as an earlier coffer would have written it (common::as_older_format).
+    pub fn older_format(&self, version: u32) {
+        as_older_format(&|a| self.coffer(a), &self.store, &self.keystore, version);
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -477,4 +482,62 @@ pub fn manifest_of(root: &Path) -> String {
 done"#,
         root.display()
     ))
+}
+
+/// Make `store` what an earlier coffer would have written (format `version`, 1 or 2), as a
+/// store made before format 3 is: its descriptor rewritten with the master key (from a
+/// password export made with `run`, which runs coffer as a host that holds the key), and the
+/// format the keystore `keystore` remembers for it forgotten, as an earlier keystore had none.
+/// The store's keys stay the same.
+pub fn as_older_format(
+    run: &dyn Fn(&[&str]) -> Output,
+    store: &Path,
+    keystore: &Path,
+    version: u32,
+) {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (pw, out) = (dir.path().join("pw"), dir.path().join("keys"));
+    std::fs::write(&pw, "older\n").expect("write");
+    let o = run(&[
+        "keys",
+        "export",
+        s(store),
+        "--password-file",
+        s(&pw),
+        "--out",
+        s(&out),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bytes = std::fs::read(&out).expect("export");
+    let keys = coffer::keys::transport::open_with_password(&bytes, b"older")
+        .and_then(|c| c.into_keys())
+        .expect("the export opens");
+    let desc = attacker::descriptor_json(store);
+    let id = desc["master_keys"][0]["key_id"].as_str().expect("id");
+    let master = &keys
+        .iter()
+        .find(|k| k.entry.key_id == id)
+        .expect("the key")
+        .key;
+    coffer::store::legacy::rewrite_as(store, master, version).expect("rewritten");
+    forget_format(keystore, store);
+}
+
+/// What the keystore `keystore` remembers of `store`'s format forgotten, as a keystore made
+/// before format 3 had nothing of it.
+pub fn forget_format(keystore: &Path, store: &Path) {
+    let desc = attacker::descriptor_json(store);
+    let ks = keystore.join("keystore.json");
+    let Ok(bytes) = std::fs::read(&ks) else {
+        return; // no keystore here (a kms store's key is in the KMS): nothing remembers
+    };
+    let mut k: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+    for list in ["keys", "credentials"] {
+        if let Some(a) = k.get_mut(list).and_then(|l| l.as_array_mut()) {
+            for e in a.iter_mut().filter(|e| e["store_id"] == desc["store_id"]) {
+                e.as_object_mut().expect("entry").remove("format");
+            }
+        }
+    }
+    std::fs::write(&ks, serde_json::to_vec_pretty(&k).expect("json")).expect("write");
 }

@@ -59,8 +59,15 @@ fn eio() -> Errno {
 }
 
 impl OpenFile {
-    /// Open an existing ciphertext file: read and check its header, unwrap its key.
-    pub fn open(store: &OpenStore, file: File, label: String) -> Result<OpenFile, Errno> {
+    /// Open an existing ciphertext file: read and check its header, unwrap its key. In a
+    /// format-3 store `expect` is the file id its record names: a header that says another
+    /// is another file's content, put under this one's record, and reads as EIO.
+    pub fn open(
+        store: &OpenStore,
+        file: File,
+        label: String,
+        expect: Option<[u8; 16]>,
+    ) -> Result<OpenFile, Errno> {
         let mut hb = [0u8; HEADER_LEN];
         if let Err(e) = file.read_exact_at(&mut hb, 0) {
             tracing::warn!("{label}: cannot read header: {e}");
@@ -72,6 +79,13 @@ impl OpenFile {
         })?;
         if header.block_shift != store.block_shift() {
             tracing::warn!("{label}: header block size differs from the store's");
+            return Err(eio());
+        }
+        if expect.is_some_and(|id| id != header.file_id) {
+            tracing::warn!(
+                "{label}: its content is another file's (the header's file id is not the one \
+                 its sealed record names)"
+            );
             return Err(eio());
         }
         let cipher = match store.file_key(&header) {
@@ -102,9 +116,21 @@ impl OpenFile {
         })
     }
 
-    /// Write a new, empty ciphertext file into `file` (header + empty final block).
-    pub fn create(store: &OpenStore, file: File, label: String) -> Result<OpenFile, Errno> {
-        let st = fresh_state(store, &label)?;
+    /// Write a new, empty ciphertext file into `file` (header + empty final block) under
+    /// `header` and `key` (from `OpenStore::new_file`).
+    pub fn create(
+        file: File,
+        label: String,
+        store: &OpenStore,
+        header: crate::format::Header,
+        key: crate::crypto::FileKey,
+    ) -> Result<OpenFile, Errno> {
+        let st = FileState {
+            cipher: Some(BlockCipher::new(key.secret())),
+            header,
+            size: 0,
+            len_dirty: false,
+        };
         let of = OpenFile {
             file,
             label,
@@ -333,7 +359,9 @@ impl OpenFile {
             return self.grow_locked(&mut st, new_size);
         }
         if new_size == 0 {
-            let fresh = fresh_state(store, &self.label)?;
+            // A format-3 file keeps its id: its record and attributes are bound to it.
+            let keep = store.records().map(|_| st.header.file_id);
+            let fresh = fresh_state(store, &self.label, keep)?;
             let old_id = st.header.file_id;
             self.write_empty(&fresh, true)?;
             *st = fresh;
@@ -400,8 +428,12 @@ fn final_pos(h: &Header, idx: u64, lead: Option<u64>) -> BlockPos {
     }
 }
 
-fn fresh_state(store: &OpenStore, label: &str) -> Result<FileState, Errno> {
-    let (header, key) = store.new_file().map_err(|e| {
+fn fresh_state(store: &OpenStore, label: &str, keep: Option<[u8; 16]>) -> Result<FileState, Errno> {
+    let made = match keep {
+        Some(id) => store.new_file_as(id),
+        None => store.new_file(),
+    };
+    let (header, key) = made.map_err(|e| {
         tracing::error!("{label}: cannot make a file key: {e}");
         eio()
     })?;

@@ -20,6 +20,10 @@ pub struct CredentialEntry {
     pub copy: Option<String>,
     pub origin: String,
     pub created: u64,
+    /// The newest store format the credential was made for or seen to open (as a key
+    /// entry's `format`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<u32>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -58,6 +62,7 @@ impl Keystore {
                 copy: c.copy.clone(),
                 origin: origin.to_string(),
                 created: crate::unix_now(),
+                format: c.format,
             },
             public_key: B64.encode(&c.public_key),
             name_key: seal(NAME_AAD, c.name_key.secret()),
@@ -174,6 +179,7 @@ impl Keystore {
                 .transpose()?,
             policy: stored.entry.policy.clone(),
             copy: stored.entry.copy.clone(),
+            format: stored.entry.format,
         })
     }
 }

@@ -70,6 +70,10 @@ pub struct KeyEntry {
     /// "created" here, or how it arrived ("import", ...).
     pub origin: String,
     pub created: u64,
+    /// The newest store format this key was made for or seen to open: a descriptor that
+    /// says an earlier one was put there to be believed with fewer checks, and is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<u32>,
 }
 
 /// What `keys list` shows: no secrets.
@@ -230,6 +234,44 @@ impl Keystore {
         } else {
             Self::create(dir, passphrase, KdfParams::default())
         }
+    }
+
+    /// Remember that store `store_id` was seen at format `format`: every key and credential
+    /// entry of the store that remembers less is raised to it (never lowered). Needs no
+    /// passphrase: the entries' keys stay sealed as they are. Returns whether anything
+    /// changed.
+    pub fn remember_format(dir: &Path, store_id: &str, format: u32) -> Result<bool, KeystoreError> {
+        if !Self::exists(dir) {
+            return Ok(false);
+        }
+        let _lock = lock(dir)?;
+        let mut file = read_file(dir)?;
+        let mut changed = false;
+        let mut raise = |f: &mut Option<u32>| {
+            if f.unwrap_or(1) < format {
+                *f = Some(format);
+                changed = true;
+            }
+        };
+        file.keys
+            .iter_mut()
+            .filter(|k| k.entry.store_id == store_id)
+            .for_each(|k| raise(&mut k.entry.format));
+        file.credentials
+            .iter_mut()
+            .filter(|c| c.entry.store_id == store_id)
+            .for_each(|c| raise(&mut c.entry.format));
+        if changed {
+            write_file(dir, &file)?;
+            AuditLog::new(&dir.join(AUDIT)).record(
+                "format-seen",
+                None,
+                Some(store_id),
+                "ok",
+                Some(&format!("format {format}")),
+            )?;
+        }
+        Ok(changed)
     }
 
     /// What a keystore holds, read without the passphrase: key metadata and the identity's

@@ -27,6 +27,7 @@ fn keystore_round_trip_wrong_passphrase_and_conflict() {
         copy: None,
         origin: "created".into(),
         created: 1,
+        format: None,
     };
     assert!(ks.add(entry.clone(), &mk).expect("add"));
     assert!(!ks.add(entry.clone(), &mk).expect("re-add is a no-op"));
@@ -63,6 +64,7 @@ fn add_all_is_all_or_nothing() {
         copy: None,
         origin: "import".into(),
         created: 1,
+        format: None,
     };
     let (k1, k2) = (MasterKey::random(), MasterKey::random());
     assert!(ks.add(entry(&k1), &k1).expect("add"));

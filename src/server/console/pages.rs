@@ -324,6 +324,7 @@ mod tests {
             copy: Some("\" onfocus=\"x".into()),
             origin: "pushed by SHA256:<b>".into(),
             created: 0,
+            format: None,
         };
         let html = keys(&v, "<q>", &[e]).into_string();
         assert!(!html.contains("<script>") && !html.contains("<b>") && !html.contains("<q>"));

@@ -1,0 +1,248 @@
+//! Operations that give an existing inode another name: rename (and exchange) and link,
+//! returning `Result<_, Errno>`. In format 3 each moves the inode's record along with it:
+//! the new place is sealed into the record before the backing entry appears there, and the
+//! old one is taken out after it is gone (records.rs), so a crash between the two leaves a
+//! record that names both places, never an entry that its record does not name.
+
+use std::ffi::OsStr;
+use std::os::fd::OwnedFd;
+
+use fuser::{Errno, FileAttr, INodeNo};
+
+use super::records::{with_place, without_place};
+use super::{sys, CofferFs};
+use crate::format::inode::{InodeRecord, Place};
+
+/// One inode's side of a rename in format 3: its descriptor, number and record.
+struct Moving {
+    fd: OwnedFd,
+    ino: u64,
+    rec: InodeRecord,
+}
+
+/// Both sides of an exchange in format 3, and their places before it.
+type Exchange<'a> = (&'a (Moving, Moving), (Place, Place));
+
+impl CofferFs {
+    /// The inode `entry` names in `parent` (plaintext `name`), about to move.
+    fn moving(
+        &self,
+        pfd: &OwnedFd,
+        parent: INodeNo,
+        entry: &OsStr,
+        name: &OsStr,
+    ) -> Result<Moving, Errno> {
+        let (ino, rec) = self.record_at(pfd, parent, entry, name)?;
+        let fd = sys::open_path(pfd, entry)?;
+        Ok(Moving { fd, ino, rec })
+    }
+
+    /// Seal `rec` as `m`'s record and keep it.
+    fn reseal(&self, m: &Moving, rec: &InodeRecord) -> Result<(), Errno> {
+        self.put_record(&m.fd, rec)?;
+        self.keep_record(m.ino, rec.clone());
+        Ok(())
+    }
+
+    /// The record locks of one or two inodes, taken in one order (no deadlock).
+    fn rec_locks2(
+        &self,
+        a: u64,
+        b: Option<u64>,
+    ) -> Result<Vec<std::sync::MutexGuard<'_, ()>>, Errno> {
+        let stripe = |i: u64| (i as usize) % super::records::LOCK_STRIPES;
+        let mut s = vec![stripe(a)];
+        if let Some(b) = b.map(stripe).filter(|b| *b != s[0]) {
+            s.push(b);
+        }
+        s.sort_unstable();
+        s.into_iter()
+            .map(|i| super::lock(&self.rec_locks[i]))
+            .collect()
+    }
+
+    pub(super) fn rename(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: u32,
+    ) -> Result<(), Errno> {
+        self.writable()?;
+        let old = self.stored_name(parent, name)?;
+        let new = self.stored_name(newparent, newname)?;
+        let (pfd, _) = self.node(parent)?;
+        let (npfd, _) = self.node(newparent)?;
+        let (oe, ne) = (OsStr::new(old.entry()), OsStr::new(new.entry()));
+        if parent == newparent && oe == ne {
+            return Ok(());
+        }
+        let src = self.ino_at(&pfd, oe).ok_or(Errno::ENOENT)?;
+        let dst = self.ino_at(&npfd, ne);
+        let places = match self.store.records() {
+            Some(_) => Some((
+                self.place_of(parent, name)?,
+                self.place_of(newparent, newname)?,
+            )),
+            None => None,
+        };
+        // Format 3: the records are read and written again under their locks, so that no
+        // chmod between the two is lost.
+        let _g = match places {
+            Some(_) => self.rec_locks2(src, dst)?,
+            None => Vec::new(),
+        };
+        if flags & libc::RENAME_EXCHANGE != 0 {
+            let sides = match places {
+                Some(_) => Some((
+                    self.moving(&pfd, parent, oe, name)?,
+                    self.moving(&npfd, newparent, ne, newname)?,
+                )),
+                None => None,
+            };
+            // Names stay where they are, so the sidecars do too.
+            self.exchange(&pfd, oe, &npfd, ne, sides.as_ref().zip(places))?;
+            self.drop_name(src, parent, oe);
+            self.add_name(src, newparent, ne);
+            if let Some(dst) = dst {
+                self.drop_name(dst, newparent, ne);
+                self.add_name(dst, parent, oe);
+            }
+            return Ok(());
+        }
+        let target = sys::stat_at(&npfd, ne).ok();
+        let mut dying = None;
+        let mut replaced = None;
+        if let Some(t) = &target {
+            if flags & libc::RENAME_NOREPLACE != 0 {
+                return Err(Errno::EEXIST);
+            }
+            if t.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                let src = sys::stat_at(&pfd, oe)?;
+                if src.st_mode & libc::S_IFMT != libc::S_IFDIR {
+                    return Err(Errno::EISDIR);
+                }
+                // An empty plaintext directory still holds its IV; remove it first.
+                self.remove_empty_dir(&npfd, ne)?;
+            } else {
+                dying = self.dying(&npfd, ne);
+                // A replaced inode that keeps other names loses this one from its record.
+                if places.is_some() && t.st_nlink > 1 {
+                    replaced = self.moving(&npfd, newparent, ne, newname).ok();
+                }
+            }
+        }
+        let moving = match places {
+            Some(_) => Some(self.moving(&pfd, parent, oe, name)?),
+            None => None,
+        };
+        if let (Some(m), Some((_, p2))) = (&moving, places) {
+            self.reseal(m, &with_place(&m.rec, p2))?;
+        }
+        self.put_sidecar(&npfd, &new)?;
+        if let Err(e) = sys::rename_at(&pfd, oe, &npfd, ne, flags) {
+            if target.is_none() {
+                self.drop_sidecar(&npfd, &new);
+            }
+            if let Some(m) = &moving {
+                let _ = self.reseal(m, &m.rec);
+            }
+            return Err(e);
+        }
+        self.drop_sidecar(&pfd, &old);
+        self.bury(dying);
+        if let (Some(m), Some((p1, p2))) = (&moving, places) {
+            self.settle(m, &without_place(&with_place(&m.rec, p2), &p1));
+            if let Some(r) = replaced.as_ref().filter(|r| r.rec.places.len() > 1) {
+                self.settle(r, &without_place(&r.rec, &p2));
+            }
+        }
+        if let Some(dst) = dst.filter(|d| *d != src) {
+            self.drop_name(dst, newparent, ne);
+        }
+        self.drop_name(src, parent, oe);
+        self.add_name(src, newparent, ne);
+        Ok(())
+    }
+
+    /// The second half of a record change whose backing change is done: if the record
+    /// cannot be written, it names one place too many (harmless), which the log says.
+    fn settle(&self, m: &Moving, rec: &InodeRecord) {
+        if let Err(e) = self.reseal(m, rec) {
+            tracing::warn!(
+                "{}: its sealed record still names a place it left ({e:?})",
+                self.label(m.ino)
+            );
+        }
+    }
+
+    /// RENAME_EXCHANGE, with (format 3) each side's record given the other's place first,
+    /// and its own taken out after (the caller holds both records' locks).
+    fn exchange(
+        &self,
+        pfd: &OwnedFd,
+        oe: &OsStr,
+        npfd: &OwnedFd,
+        ne: &OsStr,
+        sealed: Option<Exchange<'_>>,
+    ) -> Result<(), Errno> {
+        let Some(((a, b), (p1, p2))) = sealed else {
+            return sys::rename_at(pfd, oe, npfd, ne, libc::RENAME_EXCHANGE);
+        };
+        self.reseal(a, &with_place(&a.rec, p2))?;
+        if let Err(e) = self.reseal(b, &with_place(&b.rec, p1)) {
+            let _ = self.reseal(a, &a.rec);
+            return Err(e);
+        }
+        if let Err(e) = sys::rename_at(pfd, oe, npfd, ne, libc::RENAME_EXCHANGE) {
+            let _ = self.reseal(a, &a.rec);
+            let _ = self.reseal(b, &b.rec);
+            return Err(e);
+        }
+        self.settle(a, &without_place(&with_place(&a.rec, p2), &p1));
+        self.settle(b, &without_place(&with_place(&b.rec, p1), &p2));
+        Ok(())
+    }
+
+    pub(super) fn link(
+        &self,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+    ) -> Result<FileAttr, Errno> {
+        self.writable()?;
+        let stored = self.stored_name(newparent, newname)?;
+        let (fd, _) = self.node(ino)?;
+        let (npfd, _) = self.node(newparent)?;
+        let entry = OsStr::new(stored.entry());
+        // Format 3: the new name is in the record before it is in the directory.
+        let linked = match self.store.records() {
+            Some(_) => {
+                let _g = self.rec_lock(ino.0)?;
+                let old = self.record(ino)?;
+                let rec = with_place(&old, self.place_of(newparent, newname)?);
+                self.put_record(&*fd, &rec).map_err(|e| match e {
+                    e if e == Errno::E2BIG => Errno::EMLINK,
+                    e => e,
+                })?;
+                self.keep_record(ino.0, rec.clone());
+                Some((old, rec))
+            }
+            None => None,
+        };
+        self.put_sidecar(&npfd, &stored)?;
+        if let Err(e) = sys::link_at(&fd, &npfd, entry) {
+            if sys::stat_at(&npfd, entry).is_err() {
+                self.drop_sidecar(&npfd, &stored);
+            }
+            if let Some((old, _)) = &linked {
+                if self.put_record(&*fd, old).is_ok() {
+                    self.keep_record(ino.0, old.clone());
+                }
+            }
+            return Err(e);
+        }
+        self.remember_as(newparent, entry, newname, linked.map(|l| l.1))
+    }
+}
