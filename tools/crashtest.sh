@@ -9,7 +9,8 @@
 # One store across all rounds, each round in a directory of its own, so damage from one
 # round that fsck missed would show in the next.
 #
-#   tools/crashtest.sh [N]          COFFER_BIN=path picks the binary (default: target/debug)
+#   tools/crashtest.sh [N]          COFFER_BIN=path picks the binary (default: target/debug);
+#                                   CRASH_SHOW=1 prints what fsck found after each kill
 #
 # Exit 0 when every round passed; otherwise 1, naming the round and its seed
 # (CRASH_SEED=S tools/crashtest.sh 1 replays a round's writer). Its temporary directory is
@@ -72,6 +73,7 @@ for round in $(seq 1 "$ROUNDS"); do
     fail "$unreadable file(s) failed with EIO, but fsck reported no problem: $check"
   fi
   [ "$code" -le 1 ] || fail "fsck failed: $check"
+  [ -n "${CRASH_SHOW:-}" ] && [ "$code" -ne 0 ] && say "fsck said: $check"
   if [ "$code" -eq 1 ]; then
     "$COFFER_BIN" fsck "$STORE" --repair >/dev/null || true
     after="$("$COFFER_BIN" fsck "$STORE" 2>&1)" || fail "problems left after fsck --repair: $after"
