@@ -7,11 +7,9 @@
 
 mod common;
 
-use std::fs;
-use std::path::Path;
-
 use common::attacker::{descriptor_json, make_format_1, write_descriptor_json};
-use common::{require_fuse, s, sh_ok, Env, Host};
+use common::{require_fuse, s, Env, Host};
+use std::fs;
 
 fn refused(o: &std::process::Output, says: u32, was: u32) {
     let err = String::from_utf8_lossy(&o.stderr);
@@ -122,17 +120,7 @@ fn a_backup_only_host_refuses_a_descriptor_older_than_its_credential() {
     let env = Env::new();
     let (key_host, backup_host) = (Host::new(&env, "key"), Host::new(&env, "backup"));
     key_host.ok(&["init", s(&env.store), "--rsa-bits", "2048"]);
-    backup_host.ok(&["keys", "cert", "--out", s(&env.path("backup.pem"))]);
-    key_host.ok(&[
-        "keys",
-        "backup-credential",
-        s(&env.store),
-        "--recipient",
-        s(&env.path("backup.pem")),
-        "--out",
-        s(&env.path("store.bcred")),
-    ]);
-    backup_host.ok(&["keys", "import", s(&env.path("store.bcred"))]);
+    common::give_credential(&env, &key_host, &backup_host, &env.store);
     let src = env.path("src");
     fs::create_dir_all(&src).expect("mkdir");
     fs::write(src.join("f"), b"new backup").expect("write");
@@ -158,20 +146,9 @@ fn a_backup_only_host_refuses_a_descriptor_older_than_its_credential() {
     assert_eq!(batches(), before, "no batch was written");
 }
 
-/// A working copy of a fixture store of an earlier format.
+/// A working copy of a fixture store of an earlier format, and a host holding its key.
 fn fixture(name: &str) -> (tempfile::TempDir, Host) {
-    let dir = tempfile::Builder::new()
-        .prefix("coffer-test-")
-        .tempdir()
-        .expect("tmp");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name);
-    sh_ok(&format!(
-        "cp -a '{}/.' '{}/'",
-        src.display(),
-        dir.path().display()
-    ));
+    let dir = common::fixture_copy(name);
     let host = Host {
         name: name.into(),
         keystore: dir.path().join("keystore"),
@@ -200,7 +177,6 @@ fn a_format_2_store_this_host_opened_is_never_opened_as_format_1() {
     // The downgrade: format 2's seals do not bind the format, but this host recalls.
     make_format_1(&store);
     let mnt = dir.path().join("mnt");
-    fs::create_dir_all(&mnt).expect("mkdir");
     for args in [
         vec!["mount", s(&store), s(&mnt)],
         vec!["fsck", s(&store)],

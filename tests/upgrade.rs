@@ -24,21 +24,11 @@ impl Fixture {
 
     /// A working copy of tests/fixtures/NAME.
     fn of(name: &str) -> Fixture {
-        let dir = tempfile::Builder::new()
-            .prefix("coffer-test-")
-            .tempdir()
-            .expect("tmp");
-        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(name);
-        sh_ok(&format!(
-            "cp -a '{}/.' '{}/'",
-            src.display(),
-            dir.path().display()
-        ));
-        fs::create_dir(dir.path().join("mnt")).expect("mkdir");
-        Fixture { dir }
+        Fixture {
+            dir: common::fixture_copy(name),
+        }
     }
+
     fn store(&self) -> PathBuf {
         self.dir.path().join("store")
     }
@@ -133,7 +123,10 @@ fn a_format_1_store_warns_upgrades_in_place_and_then_resists_planting() {
     let o = f.run(&["fsck", s(&st)]);
     let report = String::from_utf8_lossy(&o.stdout);
     assert_eq!(o.status.code(), Some(0), "{report}");
-    assert!(report.contains("was adopted by coffer upgrade from a format-1 store"), "{report}");
+    assert!(
+        report.contains("was adopted by coffer upgrade from a format-1 store"),
+        "{report}"
+    );
 
     // Now a planted file reads EIO, where format 1 could not have told.
     let e = plant_size_1_and_read(&f).expect_err("planted");

@@ -126,22 +126,7 @@ pub fn open_file_at(dir: &impl AsRawFd, name: &OsStr) -> io::Result<(File, libc:
 }
 
 pub fn readlink_at(dir: &impl AsRawFd, name: &OsStr) -> io::Result<Vec<u8>> {
-    let n = cstr(name.as_bytes())?;
-    let mut buf = vec![0u8; libc::PATH_MAX as usize + 1];
-    // SAFETY: n is NUL-terminated; buf is writable for its length.
-    let r = unsafe {
-        libc::readlinkat(
-            dir.as_raw_fd(),
-            n.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    buf.truncate(r as usize);
-    Ok(buf)
+    crate::within::readlink_at(dir, name)
 }
 
 /// Every extended attribute of `name` in `dir` (not following a symlink): ACLs come as

@@ -4,8 +4,8 @@
 //!
 //! ```text
 //! backing attribute  "user.cfi" (regular files, directories) or "trusted.cfi" (the rest)
-//! value   = id[16] | form u8 | SIV-seal(nonce = id[0..12], AAD, fields) (ciphertext | tag[16])
-//! AAD     = "coffer/v3/inode" | store_id | id | form | (form 0: the one place)
+//! value   = id[16] | form u8 | (form 2: xor[16]) | SIV-seal(nonce = id[0..12], AAD, fields)
+//! AAD     = "coffer/v3/inode" | store_id | id | form | the places (forms 0 and 2)
 //! fields  = flags u8 | kind u8 | mode u16 | uid u32 | gid u32
 //!           | rdev u32 (devices) | target[16] (symlinks)
 //!           | (form 1: count u16 | place[16] each) | count u16 | xattr[16] each
@@ -17,7 +17,10 @@
 //! same), a directory's IV, a random id for anything else. Form 0 (one name) binds the place
 //! through the AAD alone, so the common record is 47 bytes and fits, with its name, in the
 //! 92 bytes of attribute space an ext4 inode holds (a bigger one costs a 4 KiB block per
-//! inode). Form 1 (hard links, and a rename in flight) lists its places. The key is derived
+//! inode). Form 2 (two names: a hard link, and every rename in flight) keeps the XOR of its
+//! two places in the clear and binds both, lower first, in the AAD: a reader at either place
+//! finds the other by XOR, a reader anywhere else a wrong one, and the record (63 bytes)
+//! still fits the inode. Form 1 (three names or more) lists its places. The key is derived
 //! from the write key, which every writer holds (backup-only hosts too) and the store does
 //! not. The nonce is the id's first 12 bytes: GCM-SIV then reveals only whether one inode's
 //! record was sealed again with the same fields, as deterministic names do.
@@ -188,25 +191,25 @@ impl RecordCodec {
         self.place(&[0u8; 16], b"/")
     }
 
-    fn aad(&self, id: &[u8; 16], form: u8, single: Option<&Place>) -> Vec<u8> {
-        let mut a = Vec::with_capacity(AAD.len() + 49);
+    fn aad(&self, id: &[u8; 16], form: u8, bound: &[Place]) -> Vec<u8> {
+        let mut a = Vec::with_capacity(AAD.len() + 65);
         a.extend_from_slice(AAD);
         a.extend_from_slice(&self.store_id);
         a.extend_from_slice(id);
         a.push(form);
-        if let Some(p) = single {
-            a.extend_from_slice(&p.0);
-        }
+        bound.iter().for_each(|p| a.extend_from_slice(&p.0));
         a
     }
 
     /// The backing attribute value of `r`.
     pub fn seal(&self, r: &InodeRecord) -> Result<Vec<u8>, RecordError> {
-        let (form, single) = match r.places.as_slice() {
+        // The places the AAD binds (forms 0 and 2), and form 2's XOR of them.
+        let (form, bound, xor) = match r.places.as_slice() {
             [] => return Err(RecordError::Malformed),
-            [one] => (0u8, Some(one)),
+            [one] => (0u8, vec![*one], None),
+            [a, b] if a != b => (2u8, pair(*a, *b), Some(xor(a, b))),
             many if many.len() > PLACES_MAX => return Err(RecordError::TooLarge),
-            _ => (1u8, None),
+            _ => (1u8, Vec::new(), None),
         };
         let mut body = Vec::with_capacity(32 + 16 * (r.places.len() + r.xattrs.len()));
         body.push(if r.adopted { ADOPTED } else { 0 });
@@ -220,18 +223,20 @@ impl RecordCodec {
         if r.kind == RecordKind::Symlink {
             body.extend_from_slice(&r.target.ok_or(RecordError::Malformed)?);
         }
-        if single.is_none() {
+        if form == 1 {
             put16(&mut body, r.places.len())?;
             r.places.iter().for_each(|p| body.extend_from_slice(&p.0));
         }
         put16(&mut body, r.xattrs.len())?;
         r.xattrs.iter().for_each(|x| body.extend_from_slice(x));
-        let tag =
-            self.cipher
-                .seal_with_nonce(&r.id[..12], &self.aad(&r.id, form, single), &mut body);
-        let mut out = Vec::with_capacity(17 + body.len() + TAG_LEN);
+        let aad = self.aad(&r.id, form, &bound);
+        let tag = self.cipher.seal_with_nonce(&r.id[..12], &aad, &mut body);
+        let mut out = Vec::with_capacity(33 + body.len() + TAG_LEN);
         out.extend_from_slice(&r.id);
         out.push(form);
+        if let Some(x) = xor {
+            out.extend_from_slice(&x);
+        }
         out.extend_from_slice(&body);
         out.extend_from_slice(&tag);
         if out.len() > RECORD_MAX {
@@ -248,28 +253,53 @@ impl RecordCodec {
         let mut id = [0u8; 16];
         id.copy_from_slice(&sealed[..16]);
         let form = sealed[16];
-        let single = match form {
-            0 => Some(at),
-            1 => None,
+        let (bound, rest) = match form {
+            0 => (vec![*at], &sealed[17..]),
+            1 => (Vec::new(), &sealed[17..]),
+            // The other place is the XOR's with this one: wrong if this is neither.
+            2 if sealed.len() >= 33 + TAG_LEN => {
+                let x: [u8; 16] = sealed[17..33]
+                    .try_into()
+                    .map_err(|_| RecordError::Malformed)?;
+                (pair(*at, Place(xor(&Place(x), at))), &sealed[33..])
+            }
             _ => return Err(RecordError::Malformed),
         };
-        let mut buf = sealed[17..].to_vec();
+        let mut buf = rest.to_vec();
         let n = self
             .cipher
-            .open_in_place(&id[..12], &self.aad(&id, form, single), &mut buf)
+            .open_in_place(&id[..12], &self.aad(&id, form, &bound), &mut buf)
             .map_err(|_| RecordError::Forged)?;
         buf.truncate(n);
         // Authentic from here on: written by a holder of the write key.
-        let r = decode(id, &buf, single.copied())?;
-        if single.is_none() && !r.places.contains(at) {
+        let r = decode(id, &buf, (form != 1).then_some(bound))?;
+        if !r.places.contains(at) {
             return Err(RecordError::Elsewhere);
         }
         Ok(r)
     }
 }
 
-/// Read the sealed fields of an authentic record.
-fn decode(id: [u8; 16], b: &[u8], single: Option<Place>) -> Result<InodeRecord, RecordError> {
+/// Two places in one order (lower first), whichever one a reader stands at.
+fn pair(a: Place, b: Place) -> Vec<Place> {
+    if a <= b {
+        vec![a, b]
+    } else {
+        vec![b, a]
+    }
+}
+
+fn xor(a: &Place, b: &Place) -> [u8; 16] {
+    let mut x = [0u8; 16];
+    for (i, o) in x.iter_mut().enumerate() {
+        *o = a.0[i] ^ b.0[i];
+    }
+    x
+}
+
+/// Read the sealed fields of an authentic record; `bound` are its places when the AAD bound
+/// them (forms 0 and 2), else they are listed in the fields.
+fn decode(id: [u8; 16], b: &[u8], bound: Option<Vec<Place>>) -> Result<InodeRecord, RecordError> {
     let mut r = Reader { b, at: 0 };
     let flags = r.take(1)?[0];
     let kind = RecordKind::from_byte(r.take(1)?[0]).ok_or(RecordError::Malformed)?;
@@ -284,8 +314,8 @@ fn decode(id: [u8; 16], b: &[u8], single: Option<Place>) -> Result<InodeRecord, 
         true => Some(r.array::<16>()?),
         false => None,
     };
-    let places = match single {
-        Some(p) => vec![p],
+    let places = match bound {
+        Some(p) => p,
         None => r.list()?.into_iter().map(Place).collect(),
     };
     let xattrs = r.list()?;
@@ -384,14 +414,27 @@ mod tests {
     }
 
     #[test]
-    fn hard_links_list_their_places_and_nothing_else_opens() {
+    fn hard_links_name_their_places_and_nothing_else_opens() {
         let c = RecordCodec::new(&WriteKey::random(), [1; 16]);
-        let (a, b) = (c.place(&[1; 16], b"a"), c.place(&[2; 16], b"b"));
-        let mut r = record(&c, vec![a, b]);
-        r.xattrs = vec![[3; 16], [4; 16]];
+        let (a, b, z) = (
+            c.place(&[1; 16], b"a"),
+            c.place(&[2; 16], b"b"),
+            c.place(&[3; 16], b"z"),
+        );
+        // Two names (form 2): still inside an ext4 inode, opened from either name.
+        let mut r = record(&c, pair(a, b));
         let sealed = c.seal(&r).expect("seal");
+        assert_eq!(sealed.len(), 63);
         assert_eq!(c.open(&sealed, &a).expect("a"), r);
         assert_eq!(c.open(&sealed, &b).expect("b"), r);
+        assert_eq!(c.open(&sealed, &z), Err(RecordError::Forged));
+        // Three names (form 1), with attributes.
+        r.places = vec![a, b, z];
+        r.xattrs = vec![[3; 16], [4; 16]];
+        let sealed = c.seal(&r).expect("seal");
+        for p in [a, b, z] {
+            assert_eq!(c.open(&sealed, &p).expect("opens"), r);
+        }
         assert_eq!(
             c.open(&sealed, &c.place(&[1; 16], b"c")),
             Err(RecordError::Elsewhere)

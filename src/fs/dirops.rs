@@ -276,7 +276,7 @@ impl CofferFs {
                 node.target,
             );
             let r = rec.and_then(|rec| {
-                self.put_record(&sys::open_path(pfd, &tmp)?, &rec)?;
+                self.put_record_at(pfd, &tmp, &rec)?;
                 sys::rename_at(pfd, &tmp, pfd, entry, libc::RENAME_NOREPLACE)?;
                 Ok(rec)
             });
@@ -324,7 +324,7 @@ impl CofferFs {
                 Some(_) => {
                     let k = RecordKind::Dir;
                     let rec = self.new_record(parent, name, k, iv, mode, (uid, gid), 0, None)?;
-                    self.put_record(&dfd, &rec)?;
+                    self.put_record_at(&pfd, &tmp, &rec)?;
                     Some(rec)
                 }
                 None => {
@@ -384,7 +384,7 @@ impl CofferFs {
     /// In format 3, for an entry whose inode has other names: its descriptor and record, so
     /// that the name about to go can be taken out of the record after. A record that does
     /// not open there (something planted) is left as it is: removing the entry is allowed.
-    fn other_names(
+    pub(super) fn other_names(
         &self,
         pfd: &OwnedFd,
         parent: INodeNo,

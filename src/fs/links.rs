@@ -13,33 +13,40 @@ use super::records::{with_place, without_place};
 use super::{sys, CofferFs};
 use crate::format::inode::{InodeRecord, Place};
 
-/// One inode's side of a rename in format 3: its descriptor, number and record.
-struct Moving {
-    fd: OwnedFd,
+/// One inode's side of a rename in format 3: its number, its record, and the directory and
+/// entry it is at before and after.
+struct Moving<'a> {
     ino: u64,
     rec: InodeRecord,
+    before: (&'a OwnedFd, &'a OsStr),
+    after: (&'a OwnedFd, &'a OsStr),
 }
 
 /// Both sides of an exchange in format 3, and their places before it.
-type Exchange<'a> = (&'a (Moving, Moving), (Place, Place));
+type Exchange<'a> = (&'a (Moving<'a>, Moving<'a>), (Place, Place));
 
 impl CofferFs {
-    /// The inode `entry` names in `parent` (plaintext `name`), about to move.
-    fn moving(
+    /// The inode `entry` names in `parent` (plaintext `name`), about to move to `after`.
+    fn moving<'a>(
         &self,
-        pfd: &OwnedFd,
-        parent: INodeNo,
-        entry: &OsStr,
+        (pfd, parent): (&'a OwnedFd, INodeNo),
+        entry: &'a OsStr,
         name: &OsStr,
-    ) -> Result<Moving, Errno> {
+        after: (&'a OwnedFd, &'a OsStr),
+    ) -> Result<Moving<'a>, Errno> {
         let (ino, rec) = self.record_at(pfd, parent, entry, name)?;
-        let fd = sys::open_path(pfd, entry)?;
-        Ok(Moving { fd, ino, rec })
+        Ok(Moving {
+            ino,
+            rec,
+            before: (pfd, entry),
+            after,
+        })
     }
 
-    /// Seal `rec` as `m`'s record and keep it.
-    fn reseal(&self, m: &Moving, rec: &InodeRecord) -> Result<(), Errno> {
-        self.put_record(&m.fd, rec)?;
+    /// Seal `rec` as `m`'s record (at the entry it is at, `moved` or not) and keep it.
+    fn reseal(&self, m: &Moving, rec: &InodeRecord, moved: bool) -> Result<(), Errno> {
+        let (dir, entry) = if moved { m.after } else { m.before };
+        self.put_record_at(dir, entry, rec)?;
         self.keep_record(m.ino, rec.clone());
         Ok(())
     }
@@ -96,8 +103,8 @@ impl CofferFs {
         if flags & libc::RENAME_EXCHANGE != 0 {
             let sides = match places {
                 Some(_) => Some((
-                    self.moving(&pfd, parent, oe, name)?,
-                    self.moving(&npfd, newparent, ne, newname)?,
+                    self.moving((&pfd, parent), oe, name, (&npfd, ne))?,
+                    self.moving((&npfd, newparent), ne, newname, (&pfd, oe))?,
                 )),
                 None => None,
             };
@@ -128,17 +135,15 @@ impl CofferFs {
             } else {
                 dying = self.dying(&npfd, ne);
                 // A replaced inode that keeps other names loses this one from its record.
-                if places.is_some() && t.st_nlink > 1 {
-                    replaced = self.moving(&npfd, newparent, ne, newname).ok();
-                }
+                replaced = self.other_names(&npfd, newparent, ne, newname);
             }
         }
         let moving = match places {
-            Some(_) => Some(self.moving(&pfd, parent, oe, name)?),
+            Some(_) => Some(self.moving((&pfd, parent), oe, name, (&npfd, ne))?),
             None => None,
         };
         if let (Some(m), Some((_, p2))) = (&moving, places) {
-            self.reseal(m, &with_place(&m.rec, p2))?;
+            self.reseal(m, &with_place(&m.rec, p2), false)?;
         }
         self.put_sidecar(&npfd, &new)?;
         if let Err(e) = sys::rename_at(&pfd, oe, &npfd, ne, flags) {
@@ -146,7 +151,7 @@ impl CofferFs {
                 self.drop_sidecar(&npfd, &new);
             }
             if let Some(m) = &moving {
-                let _ = self.reseal(m, &m.rec);
+                let _ = self.reseal(m, &m.rec, false);
             }
             return Err(e);
         }
@@ -154,8 +159,15 @@ impl CofferFs {
         self.bury(dying);
         if let (Some(m), Some((p1, p2))) = (&moving, places) {
             self.settle(m, &without_place(&with_place(&m.rec, p2), &p1));
-            if let Some(r) = replaced.as_ref().filter(|r| r.rec.places.len() > 1) {
-                self.settle(r, &without_place(&r.rec, &p2));
+            if let Some((fd, ino, rec)) = replaced {
+                // Its other names keep it; this one is gone.
+                match self.put_record(&fd, &without_place(&rec, &p2)) {
+                    Ok(()) => self.keep_record(ino, without_place(&rec, &p2)),
+                    Err(e) => tracing::warn!(
+                        "{}: its sealed record still names a place it lost ({e:?})",
+                        self.label(ino)
+                    ),
+                }
             }
         }
         if let Some(dst) = dst.filter(|d| *d != src) {
@@ -169,7 +181,7 @@ impl CofferFs {
     /// The second half of a record change whose backing change is done: if the record
     /// cannot be written, it names one place too many (harmless), which the log says.
     fn settle(&self, m: &Moving, rec: &InodeRecord) {
-        if let Err(e) = self.reseal(m, rec) {
+        if let Err(e) = self.reseal(m, rec, true) {
             tracing::warn!(
                 "{}: its sealed record still names a place it left ({e:?})",
                 self.label(m.ino)
@@ -190,14 +202,14 @@ impl CofferFs {
         let Some(((a, b), (p1, p2))) = sealed else {
             return sys::rename_at(pfd, oe, npfd, ne, libc::RENAME_EXCHANGE);
         };
-        self.reseal(a, &with_place(&a.rec, p2))?;
-        if let Err(e) = self.reseal(b, &with_place(&b.rec, p1)) {
-            let _ = self.reseal(a, &a.rec);
+        self.reseal(a, &with_place(&a.rec, p2), false)?;
+        if let Err(e) = self.reseal(b, &with_place(&b.rec, p1), false) {
+            let _ = self.reseal(a, &a.rec, false);
             return Err(e);
         }
         if let Err(e) = sys::rename_at(pfd, oe, npfd, ne, libc::RENAME_EXCHANGE) {
-            let _ = self.reseal(a, &a.rec);
-            let _ = self.reseal(b, &b.rec);
+            let _ = self.reseal(a, &a.rec, false);
+            let _ = self.reseal(b, &b.rec, false);
             return Err(e);
         }
         self.settle(a, &without_place(&with_place(&a.rec, p2), &p1));

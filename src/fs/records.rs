@@ -115,12 +115,33 @@ impl CofferFs {
     /// Seal `rec` onto the backing inode `fd` (any descriptor, O_PATH included). E2BIG when
     /// the backing filesystem cannot hold it (too many names or attributes for one inode).
     pub(super) fn put_record(&self, fd: &impl AsRawFd, rec: &InodeRecord) -> Result<(), Errno> {
+        self.write_record(rec, |attr, v| crate::within::set_xattr_fd(fd, attr, v, 0))
+    }
+
+    /// The same onto the entry `entry` of directory `dir` (half the cost of going through
+    /// an O_PATH descriptor of the inode, on a kernel with setxattrat).
+    pub(super) fn put_record_at(
+        &self,
+        dir: &OwnedFd,
+        entry: &OsStr,
+        rec: &InodeRecord,
+    ) -> Result<(), Errno> {
+        self.write_record(rec, |attr, v| {
+            crate::within::set_xattr_at(dir, entry, attr, v)
+        })
+    }
+
+    fn write_record(
+        &self,
+        rec: &InodeRecord,
+        set: impl FnOnce(&str, &[u8]) -> std::io::Result<()>,
+    ) -> Result<(), Errno> {
         let codec = self.store.records().ok_or(Errno::EIO)?;
         let sealed = codec.seal(rec).map_err(|e| match e {
             RecordError::TooLarge => Errno::E2BIG,
             _ => Errno::EIO,
         })?;
-        match crate::within::set_xattr_fd(fd, rec.kind.record_attr(), &sealed) {
+        match set(rec.kind.record_attr(), &sealed) {
             Ok(()) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
                 tracing::warn!(
@@ -168,7 +189,12 @@ impl CofferFs {
         let mut rec = old.clone();
         f(&mut rec);
         if rec != old {
-            self.put_record(fd, &rec)?;
+            // By one of its names where it has one (its lock keeps the name its own).
+            let named = self.first_name(ino.0).and_then(|(p, e)| {
+                let (pfd, _) = self.node(INodeNo(p)).ok()?;
+                Some(self.put_record_at(&pfd, &e, &rec))
+            });
+            named.unwrap_or_else(|| self.put_record(fd, &rec))?;
             self.keep_record(ino.0, rec.clone());
         }
         Ok(rec)

@@ -325,43 +325,14 @@ pub fn commit_errno(f: crate::catalog::CommitFailure) -> Errno {
 /// An extended attribute of the inode `fd` refers to (any kind of descriptor, O_PATH included:
 /// through /proc/self/fd the call reaches the inode itself, a symlink too, never its target).
 pub fn get_xattr(fd: &impl AsRawFd, name: &str) -> Result<Vec<u8>, Errno> {
-    let p = proc_path(fd);
-    let n = CString::new(name).map_err(|_| Errno::EINVAL)?;
-    let mut buf = vec![0u8; 4096];
-    loop {
-        // SAFETY: p and n are NUL-terminated; buf is writable for buf.len() bytes.
-        let r =
-            unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-        if r >= 0 {
-            buf.truncate(r as usize);
-            return Ok(buf);
-        }
-        let e = last();
-        if e != Errno::ERANGE || buf.len() >= crate::format::xattr::SEALED_MAX {
-            return Err(e);
-        }
-        buf.resize(crate::format::xattr::SEALED_MAX, 0);
-    }
+    crate::within::xattr_fd(fd, name, crate::format::xattr::SEALED_MAX)
+        .map_err(Errno::from)?
+        .ok_or(Errno::ENODATA)
 }
 
 /// Set an extended attribute (`flags`: XATTR_CREATE, XATTR_REPLACE or 0).
 pub fn set_xattr(fd: &impl AsRawFd, name: &str, value: &[u8], flags: i32) -> Result<(), Errno> {
-    let p = proc_path(fd);
-    let n = CString::new(name).map_err(|_| Errno::EINVAL)?;
-    // SAFETY: p and n are NUL-terminated; value is readable for value.len() bytes.
-    let r = unsafe {
-        libc::setxattr(
-            p.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            flags,
-        )
-    };
-    if r != 0 {
-        return Err(last());
-    }
-    Ok(())
+    crate::within::set_xattr_fd(fd, name, value, flags).map_err(Errno::from)
 }
 
 pub fn remove_xattr(fd: &impl AsRawFd, name: &str) -> Result<(), Errno> {

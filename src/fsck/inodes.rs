@@ -8,7 +8,6 @@
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileTypeExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
@@ -16,27 +15,6 @@ use super::xattrs::{get, list};
 use super::Walk;
 use crate::format::inode::{target_hash, InodeRecord, RecordKind};
 use crate::format::xattr::{decode_backing, encode_backing, PREFIX_TRUSTED, PREFIX_USER};
-
-fn kind_of(meta: &std::fs::Metadata) -> Option<RecordKind> {
-    let t = meta.file_type();
-    Some(if t.is_dir() {
-        RecordKind::Dir
-    } else if t.is_symlink() {
-        RecordKind::Symlink
-    } else if t.is_file() {
-        RecordKind::File
-    } else if t.is_fifo() {
-        RecordKind::Fifo
-    } else if t.is_socket() {
-        RecordKind::Socket
-    } else if t.is_char_device() {
-        RecordKind::Char
-    } else if t.is_block_device() {
-        RecordKind::Block
-    } else {
-        return None;
-    })
-}
 
 impl Walk<'_> {
     /// The root directory's record (format 3): None, and a problem, when it does not hold,
@@ -62,7 +40,7 @@ impl Walk<'_> {
         meta: &std::fs::Metadata,
     ) -> Option<InodeRecord> {
         let codec = self.store.records()?;
-        let Some(kind) = kind_of(meta) else {
+        let Some(kind) = RecordKind::of_mode(meta.mode()) else {
             self.problem(crel, plain, "not a kind of file coffer keeps");
             return None;
         };

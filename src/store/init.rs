@@ -206,7 +206,7 @@ pub fn write_root_record(
         .map_err(|e| StoreError::Damaged(format!("{}: {e}", p.display())))?;
     let d =
         crate::within::open_dir(root, Path::new(DATA)).map_err(|e| StoreError::Io(p.clone(), e))?;
-    crate::within::set_xattr_fd(&d, RECORD_USER, &sealed).map_err(|e| StoreError::Io(p, e))
+    crate::within::set_xattr_fd(&d, RECORD_USER, &sealed, 0).map_err(|e| StoreError::Io(p, e))
 }
 
 /// Write a fresh random directory IV into the ciphertext directory `rel` below the store's

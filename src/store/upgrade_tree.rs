@@ -106,7 +106,7 @@ impl Walk<'_> {
             .codec
             .seal(rec)
             .map_err(|e| StoreError::Damaged(format!("{}: {e}", rel.display())))?;
-        within::set_xattr_fd(node, rec.kind.record_attr(), &sealed)
+        within::set_xattr_fd(node, rec.kind.record_attr(), &sealed, 0)
             .map_err(|e| StoreError::Io(self.root.join(rel), e))?;
         self.report.entries += 1;
         if rec.kind == RecordKind::File && rec.mode & 0o6000 != 0 {

@@ -541,3 +541,43 @@ pub fn forget_format(keystore: &Path, store: &Path) {
     }
     std::fs::write(&ks, serde_json::to_vec_pretty(&k).expect("json")).expect("write");
 }
+
+/// A working copy of tests/fixtures/NAME (a store of an earlier format, its keystore and
+/// passphrase) in a temporary directory of its own, with a mount point `mnt` in it.
+pub fn fixture_copy(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("coffer-test-")
+        .tempdir()
+        .expect("tmp");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    sh_ok(&format!(
+        "cp -a '{}/.' '{}/'",
+        src.display(),
+        dir.path().display()
+    ));
+    std::fs::create_dir_all(dir.path().join("mnt")).expect("mkdir");
+    dir
+}
+
+/// Give `backup` a backup credential for `store` from `key` (which holds its master key),
+/// through a certificate, as docs/backup-only.md does it.
+pub fn give_credential(env: &Env, key: &Host, backup: &Host, store: &Path) {
+    let (pem, cred) = (
+        env.path(&format!("{}.pem", backup.name)),
+        env.path("store.bcred"),
+    );
+    backup.ok(&["keys", "cert", "--out", s(&pem)]);
+    let _ = std::fs::remove_file(&cred);
+    key.ok(&[
+        "keys",
+        "backup-credential",
+        s(store),
+        "--recipient",
+        s(&pem),
+        "--out",
+        s(&cred),
+    ]);
+    backup.ok(&["keys", "import", s(&cred)]);
+}

@@ -14,6 +14,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path};
 
+mod xattr;
+pub use xattr::{set_xattr_at, set_xattr_fd, xattr_at, xattr_fd, xattr_names};
+
 fn cstr(name: &OsStr) -> std::io::Result<CString> {
     CString::new(name.as_bytes()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))
 }
@@ -254,97 +257,6 @@ pub fn write_atomic(root: &Path, rel: &Path, bytes: &[u8], mode: u32) -> std::io
     write_atomic_at(&dir, name, bytes, mode)
 }
 
-/// "/proc/self/fd/N", then "/NAME" when a name is given: the inode the descriptor refers to
-/// (O_PATH included), or the entry NAME of directory N.
-fn proc_path(fd: &impl AsRawFd, name: Option<&OsStr>) -> std::io::Result<CString> {
-    let mut p = format!("/proc/self/fd/{}", fd.as_raw_fd()).into_bytes();
-    if let Some(n) = name {
-        p.push(b'/');
-        p.extend_from_slice(n.as_bytes());
-    }
-    CString::new(p).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))
-}
-
-/// Attribute `attr` of `path` (NUL-terminated), at most `cap` bytes; None when it has none.
-/// `follow`: through a /proc magic link to the inode (getxattr), else never following the
-/// last component (lgetxattr: a symlink's own attribute).
-fn xattr_of(
-    path: &CString,
-    attr: &str,
-    cap: usize,
-    follow: bool,
-) -> std::io::Result<Option<Vec<u8>>> {
-    let a = CString::new(attr).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    let mut buf = vec![0u8; 256.min(cap)];
-    loop {
-        // SAFETY: path and a are NUL-terminated; buf is writable for buf.len() bytes.
-        let r = unsafe {
-            let (p, a, b, n) = (
-                path.as_ptr(),
-                a.as_ptr(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-            );
-            match follow {
-                true => libc::getxattr(p, a, b, n),
-                false => libc::lgetxattr(p, a, b, n),
-            }
-        };
-        if r >= 0 {
-            buf.truncate(r as usize);
-            return Ok(Some(buf));
-        }
-        let e = std::io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::ENODATA) => return Ok(None),
-            Some(libc::ERANGE) if buf.len() < cap => buf.resize(cap, 0),
-            _ => return Err(e),
-        }
-    }
-}
-
-/// Attribute `attr` of the entry `name` of `dir` itself (a symlink's own, never its
-/// target's), at most `cap` bytes (more is an error); None when it has none.
-pub fn xattr_at(
-    dir: &impl AsRawFd,
-    name: &OsStr,
-    attr: &str,
-    cap: usize,
-) -> std::io::Result<Option<Vec<u8>>> {
-    xattr_of(&proc_path(dir, Some(name))?, attr, cap, false)
-}
-
-/// Attribute `attr` of the inode `fd` refers to (any descriptor, O_PATH included), at most
-/// `cap` bytes; None when it has none.
-pub fn xattr_fd(fd: &impl AsRawFd, attr: &str, cap: usize) -> std::io::Result<Option<Vec<u8>>> {
-    xattr_of(&proc_path(fd, None)?, attr, cap, true)
-}
-
-/// The names of the attributes of the inode `fd` refers to (any descriptor, O_PATH
-/// included; a symlink's own).
-pub fn xattr_names(fd: &impl AsRawFd) -> std::io::Result<Vec<String>> {
-    let p = proc_path(fd, None)?;
-    let mut buf = vec![0u8; 4096];
-    let n = loop {
-        // SAFETY: p is NUL-terminated; buf is writable for buf.len() bytes.
-        let r = unsafe { libc::listxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-        if r >= 0 {
-            break r as usize;
-        }
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::ERANGE) || buf.len() >= 1 << 20 {
-            return Err(e);
-        }
-        let len = buf.len();
-        buf.resize(len * 4, 0);
-    };
-    Ok(buf[..n]
-        .split(|b| *b == 0)
-        .filter(|s| !s.is_empty())
-        .filter_map(|s| String::from_utf8(s.to_vec()).ok())
-        .collect())
-}
-
 /// lstat of `name` in `dir`, or of `dir` itself when `name` is None.
 pub fn stat_at(dir: &impl AsRawFd, name: Option<&OsStr>) -> std::io::Result<libc::stat> {
     let n = cstr(name.unwrap_or_default())?;
@@ -379,26 +291,6 @@ pub fn readlink_at(dir: &impl AsRawFd, name: &OsStr) -> std::io::Result<Vec<u8>>
     }
     buf.truncate(r as usize);
     Ok(buf)
-}
-
-/// Set attribute `attr` of the inode `fd` refers to (any descriptor, O_PATH included).
-pub fn set_xattr_fd(fd: &impl AsRawFd, attr: &str, value: &[u8]) -> std::io::Result<()> {
-    let p = proc_path(fd, None)?;
-    let a = CString::new(attr).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: p and a are NUL-terminated; value is readable for value.len() bytes.
-    let r = unsafe {
-        libc::setxattr(
-            p.as_ptr(),
-            a.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// What `read_ahead_dir` asks the kernel to read ahead.
