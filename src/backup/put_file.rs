@@ -140,7 +140,7 @@ impl Run<'_> {
     ) -> io::Result<u64> {
         let src = open_source(sdir, name, st)?;
         let tmp = partial_name();
-        let (made, h) = self.tree.clone_file(e.ino, parent, &tmp)?;
+        let (made, h) = self.tree.clone_file(e.ino, (parent, &tmp), name)?;
         let patched = self
             .patch(&src, &h, e.size, st.st_size as u64)
             .and_then(|_| self.sync_meta(made.ino, sdir, name, st, Some(e), Some(&h)));
@@ -271,9 +271,15 @@ impl Run<'_> {
         st: &libc::stat,
     ) -> io::Result<u64> {
         let src = open_source(sdir, name, st)?;
-        let (made, h) = self
-            .tree
-            .create(parent, tmp, 0o600, (st.st_uid, st.st_gid))?;
+        // Sealed (format 3), the mode means nothing until the file is renamed into place, and
+        // given now it costs no second record write; before, the backing file is kept 0600
+        // while it is written.
+        let perm = match self.tree.authenticated_metadata() {
+            true => st.st_mode & 0o7777,
+            false => 0o600,
+        };
+        let owner = (st.st_uid, st.st_gid);
+        let (made, h) = self.tree.create_to(parent, tmp, Some(name), perm, owner)?;
         let r = self
             .copy_in(&src, &h, st.st_size as u64)
             .and_then(|_| self.sync_meta(made.ino, sdir, name, st, None, Some(&h)));

@@ -23,12 +23,13 @@ use crate::format::xattr::{PREFIX_TRUSTED, PREFIX_USER};
 
 impl CofferFs {
     /// Copy regular file `ino` to `name` in `parent` (which must not exist) and open the copy
-    /// for writing; returns its attributes and handle.
+    /// for writing; returns its attributes and handle. In format 3 its record names the place
+    /// `to` in `parent` too, where the copy is renamed once written.
     pub(super) fn clone_file(
         &self,
         ino: INodeNo,
-        parent: INodeNo,
-        name: &OsStr,
+        (parent, name): (INodeNo, &OsStr),
+        to: &OsStr,
     ) -> Result<(FileAttr, u64), Errno> {
         self.writable()?;
         let (sfd, kind) = self.node(ino)?;
@@ -40,10 +41,10 @@ impl CofferFs {
         let stored = self.stored_name(parent, name)?;
         let (pfd, _) = self.node(parent)?;
         let entry = OsStr::new(stored.entry());
-        // Format 3: the original's record, for the copy's own place.
+        // Format 3: the original's record, for the copy's own place and the one it goes to.
         let rec = match self.store.records() {
             Some(_) => Some(InodeRecord {
-                places: vec![self.place_of(parent, name)?],
+                places: vec![self.place_of(parent, name)?, self.place_of(parent, to)?],
                 ..self.record(ino)?
             }),
             None => None,

@@ -237,21 +237,40 @@ impl Tree {
         perm: u32,
         owner: (u32, u32),
     ) -> io::Result<(Stat, Handle)> {
+        self.create_to(parent, name, None, perm, owner)
+    }
+
+    /// The same for a file that is renamed to `to` in `parent` once written: its record names
+    /// that place from the start, so the rename costs one record write, not two.
+    pub fn create_to(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        to: Option<&OsStr>,
+        perm: u32,
+        owner: (u32, u32),
+    ) -> io::Result<(Stat, Handle)> {
         let mode = libc::S_IFREG | (perm & 0o7777);
         let (a, fh) = self
             .fs
-            .create(INodeNo(parent), name, mode, owner.0, owner.1)
+            .create_to(INodeNo(parent), name, to, mode, owner)
             .map_err(io)?;
         Ok((Stat::of(&a), Handle { fh, ino: a.ino.0 }))
     }
 
     /// A copy of held regular file `ino` as `name` in `parent`, open for writing: the same
     /// file to the store (header, key, ciphertext, attributes), so writing it re-encrypts only
-    /// the blocks written. Rename it over the original, then `record` it (fs/clone.rs).
-    pub fn clone_file(&self, ino: u64, parent: u64, name: &OsStr) -> io::Result<(Stat, Handle)> {
+    /// the blocks written. Rename it over the original (`to` in `parent`), then `record` it
+    /// (fs/clone.rs).
+    pub fn clone_file(
+        &self,
+        ino: u64,
+        (parent, name): (u64, &OsStr),
+        to: &OsStr,
+    ) -> io::Result<(Stat, Handle)> {
         let (a, fh) = self
             .fs
-            .clone_file(INodeNo(ino), INodeNo(parent), name)
+            .clone_file(INodeNo(ino), (INodeNo(parent), name), to)
             .map_err(io)?;
         Ok((Stat::of(&a), Handle { fh, ino: a.ino.0 }))
     }

@@ -104,6 +104,20 @@ impl CofferFs {
         uid: u32,
         gid: u32,
     ) -> Result<(FileAttr, u64), Errno> {
+        self.create_to(parent, name, None, mode, (uid, gid))
+    }
+
+    /// The same for a file that is renamed to `to` in the same directory once written
+    /// (`coffer backup`): in format 3 its record names that place from the start, so the
+    /// rename writes the record once, not twice.
+    pub(super) fn create_to(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        to: Option<&OsStr>,
+        mode: u32,
+        (uid, gid): (u32, u32),
+    ) -> Result<(FileAttr, u64), Errno> {
         self.writable()?;
         let stored = self.stored_name(parent, name)?;
         let (pfd, _) = self.node(parent)?;
@@ -115,14 +129,14 @@ impl CofferFs {
             // ever seen without its record, whenever a crash comes. The backing inode's own
             // mode and owner mean nothing: only the daemon's.
             Some(_) => sys::create_unnamed(&pfd, 0o600).and_then(|(file, tmp)| {
-                let (h, k, rec) =
-                    self.new_file_in(parent, name, &file, mode, (uid, gid), &label)?;
+                let at = (parent, name, to);
+                let (h, k, rec) = self.new_file_in(at, &file, mode, (uid, gid), &label)?;
                 let of = OpenFile::create(file, label, &self.store, h, k)?;
                 sys::name_new(of.backing(), tmp.as_deref(), &pfd, entry)?;
                 Ok((of, rec))
             }),
             None => sys::create_at(&pfd, entry, mode & 0o7777).and_then(|file| {
-                let made = self.new_file_in(parent, name, &file, mode, (uid, gid), &label);
+                let made = self.new_file_in((parent, name, to), &file, mode, (uid, gid), &label);
                 let r = made.and_then(|(h, k, _)| OpenFile::create(file, label, &self.store, h, k));
                 if r.is_err() {
                     let _ = sys::unlink_at(&pfd, entry, 0);
@@ -153,8 +167,7 @@ impl CofferFs {
     /// byte of its content is written (so a crash never leaves content without a record).
     fn new_file_in(
         &self,
-        parent: INodeNo,
-        name: &OsStr,
+        (parent, name, to): (INodeNo, &OsStr, Option<&OsStr>),
         file: &std::fs::File,
         mode: u32,
         owner: (u32, u32),
@@ -175,7 +188,7 @@ impl CofferFs {
             self.chown_new(file, owner.0, owner.1);
             return Ok((header, key, None));
         }
-        let rec = self.new_record(
+        let mut rec = self.new_record(
             parent,
             name,
             RecordKind::File,
@@ -185,6 +198,9 @@ impl CofferFs {
             0,
             None,
         )?;
+        if let Some(to) = to {
+            rec.places.push(self.place_of(parent, to)?);
+        }
         self.put_record(file, &rec)?;
         Ok((header, key, Some(rec)))
     }

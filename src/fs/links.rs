@@ -26,15 +26,16 @@ struct Moving<'a> {
 type Exchange<'a> = (&'a (Moving<'a>, Moving<'a>), (Place, Place));
 
 impl CofferFs {
-    /// The inode `entry` names in `parent` (plaintext `name`), about to move to `after`.
+    /// The inode `entry` names in `parent` (plaintext `name`; inode `ino` by the caller's
+    /// stat), about to move to `after`.
     fn moving<'a>(
         &self,
-        (pfd, parent): (&'a OwnedFd, INodeNo),
+        (pfd, parent, ino): (&'a OwnedFd, INodeNo, Option<u64>),
         entry: &'a OsStr,
         name: &OsStr,
         after: (&'a OwnedFd, &'a OsStr),
     ) -> Result<Moving<'a>, Errno> {
-        let (ino, rec) = self.record_at(pfd, parent, entry, name)?;
+        let (ino, rec) = self.record_of(pfd, (parent, entry, name), ino)?;
         Ok(Moving {
             ino,
             rec,
@@ -43,8 +44,12 @@ impl CofferFs {
         })
     }
 
-    /// Seal `rec` as `m`'s record (at the entry it is at, `moved` or not) and keep it.
+    /// Seal `rec` as `m`'s record (at the entry it is at, `moved` or not) and keep it; nothing
+    /// to write when it is the record read (a record that named the new place already).
     fn reseal(&self, m: &Moving, rec: &InodeRecord, moved: bool) -> Result<(), Errno> {
+        if *rec == m.rec {
+            return Ok(());
+        }
         let (dir, entry) = if moved { m.after } else { m.before };
         self.put_record_at(dir, entry, rec)?;
         self.keep_record(m.ino, rec.clone());
@@ -103,8 +108,8 @@ impl CofferFs {
         if flags & libc::RENAME_EXCHANGE != 0 {
             let sides = match places {
                 Some(_) => Some((
-                    self.moving((&pfd, parent), oe, name, (&npfd, ne))?,
-                    self.moving((&npfd, newparent), ne, newname, (&pfd, oe))?,
+                    self.moving((&pfd, parent, Some(src)), oe, name, (&npfd, ne))?,
+                    self.moving((&npfd, newparent, dst), ne, newname, (&pfd, oe))?,
                 )),
                 None => None,
             };
@@ -139,7 +144,7 @@ impl CofferFs {
             }
         }
         let moving = match places {
-            Some(_) => Some(self.moving((&pfd, parent), oe, name, (&npfd, ne))?),
+            Some(_) => Some(self.moving((&pfd, parent, Some(src)), oe, name, (&npfd, ne))?),
             None => None,
         };
         if let (Some(m), Some((_, p2))) = (&moving, places) {

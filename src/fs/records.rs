@@ -245,14 +245,32 @@ impl CofferFs {
         entry: &OsStr,
         name: &OsStr,
     ) -> Result<(u64, InodeRecord), Errno> {
+        self.record_of(pfd, (parent, entry, name), None)
+    }
+
+    /// The same when the caller knows which inode `entry` names now (`ino`, from a stat of
+    /// its own): no second stat when this mount knows the inode by this name.
+    pub(super) fn record_of(
+        &self,
+        pfd: &OwnedFd,
+        (parent, entry, name): (INodeNo, &OsStr, &OsStr),
+        ino: Option<u64>,
+    ) -> Result<(u64, InodeRecord), Errno> {
+        let at = (parent.0, entry.to_os_string());
+        let known = |ino: u64| -> Result<Option<InodeRecord>, Errno> {
+            Ok(lock(&self.inodes)?
+                .get(&ino)
+                .filter(|n| n.names.contains(&at))
+                .and_then(|n| n.rec.clone()))
+        };
+        if let Some(i) = ino {
+            if let Some(r) = known(i)? {
+                return Ok((i, r));
+            }
+        }
         let st = super::sys::stat_at(pfd, entry)?;
         let ino = self.to_fuse(st.st_ino);
-        let at = (parent.0, entry.to_os_string());
-        let known = lock(&self.inodes)?
-            .get(&ino)
-            .filter(|n| n.names.contains(&at))
-            .and_then(|n| n.rec.clone());
-        match known {
+        match known(ino)? {
             Some(r) => Ok((ino, r)),
             None => Ok((ino, self.load_record(pfd, entry, parent, name, &st)?)),
         }

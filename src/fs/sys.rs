@@ -124,7 +124,11 @@ pub fn name_new(
     name: &OsStr,
 ) -> Result<(), Errno> {
     let r = match tmp {
-        None => link_at(file, dir, name),
+        None => link_open(file, dir, name).or_else(|e| match e {
+            // No CAP_DAC_READ_SEARCH for AT_EMPTY_PATH (a daemon that is not root).
+            e if e == Errno::ENOENT || e == Errno::EPERM => link_at(file, dir, name),
+            e => Err(e),
+        }),
         Some(t) => rename_at(dir, t, dir, name, libc::RENAME_NOREPLACE),
     };
     if let (Err(_), Some(t)) = (&r, tmp) {
@@ -199,6 +203,27 @@ pub fn rename_at(
             newdir.as_raw_fd(),
             b.as_ptr(),
             flags,
+        )
+    };
+    if r != 0 {
+        return Err(last());
+    }
+    Ok(())
+}
+
+/// Link an open file (an O_TMPFILE one) under `newname` by its descriptor itself
+/// (AT_EMPTY_PATH: a fifth of the cost of going through its /proc link, but it needs
+/// CAP_DAC_READ_SEARCH).
+fn link_open(file: &File, newdir: &OwnedFd, newname: &OsStr) -> Result<(), Errno> {
+    let n = cstr(newname)?;
+    // SAFETY: the empty path and n are NUL-terminated; both descriptors are open.
+    let r = unsafe {
+        libc::linkat(
+            file.as_raw_fd(),
+            c"".as_ptr(),
+            newdir.as_raw_fd(),
+            n.as_ptr(),
+            libc::AT_EMPTY_PATH,
         )
     };
     if r != 0 {
