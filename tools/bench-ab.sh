@@ -2,7 +2,10 @@
 # What a change costs: coffer as built now (A) against coffer at git revision REV (B), with a
 # second copy of A (A2) as a control, on the workloads of tools/bench.sh that coffer alone
 # decides: W1 (1 GiB write + fsync), W2 (its cold read), W3 (untar 10,000 files + sync), W4
-# (cold tar c of them), W5/W5b (rsync -a of a tree in, and again after 1 % changed).
+# (cold tar c of them), W5/W5b (rsync -a of a tree in, and again after 1 % changed), and the
+# steps of tools/bench-backup.sh without a mount: B1 (coffer backup of the tree into a fresh
+# directory of the store), B2 (again after 1 % changed), B3 (its cold coffer restore), B4
+# (coffer backup of the small files) and B5 (their cold restore).
 #
 #   tools/bench-ab.sh REV [ROUNDS]      ROUNDS defaults to 8
 #   COFFER_AB_QUICK=1 tools/bench-ab.sh REV 2   (64 MiB, 1,000 files, a small tree)
@@ -78,7 +81,22 @@ one() { # one system, one round, on a fresh store in a fresh directory
   find "$work/tree2" -type f | awk 'NR % 100 == 0' | while read -r f; do printf 'changed' >> "$f"; done
   t0=$(now); rsync -a "$work/tree2/" "$mnt/tree/"; sync; t1=$(now); R[W5b,$s]+="$(secs $((t1 - t0))) "
   "${run[@]}" umount "$mnt"
-  rm -rf "$store"
+  sync; echo 3 > /proc/sys/vm/drop_caches
+  t0=$(now); "${run[@]}" backup "$work/in/tree/" "$store:bk" --json > /dev/null; t1=$(now)
+  R[B1,$s]+="$(secs $((t1 - t0))) "
+  t0=$(now); "${run[@]}" backup "$work/tree2/" "$store:bk" --json > /dev/null; t1=$(now)
+  R[B2,$s]+="$(secs $((t1 - t0))) "
+  sync; echo 3 > /proc/sys/vm/drop_caches
+  t0=$(now); "${run[@]}" restore "$store:bk/" "$work/restored-$s" --json > /dev/null; sync; t1=$(now)
+  R[B3,$s]+="$(secs $((t1 - t0))) "
+  rm -rf "$work/restored-$s"
+  sync; echo 3 > /proc/sys/vm/drop_caches
+  t0=$(now); "${run[@]}" backup "$work/in/small/" "$store:sm" --json > /dev/null; t1=$(now)
+  R[B4,$s]+="$(secs $((t1 - t0))) "
+  sync; echo 3 > /proc/sys/vm/drop_caches
+  t0=$(now); "${run[@]}" restore "$store:sm/" "$work/restored-$s" --json > /dev/null; sync; t1=$(now)
+  R[B5,$s]+="$(secs $((t1 - t0))) "
+  rm -rf "$store" "$work/restored-$s"
 }
 orders=("A B A2" "B A2 A" "A2 A B" "A2 B A" "A A2 B" "B A A2")
 for r in $(seq "$rounds"); do
@@ -102,7 +120,7 @@ echo "A/A2 does the same for identical code, so its spread is this machine's noi
 echo
 echo "| workload | unit | A median | A2 median | B median | (A and A2) median / B median | A/B paired median | A/B per round | A/A2 paired median | A/A2 per round |"
 echo "|---|---|---|---|---|---|---|---|---|---|"
-for w in W1 W2 W3 W4 W5 W5b; do
+for w in W1 W2 W3 W4 W5 W5b B1 B2 B3 B4 B5; do
   case $w in W1|W2) unit=MB/s; hi=high ;; W3|W4) unit=files/s; hi=high ;; *) unit=s; hi=low ;; esac
   ab=$(paired $w A B $hi); aa=$(paired $w A A2 $hi)
   both=$(echo "${R[$w,A]} ${R[$w,A2]}" | median); b=$(echo "${R[$w,B]}" | median)
@@ -113,4 +131,4 @@ for w in W1 W2 W3 W4 W5 W5b; do
 done
 echo
 echo "Raw samples:"
-for w in W1 W2 W3 W4 W5 W5b; do for s in A A2 B; do echo "$w $s: ${R[$w,$s]}"; done; done
+for w in W1 W2 W3 W4 W5 W5b B1 B2 B3 B4 B5; do for s in A A2 B; do echo "$w $s: ${R[$w,$s]}"; done; done
