@@ -174,8 +174,16 @@ fn a_format_2_store_this_host_opened_is_never_opened_as_format_1() {
     );
     let ks = fs::read_to_string(dir.path().join("keystore/keystore.json")).expect("read");
     assert!(ks.contains("\"format\": 2"), "{ks}");
-    // The downgrade: format 2's seals do not bind the format, but this host recalls.
+    // A backup-only host with a credential for it (format 2: it holds the write key).
+    let env = Env::new();
+    let backup = Host::new(&env, "backup");
+    common::give_credential(&env, &host, &backup, &store);
+    // The downgrade: format 2's seals do not bind the format, but this host recalls,
+    // and the backup host's credential (with its write key) refuses format 1 too.
     make_format_1(&store);
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    refused(&backup.run(&["backup", s(&src), s(&store)]), 1, 2);
     let mnt = dir.path().join("mnt");
     for args in [
         vec!["mount", s(&store), s(&mnt)],

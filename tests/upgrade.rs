@@ -199,6 +199,36 @@ fn format_1_cannot_tell_a_planted_file_which_is_why_it_warns() {
     assert_eq!(plant_size_1_and_read(&f).expect("read"), b"X");
 }
 
+/// What the attacker did next: a planted batch in a format-1 store, then the upgrade
+/// the warning asks for. Format 1 cannot tell the planted batch from a genuine one, so the
+/// upgrade adopts it; it says it vouches for every batch that opens, and fsck names each
+/// adopted batch (the planted one too) for as long as the store lives.
+#[test]
+fn an_upgrade_vouches_for_what_it_finds_and_fsck_names_the_batches_it_adopted() {
+    if !require_fuse() {
+        return;
+    }
+    let f = Fixture::new();
+    let st = f.store();
+    let target = attacker::ciphertext_files(&st)
+        .into_iter()
+        .find(|p| fs::metadata(p).map(|m| m.len()).ok() == Some(132 + 1 + 28))
+        .expect("size-1's ciphertext");
+    let planted = attacker::plant(&st, &target, b"X", Framing::Bare);
+    let out = f.ok(&["upgrade", s(&st)]);
+    assert!(out.contains("vouches for all it found"), "{out}");
+    assert!(out.contains("could have been written by anyone"), "{out}");
+    for _ in 0..2 {
+        let o = f.run(&["fsck", s(&st), "--repair"]);
+        let report = String::from_utf8_lossy(&o.stdout);
+        let named = format!(
+            "batch {} (1 files) was adopted by coffer upgrade",
+            hex::encode(planted)
+        );
+        assert!(report.contains(&named), "{report}");
+    }
+}
+
 #[test]
 fn an_interrupted_upgrade_leaves_a_readable_store_and_runs_again() {
     if !require_fuse() {

@@ -131,17 +131,24 @@ impl CofferFs {
             Some(_) => sys::create_unnamed(&pfd, 0o600).and_then(|(file, tmp)| {
                 let at = (parent, name, to);
                 let (h, k, rec) = self.new_file_in(at, &file, mode, (uid, gid), &label)?;
-                let of = OpenFile::create(file, label, &self.store, h, k)?;
+                let of = OpenFile::create(file, label, h, k)?;
                 sys::name_new(of.backing(), tmp.as_deref(), &pfd, entry)?;
+                of.republish(&self.store);
                 Ok((of, rec))
             }),
             None => sys::create_at(&pfd, entry, mode & 0o7777).and_then(|file| {
                 let made = self.new_file_in((parent, name, to), &file, mode, (uid, gid), &label);
-                let r = made.and_then(|(h, k, _)| OpenFile::create(file, label, &self.store, h, k));
-                if r.is_err() {
-                    let _ = sys::unlink_at(&pfd, entry, 0);
+                let r = made.and_then(|(h, k, _)| OpenFile::create(file, label, h, k));
+                match r {
+                    Ok(of) => {
+                        of.republish(&self.store);
+                        Ok((of, None))
+                    }
+                    Err(e) => {
+                        let _ = sys::unlink_at(&pfd, entry, 0);
+                        Err(e)
+                    }
                 }
-                Ok((r?, None))
             }),
         };
         let (of, rec) = match made {

@@ -117,11 +117,11 @@ impl OpenFile {
     }
 
     /// Write a new, empty ciphertext file into `file` (header + empty final block) under
-    /// `header` and `key` (from `OpenStore::new_file`).
+    /// `header` and `key` (from `OpenStore::new_file`). The catalog learns of it when the
+    /// caller `republish`es it: once it has a name.
     pub fn create(
         file: File,
         label: String,
-        store: &OpenStore,
         header: crate::format::Header,
         key: crate::crypto::FileKey,
     ) -> Result<OpenFile, Errno> {
@@ -141,7 +141,6 @@ impl OpenFile {
             let st = of.read_state()?;
             // create_at made the file (O_EXCL), so the write alone gives it its length.
             of.write_empty(&st, false)?;
-            store_catalog_put(store, &st);
         }
         Ok(of)
     }
