@@ -92,6 +92,15 @@ impl CofferFs {
         }
         let src = self.ino_at(&pfd, oe).ok_or(Errno::ENOENT)?;
         let dst = self.ino_at(&npfd, ne);
+        // Two names of one inode: rename(2) does nothing (the kernel answers before a mount
+        // is asked; the in-process tree is asked). Going on would take the target's place
+        // out of the record that still has that name.
+        if dst == Some(src) {
+            return match flags & libc::RENAME_NOREPLACE {
+                0 => Ok(()),
+                _ => Err(Errno::EEXIST),
+            };
+        }
         let places = match self.store.records() {
             Some(_) => Some((
                 self.place_of(parent, name)?,
