@@ -4,10 +4,12 @@
 //! kernel's round trips are gone, and files are copied by a pool of workers at once.
 //!
 //! Owns: the walk of both trees, rsync's quick check (size and mtime) and `--checksum`,
-//! `--delete`, hard links, what is counted, and what an interrupted run leaves: a file is
-//! written under a temporary name and renamed into place whole, so no reader ever sees half
-//! of one; a rerun removes the leftovers and finishes the job.
+//! `--delete`, hard links, what is counted, and what an interrupted run leaves: a file new
+//! to a format-3 store is written unnamed and linked into place whole; any other is written
+//! under a temporary name and renamed into place whole. No reader ever sees half of one; a
+//! rerun removes the leftovers and finishes the job.
 
+mod content;
 mod filter;
 mod links;
 pub mod local;

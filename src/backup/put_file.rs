@@ -1,21 +1,20 @@
 //! One non-directory entry into the store: left alone when rsync's quick check (or
-//! `--checksum`) finds it unchanged, else written under a temporary name, given its
-//! attributes and renamed over the old one, so a reader sees the old file or the new, whole.
+//! `--checksum`) finds it unchanged; else, where nothing is in its place in a format-3
+//! store, written unnamed, given its attributes and record and linked as its name (nothing to
+//! clean up if the run dies); else written under a temporary name, given its attributes and
+//! renamed over the old one. A reader sees the old file or the new, whole.
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::FileExt;
 
+use super::content::{changed_under_us, compare, copy_in, patch};
 use super::local;
 use super::put::{Here, Run};
 use super::{Counters, PARTIAL};
-use crate::fs::direct::{Handle, Kind, SetAttrs, Stat, Tree};
-
-/// Plaintext read and written at once per file.
-const CHUNK: u64 = 4 << 20;
+use crate::fs::direct::{Handle, Kind, SetAttrs, Stat};
 
 /// A fresh temporary name for a file being written: random per process, then counted (it
 /// is created exclusively, so it need not be unguessable, only unused).
@@ -45,10 +44,6 @@ fn as_root() -> bool {
     static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     // SAFETY: geteuid has no preconditions and cannot fail.
     *ROOT.get_or_init(|| unsafe { libc::geteuid() == 0 })
-}
-
-fn changed_under_us() -> io::Error {
-    io::Error::other("changed while being read (it is retried by the next run)")
 }
 
 /// The source file `name` in `sdir` for reading, if it is still the one `st` describes.
@@ -95,11 +90,22 @@ impl Run<'_> {
             Counters::add(&self.counters.files, 1);
             return Ok(Some(ino));
         }
-        if let Some(e) = existing {
-            self.tree.forget(e.ino);
-            if e.kind == Kind::Dir {
-                let n = self.remove(parent, name)?;
-                Counters::add(&self.counters.deleted, n);
+        let free = match existing {
+            None => true,
+            Some(e) => {
+                self.tree.forget(e.ino);
+                if e.kind == Kind::Dir {
+                    let n = self.remove(parent, name)?;
+                    Counters::add(&self.counters.deleted, n);
+                }
+                e.kind == Kind::Dir
+            }
+        };
+        let fresh = st.st_mode & libc::S_IFMT == libc::S_IFREG && free;
+        if fresh && self.tree.authenticated_metadata() {
+            if let Some(ino) = self.write_fresh(sdir, name, parent, st)? {
+                Counters::add(&self.counters.files, 1);
+                return Ok(Some(ino));
             }
         }
         let tmp = partial_name();
@@ -141,9 +147,13 @@ impl Run<'_> {
         let src = open_source(sdir, name, st)?;
         let tmp = partial_name();
         let (made, h) = self.tree.clone_file(e.ino, (parent, &tmp), name)?;
-        let patched = self
-            .patch(&src, &h, e.size, st.st_size as u64)
-            .and_then(|_| self.sync_meta(made.ino, sdir, name, st, Some(e), Some(&h)));
+        let patched = patch(
+            (self.tree, self.counters),
+            &src,
+            &h,
+            (e.size, st.st_size as u64),
+        )
+        .and_then(|_| self.sync_meta(made.ino, sdir, name, st, Some(e), Some(&h)));
         self.tree.close(h);
         let placed = patched
             .and_then(|_| self.tree.rename(parent, &tmp, parent, name))
@@ -153,38 +163,6 @@ impl Run<'_> {
             return Err(self.discard(made.ino, parent, &tmp, err));
         }
         Ok(made.ino)
-    }
-
-    /// Make open copy `h` (`old` bytes) hold the source's `new` bytes, writing only the runs
-    /// of blocks that differ, then what was appended, then the new length.
-    fn patch(&self, src: &File, h: &Handle, old: u64, new: u64) -> io::Result<()> {
-        let bs = self.tree.block_size() as usize;
-        let step = (CHUNK as usize / bs).max(1) * bs;
-        let (mut ours, mut theirs) = (vec![0u8; step], Vec::with_capacity(step));
-        let mut off = 0u64;
-        while off < new {
-            if self.counters.stopped() {
-                return Err(io::Error::from_raw_os_error(libc::EINTR));
-            }
-            let n = (new - off).min(step as u64) as usize;
-            if read_full(src, &mut ours[..n], off)? < n {
-                return Err(changed_under_us());
-            }
-            theirs.clear();
-            if off < old {
-                self.tree.read(h, off, n as u32, &mut theirs)?;
-            }
-            for run in differing(&ours[..n], &theirs, bs) {
-                self.tree
-                    .write(h, off + run.start as u64, &ours[run.clone()])?;
-                Counters::add(&self.counters.bytes, run.len() as u64);
-            }
-            off += n as u64;
-        }
-        if new != old {
-            self.tree.set_len(h, new)?;
-        }
-        Ok(())
     }
 
     /// Let go of held inode `ino`, made under the temporary name `tmp` by a step that then
@@ -280,8 +258,7 @@ impl Run<'_> {
         };
         let owner = (st.st_uid, st.st_gid);
         let (made, h) = self.tree.create_to(parent, tmp, Some(name), perm, owner)?;
-        let r = self
-            .copy_in(&src, &h, st.st_size as u64)
+        let r = copy_in((self.tree, self.counters), &src, &h, st.st_size as u64)
             .and_then(|_| self.sync_meta(made.ino, sdir, name, st, None, Some(&h)));
         self.tree.close(h);
         match r {
@@ -290,36 +267,31 @@ impl Run<'_> {
         }
     }
 
-    /// The source's data, hole for hole: only its data ranges are read and written, and the
-    /// length is set at the end (a trailing hole).
-    fn copy_in(&self, src: &File, h: &Handle, size: u64) -> io::Result<()> {
-        let mut buf = vec![0u8; size.min(CHUNK) as usize];
-        let mut off = 0;
-        while off < size {
-            let Some(data) = crate::holes::next_data(src, off)? else {
-                break;
-            };
-            let end = crate::holes::next_hole(src, data)?.min(size);
-            let mut at = data;
-            while at < end {
-                if self.counters.stopped() {
-                    return Err(io::Error::from_raw_os_error(libc::EINTR));
-                }
-                let n = (end - at).min(CHUNK) as usize;
-                let got = read_full(src, &mut buf[..n], at)?;
-                if got < n {
-                    return Err(changed_under_us());
-                }
-                self.tree.write(h, at, &buf[..n])?;
-                Counters::add(&self.counters.bytes, n as u64);
-                at += n as u64;
-            }
-            off = end.max(data + 1);
+    /// A new regular file where the store has none, written unnamed and linked as `name`
+    /// once whole (fs/fresh.rs); None where the store's filesystem cannot make unnamed files.
+    fn write_fresh(
+        &self,
+        sdir: &OwnedFd,
+        name: &OsStr,
+        parent: u64,
+        st: &libc::stat,
+    ) -> io::Result<Option<u64>> {
+        let src = open_source(sdir, name, st)?;
+        let owner = (st.st_uid, st.st_gid);
+        let perm = st.st_mode & 0o7777;
+        let Some((made, h)) = self.tree.create_fresh((parent, name), perm, owner)? else {
+            return Ok(None);
+        };
+        let r = copy_in((self.tree, self.counters), &src, &h, st.st_size as u64)
+            .and_then(|_| self.sync_meta(made.ino, sdir, name, st, None, Some(&h)))
+            .and_then(|_| self.tree.name_fresh(&h, (parent, name)));
+        self.tree.close(h);
+        if let Err(e) = r {
+            // Unnamed, it goes when it is let go.
+            self.tree.forget(made.ino);
+            return Err(e);
         }
-        if off < size {
-            self.tree.set_len(h, size)?;
-        }
-        Ok(())
+        Ok(Some(made.ino))
     }
 
     /// The store entry `ino` given the source's attributes: extended attributes and ACLs,
@@ -344,7 +316,9 @@ impl Run<'_> {
         };
         for (n, v) in &src {
             if dst.get(n) != Some(v) {
-                self.tree.set_xattr(ino, n, v)?;
+                self.tree
+                    .set_xattr(ino, n, v)
+                    .map_err(|e| too_large(e, v.len()))?;
             }
         }
         for n in dst.keys().filter(|n| !src.contains_key(*n)) {
@@ -410,8 +384,31 @@ impl Run<'_> {
             self.remove(parent, &name)?;
             return self.link_to(Some(first), (parent, name, None, here));
         }
+        // `name` was another name of `first` already (a run killed part way): the rename
+        // did nothing, and the temporary name goes.
+        let left = match existing {
+            Some(_) => self.tree.lookup(parent, &tmp)?,
+            None => None,
+        };
+        if let Some(left) = left {
+            self.tree.forget(left.ino);
+            self.tree.unlink(parent, &tmp)?;
+        }
         Counters::add(&self.counters.files, 1);
         Ok(())
+    }
+}
+
+/// ENOSPC or E2BIG from setting a `len`-byte attribute, said for what it is.
+fn too_large(e: io::Error, len: usize) -> io::Error {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC | libc::E2BIG) => io::Error::new(
+            e.kind(),
+            format!(
+                "an extended attribute of {len} bytes does not fit in the store once sealed ({e})"
+            ),
+        ),
+        _ => e,
     }
 }
 
@@ -429,74 +426,5 @@ fn wanted(st: &libc::stat, cur: Option<&Stat>) -> SetAttrs {
         perm: (!symlink && differs(&|c| c.perm == perm)).then_some(perm),
         atime: differs(&|c| c.mtime == mtime).then_some(atime),
         mtime: differs(&|c| c.mtime == mtime).then_some(mtime),
-    }
-}
-
-/// The runs of `bs`-byte blocks where `ours` differs from `theirs`, as byte ranges of
-/// `ours`. `theirs` may be shorter: past its end a block of zeros is left out (it becomes a
-/// hole when the length is set), and any other differs.
-fn differing(ours: &[u8], theirs: &[u8], bs: usize) -> Vec<std::ops::Range<usize>> {
-    let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
-    for (i, block) in ours.chunks(bs).enumerate() {
-        let at = i * bs;
-        let same = match theirs.get(at..at + block.len()) {
-            Some(t) => t == block,
-            None => at >= theirs.len() && block.iter().all(|b| *b == 0),
-        };
-        match (same, runs.last_mut()) {
-            (true, _) => {}
-            (false, Some(r)) if r.end == at => r.end = at + block.len(),
-            (false, _) => runs.push(at..at + block.len()),
-        }
-    }
-    runs
-}
-
-/// pread until `buf` is full or the file ends; how much was read.
-fn read_full(f: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match f.read_at(&mut buf[got..], off + got as u64) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
-}
-
-/// Whether the open store file and the source file hold the same bytes.
-fn compare(tree: &Tree, h: &Handle, src: &File) -> io::Result<bool> {
-    let mut off = 0u64;
-    let mut theirs = Vec::new();
-    let mut ours = vec![0u8; 1 << 20];
-    loop {
-        theirs.clear();
-        tree.read(h, off, 1 << 20, &mut theirs)?;
-        let got = read_full(src, &mut ours, off)?;
-        if got != theirs.len() || ours[..got] != theirs[..] {
-            return Ok(false);
-        }
-        if got == 0 {
-            return Ok(true);
-        }
-        off += got as u64;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::differing;
-
-    #[test]
-    fn differing_blocks_come_in_runs() {
-        let ours = [1u8, 1, 2, 2, 3, 3, 4, 4, 5];
-        assert!(differing(&ours, &ours, 2).is_empty());
-        let theirs = [1u8, 1, 0, 2, 0, 3, 4, 4];
-        assert_eq!(differing(&ours, &theirs, 2), vec![2..6, 8..9]);
-        assert_eq!(differing(&ours, &[], 4), vec![0..9]);
-        let grown = [1u8, 1, 0, 0, 0, 0, 7];
-        assert_eq!(differing(&grown, &[1, 1, 0], 2), vec![2..4, 6..7]);
     }
 }

@@ -258,6 +258,29 @@ impl Tree {
         Ok((Stat::of(&a), Handle { fh, ino: a.ino.0 }))
     }
 
+    /// A new file meant for `name` in `parent`, open for writing with no name yet; `name_fresh`
+    /// links it there once written, and forgetting it unnamed leaves nothing behind
+    /// (fs/fresh.rs). None where the store or its filesystem cannot (then `create_to`).
+    pub fn create_fresh(
+        &self,
+        (parent, name): (u64, &OsStr),
+        perm: u32,
+        owner: (u32, u32),
+    ) -> io::Result<Option<(Stat, Handle)>> {
+        let mode = libc::S_IFREG | (perm & 0o7777);
+        match self.fs.create_fresh(INodeNo(parent), name, mode, owner) {
+            Ok((a, fh)) => Ok(Some((Stat::of(&a), Handle { fh, ino: a.ino.0 }))),
+            Err(e) if e == Errno::EOPNOTSUPP => Ok(None),
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    /// Link the open file `h` from `create_fresh` as `name` in `parent` (EEXIST if taken).
+    pub fn name_fresh(&self, h: &Handle, (parent, name): (u64, &OsStr)) -> io::Result<()> {
+        let (ino, parent) = (INodeNo(h.ino), INodeNo(parent));
+        self.fs.name_fresh(h.fh, ino, parent, name).map_err(io)
+    }
+
     /// A copy of held regular file `ino` as `name` in `parent`, open for writing: the same
     /// file to the store (header, key, ciphertext, attributes), so writing it re-encrypts only
     /// the blocks written. Rename it over the original (`to` in `parent`), then `record` it

@@ -172,7 +172,7 @@ impl CofferFs {
 
     /// A new file's header and key, and in format 3 its record, sealed onto `file` before a
     /// byte of its content is written (so a crash never leaves content without a record).
-    fn new_file_in(
+    pub(super) fn new_file_in(
         &self,
         (parent, name, to): (INodeNo, &OsStr, Option<&OsStr>),
         file: &std::fs::File,

@@ -11,6 +11,7 @@ mod clone;
 pub mod direct;
 mod dirops;
 mod file;
+mod fresh;
 mod inodes;
 mod links;
 mod listing;
