@@ -120,7 +120,7 @@ fn a_backup_only_host_refuses_a_descriptor_older_than_its_credential() {
     let env = Env::new();
     let (key_host, backup_host) = (Host::new(&env, "key"), Host::new(&env, "backup"));
     key_host.ok(&["init", s(&env.store), "--rsa-bits", "2048"]);
-    common::give_credential(&env, &key_host, &backup_host, &env.store);
+    common::stores::give_credential(&env, &key_host, &backup_host, &env.store);
     let src = env.path("src");
     fs::create_dir_all(&src).expect("mkdir");
     fs::write(src.join("f"), b"new backup").expect("write");
@@ -148,7 +148,7 @@ fn a_backup_only_host_refuses_a_descriptor_older_than_its_credential() {
 
 /// A working copy of a fixture store of an earlier format, and a host holding its key.
 fn fixture(name: &str) -> (tempfile::TempDir, Host) {
-    let dir = common::fixture_copy(name);
+    let dir = common::stores::fixture_copy(name);
     let host = Host {
         name: name.into(),
         keystore: dir.path().join("keystore"),
@@ -177,7 +177,7 @@ fn a_format_2_store_this_host_opened_is_never_opened_as_format_1() {
     // A backup-only host with a credential for it (format 2: it holds the write key).
     let env = Env::new();
     let backup = Host::new(&env, "backup");
-    common::give_credential(&env, &host, &backup, &store);
+    common::stores::give_credential(&env, &host, &backup, &store);
     // The downgrade: format 2's seals do not bind the format, but this host recalls,
     // and the backup host's credential (with its write key) refuses format 1 too.
     make_format_1(&store);

@@ -7,17 +7,12 @@ mod common;
 use std::ffi::OsStr;
 
 use coffer::fs::direct::Tree;
-use common::{Env, PASS};
+use common::Env;
 
 /// The store of `env`, opened in this process as `coffer backup` opens it.
 fn open_tree(env: &Env) -> Tree {
-    let ks = coffer::keys::Keystore::open(&env.keystore, PASS.as_bytes()).expect("keystore");
+    let (_, keys) = common::stores::store_keys(env);
     let desc = coffer::store::Descriptor::load(&env.store).expect("descriptor");
-    let master = ks
-        .get(&desc.current_master().key_id)
-        .expect("get")
-        .expect("master");
-    let keys = coffer::store::unlock_keys(&desc, &master).expect("unlock");
     let store = coffer::store::OpenStore::open(&env.store, desc, keys).expect("open");
     Tree::new(store, false).expect("tree")
 }

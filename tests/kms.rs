@@ -845,7 +845,7 @@ fn a_format_1_kms_store_upgrades_with_its_key_from_the_kms() {
             .output()
             .expect("run coffer")
     };
-    common::as_older_format(&with_key, &env.store, &env.keystore, 1);
+    common::stores::as_older_format(&with_key, &env.store, &env.keystore, 1);
     assert_eq!(descriptor(&env)["version"], 1);
     fails(
         &env,

@@ -368,13 +368,7 @@ fn the_store_holds_no_key_in_the_clear() {
     use base64::Engine;
     let env = Env::new();
     let _ = store_with_shadow(&env);
-    let ks = coffer::keys::Keystore::open(&env.keystore, common::PASS.as_bytes()).expect("ks");
-    let desc = coffer::store::Descriptor::load(&env.store).expect("descriptor");
-    let master = ks
-        .get(&desc.current_master().key_id)
-        .expect("get")
-        .expect("master");
-    let keys = coffer::store::unlock_keys(&desc, &master).expect("unlock");
+    let (master, keys) = common::stores::store_keys(&env);
     let private = keys.private.expect("private");
     let mut secrets: Vec<Vec<u8>> = vec![
         master.expose().to_vec(),

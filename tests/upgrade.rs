@@ -25,7 +25,7 @@ impl Fixture {
     /// A working copy of tests/fixtures/NAME.
     fn of(name: &str) -> Fixture {
         Fixture {
-            dir: common::fixture_copy(name),
+            dir: common::stores::fixture_copy(name),
         }
     }
 
@@ -242,7 +242,7 @@ fn an_interrupted_upgrade_leaves_a_readable_store_and_runs_again() {
     // catalog), every inode's record written, the descriptor still format 1 (and so nothing
     // told the keystore of format 3).
     fs::write(st.join("coffer.store"), &v1).expect("put back");
-    common::forget_format(&f.dir.path().join("keystore"), &st);
+    common::stores::forget_format(&f.dir.path().join("keystore"), &st);
     let (got, warn) = f.read_back();
     assert_eq!(got, f.manifest());
     assert!(warn.contains("format-1"), "{warn}");
@@ -301,7 +301,7 @@ fn a_format_1_recovery_record_must_be_confirmed_or_dropped() {
     fs::write(env.store.join("coffer.store"), &v1).expect("put back");
     let o = env.coffer(&["upgrade", s(&env.store), "--drop-recovery"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("this store was format 3"));
-    common::forget_format(&env.keystore, &env.store);
+    common::stores::forget_format(&env.keystore, &env.store);
     env.coffer_ok(&["upgrade", s(&env.store), "--drop-recovery"]);
     assert!(attacker::descriptor_json(&env.store)
         .get("recovery")
