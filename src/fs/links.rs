@@ -9,6 +9,7 @@ use std::os::fd::OwnedFd;
 
 use fuser::{Errno, FileAttr, INodeNo};
 
+use super::dirops::Dying;
 use super::records::{with_place, without_place};
 use super::{sys, CofferFs};
 use crate::format::inode::{InodeRecord, Place};
@@ -21,6 +22,19 @@ struct Moving<'a> {
     before: (&'a OwnedFd, &'a OsStr),
     after: (&'a OwnedFd, &'a OsStr),
 }
+
+/// One side of a rename: the directory (inode and backing descriptor), the backing entry
+/// in it and the plaintext name.
+#[derive(Clone, Copy)]
+struct Side<'a> {
+    dir: INodeNo,
+    fd: &'a OwnedFd,
+    entry: &'a OsStr,
+    name: &'a OsStr,
+}
+
+/// A replaced inode that keeps other names: its descriptor, number and record.
+type OtherNames = (OwnedFd, u64, InodeRecord);
 
 /// Both sides of an exchange in format 3, and their places before it.
 type Exchange<'a> = (&'a (Moving<'a>, Moving<'a>), (Place, Place));
@@ -114,44 +128,22 @@ impl CofferFs {
             Some(_) => self.rec_locks2(src, dst)?,
             None => Vec::new(),
         };
+        let a = Side {
+            dir: parent,
+            fd: &pfd,
+            entry: oe,
+            name,
+        };
+        let b = Side {
+            dir: newparent,
+            fd: &npfd,
+            entry: ne,
+            name: newname,
+        };
         if flags & libc::RENAME_EXCHANGE != 0 {
-            let sides = match places {
-                Some(_) => Some((
-                    self.moving((&pfd, parent, Some(src)), oe, name, (&npfd, ne))?,
-                    self.moving((&npfd, newparent, dst), ne, newname, (&pfd, oe))?,
-                )),
-                None => None,
-            };
-            // Names stay where they are, so the sidecars do too.
-            self.exchange(&pfd, oe, &npfd, ne, sides.as_ref().zip(places))?;
-            self.drop_name(src, parent, oe);
-            self.add_name(src, newparent, ne);
-            if let Some(dst) = dst {
-                self.drop_name(dst, newparent, ne);
-                self.add_name(dst, parent, oe);
-            }
-            return Ok(());
+            return self.exchange_sides(a, b, (src, dst), places);
         }
-        let target = sys::stat_at(&npfd, ne).ok();
-        let mut dying = None;
-        let mut replaced = None;
-        if let Some(t) = &target {
-            if flags & libc::RENAME_NOREPLACE != 0 {
-                return Err(Errno::EEXIST);
-            }
-            if t.st_mode & libc::S_IFMT == libc::S_IFDIR {
-                let src = sys::stat_at(&pfd, oe)?;
-                if src.st_mode & libc::S_IFMT != libc::S_IFDIR {
-                    return Err(Errno::EISDIR);
-                }
-                // An empty plaintext directory still holds its IV; remove it first.
-                self.remove_empty_dir(&npfd, ne)?;
-            } else {
-                dying = self.dying(&npfd, ne);
-                // A replaced inode that keeps other names loses this one from its record.
-                replaced = self.other_names(&npfd, newparent, ne, newname);
-            }
-        }
+        let (occupied, dying, replaced) = self.clear_target(a, b, flags)?;
         let moving = match places {
             Some(_) => Some(self.moving((&pfd, parent, Some(src)), oe, name, (&npfd, ne))?),
             None => None,
@@ -161,7 +153,7 @@ impl CofferFs {
         }
         self.put_sidecar(&npfd, &new)?;
         if let Err(e) = sys::rename_at(&pfd, oe, &npfd, ne, flags) {
-            if target.is_none() {
+            if !occupied {
                 self.drop_sidecar(&npfd, &new);
             }
             if let Some(m) = &moving {
@@ -171,18 +163,8 @@ impl CofferFs {
         }
         self.drop_sidecar(&pfd, &old);
         self.bury(dying);
-        if let (Some(m), Some((p1, p2))) = (&moving, places) {
-            self.settle(m, &without_place(&with_place(&m.rec, p2), &p1));
-            if let Some((fd, ino, rec)) = replaced {
-                // Its other names keep it; this one is gone.
-                match self.put_record(&fd, &without_place(&rec, &p2)) {
-                    Ok(()) => self.keep_record(ino, without_place(&rec, &p2)),
-                    Err(e) => tracing::warn!(
-                        "{}: its sealed record still names a place it lost ({e:?})",
-                        self.label(ino)
-                    ),
-                }
-            }
+        if let (Some(m), Some(places)) = (&moving, places) {
+            self.moved(m, places, replaced);
         }
         if let Some(dst) = dst.filter(|d| *d != src) {
             self.drop_name(dst, newparent, ne);
@@ -190,6 +172,78 @@ impl CofferFs {
         self.drop_name(src, parent, oe);
         self.add_name(src, newparent, ne);
         Ok(())
+    }
+
+    /// RENAME_EXCHANGE of `a`'s entry (inode `src`) and `b`'s (`dst`), records and all.
+    fn exchange_sides(
+        &self,
+        a: Side<'_>,
+        b: Side<'_>,
+        (src, dst): (u64, Option<u64>),
+        places: Option<(Place, Place)>,
+    ) -> Result<(), Errno> {
+        let sides = match places {
+            Some(_) => Some((
+                self.moving((a.fd, a.dir, Some(src)), a.entry, a.name, (b.fd, b.entry))?,
+                self.moving((b.fd, b.dir, dst), b.entry, b.name, (a.fd, a.entry))?,
+            )),
+            None => None,
+        };
+        // Names stay where they are, so the sidecars do too.
+        self.exchange(a.fd, a.entry, b.fd, b.entry, sides.as_ref().zip(places))?;
+        self.drop_name(src, a.dir, a.entry);
+        self.add_name(src, b.dir, b.entry);
+        if let Some(dst) = dst {
+            self.drop_name(dst, b.dir, b.entry);
+            self.add_name(dst, a.dir, a.entry);
+        }
+        Ok(())
+    }
+
+    /// What `b`'s entry holds before `a`'s is renamed over it: whether anything is there, its
+    /// catalog entry if this name is its last, and (format 3) its record if it keeps other
+    /// names. An empty directory there is removed (its IV first); EEXIST under NOREPLACE.
+    fn clear_target(
+        &self,
+        a: Side<'_>,
+        b: Side<'_>,
+        flags: u32,
+    ) -> Result<(bool, Option<Dying>, Option<OtherNames>), Errno> {
+        let Ok(t) = sys::stat_at(b.fd, b.entry) else {
+            return Ok((false, None, None));
+        };
+        if flags & libc::RENAME_NOREPLACE != 0 {
+            return Err(Errno::EEXIST);
+        }
+        if t.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            let src = sys::stat_at(a.fd, a.entry)?;
+            if src.st_mode & libc::S_IFMT != libc::S_IFDIR {
+                return Err(Errno::EISDIR);
+            }
+            // An empty plaintext directory still holds its IV; remove it first.
+            self.remove_empty_dir(b.fd, b.entry)?;
+            return Ok((true, None, None));
+        }
+        let dying = self.dying(b.fd, b.entry);
+        // A replaced inode that keeps other names loses this one from its record.
+        let replaced = self.other_names(b.fd, b.dir, b.entry, b.name);
+        Ok((true, dying, replaced))
+    }
+
+    /// Format 3, after the renameat: `m`'s record without its old place, and the replaced
+    /// inode's (if it keeps other names) without the place it lost.
+    fn moved(&self, m: &Moving, (p1, p2): (Place, Place), replaced: Option<OtherNames>) {
+        self.settle(m, &without_place(&with_place(&m.rec, p2), &p1));
+        if let Some((fd, ino, rec)) = replaced {
+            // Its other names keep it; this one is gone.
+            match self.put_record(&fd, &without_place(&rec, &p2)) {
+                Ok(()) => self.keep_record(ino, without_place(&rec, &p2)),
+                Err(e) => tracing::warn!(
+                    "{}: its sealed record still names a place it lost ({e:?})",
+                    self.label(ino)
+                ),
+            }
+        }
     }
 
     /// The second half of a record change whose backing change is done: if the record
