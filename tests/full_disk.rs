@@ -194,3 +194,161 @@ fn a_full_disk_fails_writes_with_enospc_and_loses_nothing_fsynced() {
         env.assert_fsck_clean();
     }
 }
+
+/// `coffer backup` into a store whose filesystem fills up (the case: hundreds of
+/// lines, the catalog left behind the data, and a rerun that said nothing while fsck found
+/// every file unrecorded): it stops at the first file that does not fit, names that one, says
+/// in one line that the store is full and what to do, and exits 2. Once there is room, the
+/// same command finishes the job, catalog included: fsck is clean without --repair.
+#[test]
+fn a_backup_into_a_full_store_stops_says_so_once_and_the_rerun_finishes_it() {
+    let mut env = Env::new();
+    let small = env.path("small");
+    let _fs = tmpfs(&small, "8m");
+    env.store = env.path("small/store");
+    env.init();
+    let src = source(&env);
+    let (src_arg, dest) = (format!("{}/", s(&src)), format!("{}:x", s(&env.store)));
+
+    let o = env.coffer(&["backup", &src_arg, &dest, "--jobs", "2"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    let full = err
+        .lines()
+        .filter(|l| l.starts_with("coffer: the store is full: "))
+        .collect::<Vec<_>>();
+    assert_eq!(full.len(), 1, "one line says the store is full: {err}");
+    assert!(
+        full[0].contains("run the same command again to finish"),
+        "{err}"
+    );
+    let named = err.matches("No space left on device").count();
+    // One per worker at most from the store's log (a block write that failed), one for the
+    // catalog, one for the file named: never one per file.
+    assert!(
+        err.lines().count() <= 9 && named <= 6 && !err.contains("Interrupted"),
+        "no line per file that did not fit: {err}"
+    );
+
+    sh(&format!("mount -o remount,size=64m '{}'", small.display()));
+    let o = env.coffer(&["backup", &src_arg, &dest]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("did not finish"),
+        "the rerun says what it found: {err}"
+    );
+    env.assert_fsck_clean();
+    let out = env.path("out");
+    env.coffer_ok(&["restore", &format!("{}:x/", s(&env.store)), s(&out)]);
+    let diff = sh(&format!("diff -r '{}' '{}'", s(&src), s(&out)));
+    assert!(
+        diff.status.success(),
+        "{}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
+}
+
+/// 600 files of 20 to 38 KB in 12 directories (17 MB): more than an 8 MB store holds.
+fn source(env: &Env) -> std::path::PathBuf {
+    let src = env.path("src");
+    for i in 0..600u64 {
+        let d = src.join(format!("d{}", i % 12));
+        fs::create_dir_all(&d).expect("mkdir");
+        fs::write(
+            d.join(format!("f{i}")),
+            pattern(i, 20_000 + (i as usize % 7) * 3000),
+        )
+        .expect("write");
+    }
+    src
+}
+
+/// rsync into a mount whose store fills up: rsync fails (as it must); if the daemon cannot
+/// flush the catalog at unmount, `coffer umount` says so and exits non-zero (it said nothing
+/// and exited 0, and fsck then found hundreds of files unrecorded). Once there is room, the
+/// next mount says what it found, the same rsync finishes the job, catalog included, and
+/// fsck is clean without --repair.
+#[test]
+fn rsync_into_a_mount_on_a_full_store_is_told_at_umount_and_the_rerun_finishes_it() {
+    if !require_fuse() {
+        return;
+    }
+    let mut env = Env::new();
+    let small = env.path("small");
+    let _fs = tmpfs(&small, "8m");
+    env.store = env.path("small/store");
+    env.init();
+    let src = source(&env);
+    let rsync = |m: &common::Mounted| sh(&format!("rsync -a '{}/' '{}/'", s(&src), s(&m.p("x"))));
+    let m = env.mount();
+    let o = rsync(&m);
+    assert!(!o.status.success(), "rsync into a full store fails");
+    std::mem::forget(m);
+    let o = env.coffer(&["umount", s(&env.mnt)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    match o.status.code() {
+        Some(0) => {
+            eprintln!("the catalog was flushed before the disk filled: fsck must be clean");
+            env.assert_fsck_clean();
+        }
+        _ => assert!(
+            err.contains("could not flush the store's catalog") && err.lines().count() == 1,
+            "{err}"
+        ),
+    }
+
+    sh(&format!("mount -o remount,size=64m '{}'", small.display()));
+    let m = env.mount();
+    let o = rsync(&m);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    m.umount();
+    env.assert_fsck_clean();
+    let out = env.path("out");
+    env.coffer_ok(&["restore", &format!("{}:x/", s(&env.store)), s(&out)]);
+    let diff = sh(&format!("diff -r '{}' '{}'", s(&src), s(&out)));
+    assert!(
+        diff.status.success(),
+        "{}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
+}
+
+/// A restore into a target that fills up stops at the first file that does not fit, says in
+/// one line that the target is full and what to do, exits 2; once there is room the same
+/// command finishes the job, and the tree is whole.
+#[test]
+fn a_restore_into_a_full_target_stops_says_so_once_and_the_rerun_finishes_it() {
+    let env = Env::new();
+    env.init();
+    let src = source(&env);
+    env.coffer_ok(&[
+        "backup",
+        &format!("{}/", s(&src)),
+        &format!("{}:x", s(&env.store)),
+    ]);
+    let small = env.path("small");
+    let _fs = tmpfs(&small, "8m");
+    let (from, to) = (format!("{}:x/", s(&env.store)), small.join("out"));
+    let o = env.coffer(&["restore", &from, s(&to), "--jobs", "2"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    let full: Vec<_> = err
+        .lines()
+        .filter(|l| l.starts_with("coffer: the restore's target is full: "))
+        .collect();
+    assert_eq!(full.len(), 1, "{err}");
+    assert!(
+        err.lines().count() <= 4 && !err.contains("Interrupted"),
+        "no line per file that did not fit: {err}"
+    );
+
+    sh(&format!("mount -o remount,size=64m '{}'", small.display()));
+    env.coffer_ok(&["restore", &from, s(&to)]);
+    let diff = sh(&format!("diff -r '{}' '{}'", s(&src), s(&to)));
+    assert!(
+        diff.status.success(),
+        "{}",
+        String::from_utf8_lossy(&diff.stdout)
+    );
+}

@@ -81,6 +81,8 @@ pub struct Counters {
     pub deleted: AtomicU64,
     pub failed: AtomicU64,
     pub dirs: AtomicU64,
+    /// Failures for want of space where the run writes (the first one stops the run).
+    pub full: AtomicU64,
     /// Set to stop the run (a signal handler may hold it): workers drop the file in hand
     /// and start no other.
     pub stop: Arc<AtomicBool>,
@@ -96,6 +98,8 @@ pub struct Summary {
     pub deleted: u64,
     pub failed: u64,
     pub directories: u64,
+    /// Of `failed`, those for want of space where the run writes (which stopped it).
+    pub out_of_space: u64,
     pub interrupted: bool,
     pub dry_run: bool,
     pub seconds: f64,
@@ -112,6 +116,28 @@ impl Counters {
         self.stop.load(Ordering::Relaxed)
     }
 
+    /// Whether failure `e` is for want of space where the run writes: ENOSPC or EDQUOT, or
+    /// EIO or E2BIG while `full` says that filesystem is full (the store's layers say EIO for
+    /// a block they could not write). The first stops the run, as a full disk does not empty
+    /// itself; the caller reports that one and counts the rest, and the files dropped
+    /// because of it.
+    pub fn out_of_space(&self, e: &std::io::Error, full: impl FnOnce() -> bool) -> Space {
+        // A file in hand when the first stopped the run is dropped (EINTR): not news either.
+        if e.kind() == std::io::ErrorKind::Interrupted && self.full.load(Ordering::Relaxed) > 0 {
+            return Space::Again;
+        }
+        let plain = matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT));
+        let vague = matches!(e.raw_os_error(), Some(libc::EIO | libc::E2BIG));
+        if !(plain || vague && full()) {
+            return Space::Other;
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        match self.full.fetch_add(1, Ordering::Relaxed) {
+            0 => Space::First,
+            _ => Space::Again,
+        }
+    }
+
     pub fn summary(&self, seconds: f64, dry_run: bool) -> Summary {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Summary {
@@ -121,12 +147,24 @@ impl Counters {
             deleted: g(&self.deleted),
             failed: g(&self.failed),
             directories: g(&self.dirs),
-            interrupted: self.stopped(),
+            out_of_space: g(&self.full),
+            interrupted: self.stopped() && g(&self.full) == 0,
             dry_run,
             seconds,
             warnings: Vec::new(),
         }
     }
+}
+
+/// What a failure was, as to space (Counters::out_of_space).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Space {
+    /// Not for want of space: reported.
+    Other,
+    /// The first for want of space: reported, and the run stops.
+    First,
+    /// Another: counted, not reported again.
+    Again,
 }
 
 /// Where a run tells of a path it could not copy (and goes on), and of what it does in a dry

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 use super::links::{Links, Turn};
 use super::local;
-use super::{BackupError, Counters, Options, Report, PARTIAL};
+use super::{BackupError, Counters, Options, Report, Space, PARTIAL};
 use crate::fs::direct::{Kind, Stat, Tree};
 use crate::within::{read_ahead_dir, Ahead};
 
@@ -119,9 +119,13 @@ impl Run<'_> {
         }
     }
 
+    /// A path that could not be backed up: counted, and told unless it is another for want
+    /// of space in the store (the first stopped the run).
     fn fail(&self, here: &Here, what: &str, e: &io::Error) {
         Counters::add(&self.counters.failed, 1);
-        self.report.failed(&here.shown, what, e);
+        if self.counters.out_of_space(e, || self.tree.store_full()) != Space::Again {
+            self.report.failed(&here.shown, what, e);
+        }
     }
 
     /// The store directory `dest`, made as needed (None in a dry run where it is absent).

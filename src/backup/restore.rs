@@ -13,7 +13,7 @@ use super::links::{Links, Turn};
 use super::local;
 use super::put::Here;
 use super::put_file::partial_name;
-use super::{BackupError, Counters, Options, Report, PARTIAL};
+use super::{BackupError, Counters, Options, Report, Space, PARTIAL};
 use crate::fs::direct::{Handle, Kind, Stat, Tree};
 use crate::within::Ahead;
 
@@ -153,9 +153,13 @@ fn find(tree: &Tree, path: &Path) -> Result<(u64, Stat), BackupError> {
 }
 
 impl Out<'_> {
+    /// A path that could not be restored: counted, and told unless it is another for want of
+    /// space in the target (the first stopped the run).
     fn fail(&self, here: &Here, what: &str, e: &io::Error) {
         Counters::add(&self.counters.failed, 1);
-        self.report.failed(&here.shown, what, e);
+        if self.counters.out_of_space(e, || false) != Space::Again {
+            self.report.failed(&here.shown, what, e);
+        }
     }
 
     /// Store directory `ino`'s entries into `dfd` (None: a dry run).

@@ -144,7 +144,7 @@ fn options(r: &RunOpts, delete: bool, checksum: bool, trust: bool) -> Result<Opt
 /// what the administrator should be told (a store before format 3 names `coffer upgrade`).
 struct Opened {
     tree: Tree,
-    _lock: StoreLock,
+    lock: StoreLock,
     killed: bool,
     warnings: Vec<String>,
 }
@@ -187,7 +187,7 @@ fn open(
     let tree = Tree::new(store, !write || r.dry_run)?;
     Ok(Opened {
         tree,
-        _lock: lock,
+        lock,
         killed: killed.is_some(),
         warnings,
     })
@@ -236,6 +236,21 @@ fn finish(s: &Summary, json: bool, verb: &str) -> CliResult {
             s.seconds
         );
     }
+    if s.out_of_space > 0 {
+        let (place, verb) = match verb {
+            "restored" => ("the restore's target", "restored"),
+            _ => ("the store", "backed up"),
+        };
+        let n = match s.failed {
+            1 => "1 file".to_string(),
+            n => format!("{n} files (the first is named above)"),
+        };
+        eprintln!(
+            "coffer: {place} is full: {n} could not be {verb}, and the run stopped; free space \
+             there, then run the same command again to finish"
+        );
+        return Ok(2);
+    }
     Ok(match (s.interrupted, s.failed) {
         (true, _) => {
             eprintln!("coffer: interrupted: run the same command again to finish");
@@ -261,8 +276,13 @@ fn with_progress(
     if let Some(b) = bar {
         b.finish();
     }
-    result?;
     let mut s = counters.summary(start.elapsed().as_secs_f64(), r.dry_run);
+    // A full disk that also kept the catalog from being flushed is told once, as full.
+    if let Err(f) = result {
+        if s.out_of_space == 0 {
+            return Err(f);
+        }
+    }
     s.warnings = warnings;
     finish(&s, r.json, verb)
 }
@@ -294,12 +314,18 @@ pub fn run_backup(a: BackupArgs) -> CliResult {
         });
         t
     });
-    with_progress(&a.run, totals, ("backed up", o.warnings), |c, p| {
+    let code = with_progress(&a.run, totals, ("backed up", o.warnings), |c, p| {
         let r = backup::backup(&tree, &a.sources, &dest, &opts, c, p);
         let closed = tree.finish();
         r?;
         closed.map_err(|e| Failure::from(format!("the store could not be made durable: {e}")))
-    })
+    });
+    // The catalog may be behind what the run placed (a full disk, an unflushed catalog): the
+    // lock record stays, so that the next run records again what it finds.
+    if !matches!(code, Ok(0 | 20 | 23)) {
+        o.lock.leave_unfinished();
+    }
+    code
 }
 
 pub fn run_restore(a: RestoreArgs) -> CliResult {

@@ -34,7 +34,13 @@ pub fn init_logging(file: Option<&Path>, default_level: &str) -> std::io::Result
                 .try_init();
         }
         None => {
-            let _ = builder.with_writer(std::io::stderr).try_init();
+            // Colour for a person at a terminal only: a file, a pipe or the journal gets
+            // plain text.
+            use std::io::IsTerminal;
+            let _ = builder
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(std::io::stderr)
+                .try_init();
         }
     }
     Ok(())

@@ -227,6 +227,16 @@ pub fn run(a: MountArgs) -> CliResult {
     if let Some(why) = lock.unlocked() {
         eprintln!("coffer: note: {why}");
     }
+    // A clean release empties the record: one left behind is a holder that did not finish.
+    let unfinished = StoreLock::holder_mode(&root)
+        .filter(|(pid, _, _)| *pid != std::process::id())
+        .filter(|_| !a.read_only);
+    if let Some((pid, _, mode)) = &unfinished {
+        eprintln!(
+            "coffer: note: the last holder of this store (pid {pid}, {mode}) did not finish; \
+             files are recorded in the catalog again as they are looked up"
+        );
+    }
     let store = OpenStore::open(&root, desc, keys)?;
     let log = a
         .log
@@ -241,6 +251,7 @@ pub fn run(a: MountArgs) -> CliResult {
         backup_only,
         noexec: a.noexec,
         noatime: a.noatime,
+        recheck: unfinished.is_some(),
     };
     let mode = match (a.read_only, backup_only) {
         (true, _) => "read-only",
@@ -298,6 +309,11 @@ impl Daemon {
         let report = std::cell::RefCell::new(report);
         let serving = || daemon::ready(report.borrow_mut().take());
         let served = crate::fs::serve(self.store, &self.mnt, self.cfg, serving);
+        // The catalog may be behind the data: the lock record stays, for `coffer umount` to
+        // report and for the next holder to record again what it finds.
+        if matches!(served, Err(crate::fs::ServeError::CatalogBehind)) {
+            self.lock.leave_unfinished();
+        }
         drop(self.lock);
         served.map_err(|e| {
             daemon::failed(report.borrow_mut().take(), &e.to_string());

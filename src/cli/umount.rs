@@ -62,6 +62,16 @@ pub fn run(a: UmountArgs) -> CliResult {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        // A daemon that flushed its catalog empties its lock record as it exits.
+        if StoreLock::holder(&store).is_some_and(|(p, _)| p == pid) {
+            return Err(Failure::from(format!(
+                "{} is unmounted, but its daemon (pid {pid}) could not flush the store's \
+                 catalog (a full disk? see the mount's log); free space, then the next mount \
+                 or backup of {} records again what it finds",
+                mnt.display(),
+                store.display()
+            )));
+        }
     }
     Ok(0)
 }

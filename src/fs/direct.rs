@@ -178,35 +178,15 @@ impl Tree {
     }
 
     /// Remove what an interrupted operation left in directory `dir`'s backing directory
-    /// (`.tmp-*`: a mkdir's directory before its rename, an atomic write's file), as
-    /// `fsck --repair` does; for a run after a holder that was killed. Never follows a
-    /// symlink, and leaves a directory that holds more than files. Returns how many went.
+    /// (leftovers.rs); returns how many went.
     pub fn remove_leftovers(&self, dir: u64) -> io::Result<u64> {
-        use crate::format::{classify, Entry};
-        use std::os::fd::AsRawFd;
-        let (fd, _) = self.fs.node(INodeNo(dir)).map_err(io)?;
-        let names = |d: &std::os::fd::OwnedFd| -> io::Result<Vec<OsString>> {
-            let listing = std::fs::read_dir(format!("/proc/self/fd/{}", d.as_raw_fd()))?;
-            listing.map(|e| e.map(|e| e.file_name())).collect()
-        };
-        let mut n = 0;
-        for name in names(&fd)? {
-            if classify(name.as_bytes()) != Entry::Temporary {
-                continue;
-            }
-            let st = super::sys::stat_at(&fd, &name).map_err(io)?;
-            if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-                let sub = crate::within::open_dir_at(&*fd, &name)?;
-                for inner in names(&sub)? {
-                    super::sys::unlink_at(&sub, &inner, 0).map_err(io)?;
-                }
-                super::sys::unlink_at(&fd, &name, libc::AT_REMOVEDIR).map_err(io)?;
-            } else {
-                super::sys::unlink_at(&fd, &name, 0).map_err(io)?;
-            }
-            n += 1;
-        }
-        Ok(n)
+        self.fs.remove_leftovers(INodeNo(dir))
+    }
+
+    /// Whether the store's filesystem is full (a failure the store's layers call EIO may be
+    /// that).
+    pub fn store_full(&self) -> bool {
+        self.fs.full()
     }
 
     /// Ask the kernel to read directory `dir`'s backing entries ahead (within::read_ahead_dir),

@@ -13,6 +13,7 @@ mod dirops;
 mod file;
 mod fresh;
 mod inodes;
+mod leftovers;
 mod links;
 mod listing;
 mod ops;
@@ -55,6 +56,9 @@ pub struct MountConfig {
     /// The kernel's noexec and noatime mount flags (nosuid and nodev are always set).
     pub noexec: bool,
     pub noatime: bool,
+    /// The last holder of the store did not finish (killed, or its catalog could not be
+    /// flushed): each regular file looked up is recorded in the catalog again.
+    pub recheck: bool,
 }
 
 impl Default for MountConfig {
@@ -68,6 +72,7 @@ impl Default for MountConfig {
             backup_only: false,
             noexec: false,
             noatime: false,
+            recheck: false,
         }
     }
 }
@@ -405,10 +410,13 @@ impl CofferFs {
                 }
             }
         }
-        if self.store.catalog_close().is_err() {
-            tracing::error!("catalog could not be flushed; run coffer fsck --repair");
+        match self.store.catalog_close() {
+            Ok(()) => tracing::info!("unmounted; catalog flushed"),
+            Err(e) => {
+                self.store.mark_catalog_behind();
+                tracing::error!("the catalog could not be flushed at unmount ({e:?})");
+            }
         }
-        tracing::info!("unmounted; catalog flushed");
     }
 }
 

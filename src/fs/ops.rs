@@ -54,7 +54,13 @@ impl CofferFs {
 
     pub(super) fn lookup(&self, parent: INodeNo, name: &OsStr) -> Result<FileAttr, Errno> {
         let stored = self.stored_name(parent, name)?;
-        self.remember(parent, OsStr::new(stored.entry()), name)
+        let attr = self.remember(parent, OsStr::new(stored.entry()), name)?;
+        if self.cfg.recheck && !self.cfg.read_only && attr.kind == FileType::RegularFile {
+            if let Ok(of) = self.open_file(attr.ino) {
+                of.republish(&self.store);
+            }
+        }
+        Ok(attr)
     }
 
     pub(super) fn getattr(&self, ino: INodeNo, fh: Option<u64>) -> Result<FileAttr, Errno> {
@@ -292,6 +298,20 @@ impl CofferFs {
     pub(super) fn statfs(&self) -> Result<libc::statvfs, Errno> {
         let (fd, _) = self.node(INodeNo::ROOT)?;
         sys::statvfs_fd(&fd)
+    }
+
+    /// Whether the backing filesystem is full for this process: fewer than 16 blocks or no
+    /// inode left (root may use the blocks ext4 reserves for it).
+    pub(super) fn full(&self) -> bool {
+        let Ok(st) = self.statfs() else {
+            return false;
+        };
+        // SAFETY: geteuid has no preconditions.
+        let blocks = match unsafe { libc::geteuid() } {
+            0 => st.f_bfree,
+            _ => st.f_bavail,
+        };
+        blocks < 16 || (st.f_files > 0 && st.f_favail == 0)
     }
 
     /// fallocate: mode 0 and KEEP_SIZE reserve space (mode 0 also grows the file),

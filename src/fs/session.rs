@@ -25,6 +25,11 @@ pub enum ServeError {
     },
     #[error("FUSE session ended with an error: {0}")]
     Session(std::io::Error),
+    #[error(
+        "unmounted, but the catalog could not be flushed (a full disk?): the next mount or \
+         backup of this store records again what it finds"
+    )]
+    CatalogBehind,
 }
 
 /// Serve `store` on `mnt` until it is unmounted (by umount, or SIGTERM, SIGINT or SIGHUP to
@@ -85,8 +90,13 @@ pub fn serve(
         let n = n.load(std::sync::atomic::Ordering::Relaxed);
         tracing::info!("{n} requests came over io_uring");
     }
+    let behind = store.catalog_behind();
     drop(store);
-    result.map_err(ServeError::Session)
+    result.map_err(ServeError::Session)?;
+    match behind {
+        true => Err(ServeError::CatalogBehind),
+        false => Ok(()),
+    }
 }
 
 fn fuser_config(source: String, cfg: &MountConfig) -> fuser::Config {

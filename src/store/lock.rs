@@ -101,6 +101,14 @@ impl StoreLock {
             .store(std::process::id(), std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Leave the record behind at release, as a killed holder does: for a run that could not
+    /// finish its catalog (a full disk), so that the next one knows to record again what it
+    /// finds. Writes nothing (on a full disk a write may fail).
+    pub fn leave_unfinished(&self) {
+        self.recorded_by
+            .store(0, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// (pid, mount point) of the holder, if recorded and not yet released.
     pub fn holder(root: &Path) -> Option<(u32, String)> {
         Self::holder_mode(root).map(|(pid, mnt, _)| (pid, mnt))

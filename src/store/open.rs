@@ -36,6 +36,8 @@ pub struct OpenStore {
     writer: std::sync::OnceLock<CatalogWriter>,
     /// Batch keys unwrapped with the private key (RSA) since the store was opened.
     unwraps: std::sync::atomic::AtomicU64,
+    /// The catalog could not be flushed at the end: it may be behind the data.
+    behind: std::sync::atomic::AtomicBool,
 }
 
 struct WriteBatch {
@@ -96,6 +98,7 @@ impl OpenStore {
             writing: Mutex::new(None),
             writer: std::sync::OnceLock::new(),
             unwraps: Default::default(),
+            behind: Default::default(),
         })
     }
 
@@ -121,6 +124,16 @@ impl OpenStore {
     /// Wait until every queued catalog update is durable; else why not.
     pub fn catalog_sync(&self) -> Result<(), CommitFailure> {
         self.writer.get().map(|w| w.sync()).unwrap_or(Ok(()))
+    }
+
+    /// Say that the catalog could not be flushed (at unmount), for whoever ends the run.
+    pub fn mark_catalog_behind(&self) {
+        self.behind.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether the catalog may be behind the data (mark_catalog_behind).
+    pub fn catalog_behind(&self) -> bool {
+        self.behind.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn catalog_close(&self) -> Result<(), CommitFailure> {
