@@ -222,6 +222,10 @@ fn a_backup_into_a_full_store_stops_says_so_once_and_the_rerun_finishes_it() {
         full[0].contains("run the same command again to finish"),
         "{err}"
     );
+    assert!(
+        !err.contains('\u{1b}'),
+        "log lines to a pipe carry no colour codes: {err:?}"
+    );
     let named = err.matches("No space left on device").count();
     // One per worker at most from the store's log (a block write that failed), one for the
     // catalog, one for the file named: never one per file.

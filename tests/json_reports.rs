@@ -1,6 +1,6 @@
 //! `--json` on the commands that report what they did (keys export, keys import, keys
-//! rotate, upgrade, keys backup-credential, recover): one JSON object on stdout, with the
-//! same facts as the text.
+//! rotate, upgrade, keys backup-credential, recover, backup, restore): one JSON object on
+//! stdout, with the same facts as the text.
 
 mod common;
 
@@ -112,4 +112,32 @@ fn backup_credential_and_recover_report_in_json() {
     let v = json(&a.ok(&["recover", s(&store), "--recovery-key", s(&key), "--json"]));
     assert_eq!(v["keys"][0]["key_id"], key_id.as_str(), "{v}");
     assert_eq!(v["keys"][0]["new"], true, "{v}");
+}
+
+/// `backup --dry-run --json` and `restore --json`: stdout is the summary alone, one JSON
+/// object and a newline (a dry run's "would write" lines printed before it on stdout, so
+/// stdout was not JSON); what the dry run would do goes to stderr.
+#[test]
+fn a_dry_run_backup_and_a_restore_print_json_alone_on_stdout() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("d")).expect("mkdir");
+    std::fs::write(src.join("d/f"), b"x").expect("write");
+    let (src_arg, dest) = (format!("{}/", s(&src)), format!("{}:x", s(&env.store)));
+    let o = env.coffer(&["backup", &src_arg, &dest, "--dry-run", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.ends_with("}\n"), "{out:?}");
+    let v = json(&out);
+    assert_eq!(v["dry_run"], true, "{v}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("would write") && err.contains("d/f"), "{err}");
+
+    env.coffer_ok(&["backup", &src_arg, &dest]);
+    let to = env.path("out");
+    let o = env.coffer(&["restore", &format!("{dest}/"), s(&to), "--json"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && out.ends_with("}\n"), "{out:?}");
+    assert_eq!(json(&out)["files_written"], 1, "{out}");
 }

@@ -97,9 +97,11 @@ fn store_path(arg: &str) -> Result<(PathBuf, PathBuf), Failure> {
     )))
 }
 
-/// Prints what a run reports, above the progress bar when there is one.
+/// Prints what a run reports, above the progress bar when there is one. With `--json`,
+/// stdout holds the summary alone: a dry run's "would" lines go to stderr.
 struct Printer<'a> {
     bar: Option<&'a Bar>,
+    json: bool,
 }
 
 impl Printer<'_> {
@@ -118,7 +120,7 @@ impl Report for Printer<'_> {
     }
 
     fn would(&self, action: &str, path: &Path) {
-        self.say(format!("would {action} {}", path.display()), false);
+        self.say(format!("would {action} {}", path.display()), self.json);
     }
 }
 
@@ -272,7 +274,11 @@ fn with_progress(
     stop_on_signals(&counters)?;
     let start = Instant::now();
     let bar = progress(&counters, totals, r.json);
-    let result = job(&counters, &Printer { bar: bar.as_ref() });
+    let printer = Printer {
+        bar: bar.as_ref(),
+        json: r.json,
+    };
+    let result = job(&counters, &printer);
     if let Some(b) = bar {
         b.finish();
     }
