@@ -147,3 +147,74 @@ fn a_mounted_store_is_refused_with_where_it_is_mounted() {
     }
     m.umount();
 }
+
+/// `--delete` from a source that is empty (an unmounted disk, say) removed the whole backup
+/// and exited 0. Now it keeps what is more than half of what the store holds under the
+/// target, says so in one line and exits 25; `--max-delete N` lets N go (and keeps the rest,
+/// as rsync's does); a dry run says what it would delete on stderr under --json.
+#[test]
+fn delete_from_an_empty_source_keeps_the_backup_unless_max_delete_allows_it() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    for d in ["a", "b", "c", "d"] {
+        fs::create_dir_all(src.join(d)).expect("mkdir");
+        fs::write(src.join(d).join("f"), d).expect("write");
+    }
+    let (src_arg, dest) = (format!("{}/", s(&src)), format!("{}:t", s(&env.store)));
+    env.coffer_ok(&["backup", &src_arg, &dest]);
+    let restored = |n: &str| -> String {
+        let out = env.path(n);
+        env.coffer_ok(&["restore", &format!("{dest}/"), s(&out)]);
+        common::sh_ok(&format!("cd '{}' && ls", s(&out)))
+    };
+
+    // One of four gone: deleted as ever.
+    fs::remove_dir_all(src.join("d")).expect("rm");
+    let o = env.coffer(&["backup", "--delete", &src_arg, &dest, "--json"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(
+        (v["deleted"].as_u64(), v["deletes_refused"].as_u64()),
+        (Some(2), Some(0))
+    );
+    assert_eq!(restored("r1"), "a\nb\nc\n");
+
+    // The source emptied (as an unmounted disk's mount point is): nothing deleted.
+    for d in ["a", "b", "c"] {
+        fs::remove_dir_all(src.join(d)).expect("rm");
+    }
+    let o = env.coffer(&["backup", "--delete", &src_arg, &dest]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(25), "{err}");
+    let said: Vec<_> = err
+        .lines()
+        .filter(|l| l.contains("--delete kept 3 entries"))
+        .collect();
+    assert_eq!(said.len(), 1, "one line says so: {err}");
+    assert!(said[0].contains("--max-delete N"), "{err}");
+    assert_eq!(restored("r2"), "a\nb\nc\n", "the backup is whole");
+
+    // --max-delete 2: two go, one is kept, exit 25; then --max-delete 5 lets the last go.
+    let o = env.coffer(&["backup", "--delete", "--max-delete", "2", &src_arg, &dest]);
+    assert_eq!(
+        o.status.code(),
+        Some(25),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(restored("r3").lines().count(), 1);
+    let o = env.coffer(&["backup", "--delete", "--max-delete", "5", &src_arg, &dest]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(restored("r4"), "");
+}

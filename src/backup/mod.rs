@@ -10,6 +10,7 @@
 //! rerun removes the leftovers and finishes the job.
 
 mod content;
+mod delete;
 mod filter;
 mod links;
 pub mod local;
@@ -39,6 +40,9 @@ pub struct Options {
     pub dry_run: bool,
     /// Remove from the destination what the source no longer has (backup only).
     pub delete: bool,
+    /// At most this many entries removed by `delete`; None: none at all when that would be
+    /// more than half of what the store holds under the target.
+    pub max_delete: Option<u64>,
     /// Compare content, not size and mtime, to decide whether a file changed.
     pub checksum: bool,
     pub filter: Filter,
@@ -81,6 +85,8 @@ pub struct Counters {
     pub deleted: AtomicU64,
     pub failed: AtomicU64,
     pub dirs: AtomicU64,
+    /// Entries --delete kept back (delete.rs).
+    pub deletes_refused: AtomicU64,
     /// Failures for want of space where the run writes (the first one stops the run).
     pub full: AtomicU64,
     /// Set to stop the run (a signal handler may hold it): workers drop the file in hand
@@ -100,6 +106,8 @@ pub struct Summary {
     pub directories: u64,
     /// Of `failed`, those for want of space where the run writes (which stopped it).
     pub out_of_space: u64,
+    /// Entries --delete would have removed but kept, for --max-delete or its default.
+    pub deletes_refused: u64,
     pub interrupted: bool,
     pub dry_run: bool,
     pub seconds: f64,
@@ -148,6 +156,7 @@ impl Counters {
             failed: g(&self.failed),
             directories: g(&self.dirs),
             out_of_space: g(&self.full),
+            deletes_refused: g(&self.deletes_refused),
             interrupted: self.stopped() && g(&self.full) == 0,
             dry_run,
             seconds,

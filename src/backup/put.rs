@@ -49,6 +49,8 @@ pub(super) struct Run<'a> {
     /// each with the store directory it goes into when that was there before this run.
     /// Taken at the end of the walk, which ends the reading-ahead thread.
     ahead: Mutex<Option<AheadQueue>>,
+    /// What --delete removes once the walk is done (delete.rs).
+    pub(super) doomed: super::delete::Doomed,
 }
 
 /// Where the walk sends a source directory (and the store directory it goes into, when that
@@ -75,6 +77,7 @@ pub fn backup(
         links: Links::default(),
         held: Mutex::default(),
         ahead: Mutex::new(Some(ahead)),
+        doomed: Default::default(),
     };
     let dest_ino = run.dest_dir(dest)?;
     let pool = rayon::ThreadPoolBuilder::new()
@@ -103,6 +106,8 @@ pub fn backup(
             a.take();
         }
     });
+    // Directories are held to here, so the entries --delete doomed can still be found.
+    run.delete_doomed();
     for ino in run.held.lock().map(|h| h.clone()).unwrap_or_default() {
         tree.forget(ino);
     }
@@ -121,7 +126,7 @@ impl Run<'_> {
 
     /// A path that could not be backed up: counted, and told unless it is another for want
     /// of space in the store (the first stopped the run).
-    fn fail(&self, here: &Here, what: &str, e: &io::Error) {
+    pub(super) fn fail(&self, here: &Here, what: &str, e: &io::Error) {
         Counters::add(&self.counters.failed, 1);
         if self.counters.out_of_space(e, || self.tree.store_full()) != Space::Again {
             self.report.failed(&here.shown, what, e);
@@ -266,6 +271,7 @@ impl Run<'_> {
             Err(e) => return self.fail(here, "cannot list in the store", &e),
         };
         let keep: HashSet<&OsString> = source.iter().collect();
+        self.doomed.saw(listing.len());
         for (name, kind) in listing {
             let partial = name.as_encoded_bytes().starts_with(PARTIAL.as_bytes());
             let gone = self.opts.delete
@@ -278,14 +284,15 @@ impl Run<'_> {
                 continue;
             }
             let at = here.join(&name);
-            if self.opts.dry_run {
-                self.report.would("delete", &at.shown);
+            if gone {
+                self.doomed.add(dest, name, at);
                 continue;
             }
-            match self.remove(dest, &name) {
-                Ok(n) if gone => Counters::add(&self.counters.deleted, n),
-                Ok(_) => {}
-                Err(e) => self.fail(&at, "cannot delete from the store", &e),
+            if self.opts.dry_run {
+                continue;
+            }
+            if let Err(e) = self.remove(dest, &name) {
+                self.fail(&at, "cannot delete from the store", &e);
             }
         }
     }

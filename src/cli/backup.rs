@@ -50,9 +50,14 @@ pub struct BackupArgs {
     pub dest: String,
     #[command(flatten)]
     pub run: RunOpts,
-    /// Remove from the store's directory what the sources no longer have
+    /// Remove from the store's directory what the sources no longer have (after the walk,
+    /// and none at all when that is more than half of what the store holds there)
     #[arg(long)]
     pub delete: bool,
+    /// With --delete: remove at most N entries, keep the rest and exit 25 (rsync's meaning);
+    /// given, it replaces the more-than-half refusal
+    #[arg(long, value_name = "N", requires = "delete")]
+    pub max_delete: Option<u64>,
     /// Compare content, not size and modification time, to find what changed
     #[arg(long, short = 'c')]
     pub checksum: bool,
@@ -139,6 +144,7 @@ fn options(r: &RunOpts, delete: bool, checksum: bool, trust: bool) -> Result<Opt
         filter: Filter::new(&r.exclude, &r.exclude_from)?,
         recheck: false,
         trust_metadata: trust,
+        max_delete: None,
     })
 }
 
@@ -238,6 +244,14 @@ fn finish(s: &Summary, json: bool, verb: &str) -> CliResult {
             s.seconds
         );
     }
+    if s.deletes_refused > 0 {
+        eprintln!(
+            "coffer: --delete kept {} entries that the sources no longer have: more than \
+             --max-delete allows or, without it, more than half of what the store holds there \
+             (an empty or unmounted source?); give --max-delete N to allow N",
+            s.deletes_refused
+        );
+    }
     if s.out_of_space > 0 {
         let (place, verb) = match verb {
             "restored" => ("the restore's target", "restored"),
@@ -258,6 +272,7 @@ fn finish(s: &Summary, json: bool, verb: &str) -> CliResult {
             eprintln!("coffer: interrupted: run the same command again to finish");
             20
         }
+        (false, 0) if s.deletes_refused > 0 => 25,
         (false, 0) => 0,
         (false, _) => 23,
     })
@@ -299,6 +314,7 @@ pub fn run_backup(a: BackupArgs) -> CliResult {
     super::init_logging(None, "warn")?;
     let (root, dest) = store_path(&a.dest)?;
     let mut opts = options(&a.run, a.delete, a.checksum, false)?;
+    opts.max_delete = a.max_delete;
     for s in &a.sources {
         std::fs::symlink_metadata(s).map_err(|e| format!("{}: {e}", s.display()))?;
     }
