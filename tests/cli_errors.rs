@@ -176,3 +176,18 @@ fn help_has_examples_and_info_has_no_secrets() {
         "{info}"
     );
 }
+
+/// A mistyped or unknown subcommand was taken for the mount helper's call form
+/// (`coffer STORE MOUNTPOINT -o ...`) and answered "unknown mount flag --json". A bare word
+/// that names nothing is a subcommand clap does not know; a path still goes to the helper.
+#[test]
+fn an_unknown_subcommand_is_called_one() {
+    let env = Env::new();
+    let o = env.coffer(&["snapshot", "STORE", "--json"]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(e.contains("unrecognized subcommand 'snapshot'"), "{e}");
+    assert!(!e.contains("mount flag"), "{e}");
+    let o = env.coffer(&["/nowhere/store", "/mnt/x", "--json"]);
+    assert!(stderr(&o).contains("unknown mount flag --json"), "{}", stderr(&o));
+}

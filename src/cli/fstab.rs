@@ -67,6 +67,11 @@ pub fn helper_call(args: &[OsString]) -> Option<Result<Vec<OsString>, Failure>> 
         if b.starts_with(b"-") || b == b"help" || args.len() < 3 {
             return None;
         }
+        // A store is a path (mount(8) passes fstab's absolute one): a bare word that names
+        // nothing here is a mistyped subcommand, for clap to answer.
+        if !b.contains(&b'/') && std::fs::symlink_metadata(first).is_err() {
+            return None;
+        }
         // Only a call that could be the helper's pays for building the command tree.
         let named = super::Cli::command()
             .get_subcommands()
