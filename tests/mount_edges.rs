@@ -117,6 +117,7 @@ fn a_store_on_read_only_media_mounts_read_only_and_fscks() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr_line(&o));
     let e = stderr_line(&o);
     assert!(e.contains("Read-only file system"), "{e}");
+    assert!(e.contains("mount it with --read-only"), "names the way out: {e}");
     assert!(!e.contains("not a coffer store"), "{e}");
     // --read-only mounts, says why it holds no lock, and reads.
     let o = env.coffer(&["mount", s(&ro), s(&env.mnt), "--read-only"]);

@@ -32,7 +32,10 @@ impl StoreLock {
         let io = |e| StoreError::Io(p.clone(), e);
         let dir = within::open_root(root).map_err(io)?;
         let file = within::open_at(&dir, OsStr::new(LOCK), libc::O_RDWR | libc::O_CREAT, 0o600)
-            .map_err(io)?;
+            .map_err(|e| match read_only_cause(&e) {
+                true => StoreError::NotWritable(root.to_path_buf(), e),
+                false => io(e),
+            })?;
         Self::lock(root, file)
     }
 

@@ -63,6 +63,13 @@ pub enum StoreError {
     NotEmpty(PathBuf),
     #[error("store is damaged: {0}")]
     Damaged(String),
+    #[error(
+        "{path} cannot be written ({e}: read-only media, a snapshot, or no write access): mount \
+         it with --read-only, or restore or fsck from it as it is; writing to it needs it writable",
+        path = .0.display(),
+        e = .1
+    )]
+    NotWritable(PathBuf, std::io::Error),
     /// What a caller's step of init or upgrade (keeping the key, sealing a recovery record)
     /// failed with.
     #[error("{0}")]
