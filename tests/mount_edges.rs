@@ -71,6 +71,7 @@ fn a_mount_without_dev_fuse_names_it() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr_line(&o));
     let e = stderr_line(&o);
     assert!(e.contains("/dev/fuse is missing"), "{e}");
+    assert!(e.contains("`coffer backup` and `coffer restore` need no mount"), "{e}");
     // Something else in its place (a file bound over it): named too, before any mount(2).
     let o = sh(&format!(
         "unshare -m sh -c 'mount --bind /proc/version /dev/fuse && COFFER_KEYSTORE={} COFFER_PASSPHRASE_FILE={} {} mount {} {}'",

@@ -146,7 +146,8 @@ fn check_dev_fuse() -> Result<(), Failure> {
         Ok(m) => m,
         Err(_) => {
             return Err(Failure::from(
-                "/dev/fuse is missing: load the fuse kernel module (modprobe fuse)",
+                "/dev/fuse is missing (in a container, pass it in; on a host, modprobe fuse); \
+                 `coffer backup` and `coffer restore` need no mount",
             ))
         }
     };
