@@ -189,5 +189,30 @@ fn an_unknown_subcommand_is_called_one() {
     assert!(e.contains("unrecognized subcommand 'snapshot'"), "{e}");
     assert!(!e.contains("mount flag"), "{e}");
     let o = env.coffer(&["/nowhere/store", "/mnt/x", "--json"]);
-    assert!(stderr(&o).contains("unknown mount flag --json"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("unknown mount flag --json"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// `init` with the key in this host's keystore says that every backup now depends on that
+/// keystore and its passphrase, and names --recovery-cert.
+#[test]
+fn init_says_what_the_backups_now_depend_on() {
+    let env = Env::new();
+    let o = env.coffer(&[
+        "init",
+        env.store.to_str().expect("utf8"),
+        "--rsa-bits",
+        "2048",
+    ]);
+    let e = stderr(&o);
+    assert!(o.status.success(), "{e}");
+    assert!(
+        e.contains("now depends on this host's keystore")
+            && e.contains(env.keystore.to_str().expect("utf8"))
+            && e.contains("--recovery-cert"),
+        "{e}"
+    );
 }

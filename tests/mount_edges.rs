@@ -71,7 +71,10 @@ fn a_mount_without_dev_fuse_names_it() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr_line(&o));
     let e = stderr_line(&o);
     assert!(e.contains("/dev/fuse is missing"), "{e}");
-    assert!(e.contains("`coffer backup` and `coffer restore` need no mount"), "{e}");
+    assert!(
+        e.contains("`coffer backup` and `coffer restore` need no mount"),
+        "{e}"
+    );
     // Something else in its place (a file bound over it): named too, before any mount(2).
     let o = sh(&format!(
         "unshare -m sh -c 'mount --bind /proc/version /dev/fuse && COFFER_KEYSTORE={} COFFER_PASSPHRASE_FILE={} {} mount {} {}'",
@@ -118,7 +121,10 @@ fn a_store_on_read_only_media_mounts_read_only_and_fscks() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr_line(&o));
     let e = stderr_line(&o);
     assert!(e.contains("Read-only file system"), "{e}");
-    assert!(e.contains("mount it with --read-only"), "names the way out: {e}");
+    assert!(
+        e.contains("mount it with --read-only"),
+        "names the way out: {e}"
+    );
     assert!(!e.contains("not a coffer store"), "{e}");
     // --read-only mounts, says why it holds no lock, and reads.
     let o = env.coffer(&["mount", s(&ro), s(&env.mnt), "--read-only"]);

@@ -112,6 +112,15 @@ pub fn run(a: InitArgs) -> CliResult {
         ),
         CredentialKept::NotNeeded => {}
     }
+    if created.desc.provider == crate::store::KeyHome::Local && created.desc.recovery.is_none() {
+        eprintln!(
+            "coffer: note: every backup in {} now depends on this host's keystore ({}) and its \
+             passphrase: keep a copy of both, or an export (`coffer keys export`), somewhere \
+             else; `--recovery-cert` at init seals the keys to your recovery certificate too",
+            a.store.display(),
+            chain.keystore_dir().display()
+        );
+    }
     println!("{}", created.desc.store_id);
     Ok(0)
 }
