@@ -200,3 +200,23 @@ fn the_fstab_line_becomes_a_mount_unit_that_verifies() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success() && err.trim().is_empty(), "{err}");
 }
+
+/// A unit whose configuration is missing must fail, naming it, never be skipped in silence:
+/// no unit of ours has a Condition*= line (a failed condition skips the unit and the boot
+/// goes on as if nothing were wrong); coffer-mount@ asserts its environment file instead.
+#[test]
+fn a_missing_configuration_fails_a_unit_rather_than_skipping_it() {
+    for unit in units() {
+        let text = std::fs::read_to_string(&unit).expect("unit");
+        let conditions: Vec<_> = text
+            .lines()
+            .filter(|l| l.trim_start().starts_with("Condition"))
+            .collect();
+        assert!(conditions.is_empty(), "{}: {conditions:?}", unit.display());
+    }
+    let mount = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("dist/systemd/coffer-mount@.service"),
+    )
+    .expect("unit");
+    assert!(mount.contains("\nAssertPathExists=/etc/coffer/mount/%i.env\n"), "{mount}");
+}
