@@ -28,6 +28,9 @@ fn head(title: &str) -> Markup {
             meta name="viewport" content="width=device-width, initial-scale=1";
             title { (title) " · coffer key server" }
             link rel="stylesheet" href="/console/style.css";
+            // No icon: a browser then asks for no /favicon.ico, whose refusal (no client
+            // certificate there) would fill the audit log and the refusal counts.
+            link rel="icon" href="data:,";
         }
     }
 }
