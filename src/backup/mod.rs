@@ -127,13 +127,8 @@ impl Counters {
     /// Whether failure `e` is for want of space where the run writes: ENOSPC or EDQUOT, or
     /// EIO or E2BIG while `full` says that filesystem is full (the store's layers say EIO for
     /// a block they could not write). The first stops the run, as a full disk does not empty
-    /// itself; the caller reports that one and counts the rest, and the files dropped
-    /// because of it.
+    /// itself; the caller reports that one and counts the rest.
     pub fn out_of_space(&self, e: &std::io::Error, full: impl FnOnce() -> bool) -> Space {
-        // A file in hand when the first stopped the run is dropped (EINTR): not news either.
-        if e.kind() == std::io::ErrorKind::Interrupted && self.full.load(Ordering::Relaxed) > 0 {
-            return Space::Again;
-        }
         let plain = matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT));
         let vague = matches!(e.raw_os_error(), Some(libc::EIO | libc::E2BIG));
         if !(plain || vague && full()) {
@@ -144,6 +139,12 @@ impl Counters {
             0 => Space::First,
             _ => Space::Again,
         }
+    }
+
+    /// Whether failure `e` is a file in hand dropped because the run was stopped (a signal,
+    /// a full disk): the run says it stopped; the file is not a failure of its own.
+    pub fn dropped(&self, e: &std::io::Error) -> bool {
+        e.kind() == std::io::ErrorKind::Interrupted && self.stopped()
     }
 
     pub fn summary(&self, seconds: f64, dry_run: bool) -> Summary {

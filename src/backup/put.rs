@@ -125,8 +125,12 @@ impl Run<'_> {
     }
 
     /// A path that could not be backed up: counted, and told unless it is another for want
-    /// of space in the store (the first stopped the run).
+    /// of space in the store (the first stopped the run); a file dropped at a stop is
+    /// neither.
     pub(super) fn fail(&self, here: &Here, what: &str, e: &io::Error) {
+        if self.counters.dropped(e) {
+            return;
+        }
         Counters::add(&self.counters.failed, 1);
         if self.counters.out_of_space(e, || self.tree.store_full()) != Space::Again {
             self.report.failed(&here.shown, what, e);

@@ -154,8 +154,11 @@ fn find(tree: &Tree, path: &Path) -> Result<(u64, Stat), BackupError> {
 
 impl Out<'_> {
     /// A path that could not be restored: counted, and told unless it is another for want of
-    /// space in the target (the first stopped the run).
+    /// space in the target (the first stopped the run); a file dropped at a stop is neither.
     fn fail(&self, here: &Here, what: &str, e: &io::Error) {
+        if self.counters.dropped(e) {
+            return;
+        }
         Counters::add(&self.counters.failed, 1);
         if self.counters.out_of_space(e, || false) != Space::Again {
             self.report.failed(&here.shown, what, e);
