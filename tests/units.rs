@@ -218,5 +218,8 @@ fn a_missing_configuration_fails_a_unit_rather_than_skipping_it() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("dist/systemd/coffer-mount@.service"),
     )
     .expect("unit");
-    assert!(mount.contains("\nAssertPathExists=/etc/coffer/mount/%i.env\n"), "{mount}");
+    assert!(
+        mount.contains("\nAssertPathExists=/etc/coffer/mount/%i.env\n"),
+        "{mount}"
+    );
 }

@@ -54,7 +54,9 @@ impl Run<'_> {
         Counters::add(&self.counters.deletes_refused, (list.len() - n) as u64);
         for (dir, name, at) in list.into_iter().take(n) {
             if self.opts.dry_run {
-                self.report.would("delete", &at.shown);
+                // Named where it is: in the store, not the source that no longer has it.
+                self.report
+                    .would("delete from the store", &self.dest.join(&at.rel));
                 continue;
             }
             // The directory's times were set when the walk finished it: put back as they were.

@@ -51,6 +51,8 @@ pub(super) struct Run<'a> {
     ahead: Mutex<Option<AheadQueue>>,
     /// What --delete removes once the walk is done (delete.rs).
     pub(super) doomed: super::delete::Doomed,
+    /// The directory in the store the sources go into, as given.
+    pub(super) dest: &'a Path,
 }
 
 /// Where the walk sends a source directory (and the store directory it goes into, when that
@@ -78,6 +80,7 @@ pub fn backup(
         held: Mutex::default(),
         ahead: Mutex::new(Some(ahead)),
         doomed: Default::default(),
+        dest,
     };
     let dest_ino = run.dest_dir(dest)?;
     let pool = rayon::ThreadPoolBuilder::new()
