@@ -458,3 +458,38 @@ fn a_backup_only_host_backs_up_and_cannot_restore() {
     assert_eq!(fs::read(out.join("a")).expect("read"), pattern(4, 40_001));
     assert_eq!(fs::read(out.join("new")).expect("read"), b"new");
 }
+
+/// A restore into a directory that already holds the tree leaves what matches (size, time,
+/// mode) as it is, rsync's quick check, where it rewrote every file; what differs is
+/// written again.
+#[test]
+fn a_restore_over_the_same_tree_writes_only_what_differs() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    sh_ok(&format!(
+        "mkdir -p '{0}/d' && echo a > '{0}/a' && echo b > '{0}/d/b' && echo c > '{0}/d/c'",
+        s(&src)
+    ));
+    json_run(
+        &env,
+        &["backup", &format!("{}/", s(&src)), &at(&env, "t")],
+        0,
+    );
+    let out = env.path("out");
+    let first = json_run(&env, &["restore", &at(&env, "t/"), s(&out)], 0);
+    assert_eq!(first["files_written"], 3, "{first}");
+    let ino = |p: &str| fs::metadata(out.join(p)).expect(p).ino();
+    let (a, b) = (ino("a"), ino("d/b"));
+    fs::write(out.join("d/c"), "changed here\n").expect("write");
+
+    let again = json_run(&env, &["restore", &at(&env, "t/"), s(&out)], 0);
+    assert_eq!(
+        (again["files_written"].as_u64(), again["unchanged"].as_u64()),
+        (Some(1), Some(2)),
+        "{again}"
+    );
+    assert_eq!((ino("a"), ino("d/b")), (a, b), "left as they were");
+    assert_eq!(fs::read_to_string(out.join("d/c")).expect("c"), "c\n");
+}

@@ -261,6 +261,10 @@ impl Out<'_> {
     /// A file, symlink or special file: under a temporary name, then renamed over what was
     /// there; in a directory this run made, at its name.
     fn one(&self, dfd: &Dest, name: &OsStr, st: &Stat) -> io::Result<()> {
+        if !dfd.fresh && st.kind == Kind::File && self.unchanged(dfd.fd.as_ref(), name, st) {
+            Counters::add(&self.counters.unchanged, 1);
+            return Ok(());
+        }
         let tmp = match dfd.fresh {
             true => name.to_os_string(),
             false => partial_name(),
@@ -282,6 +286,24 @@ impl Out<'_> {
         }
         Counters::add(&self.counters.files, 1);
         Ok(())
+    }
+
+    /// rsync's quick check, for a restore into a tree that already holds it: the target's
+    /// `name` is a regular file of one name with `st`'s size, modification time, mode and
+    /// (where they are restored) owner. Such a file is left as it is, not written again.
+    fn unchanged(&self, dfd: &OwnedFd, name: &OsStr, st: &Stat) -> bool {
+        let Ok(t) = local::stat_at(dfd, name) else {
+            return false;
+        };
+        let mtime = std::time::UNIX_EPOCH
+            + std::time::Duration::new(t.st_mtime as u64, t.st_mtime_nsec as u32);
+        let (owner, perm) = self.owner_mode(st);
+        t.st_mode & libc::S_IFMT == libc::S_IFREG
+            && t.st_nlink == 1
+            && t.st_size as u64 == st.size
+            && mtime == st.mtime
+            && t.st_mode & 0o7777 == perm
+            && owner.is_none_or(|o| o == (t.st_uid, t.st_gid))
     }
 
     /// A regular file: its content, then owner, mode, attributes and times through its own
