@@ -263,6 +263,29 @@ fn a_restore_never_writes_through_a_symlink_planted_in_its_target() {
         "replaced, not followed"
     );
     assert_eq!(fs::read(&motd).expect("read"), b"from the backup");
+
+    // The TARGET named on the command line is resolved as the shell and rsync resolve it:
+    // a symlink to a directory is that directory (docs/backup.md says so).
+    let real = env.path("real");
+    fs::create_dir(&real).expect("mkdir");
+    let via = env.path("via");
+    std::os::unix::fs::symlink(&real, &via).expect("symlink");
+    let o = env.coffer(&["restore", &format!("{}:t/", s(&env.store)), s(&via)]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(via
+        .symlink_metadata()
+        .expect("stat")
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        fs::read(real.join("motd")).expect("read"),
+        b"from the backup"
+    );
 }
 
 #[test]
