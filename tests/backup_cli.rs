@@ -218,3 +218,49 @@ fn delete_from_an_empty_source_keeps_the_backup_unless_max_delete_allows_it() {
     );
     assert_eq!(restored("r4"), "");
 }
+
+/// A read-only mount, fsck without --repair and a restore only read: they share the store's
+/// lock and run side by side (a read-only mount blocked fsck and restore). A writer still
+/// waits for them, and one mount at a time keeps the store.
+#[test]
+fn a_read_only_mount_lets_fsck_and_restore_run_beside_it() {
+    if !require_fuse() {
+        return;
+    }
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).expect("mkdir");
+    fs::write(src.join("a"), b"kept").expect("write");
+    env.coffer_ok(&[
+        "backup",
+        &format!("{}/", s(&src)),
+        &format!("{}:x", s(&env.store)),
+    ]);
+    let m = env.mount_with(&["--read-only"]);
+    let out = env.path("out");
+    env.coffer_ok(&["restore", &format!("{}:x/", s(&env.store)), s(&out)]);
+    assert_eq!(fs::read(out.join("a")).expect("restored"), b"kept");
+    env.assert_fsck_clean();
+    let o = env.coffer(&[
+        "backup",
+        &format!("{}/", s(&src)),
+        &format!("{}:y", s(&env.store)),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("is in use (mounted at {}", s(&env.mnt))),
+        "{err}"
+    );
+    let mnt2 = env.path("mnt2");
+    fs::create_dir(&mnt2).expect("mkdir");
+    let o = env.coffer(&["mount", s(&env.store), s(&mnt2), "--read-only"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    m.umount();
+}

@@ -190,7 +190,11 @@ fn open(
              files it left are checked as they are met"
         );
     }
-    lock.record(std::process::id(), "", doing);
+    // Only a writer records itself: readers share the lock, and a read-only mount's record
+    // (which `coffer umount` reads) stays its own.
+    if write {
+        lock.record(std::process::id(), "", doing);
+    }
     let store = OpenStore::open(&root, desc, keys)?;
     let tree = Tree::new(store, !write || r.dry_run)?;
     Ok(Opened {

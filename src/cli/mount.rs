@@ -225,6 +225,14 @@ pub fn run(a: MountArgs) -> CliResult {
         true => StoreLock::acquire_for_reading(&root)?,
         false => StoreLock::acquire(&root)?,
     };
+    // Readers share the lock, but one mount at a time records itself in it (for umount).
+    if let Some((pid, mnt)) = StoreLock::holder(&root).filter(|(p, _)| *p != std::process::id()) {
+        // SAFETY: kill with signal 0 only checks that the process exists.
+        if a.read_only && !mnt.is_empty() && unsafe { libc::kill(pid as i32, 0) } == 0 {
+            let at = format!(" (mounted at {mnt} by pid {pid})");
+            return Err(crate::store::StoreError::Busy(root.clone(), at).into());
+        }
+    }
     if let Some(why) = lock.unlocked() {
         eprintln!("coffer: note: {why}");
     }

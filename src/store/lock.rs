@@ -36,11 +36,12 @@ impl StoreLock {
                 true => StoreError::NotWritable(root.to_path_buf(), e),
                 false => io(e),
             })?;
-        Self::lock(root, file)
+        Self::lock(root, file, false)
     }
 
-    /// For a holder that only reads (a read-only mount, fsck without --repair): the same lock
-    /// where it can be had. On a store that cannot be written (read-only media, a snapshot, a
+    /// For a holder that only reads (a read-only mount, fsck without --repair, a restore): a
+    /// shared lock where it can be had, so that readers run side by side and a writer waits
+    /// for them all. On a store that cannot be written (read-only media, a snapshot, a
     /// user without write access) an existing lock file is locked through a read-only
     /// descriptor, and where there is none the holder goes on without one; `unlocked` then
     /// says why, for the holder to tell the user.
@@ -50,12 +51,12 @@ impl StoreLock {
         let dir = within::open_root(root).map_err(io)?;
         let name = OsStr::new(LOCK);
         let err = match within::open_at(&dir, name, libc::O_RDWR | libc::O_CREAT, 0o600) {
-            Ok(file) => return Self::lock(root, file),
+            Ok(file) => return Self::lock(root, file, true),
             Err(e) if read_only_cause(&e) => e,
             Err(e) => return Err(io(e)),
         };
         match within::open_at(&dir, name, libc::O_RDONLY, 0) {
-            Ok(file) => Self::lock(root, file),
+            Ok(file) => Self::lock(root, file, true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(StoreLock {
                 file: None,
                 unlocked: Some(format!(
@@ -69,9 +70,15 @@ impl StoreLock {
         }
     }
 
-    fn lock(root: &Path, file: std::fs::File) -> Result<StoreLock, StoreError> {
+    /// flock the lock file: shared for holders that only read (a read-only mount, fsck
+    /// without --repair, a restore), which may run side by side; exclusive for a writer.
+    fn lock(root: &Path, file: std::fs::File, shared: bool) -> Result<StoreLock, StoreError> {
+        let how = match shared {
+            true => libc::LOCK_SH,
+            false => libc::LOCK_EX,
+        };
         // SAFETY: the fd is owned by `file` and open.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        if unsafe { libc::flock(file.as_raw_fd(), how | libc::LOCK_NB) } != 0 {
             let holder = match Self::holder(root) {
                 Some((pid, mnt)) if !mnt.is_empty() => format!(" (mounted at {mnt} by pid {pid})"),
                 Some((pid, _)) => format!(" (by pid {pid})"),
