@@ -242,10 +242,15 @@ fn a_backup_into_a_full_store_stops_says_so_once_and_the_rerun_finishes_it() {
         err.contains("did not finish"),
         "the rerun says what it found: {err}"
     );
+    assert_whole(&env, &src);
+}
+
+/// fsck is clean without --repair, and the store's `x` restores as `src` byte for byte.
+fn assert_whole(env: &Env, src: &Path) {
     env.assert_fsck_clean();
     let out = env.path("out");
     env.coffer_ok(&["restore", &format!("{}:x/", s(&env.store)), s(&out)]);
-    let diff = sh(&format!("diff -r '{}' '{}'", s(&src), s(&out)));
+    let diff = sh(&format!("diff -r '{}' '{}'", s(src), s(&out)));
     assert!(
         diff.status.success(),
         "{}",
@@ -307,15 +312,7 @@ fn rsync_into_a_mount_on_a_full_store_is_told_at_umount_and_the_rerun_finishes_i
     let o = rsync(&m);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     m.umount();
-    env.assert_fsck_clean();
-    let out = env.path("out");
-    env.coffer_ok(&["restore", &format!("{}:x/", s(&env.store)), s(&out)]);
-    let diff = sh(&format!("diff -r '{}' '{}'", s(&src), s(&out)));
-    assert!(
-        diff.status.success(),
-        "{}",
-        String::from_utf8_lossy(&diff.stdout)
-    );
+    assert_whole(&env, &src);
 }
 
 /// A restore into a target that fills up stops at the first file that does not fit, says in
