@@ -1,5 +1,6 @@
 //! What `coffer fsck` shows of a long check: a progress bar on a terminal and nothing of it
-//! otherwise, and `--json` with every finding and count, on a clean store and a damaged one.
+//! otherwise, and `--json` with every finding and count, on a clean store and a damaged one,
+//! whose damaged file it names by its plaintext path beside its ciphertext path.
 
 mod common;
 
@@ -74,10 +75,32 @@ fn fsck_json_has_every_finding_and_count() {
             .is_some_and(|p| p.contains(name.as_ref()) && p.contains("failed authentication"))),
         "{v}"
     );
-    assert!(!v.to_string().contains("/f0"), "no plaintext name: {v}");
+    // Named by its plaintext path too (the name key is here), and counted with its bytes.
+    let p = problems[0].as_str().expect("text");
+    let plain = p
+        .split_once(" (")
+        .and_then(|(_, r)| r.split_once(')'))
+        .map(|(n, _)| n)
+        .expect("a plaintext path in parentheses");
+    assert!(plain.starts_with("/a/d") && plain.contains("/f"), "{plain}");
+    assert_eq!(
+        fs::read(env.path("src").join(&plain[3..]))
+            .expect("that file")
+            .len(),
+        700
+    );
+    assert_eq!(v["damaged_files"], 1, "{v}");
+    assert_eq!(v["damaged_bytes"], last as u64 + 1, "{v}");
     // Reported once: the damaged file is there, so its catalog record is not "gone" too.
     assert_eq!(problems.len(), 1, "{v}");
     assert!(!v.to_string().contains("whose file is gone"), "{v}");
+    // --no-names: a report to send elsewhere holds no plaintext path.
+    let o = env.coffer(&["fsck", s(&env.store), "--no-names"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        !out.contains(plain) && out.contains("(1 damaged files,"),
+        "{out}"
+    );
 }
 
 #[test]

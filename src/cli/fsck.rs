@@ -22,9 +22,13 @@ pub struct FsckArgs {
     /// operations. File content is never rewritten.
     #[arg(long)]
     pub repair: bool,
-    /// Also print the plaintext path of each damaged file (reports are otherwise free of names)
-    #[arg(long)]
+    /// Name each damaged file by its plaintext path beside its ciphertext path (the default;
+    /// kept for scripts that give it)
+    #[arg(long, hide = true)]
     pub names: bool,
+    /// Leave plaintext paths out of the report (for a report to be sent elsewhere)
+    #[arg(long, conflicts_with = "names")]
+    pub no_names: bool,
     /// Print the findings and counts as one JSON object on stdout (and no progress bar)
     #[arg(long)]
     pub json: bool,
@@ -82,7 +86,7 @@ pub fn run(a: FsckArgs) -> CliResult {
     let bar = Bar::of(a.json, "files", &progress);
     let opts = Options {
         repair: a.repair,
-        show_names: a.names,
+        show_names: !a.no_names,
         keyless,
         progress: Some(progress),
     };
@@ -131,9 +135,16 @@ fn print(a: &FsckArgs, report: &fsck::Report, code: i32) -> Result<(), Failure> 
     for w in &report.advice {
         eprintln!("coffer: warning: {w}");
     }
+    let damaged = match report.damaged_files {
+        0 => String::new(),
+        n => format!(
+            " ({n} damaged files, {} bytes stored)",
+            report.damaged_bytes
+        ),
+    };
     println!(
         "{}: {} files ({} bytes), {} directories, {} symlinks, {} extended attributes checked; \
-         {} problems, {} repaired",
+         {} problems{damaged}, {} repaired",
         a.store.display(),
         report.files,
         report.plain_bytes,

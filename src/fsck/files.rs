@@ -57,13 +57,13 @@ impl Walk<'_> {
             .ok()
             .and_then(|(h, _)| self.batch_problem(&h.batch_id))
         {
-            return self.problem(crel, plain, why);
+            return self.damaged_file(crel, plain, len, why);
         }
         if let Ok((h, _)) = &shape {
             if rec.is_some_and(|r| r.id != h.file_id) {
                 let why = "its content is another file's (the header's file id is not the one \
                            its sealed record names): it reads as EIO";
-                return self.problem(crel, plain, why);
+                return self.damaged_file(crel, plain, len, why);
             }
             // Whatever is found wrong below, the file is there: its record is not orphaned.
             self.damaged.insert(h.file_id);
@@ -90,11 +90,19 @@ impl Walk<'_> {
                         tracing::warn!("{}: {what}", crel.display());
                         self.fixed(crel, what);
                     }
-                    Err(not) => self.problem(crel, plain, format!("{why} ({not})")),
+                    Err(not) => self.damaged_file(crel, plain, len, format!("{why} ({not})")),
                 }
             }
-            Err(why) => self.problem(crel, plain, why),
+            Err(why) => self.damaged_file(crel, plain, len, why),
         }
+    }
+
+    /// A file that does not read whole: reported, and counted with its stored length (its
+    /// plaintext length cannot be trusted), so that the summary says what was damaged.
+    fn damaged_file(&mut self, crel: &Path, plain: &str, len: u64, why: impl std::fmt::Display) {
+        self.report.damaged_files += 1;
+        self.report.damaged_bytes += len;
+        self.problem(crel, plain, why);
     }
 
     /// Make a file cut short before its header the empty file it was, in place (so it keeps

@@ -46,6 +46,9 @@ pub struct Report {
     /// Extended attributes checked.
     pub xattrs: u64,
     pub plain_bytes: u64,
+    /// Files found damaged (each a problem above), and their stored bytes.
+    pub damaged_files: u64,
+    pub damaged_bytes: u64,
     /// Format 3: inode records that `coffer upgrade` wrote from what it found in place.
     pub adopted_records: u64,
     /// Batches that `coffer upgrade` adopted from a format-1 store (hex ids), with how many
