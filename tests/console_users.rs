@@ -1,5 +1,6 @@
-//! `coffer keyserver user add`: a web-console user in the key server's configuration, kept
-//! only as an Argon2id hash, in a file only root reads; and one line for each mistake.
+//! `coffer keyserver user add`, `list` and `remove`: a web-console user in the key server's
+//! configuration, kept only as an Argon2id hash, in a file only root reads; and one line
+//! for each mistake.
 
 mod common;
 
@@ -85,4 +86,43 @@ fn console_users_are_kept_as_argon2id_hashes() {
     }
     let c = coffer::server::Config::load(&cfg).expect("config");
     assert_eq!(c.console_users.len(), 2, "nothing added by a refused call");
+}
+
+/// `user list` shows each console user and role (never a hash), `user remove` takes one
+/// out, and removing one that is not there is one line, exit 2.
+#[test]
+fn console_users_are_listed_and_removed() {
+    let env = Env::new();
+    let cfg = env.path("keyserver.toml");
+    for (n, r) in [("alice", "key-admin"), ("bob", "viewer")] {
+        let o = user_add(&env, n, r, "a long console passphrase");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let run = |args: &[&str]| {
+        std::process::Command::new(bin())
+            .args(["keyserver", "user"])
+            .args(args)
+            .args(["--config", s(&cfg)])
+            .output()
+            .expect("coffer")
+    };
+    let o = run(&["list"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(out, "alice\tkey-admin\nbob\tviewer\n");
+    let o = run(&["remove", "bob"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run(&["list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(
+        v,
+        serde_json::json!([{ "name": "alice", "role": "key-admin" }])
+    );
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("argon2"));
+    let o = run(&["remove", "bob"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("no console user bob in") && err.lines().count() == 1,
+        "{err}"
+    );
 }

@@ -75,6 +75,30 @@ pub enum UserCommand {
         after_help = "Examples:\n  coffer keyserver user add alice --role key-admin --config /etc/coffer/keyserver.toml\n  coffer keyserver user add audit --role viewer --config keyserver.toml --passphrase-file p\n\nRoles: viewer (sees the tree, keys, rights and audit log), key-admin (also grants and\nrevokes rights and sets the hierarchy options)."
     )]
     Add(UserAddArgs),
+    /// The console users and their roles (never their passphrases)
+    #[command(
+        after_help = "Example:\n  coffer keyserver user list --config /etc/coffer/keyserver.toml"
+    )]
+    List {
+        /// The key server's configuration file
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// One JSON array of {name, role} on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take a console user out: no login from then on (a session already open runs until it
+    /// expires or the key server restarts)
+    #[command(
+        after_help = "Example:\n  coffer keyserver user remove alice --config /etc/coffer/keyserver.toml"
+    )]
+    Remove {
+        /// The user name
+        name: String,
+        /// The key server's configuration file
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -93,11 +117,46 @@ pub struct UserAddArgs {
     pub passphrase_file: Option<PathBuf>,
 }
 
-/// `coffer keyserver user add`: hash the passphrase, put the user in the configuration.
+/// `coffer keyserver user add|list|remove`.
 fn user(cmd: KeyserverCommand) -> CliResult {
-    let KeyserverCommand::User {
-        cmd: UserCommand::Add(a),
-    } = cmd;
+    let KeyserverCommand::User { cmd } = cmd;
+    match cmd {
+        UserCommand::Add(a) => user_add(a),
+        UserCommand::List { config, json } => {
+            let cfg = Config::load(&config)?;
+            let users: Vec<_> = (cfg.console_users.iter())
+                .map(|(n, u)| serde_json::json!({ "name": n, "role": u.role }))
+                .collect();
+            match json {
+                true => println!("{}", serde_json::Value::Array(users)),
+                false => {
+                    for (n, u) in &cfg.console_users {
+                        println!(
+                            "{n}\t{}",
+                            serde_json::to_value(u.role)?.as_str().unwrap_or("")
+                        );
+                    }
+                }
+            }
+            Ok(0)
+        }
+        UserCommand::Remove { name, config } => {
+            let mut cfg = Config::load(&config)?;
+            if cfg.console_users.remove(&name).is_none() {
+                return Err(Failure::from(format!(
+                    "no console user {name} in {}",
+                    config.display()
+                )));
+            }
+            cfg.save(&config)?;
+            println!("removed console user {name} from {}", config.display());
+            Ok(0)
+        }
+    }
+}
+
+/// `coffer keyserver user add`: hash the passphrase, put the user in the configuration.
+fn user_add(a: UserAddArgs) -> CliResult {
     console_auth::check_name(&a.name)?;
     let role: console_auth::Role = a.role.parse()?;
     let mut cfg = match a.config.exists() {
