@@ -227,6 +227,17 @@ fn filters(f: &Filter, ops: &BTreeSet<String>) -> Markup {
     }
 }
 
+/// Who acted, for the "By" column: a console user; else the client whose certificate the
+/// request came with (the record's user is the server's own process, "uid 0", which said
+/// nothing); else the local user who ran the command on this host.
+fn by(l: &Line) -> String {
+    match (&l.actor, &l.fingerprint) {
+        (Some(a), _) => format!("{a} (console)"),
+        (None, Some(_)) => "the client".to_string(),
+        (None, None) => l.user.clone(),
+    }
+}
+
 pub fn page(v: &View, f: &Filter, found: &Found, notice: Notice) -> Markup {
     let pages = found.lines.len().div_ceil(PAGE).max(1);
     let at = f.page.min(pages);
@@ -242,7 +253,7 @@ pub fn page(v: &View, f: &Filter, found: &Found, notice: Notice) -> Markup {
                     td.id { (l.key_id.as_deref().unwrap_or("")) }
                     td.id { (l.store_id.as_deref().unwrap_or("")) }
                     td.fp { (l.fingerprint.as_deref().unwrap_or("")) }
-                    td { @if let Some(a) = &l.actor { (a) " (console)" } @else { (l.user) } }
+                    td { (by(l)) }
                     td { (l.detail.as_deref().unwrap_or("")) }
                 }
             }
@@ -267,6 +278,20 @@ mod tests {
             key_id: Some("ab".repeat(16)),
             ..Line::default()
         }
+    }
+
+    #[test]
+    fn by_names_the_console_user_the_client_or_the_local_user() {
+        let mut l = line("fetch", 0, "SHA256:ab");
+        l.user = "uid 0".into();
+        assert_eq!(by(&l), "the client");
+        l.actor = Some("alice".into());
+        assert_eq!(by(&l), "alice (console)");
+        let local = Line {
+            user: "root".into(),
+            ..Line::default()
+        };
+        assert_eq!(by(&local), "root");
     }
 
     #[test]
