@@ -262,6 +262,18 @@ fn keys_page(t: &Tree, b: &Browser) {
     );
     assert!(row.contains(&format!("pushed from {}", t.leaf.fp)), "{row}");
     b.screenshot("keys");
+    // In a 1280 px window the keys table fits its box, with nothing to scroll sideways (it
+    // was 1261 px in 1248).
+    b.resize(1280, 800);
+    b.goto(&t.url("/console/keys"));
+    let (table, room) = (
+        b.script("return document.querySelector('#keys').scrollWidth"),
+        b.script("return document.querySelector('#keys').parentElement.clientWidth"),
+    );
+    assert!(
+        table.as_u64().expect("px") <= room.as_u64().expect("px"),
+        "the keys table is {table} px wide in {room} px"
+    );
 }
 
 fn rights_and_audit(t: &Tree, b: &Browser) {
