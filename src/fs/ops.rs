@@ -55,7 +55,10 @@ impl CofferFs {
     pub(super) fn lookup(&self, parent: INodeNo, name: &OsStr) -> Result<FileAttr, Errno> {
         let stored = self.stored_name(parent, name)?;
         let attr = self.remember(parent, OsStr::new(stored.entry()), name)?;
-        if self.cfg.recheck && !self.cfg.read_only && attr.kind == FileType::RegularFile {
+        // Not while the disk is full: a catalog write then fails, and may leave the catalog
+        // for `fsck --repair`; the next mount with room records the file.
+        let recheck = self.cfg.recheck && !self.cfg.read_only;
+        if recheck && attr.kind == FileType::RegularFile && !self.full() {
             if let Ok(of) = self.open_file(attr.ino) {
                 of.republish(&self.store);
             }
