@@ -203,11 +203,7 @@ fn a_full_disk_fails_writes_with_enospc_and_loses_nothing_fsynced() {
 /// same command finishes the job, catalog included: fsck is clean without --repair.
 #[test]
 fn a_backup_into_a_full_store_stops_says_so_once_and_the_rerun_finishes_it() {
-    let mut env = Env::new();
-    let small = env.path("small");
-    let _fs = tmpfs(&small, "8m");
-    env.store = env.path("small/store");
-    env.init();
+    let (env, small, _fs) = small_store();
     let src = source(&env);
     let (src_arg, dest) = (format!("{}/", s(&src)), format!("{}:x", s(&env.store)));
 
@@ -274,6 +270,17 @@ fn assert_whole(env: &Env, src: &Path) {
     );
 }
 
+/// An env whose store lives on an 8 MB tmpfs of its own (its path, and the guard that
+/// unmounts it).
+fn small_store() -> (Env, std::path::PathBuf, Tmpfs) {
+    let mut env = Env::new();
+    let small = env.path("small");
+    let fs = tmpfs(&small, "8m");
+    env.store = env.path("small/store");
+    env.init();
+    (env, small, fs)
+}
+
 /// 600 files of 20 to 38 KB in 12 directories (17 MB): more than an 8 MB store holds.
 fn source(env: &Env) -> std::path::PathBuf {
     let src = env.path("src");
@@ -299,11 +306,7 @@ fn rsync_into_a_mount_on_a_full_store_is_told_at_umount_and_the_rerun_finishes_i
     if !require_fuse() {
         return;
     }
-    let mut env = Env::new();
-    let small = env.path("small");
-    let _fs = tmpfs(&small, "8m");
-    env.store = env.path("small/store");
-    env.init();
+    let (env, small, _fs) = small_store();
     let src = source(&env);
     let rsync = |m: &common::Mounted| sh(&format!("rsync -a '{}/' '{}/'", s(&src), s(&m.p("x"))));
     let m = env.mount();

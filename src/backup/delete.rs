@@ -10,7 +10,6 @@ use std::sync::Mutex;
 
 use super::put::{Here, Run};
 use super::Counters;
-use crate::fs::direct::SetAttrs;
 
 /// Entries of the store the source no longer has, and how many entries the walk found.
 #[derive(Default)]
@@ -66,12 +65,7 @@ impl Run<'_> {
                 Err(e) => self.fail(&at, "cannot delete from the store", &e),
             }
             if let Ok(b) = before {
-                let times = SetAttrs {
-                    atime: Some(b.atime),
-                    mtime: Some(b.mtime),
-                    ..SetAttrs::default()
-                };
-                if let Err(e) = self.tree.set_attrs(dir, &times) {
+                if let Err(e) = self.times_back(dir, &b) {
                     self.fail(&at, "cannot set its directory's times in the store", &e);
                 }
             }

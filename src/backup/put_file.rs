@@ -336,6 +336,17 @@ impl Run<'_> {
         }
     }
 
+    /// Put store directory `dir`'s times back as `before` had them: for a change made in it
+    /// after the walk finished it (a link, a deletion), which would otherwise move them.
+    pub(super) fn times_back(&self, dir: u64, before: &Stat) -> io::Result<()> {
+        let times = SetAttrs {
+            atime: Some(before.atime),
+            mtime: Some(before.mtime),
+            ..SetAttrs::default()
+        };
+        self.tree.set_attrs(dir, &times)
+    }
+
     /// Another name of a hard-linked file already in the store as `first`.
     pub(super) fn link_to(
         &self,
@@ -370,12 +381,7 @@ impl Run<'_> {
         let made = self.tree.link(first, parent, &tmp)?;
         self.tree.forget(made.ino);
         let renamed = self.tree.rename(parent, &tmp, parent, &name);
-        let times = SetAttrs {
-            atime: Some(before.atime),
-            mtime: Some(before.mtime),
-            ..SetAttrs::default()
-        };
-        self.tree.set_attrs(parent, &times)?;
+        self.times_back(parent, &before)?;
         if let Err(e) = renamed {
             let _ = self.tree.unlink(parent, &tmp);
             if e.raw_os_error() != Some(libc::EISDIR) {
